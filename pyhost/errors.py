@@ -1,0 +1,116 @@
+"""Every error pyhost raises, rooted at :class:`PyHostError`.
+
+The tree::
+
+    PyHostError
+     ├── PythonError            user code raised in the container (remote type, message, traceback)
+     ├── MarshalError           a value cannot cross the channel (names the type and where it sits)
+     ├── SessionTimeout         also a builtin TimeoutError; says whether soft or hard
+     ├── SessionClosed          we closed the session; it was used afterwards
+     ├── SessionDied            the container went away under us (exit code, OOM, kill)
+     ├── ProtocolError          the peer broke the wire contract (bad frame, key, version)
+     ├── EngineUnavailable      no Docker engine answers, or it refused a request
+     └── ImageNotFound          the session image is missing and could not be chosen
+
+Lower-layer errors (``OSError``, ``docker.errors``, ``msgpack`` exceptions) are translated at
+each boundary with ``raise ... from exc`` and never reach users untranslated.
+"""
+
+from __future__ import annotations
+
+from hxpy.codec import MarshalError as _CodecMarshalError
+
+__all__ = [
+    "EngineUnavailable",
+    "ImageNotFound",
+    "MarshalError",
+    "ProtocolError",
+    "PyHostError",
+    "PythonError",
+    "SessionClosed",
+    "SessionDied",
+    "SessionTimeout",
+]
+
+
+class PyHostError(Exception):
+    """Root of every error pyhost raises."""
+
+
+class PythonError(PyHostError):
+    """User code raised an exception inside the container.
+
+    Attributes:
+        remote_type: qualified name of the remote exception class, e.g. ``ZeroDivisionError``.
+        remote_message: ``str()`` of the remote exception.
+        remote_traceback: the remote traceback as text.
+        output: what the batch wrote to stdout/stderr before it failed.
+    """
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str,
+                 output: str = "") -> None:
+        super().__init__(remote_type, remote_message, remote_traceback)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.output = output
+
+    def __str__(self) -> str:
+        head = f"{self.remote_type}: {self.remote_message}"
+        if not self.remote_traceback:
+            return head
+        return f"{head}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
+
+
+class MarshalError(PyHostError, _CodecMarshalError):
+    """A value cannot be marshalled; the message names its type and where it sits.
+
+    It is also an ``hxpy.codec.MarshalError``, so code written against the shared codec
+    catches it too.
+    """
+
+
+class SessionTimeout(PyHostError, TimeoutError):
+    """A batch ran past the session timeout.
+
+    Attributes:
+        kind: ``"soft"`` when user code was interrupted and the namespace kept, ``"hard"``
+            when the container was killed.
+        seconds: the timeout that expired.
+    """
+
+    def __init__(self, message: str, kind: str = "hard", seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.seconds = seconds
+
+
+class SessionClosed(PyHostError):
+    """The session was closed by its owner and cannot be used any more."""
+
+
+class SessionDied(PyHostError):
+    """The container ended or the connection broke while the session was in use.
+
+    Attributes:
+        exit_code: the container's exit code when it is known.
+        oom_killed: whether the engine reports the container was killed for memory.
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None,
+                 oom_killed: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.oom_killed = oom_killed
+
+
+class ProtocolError(PyHostError):
+    """The peer broke the wire contract: a malformed or oversized frame, wrong key or version."""
+
+
+class EngineUnavailable(PyHostError):
+    """No Docker engine answers, or the engine refused a request."""
+
+
+class ImageNotFound(PyHostError):
+    """No usable session image is present; ``pyhost image build`` makes one."""
