@@ -20,6 +20,7 @@ __all__ = [
     "PeerClosed",
     "check_size",
     "frame",
+    "recv_exactly",
     "recv_frame",
     "recv_message",
     "send_message",
@@ -51,7 +52,8 @@ def frame(payload: bytes, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytearray:
+def recv_exactly(sock: socket.socket, size: int) -> bytearray:
+    """Read exactly ``size`` bytes into one buffer; :class:`PeerClosed` if the peer closes."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -71,11 +73,11 @@ def recv_frame(sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME) -> bytear
         FrameTooLarge: the announced length exceeds ``max_size``; nothing was allocated.
     """
     try:
-        (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
+        (size,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
     except PeerClosed as exc:
         raise PeerClosed("connection closed") from exc
     check_size(size, max_size, "incoming")
-    return _recv_exactly(sock, size)
+    return recv_exactly(sock, size)
 
 
 def send_message(sock: socket.socket, message: dict[str, Any],

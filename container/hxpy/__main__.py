@@ -1,0 +1,7 @@
+"""``python -m hxpy``: run the in-container server."""
+
+import sys
+
+from .server import main
+
+sys.exit(main())

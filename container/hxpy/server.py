@@ -1,0 +1,400 @@
+"""The in-container server: ``python -m hxpy``.
+
+One host connection per container. The server binds its socket before importing anything
+heavy (numpy and pandas load only when a value needs them), accepts connections until one
+says hello with the right key and protocol version, then stops listening and serves that host
+alone: batches of define/exec/eval against one persistent namespace. It exits when the host
+connection drops, so no container outlives its session.
+
+Configuration comes from the environment (the host launcher sets it):
+
+``HXPY_KEY``          session key the hello must carry (removed from ``os.environ`` once read)
+``HXPY_LISTEN``       ``unix:/run/hxpy/hxpy.sock`` (default) or ``tcp:0.0.0.0:8888``
+``HXPY_MAX_FRAME``    maximum frame size in bytes (default 1 GiB)
+``HXPY_OUTPUT_CAP``   captured stdout+stderr per batch, in bytes (default 1 MiB)
+``HXPY_LOG_LEVEL``    server log level (default WARNING), logged to the container's stderr
+``HXPY_FAULT``        test-only fault mode: ``crash``, ``hang``, ``garbage``, ``oversize``
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
+from .capture import CappedOutput
+
+log = logging.getLogger("hxpy")
+
+DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
+DEFAULT_OUTPUT_CAP = 1 << 20
+
+
+class SoftTimeout(BaseException):
+    """Raised inside user code when its batch outlives the soft timeout.
+
+    A BaseException, like KeyboardInterrupt, so ``except Exception`` in user code does not
+    swallow it.
+    """
+
+
+class HostCallError(Exception):
+    """The host answered a container -> host call with an error."""
+
+
+_current: Server | None = None
+
+
+def call_host(method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``method`` on the host from user code, over the session's own channel.
+
+    Only valid while a batch runs (the host is then waiting and can answer).
+
+    Raises:
+        HostCallError: the host has no such method, or it raised.
+        RuntimeError: no batch is running.
+    """
+    if _current is None or _current.batch_id is None:
+        raise RuntimeError("call_host() is only available while the host runs a batch")
+    return _current.call_host(method, list(args), kwargs)
+
+
+def listen(address: str) -> socket.socket:
+    """Bind and listen on ``unix:PATH`` or ``tcp:HOST:PORT``."""
+    scheme, _, rest = address.partition(":")
+    if scheme == "unix":
+        if os.path.exists(rest):
+            os.unlink(rest)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)  # only our uid (and root) may connect
+        try:
+            sock.bind(rest)
+        finally:
+            os.umask(old_umask)
+    elif scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or "0.0.0.0", int(port)))
+    else:
+        raise ValueError(f"HXPY_LISTEN must be unix:PATH or tcp:HOST:PORT, not {address!r}")
+    sock.listen(4)
+    return sock
+
+
+class Server:
+    """Serves one host connection: batches against one namespace."""
+
+    def __init__(self, key: str, max_frame: int = wire.DEFAULT_MAX_FRAME,
+                 output_cap: int = DEFAULT_OUTPUT_CAP, fault: str = "") -> None:
+        self.key = key
+        self.max_frame = max_frame
+        self.output_cap = output_cap
+        self.fault = fault
+        self.namespace: dict[str, Any] = {"__name__": "__hxpy__", "__builtins__": __builtins__}
+        self.conn: socket.socket | None = None
+        self.batch_id: int | None = None
+        self._in_user_code = False
+        self._timer_fired = False
+        self._calls = 0
+        self._compiled: dict[tuple[str, str], Any] = {}
+        self._sources = 0
+
+    # -- connection -------------------------------------------------------------------
+
+    def accept(self, listener: socket.socket) -> socket.socket:
+        """Accept connections until one says a valid hello; stop listening after it."""
+        while True:
+            conn, _ = listener.accept()
+            try:
+                hello = wire.recv_message(conn, max_frame_for_hello(self.max_frame))
+                reason = protocol.check_hello(hello, self.key)
+            except (OSError, ValueError, codec.MarshalError) as exc:
+                reason = f"bad hello: {exc}"
+            if reason is None:
+                break
+            log.warning("refused a client: %s", reason)
+            try:
+                wire.send_message(conn, {"type": protocol.REFUSED, "reason": reason})
+            except OSError:
+                pass
+            conn.close()
+        listener.close()
+        address = listener_path(listener)
+        if address:
+            os.unlink(address)
+        if self.fault == "crash":
+            os._exit(3)
+        if self.fault == "garbage":
+            conn.sendall(wire.HEADER.pack(5) + b"\xc1\xc1\xc1\xc1\xc1")
+        wire.send_message(conn, {
+            "type": protocol.WELCOME, "version": PROTOCOL_VERSION, "hxpy": __version__,
+            "python": sys.version.split()[0], "pid": os.getpid(),
+        })
+        return conn
+
+    def serve(self, conn: socket.socket) -> None:
+        """Answer batches until the host goes away."""
+        global _current
+        self.conn = conn
+        _current = self
+        _exit_when_peer_hangs_up(conn)
+        signal.signal(signal.SIGALRM, self._on_timer)
+        while True:
+            try:
+                size = self._recv_header()
+            except wire.PeerClosed:
+                return
+            if size > self.max_frame:
+                self._send({"type": protocol.ERROR, "id": None, "kind": protocol.KIND_PROTOCOL,
+                            "error": {"type": "FrameTooLarge", "traceback": "",
+                                      "message": f"incoming frame of {size} bytes exceeds the "
+                                                 f"maximum frame size of {self.max_frame} bytes"}})
+                return
+            body = wire.recv_exactly(conn, size)
+            try:
+                message = codec.decode(body)
+            except codec.MarshalError as exc:
+                self._reply_error(None, protocol.KIND_MARSHAL, exc, "")
+                continue
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind == protocol.BATCH:
+                self.run_batch(message)
+            else:
+                self._reply_error(message.get("id") if isinstance(message, dict) else None,
+                                  protocol.KIND_PROTOCOL,
+                                  ValueError(f"unexpected message type {kind!r}"), "")
+
+    def _recv_header(self) -> int:
+        assert self.conn is not None
+        (size,) = wire.HEADER.unpack(wire.recv_exactly(self.conn, wire.HEADER.size))
+        return size
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.conn is not None
+        self.conn.sendall(wire.frame(codec.encode(message, where="reply"), self.max_frame))
+
+    # -- batches ----------------------------------------------------------------------
+
+    def run_batch(self, message: dict[str, Any]) -> None:
+        """Run every op of a batch; reply with the last eval's value or the first error."""
+        batch_id = message.get("id")
+        self.batch_id = batch_id
+        output = CappedOutput(self.output_cap)
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = output
+        timeout = message.get("timeout")
+        value: Any = None
+        failure: tuple[str, BaseException, str] | None = None
+        try:
+            if self.fault == "hang":
+                while True:
+                    time.sleep(3600)
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, float(timeout))
+            self._in_user_code = True
+            for op in message.get("ops", ()):
+                value = self._run_op(op)
+        except SoftTimeout as exc:
+            failure = (protocol.KIND_TIMEOUT, exc, _user_traceback(exc))
+        except Exception as exc:
+            failure = (protocol.KIND_PYTHON, exc, _user_traceback(exc))
+        finally:
+            self._in_user_code = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._timer_fired = False
+            sys.stdout, sys.stderr = saved
+            self.batch_id = None
+        if failure is not None:
+            self._reply_error(batch_id, failure[0], failure[1], failure[2], output)
+            return
+        try:
+            payload = codec.encode(value, where="eval result")
+        except codec.MarshalError as exc:
+            self._reply_error(batch_id, protocol.KIND_MARSHAL, exc, "", output)
+            return
+        self._send_result(batch_id, payload, output)
+
+    def _send_result(self, batch_id: Any, payload: bytes, output: CappedOutput) -> None:
+        # The value is already encoded; splice it into the reply map rather than encode twice.
+        text, truncated = output.getvalue()
+        head = codec.encode({"type": protocol.RESULT, "id": batch_id, "output": text,
+                             "truncated": truncated})
+        body = _add_map_entry(head, b"\xa5value", payload)
+        if self.fault == "oversize":
+            self.conn.sendall(wire.HEADER.pack(0xFFFFFFF0))  # type: ignore[union-attr]
+            return
+        self.conn.sendall(wire.frame(body, self.max_frame))  # type: ignore[union-attr]
+
+    def _run_op(self, op: Any) -> Any:
+        if not isinstance(op, list) or not op:
+            raise ValueError(f"malformed op {op!r}")
+        name = op[0]
+        if name == "define":
+            self.namespace[op[1]] = op[2]
+            return None
+        if name == "exec":
+            exec(self._compile(op[1], "exec"), self.namespace)
+            return None
+        if name == "eval":
+            return self._eval(op[1])
+        raise ValueError(f"unknown op {name!r}")
+
+    def _eval(self, source: str) -> Any:
+        compiled = self._compiled.get(("eval", source))
+        if compiled is None:
+            compiled = self._compile_eval(source)
+            self._remember(("eval", source), compiled)
+        statements, expression = compiled
+        if statements is not None:
+            exec(statements, self.namespace)
+        return None if expression is None else eval(expression, self.namespace)
+
+    def _compile_eval(self, source: str) -> tuple[Any, Any]:
+        """(statements, expression) code objects for an eval source.
+
+        A plain expression is the common case. Otherwise, as a notebook cell does, run the
+        statements and evaluate the last line when it is an expression.
+        """
+        filename = self._filename(source)
+        try:
+            return None, compile(source, filename, "eval")
+        except SyntaxError:
+            import ast
+
+            tree = ast.parse(source, filename)
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+            return compile(tree, filename, "exec"), last
+
+    def _compile(self, source: str, mode: str) -> Any:
+        cached = self._compiled.get((mode, source))
+        if cached is None:
+            cached = compile(source, self._filename(source), mode)
+            self._remember((mode, source), cached)
+        return cached
+
+    def _remember(self, key: tuple[str, str], compiled: Any) -> None:
+        if len(self._compiled) >= 256:
+            self._compiled.clear()
+        self._compiled[key] = compiled
+
+    def _filename(self, source: str) -> str:
+        # Register the source so remote tracebacks show the offending lines.
+        import linecache
+
+        self._sources += 1
+        name = f"<hxpy-{self._sources}>"
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        return name
+
+    def _on_timer(self, signum: int, frame: Any) -> None:
+        if self._in_user_code:
+            raise SoftTimeout("the batch ran past its timeout and was interrupted")
+        self._timer_fired = True
+
+    # -- container -> host calls ----------------------------------------------------------
+
+    def call_host(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Send a CALL to the host and wait for its answer (the host's wait loop serves it)."""
+        self._calls += 1
+        call_id = self._calls
+        was_user = self._in_user_code
+        self._in_user_code = False  # a timer firing mid-frame must not cut the stream
+        try:
+            self._send({"type": protocol.CALL, "id": call_id, "batch": self.batch_id,
+                        "method": method, "args": args, "kwargs": kwargs})
+            assert self.conn is not None
+            reply = wire.recv_message(self.conn, self.max_frame)
+        finally:
+            self._in_user_code = was_user
+        if self._timer_fired and was_user:
+            raise SoftTimeout("the batch ran past its timeout and was interrupted")
+        if reply.get("type") == protocol.CALL_RESULT and reply.get("id") == call_id:
+            return reply.get("value")
+        if reply.get("type") == protocol.CALL_ERROR:
+            error = reply.get("error") or {}
+            raise HostCallError(f"{method}: {error.get('type')}: {error.get('message')}")
+        raise HostCallError(f"{method}: unexpected reply {reply.get('type')!r}")
+
+    def _reply_error(self, batch_id: Any, kind: str, exc: BaseException, tb: str,
+                     output: CappedOutput | None = None) -> None:
+        text, truncated = output.getvalue() if output else ("", False)
+        self._send({"type": protocol.ERROR, "id": batch_id, "kind": kind,
+                    "error": protocol.error_info(exc, tb), "output": text,
+                    "truncated": truncated})
+
+
+def _add_map_entry(packed_map: bytes, packed_key: bytes, packed_value: bytes) -> bytes:
+    """Append one entry to a packed fixmap (fewer than 15 entries)."""
+    head = packed_map[0]
+    if not 0x80 <= head < 0x8F:
+        raise ValueError("expected a small fixmap")
+    return bytes((head + 1,)) + packed_map[1:] + packed_key + packed_value
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the server's own frames."""
+    te = traceback.TracebackException.from_exception(exc)
+    te.stack = traceback.StackSummary.from_list(
+        [frame for frame in te.stack if frame.filename != __file__])
+    return "".join(te.format())
+
+
+def _exit_when_peer_hangs_up(conn: socket.socket) -> None:
+    """Exit the process as soon as the host's end of ``conn`` closes, even mid-batch."""
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        while True:
+            for _, events in poller.poll():
+                if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                    os._exit(0)
+
+    threading.Thread(target=watch, name="hxpy-hangup", daemon=True).start()
+
+
+def listener_path(listener: socket.socket) -> str | None:
+    try:
+        name = listener.getsockname()
+    except OSError:
+        return None
+    return name if isinstance(name, str) and name else None
+
+
+def max_frame_for_hello(max_frame: int) -> int:
+    """A hello is tiny: refuse large frames from clients that have not proven the key."""
+    return min(max_frame, 64 * 1024)
+
+
+def main() -> int:
+    """Entry point of ``python -m hxpy``."""
+    listen_on = os.environ.get("HXPY_LISTEN", DEFAULT_LISTEN)
+    key = os.environ.pop("HXPY_KEY", "")
+    if not key:
+        print("hxpy: HXPY_KEY is not set; refusing to serve without a session key",
+              file=sys.stderr)
+        return 2
+    listener = listen(listen_on)  # first thing: the host is already trying to connect
+    logging.basicConfig(level=os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper(),
+                        format="hxpy %(levelname)s %(message)s", stream=sys.__stderr__)
+    server = Server(
+        key,
+        max_frame=int(os.environ.get("HXPY_MAX_FRAME", wire.DEFAULT_MAX_FRAME)),
+        output_cap=int(os.environ.get("HXPY_OUTPUT_CAP", DEFAULT_OUTPUT_CAP)),
+        fault=os.environ.get("HXPY_FAULT", ""),
+    )
+    conn = server.accept(listener)
+    log.info("host connected; serving")
+    server.serve(conn)
+    log.info("host disconnected; exiting")
+    return 0

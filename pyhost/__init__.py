@@ -1,0 +1,37 @@
+"""pyhost: run Python code in sandboxed Docker sessions, the hxPy way.
+
+    from pyhost import py
+    py().timeout(10).define("a", 100).define("b", 2) \\
+        .exec("def mult(x, y): return x * y\\n").eval("mult(a, b)")   # -> 200
+"""
+
+from .api import py
+from .errors import (
+    EngineUnavailable,
+    ImageNotFound,
+    MarshalError,
+    ProtocolError,
+    PyHostError,
+    PythonError,
+    SessionClosed,
+    SessionDied,
+    SessionTimeout,
+)
+from .session import Session, SessionStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EngineUnavailable",
+    "ImageNotFound",
+    "MarshalError",
+    "ProtocolError",
+    "PyHostError",
+    "PythonError",
+    "Session",
+    "SessionClosed",
+    "SessionDied",
+    "SessionStats",
+    "SessionTimeout",
+    "py",
+]

@@ -1,0 +1,466 @@
+"""The conversation with one session server: buffered define/exec, one round trip per eval.
+
+A :class:`Session` knows a :class:`~pyhost.launcher.Launcher` only through its interface and
+never imports docker. ``define`` and ``exec`` are encoded at once (bad values fail there, before
+anything is sent) and buffered; ``eval`` sends the buffer and the expression as ONE batch frame
+and waits for the reply in a loop that also answers the calls the container makes back to the
+host while the batch runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import keyword
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from hxpy import codec, protocol, wire
+
+from .errors import (
+    MarshalError,
+    ProtocolError,
+    PyHostError,
+    PythonError,
+    SessionClosed,
+    SessionDied,
+    SessionTimeout,
+)
+from .launcher import Instance, LaunchSpec, Launcher
+from .transport import Transport, connect
+
+__all__ = ["Session", "SessionStats"]
+
+log = logging.getLogger("pyhost")
+
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_GRACE = 0.5
+START_TIMEOUT = 60.0
+
+_live: weakref.WeakSet[Session] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+@dataclass
+class SessionStats:
+    """Counters of one session, across restarts."""
+
+    batches: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    last_latency: float = 0.0
+    total_latency: float = 0.0
+    restarts: int = 0
+    host_calls: int = 0
+
+    @property
+    def mean_latency(self) -> float:
+        return self.total_latency / self.batches if self.batches else 0.0
+
+
+HostHandler = Callable[..., Any]
+
+
+class Session:
+    """One sandboxed Python session; obtain it with :func:`pyhost.py`.
+
+    Chain ``define``/``exec``/``timeout``/``init`` and finish with ``eval``. Without ``with``
+    (and unless persistent) ``eval`` closes the session afterwards, as hxPy does; inside
+    ``with py() as s:`` the session lives until the block ends.
+    """
+
+    def __init__(self, launcher: Launcher, *, image: str | None = None,
+                 io: str | os.PathLike[str] | None = "io", io_host_path: str | None = None,
+                 timeout: float | None = DEFAULT_TIMEOUT, log_level: str = "WARNING",
+                 env: dict[str, str] | None = None, mem_limit: str | int | None = "1g",
+                 cpus: float | None = None, network: str | None = None,
+                 max_frame: int = wire.DEFAULT_MAX_FRAME, output_cap: int = 1 << 20,
+                 grace: float = DEFAULT_GRACE, persist: str | None = None) -> None:
+        if network is not None:
+            raise NotImplementedError(
+                "network sessions (Docker-in-Docker, TCP transport) are not available yet")
+        self.id = secrets.token_hex(6)
+        self._launcher = launcher
+        self._spec_options: dict[str, Any] = dict(
+            image=image, io_host_path=io_host_path, env=dict(env or {}), mem_limit=mem_limit,
+            cpus=cpus, network=network, log_level=log_level.upper(), max_frame=max_frame,
+            output_cap=output_cap,
+        )
+        self._io = None if io is None else os.path.abspath(os.fspath(io))
+        self._timeout = timeout
+        self._grace = grace
+        self._max_frame = max_frame
+        self.persist = persist
+        self._keep = persist is not None
+        self._lock = threading.RLock()
+        self._pending = threading.local()
+        self._init_fns: list[Callable[[Session], Any]] = []
+        self._instance: Instance | None = None
+        self._transport: Transport | None = None
+        self._closed = False
+        self._depth = 0
+        self._batch_ids = 0
+        self._handlers: dict[str, HostHandler] = {}
+        self.stats = SessionStats()
+        self.last_output = ""
+        self.last_output_truncated = False
+        self.server_info: dict[str, Any] = {}
+
+    # -- chain ---------------------------------------------------------------------------
+
+    def define(self, name: str, value: Any) -> Session:
+        """Bind ``name`` to ``value`` in the session namespace (sent with the next eval).
+
+        Raises:
+            ValueError: ``name`` is not a Python identifier.
+            MarshalError: ``value`` cannot be marshalled; nothing is sent.
+        """
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"define(): {name!r} is not a valid Python variable name")
+        self._check_open()
+        try:
+            encoded = codec.encode(value, where=name)
+        except codec.MarshalError as exc:
+            raise MarshalError(f"define({name!r}): {exc}") from None
+        self._ops().append(protocol.pack_define(name, encoded))
+        return self
+
+    def exec(self, code: str) -> Session:
+        """Run statements in the session namespace (sent with the next eval)."""
+        if not isinstance(code, str):
+            raise TypeError(f"exec() takes source code as str, not {type(code).__name__}")
+        self._check_open()
+        self._ops().append(codec.encode(["exec", code]))
+        return self
+
+    def timeout(self, seconds: float | None) -> Session:
+        """Set how long each eval may run; None waits forever."""
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"timeout must be positive or None, not {seconds!r}")
+        self._timeout = seconds
+        return self
+
+    def init(self, fn: Callable[[Session], Any]) -> Session:
+        """Call ``fn(session)`` each time a container starts for this session, before its
+        first batch; what it defines and execs goes first."""
+        self._init_fns.append(fn)
+        return self
+
+    def handle(self, method: str, fn: HostHandler) -> Session:
+        """Answer ``hxpy.server.call_host(method, ...)`` from the container with ``fn``."""
+        self._handlers[method] = fn
+        return self
+
+    def eval(self, expr: str) -> Any:
+        """Send the buffered ops and ``expr``; return the value of ``expr``.
+
+        Raises:
+            PythonError: the code raised in the container (the session stays usable).
+            MarshalError: the value cannot be brought back (the session stays usable).
+            SessionTimeout: the batch ran past the timeout.
+            SessionDied: the container ended under us.
+            SessionClosed: the session was closed.
+        """
+        if not isinstance(expr, str):
+            raise TypeError(f"eval() takes an expression as str, not {type(expr).__name__}")
+        self._check_open()
+        ops = self._take_ops()
+        ops.append(codec.encode(["eval", expr]))
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._transport is None:
+                    ops = self._start() + ops
+                return self._roundtrip(ops)
+            finally:
+                self._depth -= 1
+                if not self._keep and self._depth == 0:
+                    self.close()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def container_id(self) -> str | None:
+        """The id of the running container, once started."""
+        return self._instance.id if self._instance else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """End the session and remove its container; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop("close")
+        with _live_lock:
+            _live.discard(self)
+
+    def kill(self) -> None:
+        """Kill the container at once, even while another thread waits in eval."""
+        self._closed = True
+        instance = self._instance
+        if instance is not None:
+            instance.kill()
+        with self._lock:
+            self._stop("kill")
+        with _live_lock:
+            _live.discard(self)
+
+    def __enter__(self) -> Session:
+        self._keep = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._instance else "not started")
+        return f"<Session {self.id} {state}>"
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _ops(self) -> list[bytes]:
+        ops = getattr(self._pending, "ops", None)
+        if ops is None:
+            ops = self._pending.ops = []
+        return ops
+
+    def _take_ops(self) -> list[bytes]:
+        ops = self._ops()
+        self._pending.ops = []
+        return ops
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosed(f"session {self.id} is closed")
+
+    def _start(self) -> list[bytes]:
+        """Start a container, connect, shake hands, run init; return init's buffered ops."""
+        restarting = self.stats.batches > 0 or self.stats.restarts > 0
+        key = secrets.token_urlsafe(32)
+        spec = LaunchSpec(session_id=self.id, key=key, io_dir=self._prepare_io(),
+                          **self._spec_options)
+        started = time.monotonic()
+        instance = self._launcher.start(spec)
+        self._instance = instance
+        log.info("session %s: container %s started", self.id, instance.id[:12])
+        try:
+            transport = connect(instance.endpoint, started + START_TIMEOUT,
+                                lambda: instance.poll() is None, self._max_frame)
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            status = instance.poll()
+            self._stop("start failed")
+            detail = status.describe() if status else str(exc)
+            raise SessionDied(f"session {self.id}: the server did not start: {detail}",
+                              status.exit_code if status else None,
+                              status.oom_killed if status else False) from exc
+        self._transport = transport
+        try:
+            self._handshake(transport, key, started + START_TIMEOUT)
+        except BaseException:
+            self._stop("handshake failed")
+            raise
+        log.info("session %s: ready in %.3f s", self.id, time.monotonic() - started)
+        with _live_lock:
+            _live.add(self)
+        if restarting:
+            self.stats.restarts += 1
+            log.warning("session %s: restarted (restart %d)", self.id, self.stats.restarts)
+        saved = self._take_ops()
+        for fn in self._init_fns:
+            fn(self)
+        init_ops = self._take_ops()
+        self._pending.ops = saved
+        return init_ops
+
+    def _prepare_io(self) -> str | None:
+        if self._io is None:
+            return None
+        if not os.path.isdir(self._io):
+            os.makedirs(self._io, exist_ok=True)
+            if os.getuid() == 0:
+                from .docker_launcher import sandbox_user
+
+                os.chown(self._io, *sandbox_user())
+        return self._io
+
+    def _handshake(self, transport: Transport, key: str, deadline: float) -> None:
+        transport.send(codec.encode({"type": protocol.HELLO, "version": protocol.PROTOCOL_VERSION,
+                                     "key": key}))
+        reply = self._receive(transport, deadline - time.monotonic(), "the handshake")
+        if reply.get("type") == protocol.REFUSED:
+            raise ProtocolError(f"session {self.id}: the server refused the connection: "
+                                f"{reply.get('reason')}")
+        if reply.get("type") != protocol.WELCOME:
+            raise ProtocolError(f"session {self.id}: expected a welcome, got {reply!r:.200}")
+        self.server_info = reply
+
+    def _receive(self, transport: Transport, timeout: float | None, during: str) -> dict[str, Any]:
+        """One message, with every lower-layer failure translated."""
+        try:
+            body = transport.recv(None if timeout is None else max(timeout, 0.0))
+        except wire.FrameTooLarge as exc:
+            self._stop("oversized frame")
+            raise ProtocolError(f"session {self.id}: {exc} during {during}") from exc
+        except (wire.PeerClosed, ConnectionError, OSError) as exc:
+            raise self._died(during) from exc
+        self.stats.bytes_in += len(body) + wire.HEADER.size
+        try:
+            message = codec.decode(body)
+        except codec.MarshalError as exc:
+            raise ProtocolError(f"session {self.id}: unreadable frame during {during}: "
+                                f"{exc}") from exc
+        if not isinstance(message, dict):
+            raise ProtocolError(f"session {self.id}: a frame must hold a map, got "
+                                f"{type(message).__name__}")
+        return message
+
+    def _roundtrip(self, ops: list[bytes]) -> Any:
+        assert self._transport is not None
+        transport = self._transport
+        self._batch_ids += 1
+        batch_id = self._batch_ids
+        body = protocol.pack_batch(batch_id, self._timeout, ops)
+        if len(body) > self._max_frame:
+            raise MarshalError(f"the batch is {len(body)} bytes, over the maximum frame size of "
+                               f"{self._max_frame} bytes; nothing was sent")
+        started = time.monotonic()
+        deadline = (float("inf") if self._timeout is None
+                    else started + self._timeout + self._grace)
+        try:
+            transport.send(body)
+        except OSError as exc:
+            raise self._died("sending a batch") from exc
+        self.stats.bytes_out += len(body) + wire.HEADER.size
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                message = self._receive(
+                    transport, None if remaining == float("inf") else remaining, "a batch")
+            except SessionDied:
+                if time.monotonic() >= deadline:
+                    raise self._hard_timeout() from None
+                raise
+            except ProtocolError:
+                raise
+            kind = message.get("type")
+            if kind == protocol.CALL:
+                self._answer_call(transport, message)
+                continue
+            if message.get("id") not in (batch_id, None):
+                raise ProtocolError(f"session {self.id}: reply for batch {message.get('id')} "
+                                    f"while waiting for {batch_id}")
+            latency = time.monotonic() - started
+            self.stats.batches += 1
+            self.stats.last_latency = latency
+            self.stats.total_latency += latency
+            self._record_output(message)
+            if kind == protocol.RESULT:
+                return message.get("value")
+            if kind == protocol.ERROR:
+                raise self._remote_error(message)
+            raise ProtocolError(f"session {self.id}: unexpected message type {kind!r}")
+
+    def _record_output(self, message: dict[str, Any]) -> None:
+        self.last_output = message.get("output") or ""
+        self.last_output_truncated = bool(message.get("truncated"))
+        if self.last_output:
+            log.info("session %s output:\n%s", self.id, self.last_output.rstrip())
+
+    def _remote_error(self, message: dict[str, Any]) -> PyHostError:
+        error = message.get("error") or {}
+        kind = message.get("kind")
+        text = f"{error.get('type')}: {error.get('message')}"
+        if kind == protocol.KIND_TIMEOUT:
+            log.warning("session %s: soft timeout after %s s", self.id, self._timeout)
+            return SessionTimeout(
+                f"session {self.id}: the batch ran past its {self._timeout} s timeout; user "
+                "code was interrupted (soft timeout) and the namespace is kept",
+                kind="soft", seconds=self._timeout)
+        if kind == protocol.KIND_MARSHAL:
+            return MarshalError(f"session {self.id}: {error.get('message')}")
+        if kind == protocol.KIND_PROTOCOL:
+            self._stop("protocol error")
+            return ProtocolError(f"session {self.id}: the server rejected a message: {text}")
+        return PythonError(str(error.get("type")), str(error.get("message")),
+                           str(error.get("traceback") or ""), self.last_output)
+
+    def _answer_call(self, transport: Transport, message: dict[str, Any]) -> None:
+        self.stats.host_calls += 1
+        method = message.get("method")
+        handler = self._handlers.get(method) if isinstance(method, str) else None
+        reply: dict[str, Any]
+        try:
+            if handler is None:
+                raise LookupError(f"the host has no handler for {method!r}")
+            value = handler(*(message.get("args") or ()), **(message.get("kwargs") or {}))
+            body = codec.encode({"type": protocol.CALL_RESULT, "id": message.get("id"),
+                                 "value": value}, where=f"{method} result")
+        except Exception as exc:
+            log.warning("session %s: host call %r failed: %s", self.id, method, exc)
+            reply = {"type": protocol.CALL_ERROR, "id": message.get("id"),
+                     "error": protocol.error_info(exc, "")}
+            body = codec.encode(reply)
+        transport.send(body)
+
+    def _hard_timeout(self) -> SessionTimeout:
+        log.warning("session %s: hard timeout after %s s; killing container %s", self.id,
+                    self._timeout, self.container_id and self.container_id[:12])
+        self._stop("hard timeout")
+        return SessionTimeout(
+            f"session {self.id}: the batch ran past its {self._timeout} s timeout and did not "
+            f"yield within {self._grace} s; the container was killed (hard timeout)",
+            kind="hard", seconds=self._timeout)
+
+    def _died(self, during: str) -> PyHostError:
+        if self._closed:
+            self._stop("closed")
+            return SessionClosed(f"session {self.id} was closed during {during}")
+        instance = self._instance
+        status = instance.wait(1.0) if instance is not None else None
+        self._stop("died")
+        if status is None:
+            log.error("session %s: connection lost during %s", self.id, during)
+            return SessionDied(f"session {self.id}: the connection to the server broke during "
+                               f"{during}")
+        log.error("session %s: container died during %s: %s", self.id, during,
+                  status.describe().splitlines()[0])
+        return SessionDied(f"session {self.id}: the container died during {during}: "
+                           f"{status.describe()}", status.exit_code, status.oom_killed)
+
+    def _stop(self, why: str) -> None:
+        """Drop the connection and remove the container (the next eval may start anew)."""
+        transport, instance = self._transport, self._instance
+        self._transport = None
+        self._instance = None
+        if transport is not None:
+            transport.close()
+        if instance is not None:
+            try:
+                instance.cleanup()
+            except PyHostError as exc:
+                log.error("session %s: cleanup after %s failed: %s", self.id, why, exc)
+            log.info("session %s: container %s removed (%s)", self.id, instance.id[:12], why)
+
+
+def live_sessions() -> list[Session]:
+    """Sessions with a running container in this process."""
+    with _live_lock:
+        return list(_live)
+
+
+@atexit.register
+def _close_live_sessions() -> None:
+    for session in live_sessions():
+        try:
+            session.close()
+        except Exception:  # exiting: report nothing, remove what we can
+            pass
