@@ -295,7 +295,11 @@ class Session:
     def _handshake(self, transport: Transport, key: str, deadline: float) -> None:
         transport.send(codec.encode({"type": protocol.HELLO, "version": protocol.PROTOCOL_VERSION,
                                      "key": key}))
-        reply = self._receive(transport, deadline - time.monotonic(), "the handshake")
+        try:
+            reply = self._receive(transport, deadline - time.monotonic(), "the handshake")
+        except TimeoutError as exc:
+            raise SessionDied(f"session {self.id}: the server did not answer the hello within "
+                              f"{START_TIMEOUT} s") from exc
         if reply.get("type") == protocol.REFUSED:
             raise ProtocolError(f"session {self.id}: the server refused the connection: "
                                 f"{reply.get('reason')}")
@@ -307,6 +311,8 @@ class Session:
         """One message, with every lower-layer failure translated."""
         try:
             body = transport.recv(None if timeout is None else max(timeout, 0.0))
+        except TimeoutError:
+            raise  # the caller knows which deadline passed
         except wire.FrameTooLarge as exc:
             self._stop("oversized frame")
             raise ProtocolError(f"session {self.id}: {exc} during {during}") from exc
@@ -345,12 +351,8 @@ class Session:
             try:
                 message = self._receive(
                     transport, None if remaining == float("inf") else remaining, "a batch")
-            except SessionDied:
-                if time.monotonic() >= deadline:
-                    raise self._hard_timeout() from None
-                raise
-            except ProtocolError:
-                raise
+            except TimeoutError:
+                raise self._hard_timeout() from None
             kind = message.get("type")
             if kind == protocol.CALL:
                 self._answer_call(transport, message)

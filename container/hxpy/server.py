@@ -127,8 +127,8 @@ class Server:
             except OSError:
                 pass
             conn.close()
-        listener.close()
         address = listener_path(listener)
+        listener.close()
         if address:
             os.unlink(address)
         if self.fault == "crash":

@@ -49,7 +49,7 @@ class ProcessLauncher(Launcher):
         self.started: list[ProcessInstance] = []
 
     def start(self, spec: LaunchSpec) -> ProcessInstance:
-        tmp = tempfile.mkdtemp(prefix="pyhost-test-")
+        tmp = tempfile.mkdtemp(prefix="hxpy-test-")
         path = os.path.join(tmp, "hxpy.sock")
         env = {
             **os.environ, **spec.env,

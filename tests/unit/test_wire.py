@@ -1,0 +1,71 @@
+import socket
+import struct
+import threading
+
+import pytest
+
+from hxpy import codec, wire
+
+
+def test_frame_is_big_endian_length_then_payload():
+    assert wire.frame(b"\x81\xa1a\x01") == b"\x00\x00\x00\x04\x81\xa1a\x01"
+
+
+def test_golden_message_bytes():
+    body = codec.encode({"type": "hello", "version": 1})
+    assert body == b"\x82\xa4type\xa5hello\xa7version\x01"
+
+
+def test_send_and_receive_message_over_socketpair():
+    a, b = socket.socketpair()
+    with a, b:
+        wire.send_message(a, {"type": "x", "n": [1, 2.5, "s", None, b"\x00"]})
+        assert wire.recv_message(b) == {"type": "x", "n": [1, 2.5, "s", None, b"\x00"]}
+
+
+def test_outgoing_frame_over_max_is_refused_before_sending():
+    with pytest.raises(wire.FrameTooLarge, match="outgoing frame of 11 bytes exceeds"):
+        wire.frame(b"x" * 11, max_size=10)
+
+
+def test_incoming_frame_over_max_is_refused_before_reading_the_body():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack(">I", 2**31))  # announces 2 GiB, sends nothing more
+        with pytest.raises(wire.FrameTooLarge, match="incoming frame of 2147483648 bytes"):
+            wire.recv_frame(b, max_size=1 << 20)
+
+
+def test_large_frame_arrives_whole():
+    a, b = socket.socketpair()
+    payload = bytes(range(256)) * 40_000  # 10 MB: many partial reads
+    with a, b:
+        sender = threading.Thread(target=lambda: a.sendall(wire.frame(payload)))
+        sender.start()
+        assert wire.recv_frame(b) == payload
+        sender.join()
+
+
+def test_peer_closing_mid_frame_is_peer_closed():
+    a, b = socket.socketpair()
+    with b:
+        a.sendall(struct.pack(">I", 100) + b"only ten b")
+        a.close()
+        with pytest.raises(wire.PeerClosed, match="after 10 of 100 bytes"):
+            wire.recv_frame(b)
+
+
+def test_peer_closing_between_frames_is_peer_closed():
+    a, b = socket.socketpair()
+    with b:
+        a.close()
+        with pytest.raises(wire.PeerClosed):
+            wire.recv_frame(b)
+
+
+def test_message_must_be_a_map_with_a_type():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(wire.frame(codec.encode([1, 2])))
+        with pytest.raises(codec.MarshalError, match="'type'"):
+            wire.recv_message(b)
