@@ -229,6 +229,11 @@ class Server:
         head = codec.encode({"type": protocol.RESULT, "id": batch_id, "output": text,
                              "truncated": truncated})
         body = _add_map_entry(head, b"\xa5value", payload)
+        if len(body) > self.max_frame:
+            self._reply_error(batch_id, protocol.KIND_MARSHAL, wire.FrameTooLarge(
+                f"eval result: the reply of {len(body)} bytes exceeds the maximum frame size "
+                f"of {self.max_frame} bytes"), "", output)
+            return
         if self.fault == "oversize":
             self.conn.sendall(wire.HEADER.pack(0xFFFFFFF0))  # type: ignore[union-attr]
             return

@@ -1,0 +1,95 @@
+"""The ``pyhost`` command: engine up, image build, doctor, gc."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from .errors import PyHostError
+
+__all__ = ["main"]
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _engine_up(args: argparse.Namespace) -> int:
+    from .engine import ensure_engine
+
+    client = ensure_engine(install=not args.no_install, progress=_say)
+    print(f"engine ready: Docker {client.version().get('Version')}")
+    return 0
+
+
+def _image_build(args: argparse.Namespace) -> int:
+    from .engine import ensure_engine
+    from .image import build_image
+
+    ensure_engine(install=not args.no_install, progress=_say)
+    started = time.monotonic()
+    image_id = build_image(args.tag, base=args.base, force=args.force, progress=_say)
+    print(f"image ready: {args.tag} = {image_id[:19]} ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
+    checks = diagnose(args.io, args.tag)
+    for check in checks:
+        print(check)
+    return 0 if all(check.ok for check in checks) else 1
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from .gc import collect
+
+    print(collect())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``pyhost`` command line."""
+    from .image import DEFAULT_TAG
+
+    parser = argparse.ArgumentParser(prog="pyhost", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log lifecycle events")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    engine = commands.add_parser("engine", help="the Docker engine")
+    engine_cmds = engine.add_subparsers(dest="action", required=True)
+    up = engine_cmds.add_parser("up", help="reuse a running engine, or install and start one")
+    up.add_argument("--no-install", action="store_true", help="never install or start dockerd")
+    up.set_defaults(run=_engine_up)
+
+    image = commands.add_parser("image", help="the session image")
+    image_cmds = image.add_subparsers(dest="action", required=True)
+    build = image_cmds.add_parser("build", help="build Dockerfile.hxpy unless up to date")
+    build.add_argument("--tag", default=DEFAULT_TAG)
+    build.add_argument("--base", default=None, help="base image (default: python:3.12-slim, "
+                                                    "else a Debian base made with debootstrap)")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument("--no-install", action="store_true", help="never install or start dockerd")
+    build.set_defaults(run=_image_build)
+
+    doctor = commands.add_parser("doctor", help="check engine, image, permissions and io dir")
+    doctor.add_argument("--io", default="io", help="the io directory sessions will mount")
+    doctor.add_argument("--tag", default=DEFAULT_TAG)
+    doctor.set_defaults(run=_doctor)
+
+    gc = commands.add_parser("gc", help="remove containers and dirs of dead pyhost processes")
+    gc.set_defaults(run=_gc)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.run(args))
+    except PyHostError as exc:
+        print(f"pyhost: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,87 @@
+"""``pyhost doctor``: engine, image, permissions and io directory, each OK or what is wrong."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .docker_launcher import sandbox_user
+from .engine import engine_status
+from .errors import PyHostError
+from .image import DEFAULT_TAG, image_status
+
+__all__ = ["Check", "diagnose"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'OK  ' if self.ok else 'FAIL'} {self.name:<12} {self.detail}"
+
+
+def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
+    """Check what a session needs; never raises for a failed check."""
+    checks: list[Check] = []
+    engine = engine_status()
+    if engine.reachable:
+        checks.append(Check("engine", True, f"Docker {engine.server_version} (API "
+                                            f"{engine.api_version}) at {engine.host}; storage "
+                                            f"{engine.storage_driver}, cgroup v"
+                                            f"{engine.cgroup_version}"))
+    else:
+        checks.append(Check("engine", False, engine.problem or "no engine answers"))
+    sock = engine.socket
+    if sock is None:
+        checks.append(Check("permissions", engine.reachable, f"remote engine {engine.host}"))
+    elif sock.accessible:
+        checks.append(Check("permissions", True, f"{engine.user} may use {sock.path} "
+                                                 f"({sock.mode} {sock.owner}:{sock.group})"))
+    else:
+        checks.append(Check("permissions", False,
+                            f"{engine.user} may not use {sock.path}"
+                            + (f" ({sock.mode} {sock.owner}:{sock.group})" if sock.exists else
+                               " (it does not exist)")
+                            + "; run as root or join the socket's group"))
+    if engine.reachable:
+        try:
+            image = image_status(tag)
+        except PyHostError as exc:
+            checks.append(Check("image", False, str(exc)))
+        else:
+            if not image.present:
+                checks.append(Check("image", False, f"{tag} is not built; run `pyhost image "
+                                                    "build`"))
+            elif image.up_to_date is False:
+                checks.append(Check("image", False, f"{tag} is older than the sources; run "
+                                                    "`pyhost image build`"))
+            else:
+                size = f"{image.size / 1e6:.0f} MB" if image.size else "size unknown"
+                checks.append(Check("image", True, f"{tag} ({size}, base {image.base})"))
+    else:
+        checks.append(Check("image", False, "cannot be checked without an engine"))
+    checks.append(_check_io(os.path.abspath(io_dir)))
+    return checks
+
+
+def _check_io(path: str) -> Check:
+    uid, gid = sandbox_user()
+    if not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if os.access(parent, os.W_OK):
+            return Check("io", True, f"{path} will be created on first use")
+        return Check("io", False, f"{path} does not exist and {parent} is not writable")
+    if not os.path.isdir(path):
+        return Check("io", False, f"{path} exists and is not a directory")
+    info = os.stat(path)
+    writable = (info.st_uid == uid and info.st_mode & 0o200) or (
+        info.st_gid == gid and info.st_mode & 0o020) or info.st_mode & 0o002
+    if not writable:
+        return Check("io", False, f"{path} is not writable by the session user {uid}:{gid}; "
+                                  f"chown {uid}:{gid} {path}")
+    return Check("io", True, f"{path} is writable by the session user {uid}:{gid}")

@@ -1,0 +1,49 @@
+"""Integration tests run against a real Docker engine and the real hxpy image.
+
+No engine is a FAILURE, never a skip: `make test` brings the engine up and builds the image
+first, so a missing engine here means the set-up is broken.
+"""
+
+import os
+
+import pytest
+
+from pyhost.docker_launcher import LABEL_PREFIX, docker_client
+from pyhost.errors import PyHostError
+
+
+@pytest.fixture(scope="session")
+def client():
+    from pyhost.engine import ensure_engine
+    from pyhost.image import build_image
+
+    try:
+        ensure_engine(install=False)
+        build_image()  # a no-op when the image matches the sources
+        return docker_client()
+    except PyHostError as exc:
+        pytest.fail(f"integration tests need a Docker engine and the hxpy image: {exc}",
+                    pytrace=False)
+
+
+def _ours(client):
+    return client.api.containers(
+        all=True, filters={"label": [f"{LABEL_PREFIX}.owner.pid={os.getpid()}"]})
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_containers(client):
+    """Every test must leave no container of ours behind; any it leaves is removed and the
+    test fails."""
+    before = {c["Id"] for c in _ours(client)}
+    yield
+    left = [c for c in _ours(client) if c["Id"] not in before]
+    for container in left:
+        client.api.remove_container(container["Id"], force=True)
+    assert not left, f"the test left {len(left)} container(s) behind"
+
+
+@pytest.fixture
+def io_dir(tmp_path):
+    path = tmp_path / "io"
+    return str(path)
