@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs what it needs, ensures the engine and image, runs the demo
+#   make test   the same set-up, then every test (no engine is a failure, not a skip)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test unit bench setup engine image lint clean
+
+$(BIN)/pyhost: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/pyhost
+
+engine: setup
+	$(BIN)/pyhost engine up
+
+image: engine
+	$(BIN)/pyhost image build
+
+demo: image
+	$(BIN)/python examples/demo.py
+
+test: image
+	$(BIN)/python -m pytest -q
+
+unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: image
+	$(BIN)/python benchmarks/run.py
+
+lint: setup
+	$(BIN)/ruff check pyhost container tests benchmarks examples
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
