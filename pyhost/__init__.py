@@ -5,7 +5,7 @@
         .exec("def mult(x, y): return x * y\\n").eval("mult(a, b)")   # -> 200
 """
 
-from .api import py
+from .api import close_all, py, sessions, warm_pool
 from .errors import (
     EngineUnavailable,
     ImageNotFound,
@@ -21,6 +21,13 @@ from .session import Session, SessionStats
 
 __version__ = "0.1.0"
 
+
+def gc() -> str:
+    """Remove containers and socket dirs whose owner process is gone; say what went."""
+    from .orphans import collect
+
+    return str(collect())
+
 __all__ = [
     "EngineUnavailable",
     "ImageNotFound",
@@ -33,5 +40,9 @@ __all__ = [
     "SessionDied",
     "SessionStats",
     "SessionTimeout",
+    "close_all",
+    "gc",
     "py",
+    "sessions",
+    "warm_pool",
 ]

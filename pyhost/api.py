@@ -1,33 +1,45 @@
-"""``py()``: the one call most users need."""
+"""``py()`` and the process-wide helpers around it: persistent sessions, warm pools, close."""
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import signal
+import threading
 from typing import Any
 
 from .launcher import Launcher
-from .session import Session
+from .pool import WarmPool, close_all_pools, register
+from .session import Session, live_sessions
 
-__all__ = ["py"]
+__all__ = ["close_all", "py", "sessions", "warm_pool"]
+
+log = logging.getLogger("pyhost")
 
 _default_launcher: Launcher | None = None
+_persistent: dict[str, Session] = {}
+_lock = threading.Lock()
 
 
 def default_launcher() -> Launcher:
     """The process-wide Docker launcher, made on first use."""
     global _default_launcher
-    if _default_launcher is None:
-        from .docker_launcher import DockerLauncher
+    with _lock:
+        if _default_launcher is None:
+            from .docker_launcher import DockerLauncher
 
-        _default_launcher = DockerLauncher()
-    return _default_launcher
+            _default_launcher = DockerLauncher()
+            _close_on_sigterm()
+        return _default_launcher
 
 
 def py(*, launcher: Launcher | None = None, image: str | None = None,
        io: str | os.PathLike[str] | None = "io", io_host_path: str | None = None,
        timeout: float | None = 300.0, log_level: str = "WARNING",
        env: dict[str, str] | None = None, mem_limit: str | int | None = "1g",
-       cpus: float | None = None, network: str | None = None, **options: Any) -> Session:
+       cpus: float | None = None, network: str | None = None, persist: str | None = None,
+       **options: Any) -> Session:
     """Open a session: a sandboxed Python whose container starts at the first ``eval``.
 
     Args:
@@ -41,11 +53,84 @@ def py(*, launcher: Launcher | None = None, image: str | None = None,
         mem_limit: memory limit, e.g. ``"1g"`` (no swap beyond it).
         cpus: CPU limit, e.g. ``1.5``.
         network: a Docker network to join instead of ``none`` (not available yet).
+        persist: a key: every ``py(persist=key)`` in this process returns the same live
+            session, which ``eval`` does not close (the options of the first call win).
         **options: ``max_frame``, ``output_cap``, ``grace``.
 
     Raises:
         NotImplementedError: ``network`` was given.
     """
-    return Session(launcher or default_launcher(), image=image, io=io,
-                   io_host_path=io_host_path, timeout=timeout, log_level=log_level, env=env,
-                   mem_limit=mem_limit, cpus=cpus, network=network, **options)
+    def make() -> Session:
+        return Session(launcher or default_launcher(), image=image, io=io,
+                       io_host_path=io_host_path, timeout=timeout, log_level=log_level, env=env,
+                       mem_limit=mem_limit, cpus=cpus, network=network, persist=persist,
+                       **options)
+
+    if persist is None:
+        return make()
+    with _lock:
+        session = _persistent.get(persist)
+    if session is not None and not session.closed:
+        return session
+    session = make()
+    with _lock:
+        existing = _persistent.get(persist)
+        if existing is not None and not existing.closed:
+            return existing
+        _persistent[persist] = session
+    return session
+
+
+def sessions() -> list[Session]:
+    """Open sessions of this process: those with a running container, and persistent ones."""
+    with _lock:
+        persistent = [s for s in _persistent.values() if not s.closed]
+    live = live_sessions()
+    return live + [s for s in persistent if s not in live]
+
+
+def close_all() -> None:
+    """Close every session and warm pool of this process."""
+    close_all_pools()
+    for session in sessions():
+        session.close()
+    with _lock:
+        _persistent.clear()
+
+
+def warm_pool(size: int, **options: Any) -> WarmPool:
+    """Keep ``size`` started, handshaken servers for ``py(**options)``.
+
+    ``py()`` with the same options then takes a ready server instead of starting one. Servers
+    are never reused: each is handed to one session, and the pool starts another.
+    """
+    template = py(**options)
+    pool = WarmPool(size, template._pool_key(),
+                    lambda: template._open_fresh(secrets.token_hex(6)))
+    return register(pool)
+
+
+def _close_on_sigterm() -> None:
+    """Close sessions on SIGTERM, then let the previous disposition act.
+
+    Installed only from the main thread and only over the default handler or one of the
+    application's (which is chained), never over SIG_IGN.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        log.info("SIGTERM: closing %d session(s)", len(sessions()))
+        try:
+            close_all()
+        finally:
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -45,7 +45,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from .gc import collect
+    from .orphans import collect
 
     print(collect())
     return 0

@@ -2,11 +2,12 @@
 
 Talks to the engine only through the docker SDK. Every container, socket directory and temp
 directory it makes carries the owner's (host, pid, process start) and the session id, so
-:func:`pyhost.gc.collect` can remove what a dead process left behind.
+:func:`pyhost.orphans.collect` can remove what a dead process left behind.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ import docker.errors
 import requests.exceptions
 
 from .errors import EngineUnavailable, ImageNotFound
-from .launcher import ExitStatus, Instance, LaunchSpec, Launcher, Owner
+from .launcher import ExitStatus, Instance, Launcher, LaunchSpec, Owner
 from .transport import Endpoint
 
 __all__ = ["DockerLauncher", "LABEL_PREFIX", "SANDBOX_UID"]
@@ -27,6 +28,8 @@ LABEL_PREFIX = "org.pyhost"
 SANDBOX_UID = 1000  # the image's non-root user
 SOCKET_DIR_IN_CONTAINER = "/run/hxpy"
 SOCKET_NAME = "hxpy.sock"
+
+log = logging.getLogger("pyhost")
 
 _client_lock = threading.Lock()
 _client: docker.DockerClient | None = None
@@ -136,6 +139,7 @@ class DockerLauncher(Launcher):
         self._client = client
         self.runtime_dir = runtime_dir or os.environ.get("PYHOST_RUNTIME_DIR") or None
         self.owner = Owner.current()
+        self._collected = False
 
     @property
     def client(self) -> docker.DockerClient:
@@ -150,6 +154,7 @@ class DockerLauncher(Launcher):
                 "sessions use network 'none' and a Unix socket")
         from .image import resolve_image
 
+        self._collect_orphans_once()
         image = resolve_image(self.client, spec.image)
         uid, gid = sandbox_user()
         socket_dir = tempfile.mkdtemp(prefix=f"pyhost-{spec.session_id}-", dir=self.runtime_dir)
@@ -174,6 +179,25 @@ class DockerLauncher(Launcher):
             raise EngineUnavailable(f"the engine could not start the session container: "
                                     f"{exc}") from exc
         return instance
+
+    def _collect_orphans_once(self) -> None:
+        """At a process's first start, remove what dead pyhost processes left (in the
+        background: it must not delay the session)."""
+        if self._collected:
+            return
+        self._collected = True
+        from .orphans import collect
+
+        def run() -> None:
+            try:
+                report = collect(self.client, self.runtime_dir)
+            except Exception as exc:  # best effort; `pyhost gc` reports errors
+                log.warning("start-up gc failed: %s", exc)
+                return
+            if report.containers or report.socket_dirs:
+                log.info("start-up gc: %s", report)
+
+        threading.Thread(target=run, name="pyhost-gc", daemon=True).start()
 
     def _create(self, spec: LaunchSpec, image: str, user: str, mounts: list[Any]) -> str:
         env = {

@@ -11,8 +11,8 @@ import abc
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .transport import Endpoint
 

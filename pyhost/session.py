@@ -31,8 +31,10 @@ from .errors import (
     SessionDied,
     SessionTimeout,
 )
-from .launcher import Instance, LaunchSpec, Launcher
-from .transport import Transport, connect
+from .launcher import Instance, Launcher, LaunchSpec
+from .opening import Opened, open_server
+from .pool import pool_key, take_warm
+from .transport import Transport
 
 __all__ = ["Session", "SessionStats"]
 
@@ -40,7 +42,6 @@ log = logging.getLogger("pyhost")
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_GRACE = 0.5
-START_TIMEOUT = 60.0
 
 _live: weakref.WeakSet[Session] = weakref.WeakSet()
 _live_lock = threading.Lock()
@@ -104,6 +105,7 @@ class Session:
         self._transport: Transport | None = None
         self._closed = False
         self._depth = 0
+        self._starts = 0
         self._batch_ids = 0
         self._handlers: dict[str, HostHandler] = {}
         self.stats = SessionStats()
@@ -243,32 +245,14 @@ class Session:
             raise SessionClosed(f"session {self.id} is closed")
 
     def _start(self) -> list[bytes]:
-        """Start a container, connect, shake hands, run init; return init's buffered ops."""
-        restarting = self.stats.batches > 0 or self.stats.restarts > 0
-        key = secrets.token_urlsafe(32)
-        spec = LaunchSpec(session_id=self.id, key=key, io_dir=self._prepare_io(),
-                          **self._spec_options)
-        started = time.monotonic()
-        instance = self._launcher.start(spec)
-        self._instance = instance
-        log.info("session %s: container %s started", self.id, instance.id[:12])
-        try:
-            transport = connect(instance.endpoint, started + START_TIMEOUT,
-                                lambda: instance.poll() is None, self._max_frame)
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            status = instance.poll()
-            self._stop("start failed")
-            detail = status.describe() if status else str(exc)
-            raise SessionDied(f"session {self.id}: the server did not start: {detail}",
-                              status.exit_code if status else None,
-                              status.oom_killed if status else False) from exc
-        self._transport = transport
-        try:
-            self._handshake(transport, key, started + START_TIMEOUT)
-        except BaseException:
-            self._stop("handshake failed")
-            raise
-        log.info("session %s: ready in %.3f s", self.id, time.monotonic() - started)
+        """Start (or take from a warm pool) a server; run init; return init's buffered ops."""
+        restarting = self._starts > 0
+        self._starts += 1
+        opened = take_warm(self._pool_key()) if not restarting else None
+        if opened is None:
+            opened = self._open_fresh(self.id)
+        self._instance, self._transport = opened.instance, opened.transport
+        self.server_info = opened.server_info
         with _live_lock:
             _live.add(self)
         if restarting:
@@ -281,6 +265,15 @@ class Session:
         self._pending.ops = saved
         return init_ops
 
+    def _open_fresh(self, session_id: str) -> Opened:
+        """Start and handshake a new server with this session's options."""
+        spec = LaunchSpec(session_id=session_id, key="", io_dir=self._prepare_io(),
+                          **self._spec_options)
+        return open_server(self._launcher, spec, self._max_frame)
+
+    def _pool_key(self) -> tuple[Any, ...]:
+        return pool_key(self._launcher, self._io, self._spec_options)
+
     def _prepare_io(self) -> str | None:
         if self._io is None:
             return None
@@ -291,21 +284,6 @@ class Session:
 
                 os.chown(self._io, *sandbox_user())
         return self._io
-
-    def _handshake(self, transport: Transport, key: str, deadline: float) -> None:
-        transport.send(codec.encode({"type": protocol.HELLO, "version": protocol.PROTOCOL_VERSION,
-                                     "key": key}))
-        try:
-            reply = self._receive(transport, deadline - time.monotonic(), "the handshake")
-        except TimeoutError as exc:
-            raise SessionDied(f"session {self.id}: the server did not answer the hello within "
-                              f"{START_TIMEOUT} s") from exc
-        if reply.get("type") == protocol.REFUSED:
-            raise ProtocolError(f"session {self.id}: the server refused the connection: "
-                                f"{reply.get('reason')}")
-        if reply.get("type") != protocol.WELCOME:
-            raise ProtocolError(f"session {self.id}: expected a welcome, got {reply!r:.200}")
-        self.server_info = reply
 
     def _receive(self, transport: Transport, timeout: float | None, during: str) -> dict[str, Any]:
         """One message, with every lower-layer failure translated."""

@@ -167,10 +167,12 @@ def test_oversized_frame_is_refused_by_a_real_server(client, io_dir):
 
 
 def test_fifty_sessions_in_a_row_leave_nothing_behind(client, io_dir):
-    tmp = tempfile.gettempdir()
-    dirs_before = set(glob.glob(os.path.join(tmp, "pyhost-*")))
+    ids = []
     for n in range(50):
-        assert py(io=io_dir).define("n", n).eval("n * 2") == n * 2
-    assert set(glob.glob(os.path.join(tmp, "pyhost-*"))) <= dirs_before
+        session = py(io=io_dir)
+        ids.append(session.id)
+        assert session.define("n", n).eval("n * 2") == n * 2
+    for session_id in ids:
+        assert not glob.glob(os.path.join(tempfile.gettempdir(), f"pyhost-{session_id}-*"))
     assert not client.api.containers(all=True, filters={"label": f"org.pyhost.owner.pid="
                                                                  f"{os.getpid()}"})

@@ -1,0 +1,97 @@
+"""Bringing a server up to a handshaken connection, shared by sessions and the warm pool.
+
+The hello and the judgement of the welcome are pure functions, so the blocking session and
+the asyncio session speak the same handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hxpy import codec, protocol, wire
+
+from .errors import ProtocolError, SessionDied
+from .launcher import Instance, Launcher, LaunchSpec
+from .transport import Transport, connect
+
+__all__ = ["Opened", "check_welcome", "hello", "open_server"]
+
+log = logging.getLogger("pyhost")
+
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Opened:
+    """A started server with a connection that has passed the handshake."""
+
+    instance: Instance
+    transport: Transport
+    server_info: dict[str, Any]
+    session_id: str
+
+
+def hello(key: str) -> bytes:
+    """The encoded hello frame body."""
+    return codec.encode({"type": protocol.HELLO, "version": protocol.PROTOCOL_VERSION,
+                         "key": key})
+
+
+def check_welcome(reply: Any, session_id: str) -> dict[str, Any]:
+    """The welcome, or the error that the reply means."""
+    if isinstance(reply, dict) and reply.get("type") == protocol.WELCOME:
+        return reply
+    if isinstance(reply, dict) and reply.get("type") == protocol.REFUSED:
+        return _raise(ProtocolError(f"session {session_id}: the server refused the connection: "
+                                    f"{reply.get('reason')}"))
+    return _raise(ProtocolError(f"session {session_id}: expected a welcome, got {reply!r:.200}"))
+
+
+def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
+                start_timeout: float = START_TIMEOUT) -> Opened:
+    """Start a server with a fresh key, connect and shake hands.
+
+    Raises:
+        SessionDied: the server exited or never listened.
+        ProtocolError: the handshake failed.
+        EngineUnavailable, ImageNotFound: from the launcher.
+    """
+    spec = replace(spec, key=secrets.token_urlsafe(32))
+    started = time.monotonic()
+    deadline = started + start_timeout
+    instance = launcher.start(spec)
+    log.info("session %s: container %s started", spec.session_id, instance.id[:12])
+    transport: Transport | None = None
+    try:
+        try:
+            transport = connect(instance.endpoint, deadline, lambda: instance.poll() is None,
+                                max_frame)
+            transport.send(hello(spec.key))
+            body = transport.recv(max(deadline - time.monotonic(), 0.0))
+        except (TimeoutError, ConnectionError, OSError, wire.FrameTooLarge) as exc:
+            status = instance.poll()
+            detail = status.describe() if status else f"{type(exc).__name__}: {exc}"
+            raise SessionDied(f"session {spec.session_id}: the server did not start: {detail}",
+                              status.exit_code if status else None,
+                              status.oom_killed if status else False) from exc
+        try:
+            reply = codec.decode(body)
+        except codec.MarshalError as exc:
+            raise ProtocolError(f"session {spec.session_id}: unreadable frame during the "
+                                f"handshake: {exc}") from exc
+        info = check_welcome(reply, spec.session_id)
+    except BaseException:
+        if transport is not None:
+            transport.close()
+        instance.cleanup()
+        raise
+    log.info("session %s: ready in %.3f s", spec.session_id, time.monotonic() - started)
+    return Opened(instance, transport, info, spec.session_id)

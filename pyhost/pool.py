@@ -1,0 +1,146 @@
+"""Warm pools: containers started and handshaken ahead of time, so ``py()`` answers at once.
+
+A pool is keyed by the options a session would be opened with; ``py(**options)`` takes a
+ready server from the pool for the same options, if any. A used server never returns to a
+pool (no state leaks between sessions); the pool refills in the background and is bounded.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import select
+import threading
+from typing import Any, Callable
+
+from .opening import Opened
+from .transport import SocketTransport
+
+__all__ = ["WarmPool", "pool_key", "take_warm"]
+
+log = logging.getLogger("pyhost")
+
+_pools: dict[tuple[Any, ...], WarmPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_key(launcher: object, io: str | None, options: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies sessions that may share a pool."""
+    flat = tuple(sorted((name, tuple(sorted(value.items())) if isinstance(value, dict) else value)
+                        for name, value in options.items()))
+    return (id(launcher), io, flat)
+
+
+def take_warm(key: tuple[Any, ...]) -> Opened | None:
+    """A ready server for ``key`` from its pool, or None."""
+    with _pools_lock:
+        pool = _pools.get(key)
+    return pool.take() if pool is not None else None
+
+
+class WarmPool:
+    """Keeps ``size`` ready servers made by ``open_one``; refills in a background thread."""
+
+    def __init__(self, size: int, key: tuple[Any, ...], open_one: Callable[[], Opened]) -> None:
+        if size < 1:
+            raise ValueError(f"a warm pool needs a size of at least 1, not {size}")
+        self.size = size
+        self.key = key
+        self._open_one = open_one
+        self._ready: collections.deque[Opened] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._failures = 0
+        self._thread = threading.Thread(target=self._fill, name="pyhost-warm-pool", daemon=True)
+        self._thread.start()
+
+    @property
+    def ready(self) -> int:
+        """How many servers wait in the pool now."""
+        return len(self._ready)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the pool is full; False if ``timeout`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._ready) >= self.size or self._closed,
+                                       timeout)
+
+    def take(self) -> Opened | None:
+        """A ready server, or None when the pool is empty."""
+        with self._cond:
+            while self._ready:
+                opened = self._ready.popleft()
+                self._cond.notify_all()
+                if _looks_alive(opened):
+                    return opened
+                log.warning("warm pool: a ready server had died; discarding it")
+                opened.instance.cleanup()
+        return None
+
+    def close(self) -> None:
+        """Stop refilling and remove every waiting server."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=120)
+        with _pools_lock:
+            if _pools.get(self.key) is self:
+                del _pools[self.key]
+        while self._ready:
+            opened = self._ready.popleft()
+            opened.transport.close()
+            opened.instance.cleanup()
+
+    def _fill(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or len(self._ready) < self.size)
+                if self._closed:
+                    return
+            try:
+                opened = self._open_one()
+            except Exception as exc:
+                self._failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(self._failures, 6))
+                log.error("warm pool: could not start a server (%s); retrying in %.1f s", exc,
+                          delay)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._closed, delay)
+                continue
+            self._failures = 0
+            with self._cond:
+                if self._closed:
+                    opened.transport.close()
+                    opened.instance.cleanup()
+                    return
+                self._ready.append(opened)
+                self._cond.notify_all()
+
+
+def _looks_alive(opened: Opened) -> bool:
+    """A waiting server never speaks first: anything readable means it hung up."""
+    transport = opened.transport
+    if not isinstance(transport, SocketTransport):
+        return True
+    readable, _, _ = select.select([transport.sock], [], [], 0)
+    return not readable
+
+
+def register(pool: WarmPool) -> WarmPool:
+    """Make ``pool`` the pool for its key, closing one it replaces."""
+    with _pools_lock:
+        old = _pools.get(pool.key)
+        _pools[pool.key] = pool
+    if old is not None:
+        old.close()
+    return pool
+
+
+@atexit.register
+def close_all_pools() -> None:
+    """Remove every waiting server (at exit, and from ``pyhost.close_all``)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+    for pool in pools:
+        pool.close()

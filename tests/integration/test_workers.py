@@ -1,0 +1,195 @@
+"""Long-lived workers on real containers: persistence, restart, concurrency, pools, orphans."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+
+import pytest
+
+import pyhost
+from pyhost import SessionDied, SessionTimeout, py
+
+
+@pytest.fixture(autouse=True)
+def closed_at_end():
+    yield
+    pyhost.close_all()
+
+
+def test_persistent_session_is_shared_and_not_closed_by_eval(client, io_dir):
+    s = py(persist="worker-1", io=io_dir)
+    s.define("x", 1).eval("None")
+    assert py(persist="worker-1") is s
+    assert py(persist="worker-1").eval("x") == 1
+    assert s in pyhost.sessions()
+    pyhost.close_all()
+    assert s.closed and not pyhost.sessions()
+
+
+def test_persistent_key_is_thread_safe(client, io_dir):
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(py(persist="shared", io=io_dir)))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(s) for s in found}) == 1
+
+
+def test_docker_kill_mid_eval_on_a_persistent_session_restarts_with_init(client, io_dir):
+    runs = []
+    s = py(persist="killed", io=io_dir).init(
+        lambda s: runs.append(1) or s.exec("import time; base = 40"))
+    assert s.eval("base + 2") == 42
+    first = s.container_id
+    threading.Timer(0.5, lambda: client.api.kill(first)).start()
+    started = time.monotonic()
+    with pytest.raises(SessionDied) as info:
+        s.eval("time.sleep(30)")
+    assert time.monotonic() - started < 1.5
+    assert "exit code 137" in str(info.value)
+    assert s.eval("base + 2") == 42  # a fresh container, init re-run
+    assert s.container_id != first
+    assert runs == [1, 1]
+    assert s.stats.restarts == 1
+
+
+def test_out_of_memory_is_named(client, io_dir):
+    with py(io=io_dir, mem_limit="96m") as s:
+        s.eval("None")
+        with pytest.raises(SessionDied) as info:
+            s.eval("blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))")
+        assert info.value.oom_killed
+        assert "out of memory" in str(info.value)
+        assert s.eval("'alive again'") == "alive again"
+
+
+def test_eight_threads_two_hundred_evals_each_on_one_session(client, io_dir):
+    errors = []
+    with py(io=io_dir) as s:
+        s.eval("None")
+
+        def work(worker):
+            for i in range(200):
+                value = worker * 1000 + i
+                got = s.define("v", value).eval("v * 2")
+                if got != value * 2:
+                    errors.append((worker, i, got))
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert s.stats.batches == 1 + 8 * 200
+    assert errors == []
+
+
+def test_sixteen_sessions_in_parallel(client, io_dir):
+    results = {}
+
+    def work(n):
+        with py(io=io_dir) as s:
+            results[n] = [s.define("n", n).eval("n ** 2") for _ in range(20)]
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {n: [n * n] * 20 for n in range(16)}
+
+
+def test_soft_timeout_keeps_state_and_hard_timeout_restarts(client, io_dir):
+    s = py(persist="timeouts", io=io_dir, grace=0.5)
+    s.define("state", "kept").eval("None")
+    with pytest.raises(SessionTimeout) as soft:
+        s.timeout(1).eval("while True: pass")
+    assert soft.value.kind == "soft"
+    assert s.eval("state") == "kept"
+    s.exec("import signal; signal.signal(signal.SIGALRM, signal.SIG_IGN)").eval("None")
+    started = time.monotonic()
+    with pytest.raises(SessionTimeout) as hard:
+        s.eval("while True: pass")
+    assert hard.value.kind == "hard"
+    assert time.monotonic() - started < 2.5
+    assert s.timeout(10).eval("'fresh'") == "fresh"
+    assert s.stats.restarts == 1
+
+
+def test_warm_pool_hands_out_fresh_handshaken_servers(client, io_dir):
+    pool = pyhost.warm_pool(2, io=io_dir)
+    assert pool.wait_ready(60)
+    seen = set()
+    for _ in range(4):
+        with py(io=io_dir) as s:
+            s.define("leak", "x").eval("None")
+            assert s.eval("'leak' in globals()")
+            seen.add(s.container_id)
+        with py(io=io_dir) as fresh:
+            assert not fresh.eval("'leak' in globals()")  # never a used container
+        pool.wait_ready(60)
+    assert len(seen) == 4
+    pool.close()
+    assert pool.ready == 0
+
+
+def test_a_sigkilled_host_leaves_nothing_gc_cannot_clean(client, io_dir):
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pyhost import py
+        s = py(persist="orphan", io={io_dir!r})
+        s.eval("None")
+        print(s.container_id, flush=True)
+        time.sleep(600)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    container = child.stdout.readline().strip()
+    try:
+        assert client.api.inspect_container(container)["State"]["Running"]
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        # the server notices its host is gone and exits at once
+        deadline = time.monotonic() + 10
+        while client.api.inspect_container(container)["State"]["Running"]:
+            assert time.monotonic() < deadline, "the server outlived its host"
+            time.sleep(0.1)
+        report = pyhost.orphans.collect()
+        assert container in report.containers
+        assert not client.api.containers(all=True, filters={"id": container})
+    finally:
+        child.kill()
+        child.wait()
+        if client.api.containers(all=True, filters={"id": container}):
+            client.api.remove_container(container, force=True)
+
+
+def test_two_hundred_restarts_leave_nothing_behind(client, io_dir):
+    s = py(persist="restarts", io=io_dir)
+    for _ in range(200):
+        with pytest.raises(SessionDied):
+            s.eval("import os; os._exit(3)")
+    assert s.eval("'ok'") == "ok"
+    assert s.stats.restarts == 200
+    s.close()
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"pyhost-{s.id}-*"))
+    assert not client.api.containers(all=True, filters={"label": "org.pyhost.session"
+                                                                 f"={s.id}"})
+    assert not [v for v in client.api.volumes()["Volumes"] or []
+                if (v.get("Labels") or {}).get("org.pyhost.session") == s.id]
+
+
+def test_stats_count_batches_bytes_and_latency(client, io_dir):
+    with py(io=io_dir) as s:
+        for n in range(5):
+            s.define("n", n).eval("n")
+        assert s.stats.batches == 5
+        assert s.stats.bytes_out > 5 * 10 and s.stats.bytes_in > 5 * 10
+        assert 0 < s.stats.last_latency < 1 and 0 < s.stats.mean_latency < 1
