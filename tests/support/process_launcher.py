@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-from pyhost.launcher import ExitStatus, Instance, LaunchSpec, Launcher
+from pyhost.launcher import ExitStatus, Instance, Launcher, LaunchSpec
 from pyhost.transport import Endpoint
 
 CONTAINER_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "container")
