@@ -6,6 +6,7 @@
 """
 
 from .api import close_all, py, sessions, warm_pool
+from .async_session import AsyncSession
 from .errors import (
     EngineUnavailable,
     ImageNotFound,
@@ -29,6 +30,7 @@ def gc() -> str:
     return str(collect())
 
 __all__ = [
+    "AsyncSession",
     "EngineUnavailable",
     "ImageNotFound",
     "MarshalError",

@@ -10,7 +10,6 @@ host while the batch runs.
 from __future__ import annotations
 
 import atexit
-import keyword
 import logging
 import os
 import secrets
@@ -20,15 +19,23 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hxpy import codec, protocol, wire
+from hxpy import protocol, wire
 
+from .conversation import (
+    call_reply,
+    decode_message,
+    died_error,
+    encode_define,
+    encode_eval,
+    encode_exec,
+    hard_timeout_error,
+    remote_error,
+)
 from .errors import (
     MarshalError,
     ProtocolError,
     PyHostError,
-    PythonError,
     SessionClosed,
-    SessionDied,
     SessionTimeout,
 )
 from .launcher import Instance, Launcher, LaunchSpec
@@ -122,22 +129,14 @@ class Session:
             ValueError: ``name`` is not a Python identifier.
             MarshalError: ``value`` cannot be marshalled; nothing is sent.
         """
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise ValueError(f"define(): {name!r} is not a valid Python variable name")
         self._check_open()
-        try:
-            encoded = codec.encode(value, where=name)
-        except codec.MarshalError as exc:
-            raise MarshalError(f"define({name!r}): {exc}") from None
-        self._ops().append(protocol.pack_define(name, encoded))
+        self._ops().append(encode_define(name, value))
         return self
 
     def exec(self, code: str) -> Session:
         """Run statements in the session namespace (sent with the next eval)."""
-        if not isinstance(code, str):
-            raise TypeError(f"exec() takes source code as str, not {type(code).__name__}")
         self._check_open()
-        self._ops().append(codec.encode(["exec", code]))
+        self._ops().append(encode_exec(code))
         return self
 
     def timeout(self, seconds: float | None) -> Session:
@@ -168,11 +167,10 @@ class Session:
             SessionDied: the container ended under us.
             SessionClosed: the session was closed.
         """
-        if not isinstance(expr, str):
-            raise TypeError(f"eval() takes an expression as str, not {type(expr).__name__}")
         self._check_open()
+        last = encode_eval(expr)
         ops = self._take_ops()
-        ops.append(codec.encode(["eval", expr]))
+        ops.append(last)
         with self._lock:
             self._depth += 1
             try:
@@ -297,15 +295,7 @@ class Session:
         except (wire.PeerClosed, ConnectionError, OSError) as exc:
             raise self._died(during) from exc
         self.stats.bytes_in += len(body) + wire.HEADER.size
-        try:
-            message = codec.decode(body)
-        except codec.MarshalError as exc:
-            raise ProtocolError(f"session {self.id}: unreadable frame during {during}: "
-                                f"{exc}") from exc
-        if not isinstance(message, dict):
-            raise ProtocolError(f"session {self.id}: a frame must hold a map, got "
-                                f"{type(message).__name__}")
-        return message
+        return decode_message(body, self.id, during)
 
     def _roundtrip(self, ops: list[bytes]) -> Any:
         assert self._transport is not None
@@ -346,7 +336,10 @@ class Session:
             if kind == protocol.RESULT:
                 return message.get("value")
             if kind == protocol.ERROR:
-                raise self._remote_error(message)
+                error = remote_error(message, self.id, self._timeout)
+                if isinstance(error, ProtocolError):
+                    self._stop("protocol error")
+                raise error
             raise ProtocolError(f"session {self.id}: unexpected message type {kind!r}")
 
     def _record_output(self, message: dict[str, Any]) -> None:
@@ -355,50 +348,15 @@ class Session:
         if self.last_output:
             log.info("session %s output:\n%s", self.id, self.last_output.rstrip())
 
-    def _remote_error(self, message: dict[str, Any]) -> PyHostError:
-        error = message.get("error") or {}
-        kind = message.get("kind")
-        text = f"{error.get('type')}: {error.get('message')}"
-        if kind == protocol.KIND_TIMEOUT:
-            log.warning("session %s: soft timeout after %s s", self.id, self._timeout)
-            return SessionTimeout(
-                f"session {self.id}: the batch ran past its {self._timeout} s timeout; user "
-                "code was interrupted (soft timeout) and the namespace is kept",
-                kind="soft", seconds=self._timeout)
-        if kind == protocol.KIND_MARSHAL:
-            return MarshalError(f"session {self.id}: {error.get('message')}")
-        if kind == protocol.KIND_PROTOCOL:
-            self._stop("protocol error")
-            return ProtocolError(f"session {self.id}: the server rejected a message: {text}")
-        return PythonError(str(error.get("type")), str(error.get("message")),
-                           str(error.get("traceback") or ""), self.last_output)
-
     def _answer_call(self, transport: Transport, message: dict[str, Any]) -> None:
         self.stats.host_calls += 1
-        method = message.get("method")
-        handler = self._handlers.get(method) if isinstance(method, str) else None
-        reply: dict[str, Any]
-        try:
-            if handler is None:
-                raise LookupError(f"the host has no handler for {method!r}")
-            value = handler(*(message.get("args") or ()), **(message.get("kwargs") or {}))
-            body = codec.encode({"type": protocol.CALL_RESULT, "id": message.get("id"),
-                                 "value": value}, where=f"{method} result")
-        except Exception as exc:
-            log.warning("session %s: host call %r failed: %s", self.id, method, exc)
-            reply = {"type": protocol.CALL_ERROR, "id": message.get("id"),
-                     "error": protocol.error_info(exc, "")}
-            body = codec.encode(reply)
-        transport.send(body)
+        transport.send(call_reply(self._handlers, message, self.id))
 
     def _hard_timeout(self) -> SessionTimeout:
         log.warning("session %s: hard timeout after %s s; killing container %s", self.id,
                     self._timeout, self.container_id and self.container_id[:12])
         self._stop("hard timeout")
-        return SessionTimeout(
-            f"session {self.id}: the batch ran past its {self._timeout} s timeout and did not "
-            f"yield within {self._grace} s; the container was killed (hard timeout)",
-            kind="hard", seconds=self._timeout)
+        return hard_timeout_error(self.id, self._timeout, self._grace)
 
     def _died(self, during: str) -> PyHostError:
         if self._closed:
@@ -407,14 +365,7 @@ class Session:
         instance = self._instance
         status = instance.wait(1.0) if instance is not None else None
         self._stop("died")
-        if status is None:
-            log.error("session %s: connection lost during %s", self.id, during)
-            return SessionDied(f"session {self.id}: the connection to the server broke during "
-                               f"{during}")
-        log.error("session %s: container died during %s: %s", self.id, during,
-                  status.describe().splitlines()[0])
-        return SessionDied(f"session {self.id}: the container died during {during}: "
-                           f"{status.describe()}", status.exit_code, status.oom_killed)
+        return died_error(self.id, during, status)
 
     def _stop(self, why: str) -> None:
         """Drop the connection and remove the container (the next eval may start anew)."""

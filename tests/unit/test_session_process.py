@@ -314,3 +314,42 @@ def test_server_exits_when_the_host_connection_drops_mid_batch(launcher):
     time.sleep(0.2)
     sock.close()
     assert instance.wait(5) is not None
+
+
+# -- the asyncio session, over the same server --------------------------------------------
+
+def test_async_session_runs_batches_without_blocking_the_loop(launcher):
+    import asyncio
+
+    from pyhost import AsyncSession
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        tick_task = asyncio.create_task(ticker())
+        async with AsyncSession(launcher, io=None) as s:
+            assert await s.define("a", 100).define("b", 2).exec(
+                "def mult(x, y): return x * y").eval("mult(a, b)") == 200
+            before = ticks
+            assert await s.eval("import time; time.sleep(0.5); 'slept'") == "slept"
+            assert ticks - before >= 20  # the loop kept running while the batch ran
+            with pytest.raises(PythonError):
+                await s.eval("1/0")
+            with pytest.raises(SessionTimeout) as info:
+                await s.timeout(0.3).eval("while True: pass")
+            assert info.value.kind == "soft"
+            s.handle("add", lambda x, y: x + y)
+            assert await s.timeout(10).eval(
+                "from hxpy.server import call_host; call_host('add', 2, 3)") == 5
+            results = await asyncio.gather(*(s.define(f"v{n}", n).eval(f"v{n} * 2")
+                                             for n in range(5)))
+            assert sorted(results) == [0, 2, 4, 6, 8]
+        tick_task.cancel()
+
+    asyncio.run(main())

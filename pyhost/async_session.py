@@ -1,0 +1,246 @@
+"""An asyncio session: the same conversation as :class:`~pyhost.session.Session`, over
+asyncio streams, so ``await s.eval(...)`` never blocks the event loop.
+
+The frames are read and written with real async I/O; the ops and the meaning of replies come
+from :mod:`pyhost.conversation`, shared with the blocking session. Only the launcher (a
+blocking SDK call to start or remove a container) runs in the loop's executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from typing import Any, Callable
+
+from hxpy import protocol, wire
+
+from .api import default_launcher
+from .conversation import (
+    call_reply,
+    decode_message,
+    died_error,
+    encode_define,
+    encode_eval,
+    encode_exec,
+    hard_timeout_error,
+    remote_error,
+)
+from .errors import MarshalError, ProtocolError, PyHostError, SessionClosed, SessionDied
+from .launcher import Instance, Launcher, LaunchSpec
+from .opening import START_TIMEOUT, check_welcome, hello
+from .session import DEFAULT_GRACE, DEFAULT_TIMEOUT, SessionStats
+
+__all__ = ["AsyncSession"]
+
+log = logging.getLogger("pyhost")
+
+
+class AsyncSession:
+    """A sandboxed Python session for asyncio code.
+
+    ``define``/``exec``/``timeout`` buffer as on :class:`~pyhost.session.Session`;
+    ``await eval(expr)`` sends one batch. Use ``async with AsyncSession() as s:`` or call
+    ``await s.close()``; unlike ``py()``, ``eval`` never closes the session by itself.
+    """
+
+    def __init__(self, launcher: Launcher | None = None, *, image: str | None = None,
+                 io: str | os.PathLike[str] | None = "io", timeout: float | None = DEFAULT_TIMEOUT,
+                 env: dict[str, str] | None = None, mem_limit: str | int | None = "1g",
+                 cpus: float | None = None, max_frame: int = wire.DEFAULT_MAX_FRAME,
+                 grace: float = DEFAULT_GRACE, log_level: str = "WARNING") -> None:
+        self.id = secrets.token_hex(6)
+        self._launcher = launcher or default_launcher()
+        self._io = None if io is None else os.path.abspath(os.fspath(io))
+        self._spec = LaunchSpec(session_id=self.id, key="", image=image, io_dir=self._io,
+                                env=dict(env or {}), mem_limit=mem_limit, cpus=cpus,
+                                max_frame=max_frame, log_level=log_level.upper())
+        self._timeout = timeout
+        self._grace = grace
+        self._max_frame = max_frame
+        self._ops: list[bytes] = []
+        self._lock = asyncio.Lock()
+        self._instance: Instance | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._closed = False
+        self._batch_ids = 0
+        self._handlers: dict[str, Callable[..., Any]] = {}
+        self.stats = SessionStats()
+        self.last_output = ""
+
+    def define(self, name: str, value: Any) -> AsyncSession:
+        """Bind ``name`` to ``value`` (sent with the next eval); see ``Session.define``."""
+        self._check_open()
+        self._ops.append(encode_define(name, value))
+        return self
+
+    def exec(self, code: str) -> AsyncSession:
+        """Run statements (sent with the next eval)."""
+        self._check_open()
+        self._ops.append(encode_exec(code))
+        return self
+
+    def timeout(self, seconds: float | None) -> AsyncSession:
+        """Set how long each eval may run; None waits forever."""
+        self._timeout = seconds
+        return self
+
+    def handle(self, method: str, fn: Callable[..., Any]) -> AsyncSession:
+        """Answer ``call_host(method, ...)`` from the container with ``fn``."""
+        self._handlers[method] = fn
+        return self
+
+    @property
+    def container_id(self) -> str | None:
+        return self._instance.id if self._instance else None
+
+    async def eval(self, expr: str) -> Any:
+        """Send the buffered ops and ``expr``; the value of ``expr``.
+
+        Raises:
+            The same errors as ``Session.eval``.
+        """
+        self._check_open()
+        ops = self._ops + [encode_eval(expr)]
+        self._ops = []
+        async with self._lock:
+            if self._writer is None:
+                await self._start()
+            return await self._roundtrip(ops)
+
+    async def close(self) -> None:
+        """End the session and remove its container; idempotent."""
+        self._closed = True
+        await self._stop()
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosed(f"session {self.id} is closed")
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._io is not None:
+            os.makedirs(self._io, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        spec = LaunchSpec(**{**self._spec.__dict__, "key": key})
+        deadline = time.monotonic() + START_TIMEOUT
+        instance = await loop.run_in_executor(None, self._launcher.start, spec)
+        self._instance = instance
+        try:
+            await self._connect(instance, deadline)
+            await self._send(hello(key))
+            body = await asyncio.wait_for(self._recv(), max(deadline - time.monotonic(), 0))
+            check_welcome(decode_message(body, self.id, "the handshake"), self.id)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            status = await loop.run_in_executor(None, instance.poll)
+            await self._stop()
+            raise SessionDied(f"session {self.id}: the server did not start: "
+                              f"{status.describe() if status else exc}") from exc
+        except BaseException:
+            await self._stop()
+            raise
+        log.info("session %s: ready (async)", self.id)
+
+    async def _connect(self, instance: Instance, deadline: float) -> None:
+        endpoint = instance.endpoint
+        delay = 0.0005
+        while True:
+            try:
+                if endpoint.kind == "unix":
+                    self._reader, self._writer = await asyncio.open_unix_connection(
+                        str(endpoint.address), limit=2**16)
+                else:
+                    host, port = endpoint.address  # type: ignore[misc]
+                    self._reader, self._writer = await asyncio.open_connection(host, port)
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.01)
+
+    async def _send(self, body: bytes) -> None:
+        assert self._writer is not None
+        wire.check_size(len(body), self._max_frame, "outgoing")
+        self._writer.write(wire.HEADER.pack(len(body)) + body)
+        await self._writer.drain()
+
+    async def _recv(self) -> bytes:
+        assert self._reader is not None
+        header = await self._reader.readexactly(wire.HEADER.size)
+        (size,) = wire.HEADER.unpack(header)
+        wire.check_size(size, self._max_frame, "incoming")
+        return await self._reader.readexactly(size)
+
+    async def _roundtrip(self, ops: list[bytes]) -> Any:
+        self._batch_ids += 1
+        body = protocol.pack_batch(self._batch_ids, self._timeout, ops)
+        if len(body) > self._max_frame:
+            raise MarshalError(f"the batch is {len(body)} bytes, over the maximum frame size of "
+                               f"{self._max_frame} bytes; nothing was sent")
+        started = time.monotonic()
+        deadline = None if self._timeout is None else started + self._timeout + self._grace
+        try:
+            await self._send(body)
+            while True:
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+                frame = await asyncio.wait_for(self._recv(), remaining)
+                message = decode_message(frame, self.id, "a batch")
+                if message.get("type") == protocol.CALL:
+                    self.stats.host_calls += 1
+                    await self._send(call_reply(self._handlers, message, self.id))
+                    continue
+                break
+        except asyncio.TimeoutError:
+            await self._stop()
+            raise hard_timeout_error(self.id, self._timeout, self._grace) from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise await self._died() from exc
+        except wire.FrameTooLarge as exc:
+            await self._stop()
+            raise ProtocolError(f"session {self.id}: {exc}") from exc
+        latency = time.monotonic() - started
+        self.stats.batches += 1
+        self.stats.last_latency = latency
+        self.stats.total_latency += latency
+        self.stats.bytes_out += len(body)
+        self.stats.bytes_in += len(frame)
+        self.last_output = message.get("output") or ""
+        if message.get("type") == protocol.RESULT:
+            return message.get("value")
+        if message.get("type") == protocol.ERROR:
+            error = remote_error(message, self.id, self._timeout)
+            if isinstance(error, ProtocolError):
+                await self._stop()
+            raise error
+        raise ProtocolError(f"session {self.id}: unexpected message {message.get('type')!r}")
+
+    async def _died(self) -> PyHostError:
+        if self._closed:
+            await self._stop()
+            return SessionClosed(f"session {self.id} was closed")
+        instance = self._instance
+        loop = asyncio.get_running_loop()
+        status = await loop.run_in_executor(None, instance.wait, 1.0) if instance else None
+        await self._stop()
+        return died_error(self.id, "a batch", status)
+
+    async def _stop(self) -> None:
+        writer, instance = self._writer, self._instance
+        self._reader = self._writer = None
+        self._instance = None
+        if writer is not None:
+            writer.close()
+        if instance is not None:
+            await asyncio.get_running_loop().run_in_executor(None, instance.cleanup)
