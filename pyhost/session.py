@@ -130,7 +130,11 @@ class Session:
             MarshalError: ``value`` cannot be marshalled; nothing is sent.
         """
         self._check_open()
-        self._ops().append(encode_define(name, value))
+        op = encode_define(name, value)
+        if len(op) > self._max_frame:
+            raise MarshalError(f"define({name!r}): the value takes {len(op)} bytes, over the "
+                               f"maximum frame size of {self._max_frame} bytes; nothing was sent")
+        self._ops().append(op)
         return self
 
     def exec(self, code: str) -> Session:

@@ -1,0 +1,106 @@
+"""The sandbox a session runs in, attacked from inside a real container."""
+
+import os
+
+import pytest
+
+from pyhost import MarshalError, PythonError, SessionDied, py
+
+
+@pytest.fixture
+def s(client, io_dir):
+    with py(io=io_dir, timeout=60) as session:
+        session.exec("import os, socket, subprocess").eval("None")
+        yield session
+
+
+def _fails(s, code):
+    with pytest.raises(PythonError) as info:
+        s.eval(code)
+    return info.value
+
+
+def test_only_loopback_exists_and_connects_fail(s):
+    assert s.eval("sorted(os.listdir('/sys/class/net'))") == ["lo"]
+    err = _fails(s, "socket.create_connection(('1.1.1.1', 53), timeout=2)")
+    assert err.remote_type in ("OSError", "ConnectionRefusedError", "TimeoutError")
+
+
+def test_name_resolution_fails(s):
+    assert _fails(s, "socket.getaddrinfo('deb.debian.org', 80)").remote_type == \
+        "socket.gaierror"
+
+
+@pytest.mark.parametrize("path", ["/x", "/etc/x", "/usr/x", "/home/x"])
+def test_the_root_filesystem_is_read_only(s, path):
+    err = _fails(s, f"open({path!r}, 'w')")
+    assert err.remote_type in ("OSError", "PermissionError")
+
+
+def test_no_host_file_outside_io_and_no_docker_socket(s, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    assert not s.eval(f"os.path.exists({str(secret)!r})")
+    found = s.eval("[os.path.join(d, f) for d, _, fs in os.walk('/', onerror=None) "
+                   "if not d.startswith('/proc') for f in fs if f.startswith('docker.sock')]")
+    assert found == []
+
+
+def test_non_root_no_capabilities_no_new_privileges(s):
+    status = s.eval("dict(l.split(':\\t', 1) for l in open('/proc/self/status').read()"
+                    ".splitlines() if ':\\t' in l)")
+    assert s.eval("os.getuid()") != 0
+    assert int(status["CapEff"], 16) == 0
+    assert int(status["CapPrm"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+
+
+def test_setuid_binaries_give_nothing(s):
+    out = s.eval("[subprocess.run([p, 'id', '-u'], capture_output=True, text=True).stdout "
+                 "for p in ('/bin/su', '/usr/bin/su') if os.path.exists(p)]")
+    assert all(line.strip() in ("", "1000") for line in out)
+    assert s.eval("os.getuid()") != 0
+
+
+def test_a_fork_bomb_hits_the_pids_limit_and_the_host_is_fine(s):
+    err = _fails(s, "procs = []\nwhile True:\n    procs.append(subprocess.Popen(['sleep', '30']))")
+    assert err.remote_type in ("BlockingIOError", "OSError")
+    assert "Resource temporarily unavailable" in err.remote_message
+    assert s.eval("len(procs) < 300")
+    s.eval("[p.kill() for p in procs] and None")
+
+
+def test_a_memory_bomb_is_oom_killed(client, io_dir):
+    with py(io=io_dir, mem_limit="128m") as s:
+        with pytest.raises(SessionDied) as info:
+            s.eval("x = []\nwhile True:\n    x.append(bytearray(32 << 20))")
+        assert info.value.oom_killed
+
+
+def test_filling_tmp_gives_enospc(s):
+    err = _fails(s, "with open('/tmp/fill', 'wb') as f:\n"
+                    "    for _ in range(100):\n        f.write(b'\\0' * (1 << 20))")
+    assert "No space left on device" in err.remote_message
+    s.eval("os.remove('/tmp/fill')")
+
+
+def test_printing_a_gigabyte_is_capped(s):
+    s.eval("chunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    print(chunk)")
+    assert s.last_output_truncated
+    assert len(s.last_output) < (1 << 20) + 200
+
+
+def test_a_two_gib_define_is_refused_before_sending(s):
+    sent = s.stats.bytes_out
+    with pytest.raises(MarshalError, match="over the maximum frame size of 1073741824"):
+        s.define("x", bytes(2 << 30))
+    assert s.stats.bytes_out == sent
+    assert s.eval("'still fine'") == "still fine"
+
+
+def test_io_is_the_only_writable_mount(s, io_dir):
+    s.eval("open('/io/out.txt', 'w').write('ok')")
+    assert open(os.path.join(io_dir, "out.txt")).read() == "ok"
+    mounts = s.eval("[l.split()[1] for l in open('/proc/self/mounts') if ' rw,' in l]")
+    assert "/io" in mounts
+    assert "/" not in mounts
