@@ -5,6 +5,20 @@
         .exec("def mult(x, y): return x * y\\n").eval("mult(a, b)")   # -> 200
 """
 
+from hxpy.haystack import (
+    NA,
+    Coord,
+    Grid,
+    GridBuilder,
+    Marker,
+    Number,
+    Ref,
+    Remove,
+    Symbol,
+    Uri,
+    XStr,
+)
+
 from .api import close_all, py, sessions, warm_pool
 from .async_session import AsyncSession
 from .errors import (
@@ -30,6 +44,17 @@ def gc() -> str:
     return str(collect())
 
 __all__ = [
+    "NA",
+    "Coord",
+    "Grid",
+    "GridBuilder",
+    "Marker",
+    "Number",
+    "Ref",
+    "Remove",
+    "Symbol",
+    "Uri",
+    "XStr",
     "AsyncSession",
     "EngineUnavailable",
     "ImageNotFound",

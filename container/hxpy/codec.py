@@ -5,23 +5,42 @@ types. Everything else crosses as a msgpack *ext* value whose code comes from :c
 the single registry of ext codes (documented in ``docs/protocol.md`` and
 ``docs/marshalling.md``). Nothing is ever pickled: a value with no encoding raises
 :class:`MarshalError` naming its type and where it sits.
+
+Encoders are found, for a value of type ``T``, in this order:
+
+1. ``ext_encoder(T, code)``: an exact-type registration;
+2. ``ext_encoder_when(test, code)``: predicates over the value, in registration order;
+3. ``family_encoder(test)``: predicates over the *type*, whose answer is cached per type. They
+   cover numpy and pandas (found through ``sys.modules``, so neither is ever imported here);
+4. the encoder of the nearest registered base class, else msgpack's own type for a subclass
+   of one (an ``OrderedDict`` packs as a dict, an ``IntEnum`` as an int, a tuple as a list).
+
+The Haystack table itself is registered by :mod:`hxpy.exttypes`, imported at the end of this
+module, so ``import hxpy.codec`` is all a user of the codec needs.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Optional, Union
 
 import msgpack
 
 __all__ = [
     "ExtCode",
     "MarshalError",
+    "Unmarshallable",
     "decode",
     "encode",
     "ext_decoder",
     "ext_encoder",
+    "ext_encoder_when",
+    "ext_inspector",
+    "family_encoder",
     "locate_unmarshallable",
+    "pack_payload",
+    "unpack_payload",
 ]
 
 
@@ -49,30 +68,73 @@ class ExtCode(enum.IntEnum):
     TUPLE = 15  # reserved: tuples are sent as lists, as Haystack has no tuple
 
 
+class Unmarshallable(Exception):
+    """Raised by an encoder that refuses a value.
+
+    Attributes:
+        obj: the refused value.
+        reason: the text after ``"<path>: "`` in the final :class:`MarshalError`; by default
+            ``"<type> is not marshallable"``.
+    """
+
+    def __init__(self, obj: Any, reason: Optional[str] = None) -> None:
+        self.obj = obj
+        self.reason = reason or f"{type(obj).__name__} is not marshallable"
+        super().__init__(self.reason)
+
+
 # An encoder takes a value and returns the ext payload; a decoder takes the payload back.
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes], Any]
+# A converter returns something msgpack packs natively (often a msgpack.ExtType).
+Converter = Callable[[Any], Any]
+# An inspector says why a value cannot be encoded, or which members to look at next.
+Members = Iterable[tuple[Any, str]]
+Inspector = Callable[[Any, str], tuple[Optional[str], Optional[Members]]]
 
 _encoders: dict[type, tuple[ExtCode, Encoder]] = {}
 _encoders_by_module: list[tuple[Callable[[Any], bool], ExtCode, Encoder]] = []
+_families: list[tuple[Callable[[type], bool], Converter]] = []
+_family_cache: dict[type, Converter] = {}
 _decoders: dict[int, Decoder] = {}
+_inspectors: list[tuple[Callable[[type], bool], Inspector]] = []
+
+# msgpack's own nesting limit; the key walk and the error search stop there too (cycles).
+_MAX_DEPTH = 511
 
 
 def ext_encoder(cls: type, code: ExtCode) -> Callable[[Encoder], Encoder]:
-    """Register ``fn`` as the ext encoder for exact type ``cls``."""
+    """Register ``fn`` as the ext encoder for type ``cls`` (and its otherwise unclaimed
+    subclasses)."""
 
     def register(fn: Encoder) -> Encoder:
         _encoders[cls] = (code, fn)
+        _family_cache.clear()
         return fn
 
     return register
 
 
 def ext_encoder_when(test: Callable[[Any], bool], code: ExtCode) -> Callable[[Encoder], Encoder]:
-    """Register an encoder chosen by a predicate (for families such as numpy types)."""
+    """Register an encoder chosen by a predicate over the value."""
 
     def register(fn: Encoder) -> Encoder:
         _encoders_by_module.append((test, code, fn))
+        return fn
+
+    return register
+
+
+def family_encoder(test: Callable[[type], bool]) -> Callable[[Converter], Converter]:
+    """Register ``fn`` for every type ``T`` with ``test(T)``; the match is cached per type.
+
+    ``fn(value)`` returns what msgpack packs natively: a plain value or a ``msgpack.ExtType``.
+    It may raise :class:`Unmarshallable` to refuse the value with a reason.
+    """
+
+    def register(fn: Converter) -> Converter:
+        _families.append((test, fn))
+        _family_cache.clear()
         return fn
 
     return register
@@ -88,27 +150,67 @@ def ext_decoder(code: ExtCode) -> Callable[[Decoder], Decoder]:
     return register
 
 
-class _Unmarshallable(Exception):
-    """Raised inside ``default`` to stop packing; carries the offending object."""
+def ext_inspector(test: Callable[[type], bool]) -> Callable[[Inspector], Inspector]:
+    """Register how :func:`locate_unmarshallable` looks inside a container type.
 
-    def __init__(self, obj: Any) -> None:
-        super().__init__(obj)
-        self.obj = obj
+    ``fn(value, path)`` returns ``(reason, members)``: a reason when the value itself cannot be
+    encoded, else the ``(member, member_path)`` pairs to search next (or None for a leaf). A
+    member may be an :class:`Unmarshallable` instance, which reports its reason at its path.
+    """
+
+    def register(fn: Inspector) -> Inspector:
+        _inspectors.append((test, fn))
+        return fn
+
+    return register
+
+
+# Subclasses of msgpack's own types, packed as their base type (strict_types stops msgpack
+# from doing it silently, so that a Uri, a str subclass, reaches its ext encoder).
+_NATIVE_BASES: tuple[tuple[type, Converter], ...] = (
+    (dict, dict), (list, list), (tuple, list), (str, str.__str__), (bytes, bytes),
+    (int, int), (float, float),
+)
+
+
+def _inherited(cls: type) -> Optional[Converter]:
+    for base in cls.__mro__[1:]:
+        entry = _encoders.get(base)
+        if entry is not None:
+            code, fn = int(entry[0]), entry[1]
+            return lambda obj: msgpack.ExtType(code, fn(obj))
+    for base, converter in _NATIVE_BASES:
+        if issubclass(cls, base):
+            return converter
+    return None
+
+
+def _family(cls: type) -> Optional[Converter]:
+    converter = _family_cache.get(cls)
+    if converter is None:
+        for test, fn in _families:
+            if test(cls):
+                converter = fn
+                break
+        else:
+            converter = _inherited(cls)
+        if converter is not None:
+            _family_cache[cls] = converter
+    return converter
 
 
 def _default(obj: Any) -> Any:
-    entry = _encoders.get(type(obj))
-    if entry is None:
-        for test, code, fn in _encoders_by_module:
-            if test(obj):
-                entry = (code, fn)
-                break
+    cls = type(obj)
+    entry = _encoders.get(cls)
     if entry is not None:
-        code, fn = entry
-        return msgpack.ExtType(int(code), fn(obj))
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise _Unmarshallable(obj)
+        return msgpack.ExtType(int(entry[0]), entry[1](obj))
+    for test, code, fn in _encoders_by_module:
+        if test(obj):
+            return msgpack.ExtType(int(code), fn(obj))
+    converter = _family(cls)
+    if converter is None:
+        raise Unmarshallable(obj)
+    return converter(obj)
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -116,6 +218,68 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if decoder is None:
         raise MarshalError(f"unknown ext type code {code}")
     return decoder(data)
+
+
+class _BadKeys(Exception):
+    """A dict with a key that is not a str (msgpack would pack it; Haystack forbids it)."""
+
+
+_CONTAINERS = (dict, list, tuple)
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def _is_key(key_type: type) -> bool:
+    # A str subclass with an ext encoder (Uri) would become an ext key, which msgpack maps
+    # cannot take back.
+    return issubclass(key_type, str) and not any(base in _encoders for base in key_type.__mro__)
+
+
+def _check_keys(obj: Any) -> None:
+    """Raise :class:`_BadKeys` if a dict inside ``obj`` (through dicts, lists, tuples) has a
+    key that is not a str, or the nesting is deeper than msgpack allows (a cycle).
+
+    The walk visits containers only; members are screened by type in C (``map(type, ...)``).
+    """
+    if not isinstance(obj, _CONTAINERS):
+        return
+    stack = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth >= _MAX_DEPTH:
+            raise _BadKeys()
+        if isinstance(value, dict):
+            key_types = set(map(type, value))
+            if key_types and not (key_types == {str} or all(map(_is_key, key_types))):
+                raise _BadKeys()
+            members: Iterable[Any] = value.values()
+        else:
+            members = value
+        member_types = set(map(type, members)) - _PLAIN
+        if any(issubclass(t, _CONTAINERS) and t is not msgpack.ExtType for t in member_types):
+            depth += 1
+            stack.extend((m, depth) for m in members if isinstance(m, _CONTAINERS))
+
+
+def _packb(obj: Any) -> bytes:
+    packed: bytes = msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True,
+                                  datetime=False)
+    return packed
+
+
+def pack_payload(obj: Any) -> bytes:
+    """Pack ``obj`` with the codec's hooks, for use inside an ext encoder.
+
+    Errors are not translated here: the outer :func:`encode` turns them into a
+    :class:`MarshalError` with a path.
+    """
+    _check_keys(obj)
+    return _packb(obj)
+
+
+def unpack_payload(data: Union[bytes, bytearray, memoryview]) -> Any:
+    """Unpack msgpack made by :func:`pack_payload`, for use inside an ext decoder."""
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True,
+                           use_list=True, timestamp=0)
 
 
 def encode(obj: Any, where: str = "value") -> bytes:
@@ -130,11 +294,22 @@ def encode(obj: Any, where: str = "value") -> bytes:
             its path inside ``obj``.
     """
     try:
-        return msgpack.packb(obj, default=_default, use_bin_type=True, datetime=False)
+        _check_keys(obj)
+        return _packb(obj)
     except MarshalError:
         raise
-    except (_Unmarshallable, TypeError, ValueError, OverflowError) as exc:
-        raise MarshalError(locate_unmarshallable(obj, where) or f"{where}: {exc}") from None
+    except Exception as exc:  # msgpack, numpy and pandas raise several unrelated classes
+        if isinstance(exc, Unmarshallable):
+            fallback = exc.reason
+        elif isinstance(exc, _BadKeys):
+            fallback = "a dict key is not a str"
+        else:
+            fallback = f"{type(exc).__name__}: {exc}"
+        try:
+            located = locate_unmarshallable(obj, where)
+        except Exception:  # the search is best effort; the first failure still gets reported
+            located = None
+        raise MarshalError(located or f"{where}: {fallback}") from None
 
 
 def decode(data: bytes | bytearray | memoryview, max_size: int | None = None) -> Any:
@@ -144,53 +319,76 @@ def decode(data: bytes | bytearray | memoryview, max_size: int | None = None) ->
         MarshalError: the bytes are not valid msgpack or hold an unknown ext code.
     """
     try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True,
-                               use_list=True, timestamp=0)
+        return unpack_payload(data)
     except MarshalError:
         raise
-    except Exception as exc:  # msgpack raises several unrelated classes
+    except Exception as exc:  # msgpack and the ext decoders raise several unrelated classes
         raise MarshalError(f"cannot decode message: {type(exc).__name__}: {exc}") from None
 
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
-def _why_not(obj: Any) -> str | None:
-    """Why ``obj`` itself (not its members) cannot be encoded, or None if it can."""
-    if obj is None or isinstance(obj, (bool, float, str, bytes, bytearray)):
-        return None
+def _dict_members(value: dict[Any, Any], path: str) -> Iterator[tuple[Any, str]]:
+    for key, member in value.items():
+        yield member, f"{path}[{key!r}]"
+
+
+def _inspect(obj: Any, path: str) -> tuple[Optional[str], Optional[Members]]:
+    """Why ``obj`` itself cannot be encoded, and else which members to search."""
+    if obj is None or isinstance(obj, (bool, float, str, bytes, bytearray, memoryview)):
+        return None, None
     if isinstance(obj, int):
         if _INT_MIN <= obj <= _INT_MAX:
-            return None
-        return "int does not fit in 64 bits"
-    if isinstance(obj, (list, tuple, dict)):
-        return None
+            return None, None
+        return "int does not fit in 64 bits", None
+    if isinstance(obj, Unmarshallable):
+        return obj.reason, None
+    if isinstance(obj, dict):
+        for key in obj:
+            if not (isinstance(key, str) and _is_key(type(key))):
+                return f"dict key {key!r} is {type(key).__name__}, not str", None
+        return None, _dict_members(obj, path)
+    if isinstance(obj, (list, tuple)):
+        return None, ((member, f"{path}[{index}]") for index, member in enumerate(obj))
+    for test, inspector in _inspectors:
+        if test(type(obj)):
+            return inspector(obj, path)
     try:
         _default(obj)
-    except _Unmarshallable:
-        return f"{type(obj).__name__} is not marshallable"
+    except Unmarshallable as exc:
+        return exc.reason, None
     except Exception as exc:
-        return f"{type(obj).__name__}: {exc}"
-    return None
+        return f"{type(obj).__name__}: {exc}", None
+    return None, None
 
 
 def locate_unmarshallable(obj: Any, where: str = "value") -> str | None:
     """The first thing inside ``obj`` that cannot be encoded, as ``"path: reason"``.
 
-    Walks depth first; used only after a failed :func:`encode`, so the fast path never pays.
+    Walks depth first, into dicts, lists, tuples and the types with an :func:`ext_inspector`
+    (grids, DataFrames, ...); used only after a failed :func:`encode`, so the fast path never
+    pays for it.
     """
-    stack: list[tuple[Any, str]] = [(obj, where)]
+    reason, members = _inspect(obj, where)
+    if reason is not None:
+        return f"{where}: {reason}"
+    stack: list[Iterator[tuple[Any, str]]] = [iter(members)] if members is not None else []
     while stack:
-        value, path = stack.pop()
-        reason = _why_not(value)
-        if reason is not None:
-            return f"{path}: {reason}"
-        if isinstance(value, dict):
-            for key in reversed(list(value)):
-                if not isinstance(key, str):
-                    return f"{path}: dict key {key!r} is {type(key).__name__}, not str"
-                stack.append((value[key], f"{path}[{key!r}]"))
-        elif isinstance(value, (list, tuple)):
-            for index in reversed(range(len(value))):
-                stack.append((value[index], f"{path}[{index}]"))
+        for value, path in stack[-1]:
+            reason, members = _inspect(value, path)
+            if reason is not None:
+                return f"{path}: {reason}"
+            if members is not None:
+                if len(stack) >= _MAX_DEPTH:
+                    return (f"{path}: nested more than {_MAX_DEPTH} levels deep "
+                            "(is there a cycle?)")
+                stack.append(iter(members))
+                break
+        else:
+            stack.pop()
     return None
+
+
+# Registers the Haystack table; last, because it uses the registry defined above.
+from . import exttypes as _exttypes  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""pyhost benchmarks: a report, not a test suite. Run ``python benchmarks/run.py``."""

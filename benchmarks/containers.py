@@ -1,0 +1,225 @@
+"""Containers the benchmarks make for their baselines, and the labels on every one of them.
+
+Everything here talks to the engine through the docker SDK only. Every container made by a
+benchmark run - the baselines made here and the session containers pyhost makes for the
+runner (see :class:`LabellingClient`) - carries ``org.pyhost.bench=1`` and the run's id, and
+:meth:`Fleet.remove_all` force-removes exactly those at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import tempfile
+import time
+from typing import Any
+
+import docker
+import docker.errors
+
+__all__ = ["BENCH_LABEL", "EchoServer", "Fleet", "LabellingClient"]
+
+BENCH_LABEL = "org.pyhost.bench"
+RUN_LABEL = "org.pyhost.bench.run"
+SANDBOX_UID = 1000
+
+# The echo server for the raw-socket floor: once per connection the client sends a 4-byte
+# block size, then each block it sends comes back whole. Reading the whole block before
+# answering is what the session server does with a frame, and it cannot deadlock on a block
+# larger than the socket buffers. Deliberately minimal: this is the floor pyhost is held to.
+ECHO_SERVER = r"""
+import os, socket, struct, sys
+path = sys.argv[1]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(path + ".tmp")
+listener.listen(1)
+os.rename(path + ".tmp", path)  # the path appears only once connecting works
+while True:
+    conn, _ = listener.accept()
+    head = conn.recv(4, socket.MSG_WAITALL)
+    if len(head) == 4:
+        size = struct.unpack(">I", head)[0]
+        block = bytearray(size)
+        view = memoryview(block)
+        while True:
+            got = 0
+            while got < size:
+                n = conn.recv_into(view[got:], size - got)
+                if not n:
+                    break
+                got += n
+            if got < size:
+                break
+            conn.sendall(block)
+    conn.close()
+"""
+
+SOCKET_DIR_IN_CONTAINER = "/bench"
+SOCKET_NAME = "echo.sock"
+
+
+def sandbox_user() -> tuple[int, int]:
+    """uid 1000 when we are root (we chown what it must write), else ourselves."""
+    if os.getuid() == 0:
+        return SANDBOX_UID, SANDBOX_UID
+    return os.getuid(), os.getgid()
+
+
+class Fleet:
+    """Creates labelled containers and removes them, and only them, at the end."""
+
+    def __init__(self, client: docker.DockerClient, run_id: str) -> None:
+        self.client = client
+        self.labels = {BENCH_LABEL: "1", RUN_LABEL: run_id}
+        self._made: list[str] = []
+
+    def create(self, image: str, **kwargs: Any) -> str:
+        """``client.api.create_container`` with our labels; returns the id."""
+        labels = {**(kwargs.pop("labels", None) or {}), **self.labels}
+        container_id = str(self.client.api.create_container(image, labels=labels,
+                                                            **kwargs)["Id"])
+        self._made.append(container_id)
+        return container_id
+
+    def remove(self, container_id: str) -> None:
+        """Force-remove one container this fleet made."""
+        try:
+            self.client.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        if container_id in self._made:
+            self._made.remove(container_id)
+
+    def remove_all(self) -> int:
+        """Force-remove what this run made and is still there; returns how many.
+
+        Also finds session containers pyhost made for us (labelled by
+        :class:`LabellingClient`) that a failed close left behind: they carry this run's id.
+        """
+        found = {str(info["Id"]) for info in self.client.api.containers(
+            all=True, filters={"label": f"{RUN_LABEL}={self.labels[RUN_LABEL]}"})}
+        leftovers = found | set(self._made)
+        for container_id in leftovers:
+            try:
+                self.remove(container_id)
+            except docker.errors.APIError:
+                pass  # removal already in progress (a session closing at the same time)
+        return len(found)
+
+    def time_bare_start(self, image: str) -> float:
+        """Seconds to create and start a bare container of ``image``; removal is not timed.
+
+        ``sleep infinity`` as uid 1000 with network ``none``, like a session container, so
+        the difference to a session start is pyhost's own work plus the server's start-up.
+        """
+        api = self.client.api
+        host_config = api.create_host_config(network_mode="none")
+        uid, gid = sandbox_user()
+        started = time.perf_counter()
+        container_id = self.create(image, entrypoint=["sleep", "infinity"], user=f"{uid}:{gid}",
+                                   host_config=host_config)
+        try:
+            api.start(container_id)
+            elapsed = time.perf_counter() - started
+        finally:
+            self.remove(container_id)
+        return elapsed
+
+
+class LabellingClient:
+    """A docker client that adds the run's labels to every container created through it.
+
+    Given to a :class:`pyhost.docker_launcher.DockerLauncher`, so the session containers a
+    benchmark opens carry the bench labels too. Everything else is the wrapped client's.
+    """
+
+    def __init__(self, client: docker.DockerClient, labels: dict[str, str]) -> None:
+        self._client = client
+        self.api = _LabellingAPI(client.api, labels)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class _LabellingAPI:
+    def __init__(self, api: Any, labels: dict[str, str]) -> None:
+        self._api = api
+        self._labels = labels
+
+    def create_container(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["labels"] = {**(kwargs.get("labels") or {}), **self._labels}
+        return self._api.create_container(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+
+class EchoServer:
+    """A container of the session image running :data:`ECHO_SERVER` on a bind-mounted socket."""
+
+    def __init__(self, fleet: Fleet, image: str, start_timeout: float = 30.0) -> None:
+        self.fleet = fleet
+        self.socket_dir = tempfile.mkdtemp(prefix="pyhost-bench-")
+        self.container_id: str | None = None
+        try:
+            os.chmod(self.socket_dir, 0o700)
+            uid, gid = sandbox_user()
+            if os.getuid() == 0:
+                os.chown(self.socket_dir, uid, gid)
+            api = fleet.client.api
+            host_config = api.create_host_config(
+                network_mode="none",
+                mounts=[docker.types.Mount(SOCKET_DIR_IN_CONTAINER, self.socket_dir,
+                                           type="bind")],
+            )
+            self.container_id = fleet.create(
+                image, entrypoint=["python3", "-c", ECHO_SERVER,
+                                   f"{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}"],
+                user=f"{uid}:{gid}", host_config=host_config)
+            api.start(self.container_id)
+            self._wait_listening(start_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.socket_dir, SOCKET_NAME)
+
+    def _wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.path):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the echo server did not listen within {timeout} s")
+            state = self.fleet.client.api.inspect_container(self.container_id)["State"]
+            if not state.get("Running"):
+                logs = self.fleet.client.api.logs(self.container_id, tail=20)
+                raise RuntimeError(f"the echo server exited: {logs.decode(errors='replace')}")
+            time.sleep(0.01)
+
+    def connect(self, block_size: int) -> socket.socket:
+        """A connection that echoes blocks of ``block_size`` bytes."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.path)
+        sock.sendall(struct.pack(">I", block_size))
+        return sock
+
+    def close(self) -> None:
+        if self.container_id is not None:
+            self.fleet.remove(self.container_id)
+            self.container_id = None
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def echo_once(sock: socket.socket, block: bytes, into: memoryview) -> None:
+    """Send ``block`` and read it back into ``into`` (which has its length)."""
+    sock.sendall(block)
+    size = len(into)
+    got = 0
+    while got < size:
+        n = sock.recv_into(into[got:], size - got)
+        if not n:
+            raise ConnectionError("the echo server closed the connection")
+        got += n

@@ -1,0 +1,40 @@
+"""Haystack values in Python, the same on the host and in the container.
+
+=====================  =========================================================
+Haystack               Python
+=====================  =========================================================
+null, Bool, Str        None, bool, str
+Number                 int / float; :class:`Number` when it has a unit
+Marker, NA, Remove     the singletons :class:`Marker`, :class:`NA`, :class:`Remove`
+Ref                    :class:`Ref`
+Uri                    :class:`Uri` (a str)
+Date, Time, DateTime   ``datetime.date``, ``datetime.time``, ``datetime.datetime``
+Coord, XStr, Symbol    :class:`Coord`, :class:`XStr`, :class:`Symbol`
+Buf                    bytes
+Dict, List             dict (str keys), list
+Grid                   :class:`Grid` (built with :class:`GridBuilder`)
+=====================  =========================================================
+
+``docs/marshalling.md`` says how each travels and what numpy and pandas values become.
+"""
+
+from __future__ import annotations
+
+from .grid import Col, Grid, GridBuilder, is_tag_name
+from .values import NA, Coord, Marker, Number, Ref, Remove, Symbol, Uri, XStr
+
+__all__ = [
+    "NA",
+    "Col",
+    "Coord",
+    "Grid",
+    "GridBuilder",
+    "Marker",
+    "Number",
+    "Ref",
+    "Remove",
+    "Symbol",
+    "Uri",
+    "XStr",
+    "is_tag_name",
+]
