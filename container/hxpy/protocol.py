@@ -68,7 +68,9 @@ def check_hello(message: Any, key: str) -> str | None:
 def error_info(exc: BaseException, traceback_text: str) -> dict[str, str]:
     """The ``error`` member of an ERROR or CALL_ERROR message."""
     cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    name = cls.__qualname__
+    if cls.__module__ != "builtins":
+        name = f"{cls.__module__}.{name}"
     return {"type": name, "message": str(exc), "traceback": traceback_text}
 
 

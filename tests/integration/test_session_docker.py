@@ -2,7 +2,6 @@
 
 import glob
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -18,7 +17,7 @@ from pyhost import (
     py,
 )
 from pyhost.docker_launcher import DockerLauncher
-from pyhost.launcher import LaunchSpec
+from tests.support.raw import start_raw
 
 
 def test_the_design_example_leaves_no_container(client, io_dir):
@@ -123,20 +122,8 @@ def test_oversized_reply_is_refused_in_the_container_and_the_session_survives(cl
         assert s.eval("'still here'") == "still here"
 
 
-def _raw_server(client, io_dir, **spec):
-    launcher = DockerLauncher()
-    instance = launcher.start(LaunchSpec(session_id="rawtest", key="the-right-key",
-                                         io_dir=None, max_frame=1 << 20, **spec))
-    deadline = time.monotonic() + 30
-    while True:
-        sock = socket.socket(socket.AF_UNIX)
-        try:
-            sock.connect(instance.endpoint.address)
-            return instance, sock
-        except OSError:
-            sock.close()
-            assert time.monotonic() < deadline, "the server never listened"
-            time.sleep(0.005)
+def _raw_server(client, io_dir):
+    return start_raw(DockerLauncher(), "the-right-key", io_dir=None)
 
 
 def test_wrong_key_is_refused_by_a_real_server(client, io_dir):

@@ -18,6 +18,7 @@ from pyhost import (
     py,
 )
 from tests.support.process_launcher import ProcessLauncher
+from tests.support.raw import start_raw
 
 
 @pytest.fixture
@@ -240,20 +241,7 @@ def test_kill_from_another_thread_ends_a_running_eval(launcher):
 # -- the server's side of the contract, spoken to with raw sockets --------------------------
 
 def _start_raw(launcher, **env):
-    from pyhost.launcher import LaunchSpec
-
-    spec = LaunchSpec(session_id="raw", key="right-key", env=env, max_frame=1 << 20)
-    instance = launcher.start(spec)
-    deadline = time.monotonic() + 10
-    while True:
-        sock = socket.socket(socket.AF_UNIX)
-        try:
-            sock.connect(instance.endpoint.address)
-            return instance, sock
-        except OSError:
-            sock.close()
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+    return start_raw(launcher, "right-key", env=env)
 
 
 def _hello(key, version=protocol.PROTOCOL_VERSION):
