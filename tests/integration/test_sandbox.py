@@ -104,3 +104,10 @@ def test_io_is_the_only_writable_mount(s, io_dir):
     mounts = s.eval("[l.split()[1] for l in open('/proc/self/mounts') if ' rw,' in l]")
     assert "/io" in mounts
     assert "/" not in mounts
+
+
+def test_files_in_io_do_not_shadow_modules(client, io_dir):
+    os.makedirs(io_dir, exist_ok=True)
+    with open(os.path.join(io_dir, "json.py"), "w") as planted:
+        planted.write("raise SystemExit('shadowed')\n")
+    assert py(io=io_dir).eval("import json; json.dumps([1])") == "[1]"
