@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import errno
 import queue
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -63,16 +64,28 @@ class Transport(abc.ABC):
 
 
 class SocketTransport(Transport):
-    """A connected stream socket (Unix or TCP)."""
+    """A connected stream socket (Unix or TCP).
+
+    The socket stays blocking; a receive deadline is a ``poll`` before reading, only when no
+    frame is already buffered. Reads go into one reused buffer, so a small reply costs one
+    ``recv_into`` and no mode switches.
+    """
+
+    _BUFFER = 64 * 1024
 
     def __init__(self, sock: socket.socket, max_frame: int = wire.DEFAULT_MAX_FRAME) -> None:
+        sock.settimeout(None)
         self.sock = sock
         self.max_frame = max_frame
-        self._timeout: float | None = -1.0  # the socket's current timeout; -1 = unknown
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        self._buf = bytearray(self._BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0  # buffered, unread bytes are self._buf[self._start:self._end]
+        self._end = 0
 
     def send(self, body: bytes) -> None:
         wire.check_size(len(body), self.max_frame, "outgoing")
-        self._set_timeout(None)
         if len(body) < _JOIN_BELOW:
             self.sock.sendall(wire.HEADER.pack(len(body)) + body)
         else:
@@ -80,24 +93,43 @@ class SocketTransport(Transport):
             self.sock.sendall(body)
 
     def recv(self, timeout: float | None) -> bytearray:
-        self._set_timeout(timeout)
-        try:
-            header = self.sock.recv(wire.HEADER.size, socket.MSG_WAITALL)
-        except socket.timeout as exc:
-            raise TimeoutError("no frame within the timeout") from exc
-        if len(header) < wire.HEADER.size:
-            raise wire.PeerClosed("connection closed")
-        (size,) = wire.HEADER.unpack(header)
+        if self._end - self._start < wire.HEADER.size:
+            if timeout is not None and self._start == self._end:
+                if not self._poller.poll(max(timeout, 0.0) * 1000):
+                    raise TimeoutError("no frame within the timeout")
+            self._fill(wire.HEADER.size)
+        (size,) = wire.HEADER.unpack_from(self._buf, self._start)
         wire.check_size(size, self.max_frame, "incoming")
-        # A frame has started: read the rest without a deadline of its own; a dead peer
-        # shows as a closed connection.
-        self._set_timeout(None)
-        return wire.recv_exactly(self.sock, size)
+        self._start += wire.HEADER.size
+        buffered = self._end - self._start
+        if size <= buffered:
+            body = self._buf[self._start:self._start + size]
+            self._start += size
+            return body
+        # A large frame: take what is buffered and read the rest straight into its own buffer.
+        body = bytearray(size)
+        body[:buffered] = self._view[self._start:self._end]
+        self._start = self._end = 0
+        view = memoryview(body)
+        got = buffered
+        while got < size:
+            n = self.sock.recv_into(view[got:], size - got)
+            if n == 0:
+                raise wire.PeerClosed(f"connection closed after {got} of {size} bytes")
+            got += n
+        return body
 
-    def _set_timeout(self, timeout: float | None) -> None:
-        if timeout != self._timeout:
-            self.sock.settimeout(timeout)
-            self._timeout = timeout
+    def _fill(self, need: int) -> None:
+        """Read until at least ``need`` bytes are buffered."""
+        if self._start:
+            remaining = self._end - self._start
+            self._buf[:remaining] = self._view[self._start:self._end]
+            self._start, self._end = 0, remaining
+        while self._end < need:
+            n = self.sock.recv_into(self._view[self._end:])
+            if n == 0:
+                raise wire.PeerClosed("connection closed")
+            self._end += n
 
     def close(self) -> None:
         try:

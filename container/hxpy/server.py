@@ -198,8 +198,10 @@ class Server:
             if self.fault == "hang":
                 while True:
                     time.sleep(3600)
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, float(timeout))
+            # Armed per batch, never disarmed: a firing between batches only sets a flag
+            # (see _on_timer), and each batch re-arms it. One syscall per batch, not two.
+            self._timer_fired = False
+            signal.setitimer(signal.ITIMER_REAL, float(timeout) if timeout else 0)
             self._in_user_code = True
             for op in message.get("ops", ()):
                 value = self._run_op(op)
@@ -209,8 +211,6 @@ class Server:
             failure = (protocol.KIND_PYTHON, exc, _user_traceback(exc))
         finally:
             self._in_user_code = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            self._timer_fired = False
             sys.stdout, sys.stderr = saved
             self.batch_id = None
         if failure is not None:
