@@ -130,8 +130,6 @@ class AsyncSession:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._io is not None:
-            os.makedirs(self._io, exist_ok=True)
         key = secrets.token_urlsafe(32)
         spec = LaunchSpec(**{**self._spec.__dict__, "key": key})
         deadline = time.monotonic() + START_TIMEOUT

@@ -69,6 +69,14 @@ def sandbox_user() -> tuple[int, int]:
     return uid, os.getgid()
 
 
+def _prepare_io(path: str, uid: int, gid: int) -> None:
+    """Create the io directory if missing, owned by the sandbox user so it can write there."""
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        if os.getuid() == 0:
+            os.chown(path, uid, gid)
+
+
 class DockerInstance(Instance):
     """A started container and the socket directory it listens in."""
 
@@ -164,6 +172,7 @@ class DockerLauncher(Launcher):
                 os.chown(socket_dir, uid, gid)
             mounts = [docker.types.Mount(SOCKET_DIR_IN_CONTAINER, socket_dir, type="bind")]
             if spec.io_dir is not None:
+                _prepare_io(spec.io_dir, uid, gid)
                 mounts.append(docker.types.Mount("/io", spec.io_host_path or spec.io_dir,
                                                  type="bind", read_only=False))
             container = self._create(spec, image, f"{uid}:{gid}", mounts)

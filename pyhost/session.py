@@ -269,23 +269,12 @@ class Session:
 
     def _open_fresh(self, session_id: str) -> Opened:
         """Start and handshake a new server with this session's options."""
-        spec = LaunchSpec(session_id=session_id, key="", io_dir=self._prepare_io(),
+        spec = LaunchSpec(session_id=session_id, key="", io_dir=self._io,
                           **self._spec_options)
         return open_server(self._launcher, spec, self._max_frame)
 
     def _pool_key(self) -> tuple[Any, ...]:
         return pool_key(self._launcher, self._io, self._spec_options)
-
-    def _prepare_io(self) -> str | None:
-        if self._io is None:
-            return None
-        if not os.path.isdir(self._io):
-            os.makedirs(self._io, exist_ok=True)
-            if os.getuid() == 0:
-                from .docker_launcher import sandbox_user
-
-                os.chown(self._io, *sandbox_user())
-        return self._io
 
     def _receive(self, transport: Transport, timeout: float | None, during: str) -> dict[str, Any]:
         """One message, with every lower-layer failure translated."""

@@ -110,13 +110,7 @@ class SocketTransport(Transport):
         body = bytearray(size)
         body[:buffered] = self._view[self._start:self._end]
         self._start = self._end = 0
-        view = memoryview(body)
-        got = buffered
-        while got < size:
-            n = self.sock.recv_into(view[got:], size - got)
-            if n == 0:
-                raise wire.PeerClosed(f"connection closed after {got} of {size} bytes")
-            got += n
+        wire.recv_into_exactly(self.sock, memoryview(body), buffered)
         return body
 
     def _fill(self, need: int) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "frame",
     "recv_exactly",
     "recv_frame",
+    "recv_into_exactly",
     "recv_message",
     "send_message",
 ]
@@ -55,14 +56,18 @@ def frame(payload: bytes, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
 def recv_exactly(sock: socket.socket, size: int) -> bytearray:
     """Read exactly ``size`` bytes into one buffer; :class:`PeerClosed` if the peer closes."""
     buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
+    recv_into_exactly(sock, memoryview(buf), 0)
+    return buf
+
+
+def recv_into_exactly(sock: socket.socket, view: memoryview, got: int) -> None:
+    """Fill ``view`` from ``sock``, its first ``got`` bytes being already there."""
+    size = len(view)
     while got < size:
         n = sock.recv_into(view[got:], size - got)
         if n == 0:
             raise PeerClosed(f"connection closed after {got} of {size} bytes")
         got += n
-    return buf
 
 
 def recv_frame(sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME) -> bytearray:
