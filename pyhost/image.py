@@ -53,14 +53,16 @@ __all__ = [
     "source_hash",
 ]
 
-DEFAULT_TAG = "hxpy:latest"
+# PYHOST_IMAGE names the session image to build and run, e.g. to keep two checkouts apart.
+DEFAULT_TAG = os.environ.get("PYHOST_IMAGE") or "hxpy:latest"
 DEFAULT_BASE = "python:3.12-slim"
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HASH_LABEL = "org.pyhost.hash"
 BASE_LABEL = "org.pyhost.base"
 # Looked for, in order, when no image is asked for by name.
-IMAGE_CANDIDATES = ("hxpy:latest", "hxpy:3.12", "hxpy:3.11")
+IMAGE_CANDIDATES = ((DEFAULT_TAG,) if os.environ.get("PYHOST_IMAGE")
+                    else ("hxpy:latest", "hxpy:3.12", "hxpy:3.11"))
 DOCKERFILE = "Dockerfile.hxpy"
 
 _DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack")
