@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from hxpy import protocol, wire
@@ -61,6 +62,7 @@ class AsyncSession:
         self._grace = grace
         self._max_frame = max_frame
         self._ops: list[bytes] = []
+        self._buffers: list[memoryview] = []
         self._lock = asyncio.Lock()
         self._instance: Instance | None = None
         self._reader: asyncio.StreamReader | None = None
@@ -74,7 +76,9 @@ class AsyncSession:
     def define(self, name: str, value: Any) -> AsyncSession:
         """Bind ``name`` to ``value`` (sent with the next eval); see ``Session.define``."""
         self._check_open()
-        self._ops.append(encode_define(name, value))
+        op, buffers = encode_define(name, value)
+        self._ops.append(op)
+        self._buffers.extend(buffers)
         return self
 
     def exec(self, code: str) -> AsyncSession:
@@ -104,12 +108,12 @@ class AsyncSession:
             The same errors as ``Session.eval``.
         """
         self._check_open()
-        ops = self._ops + [encode_eval(expr)]
-        self._ops = []
+        ops, buffers = self._ops + [encode_eval(expr)], self._buffers
+        self._ops, self._buffers = [], []
         async with self._lock:
             if self._writer is None:
                 await self._start()
-            return await self._roundtrip(ops)
+            return await self._roundtrip(ops, buffers)
 
     async def close(self) -> None:
         """End the session and remove its container; idempotent."""
@@ -138,8 +142,9 @@ class AsyncSession:
         try:
             await self._connect(instance, deadline)
             await self._send(hello(key))
-            body = await asyncio.wait_for(self._recv(), max(deadline - time.monotonic(), 0))
-            check_welcome(decode_message(body, self.id, "the handshake"), self.id)
+            body, buffers = await asyncio.wait_for(self._recv(),
+                                                   max(deadline - time.monotonic(), 0))
+            check_welcome(decode_message(body, buffers, self.id, "the handshake"), self.id)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
             status = await loop.run_in_executor(None, instance.poll)
             await self._stop()
@@ -168,36 +173,47 @@ class AsyncSession:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.01)
 
-    async def _send(self, body: bytes) -> None:
+    async def _send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
         assert self._writer is not None
-        wire.check_size(len(body), self._max_frame, "outgoing")
-        self._writer.write(wire.HEADER.pack(len(body)) + body)
+        self._writer.writelines(wire.frames(body, buffers, self._max_frame))
         await self._writer.drain()
 
-    async def _recv(self) -> bytes:
+    async def _recv(self) -> tuple[bytes, list[memoryview]]:
+        """One message: the frame body and the buffer frames before it (see hxpy.wire)."""
         assert self._reader is not None
-        header = await self._reader.readexactly(wire.HEADER.size)
-        (size,) = wire.HEADER.unpack(header)
-        wire.check_size(size, self._max_frame, "incoming")
-        return await self._reader.readexactly(size)
+        buffers: list[memoryview] = []
+        total = 0
+        while True:
+            (size,) = wire.HEADER.unpack(await self._reader.readexactly(wire.HEADER.size))
+            is_buffer = size & wire.BUFFER_FLAG
+            size &= ~wire.BUFFER_FLAG
+            total += size
+            wire.check_size(total, self._max_frame, "incoming")
+            data = await self._reader.readexactly(size)
+            if not is_buffer:
+                return data, buffers
+            buffer = wire.allocate(size)  # writable, as the blocking session's are
+            buffer[:] = data
+            buffers.append(buffer)
 
-    async def _roundtrip(self, ops: list[bytes]) -> Any:
+    async def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
         self._batch_ids += 1
         body = protocol.pack_batch(self._batch_ids, self._timeout, ops)
-        if len(body) > self._max_frame:
-            raise MarshalError(f"the batch is {len(body)} bytes, over the maximum frame size of "
+        size = len(body) + sum(buffer.nbytes for buffer in buffers)
+        if size > self._max_frame:
+            raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
                                f"{self._max_frame} bytes; nothing was sent")
         started = time.monotonic()
         deadline = None if self._timeout is None else started + self._timeout + self._grace
         try:
-            await self._send(body)
+            await self._send(body, buffers)
             while True:
                 remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
-                frame = await asyncio.wait_for(self._recv(), remaining)
-                message = decode_message(frame, self.id, "a batch")
+                frame, received = await asyncio.wait_for(self._recv(), remaining)
+                message = decode_message(frame, received, self.id, "a batch")
                 if message.get("type") == protocol.CALL:
                     self.stats.host_calls += 1
-                    await self._send(call_reply(self._handlers, message, self.id))
+                    await self._send(*call_reply(self._handlers, message, self.id))
                     continue
                 break
         except asyncio.TimeoutError:
@@ -212,8 +228,8 @@ class AsyncSession:
         self.stats.batches += 1
         self.stats.last_latency = latency
         self.stats.total_latency += latency
-        self.stats.bytes_out += len(body)
-        self.stats.bytes_in += len(frame)
+        self.stats.bytes_out += size
+        self.stats.bytes_in += len(frame) + sum(buffer.nbytes for buffer in received)
         self.last_output = message.get("output") or ""
         if message.get("type") == protocol.RESULT:
             return message.get("value")

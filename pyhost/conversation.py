@@ -24,6 +24,7 @@ from .errors import (
 from .launcher import ExitStatus
 
 __all__ = [
+    "Encoded",
     "call_reply",
     "decode_message",
     "died_error",
@@ -37,8 +38,12 @@ __all__ = [
 log = logging.getLogger("pyhost")
 
 
-def encode_define(name: str, value: Any) -> bytes:
-    """The encoded op ``define name = value``.
+Encoded = tuple[bytes, list[memoryview]]  # a msgpack body and its out-of-band buffers
+
+
+def encode_define(name: str, value: Any) -> Encoded:
+    """The encoded op ``define name = value``, its large arrays as out-of-band buffers (views
+    of the caller's arrays: they are read when the batch is sent).
 
     Raises:
         ValueError: ``name`` is not a Python identifier.
@@ -47,10 +52,10 @@ def encode_define(name: str, value: Any) -> bytes:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise ValueError(f"define(): {name!r} is not a valid Python variable name")
     try:
-        encoded = codec.encode(value, where=name)
+        encoded, buffers = codec.encode_parts(value, where=name)
     except codec.MarshalError as exc:
         raise MarshalError(f"define({name!r}): {exc}") from None
-    return protocol.pack_define(name, encoded)
+    return protocol.pack_define(name, encoded), buffers
 
 
 def encode_exec(code: str) -> bytes:
@@ -67,14 +72,15 @@ def encode_eval(expr: str) -> bytes:
     return codec.encode(["eval", expr])
 
 
-def decode_message(body: bytes | bytearray, session_id: str, during: str) -> dict[str, Any]:
-    """A frame body as a message map.
+def decode_message(body: bytes | bytearray | memoryview, buffers: list[memoryview],
+                   session_id: str, during: str) -> dict[str, Any]:
+    """A received message (a frame body and its out-of-band buffers) as a map.
 
     Raises:
         ProtocolError: the body is not a msgpack map.
     """
     try:
-        message = codec.decode(body)
+        message = codec.decode(body, buffers)
     except codec.MarshalError as exc:
         raise ProtocolError(f"session {session_id}: unreadable frame during {during}: "
                             f"{exc}") from exc
@@ -104,7 +110,7 @@ def remote_error(message: dict[str, Any], session_id: str,
 
 
 def call_reply(handlers: dict[str, Callable[..., Any]], message: dict[str, Any],
-               session_id: str) -> bytes:
+               session_id: str) -> Encoded:
     """Run the host handler a CALL asks for; the encoded CALL_RESULT or CALL_ERROR."""
     method = message.get("method")
     handler = handlers.get(method) if isinstance(method, str) else None
@@ -112,12 +118,12 @@ def call_reply(handlers: dict[str, Callable[..., Any]], message: dict[str, Any],
         if handler is None:
             raise LookupError(f"the host has no handler for {method!r}")
         value = handler(*(message.get("args") or ()), **(message.get("kwargs") or {}))
-        return codec.encode({"type": protocol.CALL_RESULT, "id": message.get("id"),
-                             "value": value}, where=f"{method} result")
+        return codec.encode_parts({"type": protocol.CALL_RESULT, "id": message.get("id"),
+                                   "value": value}, where=f"{method} result")
     except Exception as exc:
         log.warning("session %s: host call %r failed: %s", session_id, method, exc)
         return codec.encode({"type": protocol.CALL_ERROR, "id": message.get("id"),
-                             "error": protocol.error_info(exc, "")})
+                             "error": protocol.error_info(exc, "")}), []
 
 
 def hard_timeout_error(session_id: str, timeout: float | None, grace: float) -> SessionTimeout:

@@ -75,7 +75,7 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
             transport = connect(instance.endpoint, deadline, lambda: instance.poll() is None,
                                 max_frame)
             transport.send(hello(spec.key))
-            body = transport.recv(max(deadline - time.monotonic(), 0.0))
+            body, buffers = transport.recv(max(deadline - time.monotonic(), 0.0))
         except (TimeoutError, ConnectionError, OSError, wire.FrameTooLarge) as exc:
             status = instance.poll()
             detail = status.describe() if status else f"{type(exc).__name__}: {exc}"
@@ -83,7 +83,7 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
                               status.exit_code if status else None,
                               status.oom_killed if status else False) from exc
         try:
-            reply = codec.decode(body)
+            reply = codec.decode(body, buffers)
         except codec.MarshalError as exc:
             raise ProtocolError(f"session {spec.session_id}: unreadable frame during the "
                                 f"handshake: {exc}") from exc

@@ -130,17 +130,19 @@ class Session:
             MarshalError: ``value`` cannot be marshalled; nothing is sent.
         """
         self._check_open()
-        op = encode_define(name, value)
-        if len(op) > self._max_frame:
-            raise MarshalError(f"define({name!r}): the value takes {len(op)} bytes, over the "
+        op, buffers = encode_define(name, value)
+        size = len(op) + sum(buffer.nbytes for buffer in buffers)
+        if size > self._max_frame:
+            raise MarshalError(f"define({name!r}): the value takes {size} bytes, over the "
                                f"maximum frame size of {self._max_frame} bytes; nothing was sent")
-        self._ops().append(op)
+        self._pending_ops().append(op)
+        self._pending_buffers().extend(buffers)
         return self
 
     def exec(self, code: str) -> Session:
         """Run statements in the session namespace (sent with the next eval)."""
         self._check_open()
-        self._ops().append(encode_exec(code))
+        self._pending_ops().append(encode_exec(code))
         return self
 
     def timeout(self, seconds: float | None) -> Session:
@@ -173,14 +175,15 @@ class Session:
         """
         self._check_open()
         last = encode_eval(expr)
-        ops = self._take_ops()
+        ops, buffers = self._take_pending()
         ops.append(last)
         with self._lock:
             self._depth += 1
             try:
                 if self._transport is None:
-                    ops = self._start() + ops
-                return self._roundtrip(ops)
+                    init_ops, init_buffers = self._start()
+                    ops, buffers = init_ops + ops, init_buffers + buffers
+                return self._roundtrip(ops, buffers)
             finally:
                 self._depth -= 1
                 if not self._keep and self._depth == 0:
@@ -231,22 +234,38 @@ class Session:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _ops(self) -> list[bytes]:
+    # Ops and their out-of-band buffers wait per thread: a define in one thread never rides
+    # on another thread's eval.
+
+    def _pending_ops(self) -> list[bytes]:
         ops = getattr(self._pending, "ops", None)
         if ops is None:
             ops = self._pending.ops = []
         return ops
 
-    def _take_ops(self) -> list[bytes]:
-        ops = self._ops()
-        self._pending.ops = []
-        return ops
+    def _pending_buffers(self) -> list[memoryview]:
+        buffers = getattr(self._pending, "buffers", None)
+        if buffers is None:
+            buffers = self._pending.buffers = []
+        return buffers
+
+    def _take_pending(self) -> tuple[list[bytes], list[memoryview]]:
+        pending = self._pending
+        ops = getattr(pending, "ops", None)
+        if not ops:
+            return [], []
+        buffers = pending.buffers if hasattr(pending, "buffers") else []
+        pending.ops, pending.buffers = [], []
+        return ops, buffers
+
+    def _put_back(self, ops: list[bytes], buffers: list[memoryview]) -> None:
+        self._pending.ops, self._pending.buffers = ops, buffers
 
     def _check_open(self) -> None:
         if self._closed:
             raise SessionClosed(f"session {self.id} is closed")
 
-    def _start(self) -> list[bytes]:
+    def _start(self) -> tuple[list[bytes], list[memoryview]]:
         """Start (or take from a warm pool) a server; run init; return init's buffered ops."""
         restarting = self._starts > 0
         self._starts += 1
@@ -260,12 +279,12 @@ class Session:
         if restarting:
             self.stats.restarts += 1
             log.warning("session %s: restarted (restart %d)", self.id, self.stats.restarts)
-        saved = self._take_ops()
+        saved = self._take_pending()
         for fn in self._init_fns:
             fn(self)
-        init_ops = self._take_ops()
-        self._pending.ops = saved
-        return init_ops
+        init = self._take_pending()
+        self._put_back(*saved)
+        return init
 
     def _open_fresh(self, session_id: str) -> Opened:
         """Start and handshake a new server with this session's options."""
@@ -279,7 +298,7 @@ class Session:
     def _receive(self, transport: Transport, timeout: float | None, during: str) -> dict[str, Any]:
         """One message, with every lower-layer failure translated."""
         try:
-            body = transport.recv(None if timeout is None else max(timeout, 0.0))
+            body, buffers = transport.recv(None if timeout is None else max(timeout, 0.0))
         except TimeoutError:
             raise  # the caller knows which deadline passed
         except wire.FrameTooLarge as exc:
@@ -287,26 +306,27 @@ class Session:
             raise ProtocolError(f"session {self.id}: {exc} during {during}") from exc
         except (wire.PeerClosed, ConnectionError, OSError) as exc:
             raise self._died(during) from exc
-        self.stats.bytes_in += len(body) + wire.HEADER.size
-        return decode_message(body, self.id, during)
+        self.stats.bytes_in += _wire_size(body, buffers)
+        return decode_message(body, buffers, self.id, during)
 
-    def _roundtrip(self, ops: list[bytes]) -> Any:
+    def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
         assert self._transport is not None
         transport = self._transport
         self._batch_ids += 1
         batch_id = self._batch_ids
         body = protocol.pack_batch(batch_id, self._timeout, ops)
-        if len(body) > self._max_frame:
-            raise MarshalError(f"the batch is {len(body)} bytes, over the maximum frame size of "
+        size = _wire_size(body, buffers)
+        if size > self._max_frame:
+            raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
                                f"{self._max_frame} bytes; nothing was sent")
         started = time.monotonic()
         deadline = (float("inf") if self._timeout is None
                     else started + self._timeout + self._grace)
         try:
-            transport.send(body)
+            transport.send(body, buffers)
         except OSError as exc:
             raise self._died("sending a batch") from exc
-        self.stats.bytes_out += len(body) + wire.HEADER.size
+        self.stats.bytes_out += size
         while True:
             remaining = deadline - time.monotonic()
             try:
@@ -343,7 +363,7 @@ class Session:
 
     def _answer_call(self, transport: Transport, message: dict[str, Any]) -> None:
         self.stats.host_calls += 1
-        transport.send(call_reply(self._handlers, message, self.id))
+        transport.send(*call_reply(self._handlers, message, self.id))
 
     def _hard_timeout(self) -> SessionTimeout:
         log.warning("session %s: hard timeout after %s s; killing container %s", self.id,
@@ -373,6 +393,14 @@ class Session:
             except PyHostError as exc:
                 log.error("session %s: cleanup after %s failed: %s", self.id, why, exc)
             log.info("session %s: container %s removed (%s)", self.id, instance.id[:12], why)
+
+
+def _wire_size(body: bytes | bytearray | memoryview, buffers: list[memoryview]) -> int:
+    """Bytes a message takes on the wire, headers included."""
+    size = len(body) + wire.HEADER.size
+    for buffer in buffers:
+        size += buffer.nbytes + wire.HEADER.size
+    return size
 
 
 def live_sessions() -> list[Session]:

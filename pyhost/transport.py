@@ -13,6 +13,7 @@ import queue
 import select
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,11 +26,6 @@ __all__ = [
     "Transport",
     "connect",
 ]
-
-# Joining the header to a small body saves a syscall; past this size we send them apart
-# rather than copy a large body.
-_JOIN_BELOW = 64 * 1024
-
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -45,18 +41,24 @@ class Endpoint:
         return f"unix://{self.address}"
 
 
+Received = tuple[wire.Buffer, list[memoryview]]
+
+
 class Transport(abc.ABC):
-    """Moves frame bodies. Errors: ``wire.PeerClosed``, ``wire.FrameTooLarge``, ``TimeoutError``."""
+    """Moves messages: a frame body and the out-of-band buffers sent before it.
+
+    Errors: ``wire.PeerClosed``, ``wire.FrameTooLarge``, ``TimeoutError``.
+    """
 
     max_frame: int
 
     @abc.abstractmethod
-    def send(self, body: bytes) -> None:
-        """Send one frame body."""
+    def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
+        """Send one message; ``buffers`` are read, not copied, and must not change meanwhile."""
 
     @abc.abstractmethod
-    def recv(self, timeout: float | None) -> bytearray:
-        """Receive one frame body; ``TimeoutError`` if none arrives within ``timeout``."""
+    def recv(self, timeout: float | None) -> Received:
+        """Receive one message; ``TimeoutError`` if none starts within ``timeout``."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -66,12 +68,10 @@ class Transport(abc.ABC):
 class SocketTransport(Transport):
     """A connected stream socket (Unix or TCP).
 
-    The socket stays blocking; a receive deadline is a ``poll`` before reading, only when no
-    frame is already buffered. Reads go into one reused buffer, so a small reply costs one
-    ``recv_into`` and no mode switches.
+    The socket stays blocking; a receive deadline is a ``poll`` before reading, only when
+    nothing is already buffered. Reads go through :class:`hxpy.wire.FrameReader`, so a small
+    reply costs one ``recv_into`` and no mode switches.
     """
-
-    _BUFFER = 64 * 1024
 
     def __init__(self, sock: socket.socket, max_frame: int = wire.DEFAULT_MAX_FRAME) -> None:
         sock.settimeout(None)
@@ -79,51 +79,16 @@ class SocketTransport(Transport):
         self.max_frame = max_frame
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
-        self._buf = bytearray(self._BUFFER)
-        self._view = memoryview(self._buf)
-        self._start = 0  # buffered, unread bytes are self._buf[self._start:self._end]
-        self._end = 0
+        self._reader = wire.FrameReader(sock, max_frame)
 
-    def send(self, body: bytes) -> None:
-        wire.check_size(len(body), self.max_frame, "outgoing")
-        if len(body) < _JOIN_BELOW:
-            self.sock.sendall(wire.HEADER.pack(len(body)) + body)
-        else:
-            self.sock.sendall(wire.HEADER.pack(len(body)))
-            self.sock.sendall(body)
+    def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
+        wire.send_parts(self.sock, wire.frames(body, buffers, self.max_frame))
 
-    def recv(self, timeout: float | None) -> bytearray:
-        if self._end - self._start < wire.HEADER.size:
-            if timeout is not None and self._start == self._end:
-                if not self._poller.poll(max(timeout, 0.0) * 1000):
-                    raise TimeoutError("no frame within the timeout")
-            self._fill(wire.HEADER.size)
-        (size,) = wire.HEADER.unpack_from(self._buf, self._start)
-        wire.check_size(size, self.max_frame, "incoming")
-        self._start += wire.HEADER.size
-        buffered = self._end - self._start
-        if size <= buffered:
-            body = self._buf[self._start:self._start + size]
-            self._start += size
-            return body
-        # A large frame: take what is buffered and read the rest straight into its own buffer.
-        body = bytearray(size)
-        body[:buffered] = self._view[self._start:self._end]
-        self._start = self._end = 0
-        wire.recv_into_exactly(self.sock, memoryview(body), buffered)
-        return body
-
-    def _fill(self, need: int) -> None:
-        """Read until at least ``need`` bytes are buffered."""
-        if self._start:
-            remaining = self._end - self._start
-            self._buf[:remaining] = self._view[self._start:self._end]
-            self._start, self._end = 0, remaining
-        while self._end < need:
-            n = self.sock.recv_into(self._view[self._end:])
-            if n == 0:
-                raise wire.PeerClosed("connection closed")
-            self._end += n
+    def recv(self, timeout: float | None) -> Received:
+        if timeout is not None and not self._reader.pending():
+            if not self._poller.poll(max(timeout, 0.0) * 1000):
+                raise TimeoutError("no frame within the timeout")
+        return self._reader.read()
 
     def close(self) -> None:
         try:
@@ -152,13 +117,13 @@ class MemoryTransport(Transport):
         b: queue.Queue[object] = queue.Queue()
         return cls(a, b, max_frame), cls(b, a, max_frame)
 
-    def send(self, body: bytes) -> None:
+    def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
         if self._closed:
             raise wire.PeerClosed("transport is closed")
-        wire.check_size(len(body), self.max_frame, "outgoing")
-        self._outbox.put(bytes(body))
+        wire.check_size(len(body) + sum(b.nbytes for b in buffers), self.max_frame, "outgoing")
+        self._outbox.put((bytes(body), [bytes(b) for b in buffers]))
 
-    def recv(self, timeout: float | None) -> bytearray:
+    def recv(self, timeout: float | None) -> Received:
         try:
             item = self._inbox.get(timeout=timeout)
         except queue.Empty as exc:
@@ -166,9 +131,10 @@ class MemoryTransport(Transport):
         if item is self._CLOSED:
             self._inbox.put(item)
             raise wire.PeerClosed("connection closed")
-        assert isinstance(item, bytes)
-        wire.check_size(len(item), self.max_frame, "incoming")
-        return bytearray(item)
+        assert isinstance(item, tuple)
+        body, buffers = item
+        wire.check_size(len(body) + sum(map(len, buffers)), self.max_frame, "incoming")
+        return bytearray(body), [memoryview(bytearray(b)) for b in buffers]
 
     def close(self) -> None:
         if not self._closed:

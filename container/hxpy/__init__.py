@@ -6,4 +6,4 @@ pandas (the last two lazily), never pyhost or docker.
 """
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2

@@ -22,7 +22,8 @@ module, so ``import hxpy.codec`` is all a user of the codec needs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
 import msgpack
@@ -33,13 +34,16 @@ __all__ = [
     "Unmarshallable",
     "decode",
     "encode",
+    "encode_parts",
     "ext_decoder",
     "ext_encoder",
     "ext_encoder_when",
     "ext_inspector",
     "family_encoder",
     "locate_unmarshallable",
+    "out_of_band",
     "pack_payload",
+    "take_buffer",
     "unpack_payload",
 ]
 
@@ -282,8 +286,45 @@ def unpack_payload(data: Union[bytes, bytearray, memoryview]) -> Any:
                            use_list=True, timestamp=0)
 
 
+# Out-of-band buffers: raw array data at least this large travels beside the msgpack body (see
+# hxpy.wire) instead of inside it, so neither side copies it.
+OUT_OF_BAND_FROM = 64 * 1024
+
+# Per thread: the buffers of the encode or decode running now (None: everything in band).
+_oob = threading.local()
+
+
+def out_of_band(data: memoryview) -> bool:
+    """Offer ``data`` (bytes, format ``B``) to go out of band, from inside an ext encoder.
+
+    Returns True when it was taken: the payload must then say so, and its decoder gets the
+    bytes back with :func:`take_buffer`. False means: put the bytes in the payload.
+    """
+    sink: Optional[list[memoryview]] = getattr(_oob, "sink", None)
+    if sink is None or data.nbytes < OUT_OF_BAND_FROM:
+        return False
+    sink.append(data)
+    return True
+
+
+def take_buffer(nbytes: int) -> memoryview:
+    """The next out-of-band buffer of the message being decoded, which must be ``nbytes``
+    long; for ext decoders whose payload says its data went out of band.
+
+    Raises:
+        ValueError: no buffer is left, or it has another length.
+    """
+    buffers: Optional[Iterator[memoryview]] = getattr(_oob, "buffers", None)
+    buffer = next(buffers, None) if buffers is not None else None
+    if buffer is None:
+        raise ValueError("the value refers to an out-of-band buffer the message does not have")
+    if buffer.nbytes != nbytes:
+        raise ValueError(f"out-of-band buffer of {buffer.nbytes} bytes, expected {nbytes}")
+    return buffer
+
+
 def encode(obj: Any, where: str = "value") -> bytes:
-    """Encode ``obj`` to msgpack bytes.
+    """Encode ``obj`` to msgpack bytes, everything in band.
 
     Args:
         obj: the value.
@@ -293,6 +334,26 @@ def encode(obj: Any, where: str = "value") -> bytes:
         MarshalError: ``obj`` holds something with no encoding; the message names its type and
             its path inside ``obj``.
     """
+    return _encode(obj, where, None)
+
+
+def encode_parts(obj: Any, where: str = "value") -> tuple[bytes, list[memoryview]]:
+    """Encode ``obj`` with its large array data out of band.
+
+    Returns:
+        The msgpack body and the buffers it refers to, in order. The buffers are views of the
+        caller's arrays, not copies: they must not change until they are sent.
+
+    Raises:
+        MarshalError: as :func:`encode`.
+    """
+    sink: list[memoryview] = []
+    return _encode(obj, where, sink), sink
+
+
+def _encode(obj: Any, where: str, sink: Optional[list[memoryview]]) -> bytes:
+    outer = getattr(_oob, "sink", None)
+    _oob.sink = sink
     try:
         _check_keys(obj)
         return _packb(obj)
@@ -305,25 +366,43 @@ def encode(obj: Any, where: str = "value") -> bytes:
             fallback = "a dict key is not a str"
         else:
             fallback = f"{type(exc).__name__}: {exc}"
+        _oob.sink = None
         try:
             located = locate_unmarshallable(obj, where)
         except Exception:  # the search is best effort; the first failure still gets reported
             located = None
         raise MarshalError(located or f"{where}: {fallback}") from None
+    finally:
+        _oob.sink = outer
 
 
-def decode(data: bytes | bytearray | memoryview, max_size: int | None = None) -> Any:
-    """Decode msgpack bytes made by :func:`encode`.
+def decode(data: bytes | bytearray | memoryview,
+           buffers: Sequence[memoryview] = ()) -> Any:
+    """Decode msgpack bytes made by :func:`encode` or :func:`encode_parts`.
+
+    Args:
+        data: the msgpack body.
+        buffers: the out-of-band buffers sent with it, in order; all must be used.
 
     Raises:
-        MarshalError: the bytes are not valid msgpack or hold an unknown ext code.
+        MarshalError: the bytes are not valid msgpack, hold an unknown ext code, or do not
+            match the buffers.
     """
+    outer = getattr(_oob, "buffers", None)
+    remaining = iter(buffers)
+    _oob.buffers = remaining
     try:
-        return unpack_payload(data)
+        value = unpack_payload(data)
     except MarshalError:
         raise
     except Exception as exc:  # msgpack and the ext decoders raise several unrelated classes
         raise MarshalError(f"cannot decode message: {type(exc).__name__}: {exc}") from None
+    finally:
+        _oob.buffers = outer
+    if next(remaining, None) is not None:
+        raise MarshalError(f"cannot decode message: it came with {len(buffers)} out-of-band "
+                           "buffers and uses fewer")
+    return value
 
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1

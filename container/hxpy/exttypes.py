@@ -22,7 +22,9 @@ from .codec import (
     ext_encoder,
     ext_inspector,
     family_encoder,
+    out_of_band,
     pack_payload,
+    take_buffer,
     unpack_payload,
 )
 from .columns import CategoryColumn, Column, ListColumn, column_from_wire, dtype_problem
@@ -211,7 +213,8 @@ def _numpy_type(name: str) -> Callable[[type], bool]:
 
 
 def encode_ndarray(array: Any) -> bytes:
-    """The NDARRAY payload of ``array``: header length, msgpack header, padding, raw bytes.
+    """The NDARRAY payload of ``array``: header length, msgpack header, then either padding and
+    the raw bytes, or nothing when the raw bytes went out of band.
 
     Raises:
         Unmarshallable: the dtype has no portable layout (object, structured, float128...).
@@ -229,15 +232,20 @@ def encode_ndarray(array: Any) -> bytes:
         order = "F"
     else:
         array, order = numpy.ascontiguousarray(array), "C"
-    header = _pack([array.dtype.str, list(array.shape), order])
+    fields: list[Any] = [array.dtype.str, list(array.shape), order]
+    raw = memoryview(array.reshape(-1, order=order).view(numpy.uint8))
+    if out_of_band(raw):
+        header = _pack(fields + [True])
+        return _HEADER_LEN.pack(len(header)) + header
+    header = _pack(fields)
     start = -(-(_HEADER_LEN.size + len(header)) // _ALIGN) * _ALIGN
     padding = bytes(start - _HEADER_LEN.size - len(header))
-    raw = array.reshape(-1, order=order).view(numpy.uint8)
-    return b"".join((_HEADER_LEN.pack(len(header)), header, padding, memoryview(raw)))
+    return b"".join((_HEADER_LEN.pack(len(header)), header, padding, raw))
 
 
 def decode_ndarray(data: bytes) -> Any:
-    """The array in an NDARRAY payload: a read-only view of ``data``, no copy.
+    """The array in an NDARRAY payload, writable. Out-of-band data is used in place; in-band
+    data is copied once, out of the payload.
 
     Raises:
         ValueError: the payload is malformed or has a refused dtype.
@@ -245,7 +253,10 @@ def decode_ndarray(data: bytes) -> Any:
     import numpy
 
     (header_len,) = _HEADER_LEN.unpack_from(data)
-    dtype_str, shape, order = _unpack(data[_HEADER_LEN.size:_HEADER_LEN.size + header_len])
+    fields = _unpack(data[_HEADER_LEN.size:_HEADER_LEN.size + header_len])
+    if not isinstance(fields, list) or len(fields) not in (3, 4):
+        raise ValueError(f"bad ndarray header {fields!r}")
+    dtype_str, shape, order = fields[:3]
     if not isinstance(dtype_str, str):
         raise ValueError(f"bad ndarray dtype {dtype_str!r}")
     dtype = numpy.dtype(dtype_str)
@@ -257,11 +268,14 @@ def decode_ndarray(data: bytes) -> Any:
     count = 1
     for n in shape:
         count *= n
+    if len(fields) == 4:
+        flat = numpy.frombuffer(take_buffer(count * dtype.itemsize), dtype=dtype, count=count)
+        return flat.reshape(shape, order=order)
     start = -(-(_HEADER_LEN.size + header_len) // _ALIGN) * _ALIGN
     if len(data) - start != count * dtype.itemsize:
         raise ValueError(f"ndarray payload has {len(data) - start} bytes, expected "
                          f"{count * dtype.itemsize}")
-    flat = numpy.frombuffer(data, dtype=dtype, count=count, offset=start)
+    flat = numpy.frombuffer(bytearray(memoryview(data)[start:]), dtype=dtype, count=count)
     return flat.reshape(shape, order=order)
 
 

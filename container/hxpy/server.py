@@ -101,6 +101,7 @@ class Server:
         self.fault = fault
         self.namespace: dict[str, Any] = {"__name__": "__hxpy__", "__builtins__": __builtins__}
         self.conn: socket.socket | None = None
+        self.reader: wire.FrameReader | None = None
         self.batch_id: int | None = None
         self._in_user_code = False
         self._timer_fired = False
@@ -145,23 +146,20 @@ class Server:
         """Answer batches until the host goes away."""
         global _current
         self.conn = conn
+        self.reader = wire.FrameReader(conn, self.max_frame)
         _current = self
         _exit_when_peer_hangs_up(conn)
         signal.signal(signal.SIGALRM, self._on_timer)
         while True:
             try:
-                size = self._recv_header()
+                body, buffers = self.reader.read()
             except wire.PeerClosed:
                 return
-            if size > self.max_frame:
-                self._send({"type": protocol.ERROR, "id": None, "kind": protocol.KIND_PROTOCOL,
-                            "error": {"type": "FrameTooLarge", "traceback": "",
-                                      "message": f"incoming frame of {size} bytes exceeds the "
-                                                 f"maximum frame size of {self.max_frame} bytes"}})
+            except wire.FrameTooLarge as exc:
+                self._reply_error(None, protocol.KIND_PROTOCOL, exc, "")
                 return
-            body = wire.recv_exactly(conn, size)
             try:
-                message = codec.decode(body)
+                message = codec.decode(body, buffers)
             except codec.MarshalError as exc:
                 self._reply_error(None, protocol.KIND_MARSHAL, exc, "")
                 continue
@@ -173,14 +171,10 @@ class Server:
                                   protocol.KIND_PROTOCOL,
                                   ValueError(f"unexpected message type {kind!r}"), "")
 
-    def _recv_header(self) -> int:
-        assert self.conn is not None
-        (size,) = wire.HEADER.unpack(wire.recv_exactly(self.conn, wire.HEADER.size))
-        return size
-
     def _send(self, message: dict[str, Any]) -> None:
         assert self.conn is not None
-        self.conn.sendall(wire.frame(codec.encode(message, where="reply"), self.max_frame))
+        body, buffers = codec.encode_parts(message, where="reply")
+        wire.send_parts(self.conn, wire.frames(body, buffers, self.max_frame))
 
     # -- batches ----------------------------------------------------------------------
 
@@ -216,28 +210,30 @@ class Server:
         if failure is not None:
             self._reply_error(batch_id, failure[0], failure[1], failure[2], output)
             return
-        try:
-            payload = codec.encode(value, where="eval result")
-        except codec.MarshalError as exc:
-            self._reply_error(batch_id, protocol.KIND_MARSHAL, exc, "", output)
-            return
-        self._send_result(batch_id, payload, output)
+        self._send_result(batch_id, value, output)
 
-    def _send_result(self, batch_id: Any, payload: bytes, output: CappedOutput) -> None:
-        # The value is already encoded; splice it into the reply map rather than encode twice.
+    def _send_result(self, batch_id: Any, value: Any, output: CappedOutput) -> None:
         text, truncated = output.getvalue()
-        head = codec.encode({"type": protocol.RESULT, "id": batch_id, "output": text,
-                             "truncated": truncated})
-        body = _add_map_entry(head, b"\xa5value", payload)
-        if len(body) > self.max_frame:
+        try:
+            body, buffers = codec.encode_parts({"type": protocol.RESULT, "id": batch_id,
+                                                "output": text, "truncated": truncated,
+                                                "value": value})
+        except codec.MarshalError as exc:
+            self._reply_error(batch_id, protocol.KIND_MARSHAL, _value_error(value, exc), "",
+                              output)
+            return
+        try:
+            pieces = wire.frames(body, buffers, self.max_frame)
+        except wire.FrameTooLarge:
+            size = len(body) + sum(buffer.nbytes for buffer in buffers)
             self._reply_error(batch_id, protocol.KIND_MARSHAL, wire.FrameTooLarge(
-                f"eval result: the reply of {len(body)} bytes exceeds the maximum frame size "
+                f"eval result: the reply of {size} bytes exceeds the maximum frame size "
                 f"of {self.max_frame} bytes"), "", output)
             return
         if self.fault == "oversize":
-            self.conn.sendall(wire.HEADER.pack(0xFFFFFFF0))  # type: ignore[union-attr]
+            self.conn.sendall(wire.HEADER.pack(0x7FFFFFF0))  # type: ignore[union-attr]
             return
-        self.conn.sendall(wire.frame(body, self.max_frame))  # type: ignore[union-attr]
+        wire.send_parts(self.conn, pieces)  # type: ignore[arg-type]
 
     def _run_op(self, op: Any) -> Any:
         if not isinstance(op, list) or not op:
@@ -318,8 +314,11 @@ class Server:
         try:
             self._send({"type": protocol.CALL, "id": call_id, "batch": self.batch_id,
                         "method": method, "args": args, "kwargs": kwargs})
-            assert self.conn is not None
-            reply = wire.recv_message(self.conn, self.max_frame)
+            assert self.reader is not None
+            body, buffers = self.reader.read()
+            reply = codec.decode(body, buffers)
+            if not isinstance(reply, dict):
+                raise HostCallError(f"{method}: the host answered with a {type(reply).__name__}")
         finally:
             self._in_user_code = was_user
         if self._timer_fired and was_user:
@@ -339,12 +338,13 @@ class Server:
                     "truncated": truncated})
 
 
-def _add_map_entry(packed_map: bytes, packed_key: bytes, packed_value: bytes) -> bytes:
-    """Append one entry to a packed fixmap (fewer than 15 entries)."""
-    head = packed_map[0]
-    if not 0x80 <= head < 0x8F:
-        raise ValueError("expected a small fixmap")
-    return bytes((head + 1,)) + packed_map[1:] + packed_key + packed_value
+def _value_error(value: Any, exc: codec.MarshalError) -> codec.MarshalError:
+    """The error naming what in an eval result cannot be encoded, and where."""
+    try:
+        codec.encode(value, where="eval result")
+    except codec.MarshalError as precise:
+        return precise
+    return exc
 
 
 def _user_traceback(exc: BaseException) -> str:

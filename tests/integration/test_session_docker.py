@@ -143,7 +143,7 @@ def test_oversized_frame_is_refused_by_a_real_server(client, io_dir):
         wire.send_message(sock, {"type": "hello", "version": protocol.PROTOCOL_VERSION,
                                  "key": "the-right-key"})
         assert wire.recv_message(sock)["type"] == "welcome"
-        sock.sendall(wire.HEADER.pack(2**31))
+        sock.sendall(wire.HEADER.pack(0xFFFF_FFFF))  # a buffer frame of 2 GiB - 1
         reply = wire.recv_message(sock)
         assert reply["kind"] == "protocol"
         assert "exceeds the maximum frame size" in reply["error"]["message"]

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from hxpy import codec
 from hxpy.codec import MarshalError, decode, encode
 
 UNITS = ["Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns"]
@@ -61,14 +62,37 @@ def test_arrays_round_trip_with_dtype_shape_and_order(array: np.ndarray) -> None
     check_round_trip(array)
 
 
-def test_fortran_order_is_kept_and_decoded_arrays_are_read_only() -> None:
+def test_fortran_order_is_kept_and_decoded_arrays_are_writable_copies() -> None:
     array = np.asfortranarray(np.arange(12, dtype="f8").reshape(3, 4))
     back = check_round_trip(array)
     assert back.flags.f_contiguous and not back.flags.c_contiguous
-    assert not back.flags.writeable
-    with pytest.raises(ValueError):
-        back[0, 0] = 1.0
-    assert back.copy().flags.writeable
+    back[0, 0] = 100.0
+    assert array[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_large_arrays_travel_out_of_band_by_reference(order: str) -> None:
+    array = np.asarray(np.arange(40_000, dtype="i4").reshape(200, 200), order=order)
+    body, buffers = codec.encode_parts({"a": array})
+    assert len(body) < 100 and [b.nbytes for b in buffers] == [array.nbytes]
+    assert np.shares_memory(np.frombuffer(buffers[0], dtype="i4"), array)  # no copy
+    received = [memoryview(bytearray(b)) for b in buffers]
+    back = codec.decode(body, received)["a"]
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert back.flags.f_contiguous == (order == "F") and (back == array).all()
+    assert np.shares_memory(back, np.frombuffer(received[0], dtype="u1"))  # used in place
+    assert back.flags.writeable
+
+
+def test_a_message_and_its_buffers_must_match() -> None:
+    body, buffers = codec.encode_parts(np.zeros(100_000))
+    with pytest.raises(codec.MarshalError, match="does not have"):
+        codec.decode(body)
+    with pytest.raises(codec.MarshalError, match="expected 800000"):
+        codec.decode(body, [memoryview(bytearray(8))])
+    with pytest.raises(codec.MarshalError, match="uses fewer"):
+        codec.decode(body, buffers + buffers)
+    assert codec.encode(np.zeros(100_000)) != body  # in band when no buffers are wanted
 
 
 def test_zero_dim_and_empty_arrays() -> None:

@@ -286,7 +286,7 @@ def test_server_refuses_an_oversized_frame_before_allocating(launcher):
     with sock:
         wire.send_message(sock, _hello("right-key"))
         wire.recv_message(sock)
-        sock.sendall(wire.HEADER.pack(2**31))
+        sock.sendall(wire.HEADER.pack(0xFFFF_FFFF))  # a buffer frame of 2 GiB - 1
         reply = wire.recv_message(sock)
         assert reply["type"] == "error" and reply["kind"] == "protocol"
         assert "exceeds the maximum frame size of 1048576" in reply["error"]["message"]

@@ -31,8 +31,8 @@ def test_outgoing_frame_over_max_is_refused_before_sending():
 def test_incoming_frame_over_max_is_refused_before_reading_the_body():
     a, b = socket.socketpair()
     with a, b:
-        a.sendall(struct.pack(">I", 2**31))  # announces 2 GiB, sends nothing more
-        with pytest.raises(wire.FrameTooLarge, match="incoming frame of 2147483648 bytes"):
+        a.sendall(struct.pack(">I", 2**31 - 1))  # announces 2 GiB, sends nothing more
+        with pytest.raises(wire.FrameTooLarge, match="incoming frame of 2147483647 bytes"):
             wire.recv_frame(b, max_size=1 << 20)
 
 
