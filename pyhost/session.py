@@ -38,7 +38,7 @@ from .errors import (
     SessionClosed,
     SessionTimeout,
 )
-from .launcher import Instance, Launcher, LaunchSpec
+from .launcher import DEFAULT_IO, DefaultIO, Instance, Launcher, LaunchSpec
 from .opening import Opened, open_server
 from .pool import pool_key, take_warm
 from .transport import Transport
@@ -83,21 +83,20 @@ class Session:
     """
 
     def __init__(self, launcher: Launcher, *, image: str | None = None,
-                 io: str | os.PathLike[str] | None = "io", io_host_path: str | None = None,
-                 timeout: float | None = DEFAULT_TIMEOUT, log_level: str = "WARNING",
-                 env: dict[str, str] | None = None, mem_limit: str | int | None = "1g",
-                 cpus: float | None = None, network: str | None = None,
+                 io: str | os.PathLike[str] | None = DEFAULT_IO, io_host_path: str | None = None,
+                 io_volume: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+                 log_level: str = "WARNING", env: dict[str, str] | None = None,
+                 mem_limit: str | int | None = "1g", cpus: float | None = None,
+                 network: str | None = None, publish_address: str = "127.0.0.1",
                  max_frame: int = wire.DEFAULT_MAX_FRAME, output_cap: int = 1 << 20,
                  grace: float = DEFAULT_GRACE, persist: str | None = None) -> None:
-        if network is not None:
-            raise NotImplementedError(
-                "network sessions (Docker-in-Docker, TCP transport) are not available yet")
         self.id = secrets.token_hex(6)
         self._launcher = launcher
         self._spec_options: dict[str, Any] = dict(
-            image=image, io_host_path=io_host_path, env=dict(env or {}), mem_limit=mem_limit,
-            cpus=cpus, network=network, log_level=log_level.upper(), max_frame=max_frame,
-            output_cap=output_cap,
+            image=image, io_host_path=io_host_path, io_required=not isinstance(io, DefaultIO),
+            io_volume=io_volume, env=dict(env or {}), mem_limit=mem_limit, cpus=cpus,
+            network=network, publish_address=publish_address, log_level=log_level.upper(),
+            max_frame=max_frame, output_cap=output_cap,
         )
         self._io = None if io is None else os.path.abspath(os.fspath(io))
         self._timeout = timeout
