@@ -115,11 +115,13 @@ def _handshake(instance: Instance, key: str, deadline: float,
         try:
             transport.send(hello(key))
             return transport, transport.recv(max(deadline - time.monotonic(), 0.0))
-        except _CLOSED_EARLY:
+        except _CLOSED_EARLY as exc:
             transport.close()
             if (instance.endpoint.kind != "tcp" or time.monotonic() + delay >= deadline
                     or instance.poll() is not None):
                 raise
+            log.debug("%s closed the connection before the welcome (%s); not listening yet",
+                      instance.endpoint, type(exc).__name__)
         except BaseException:
             transport.close()
             raise
