@@ -73,8 +73,14 @@ def py(*, launcher: Launcher | None = None, image: str | None = None,
             session, which ``eval`` does not close (the options of the first call win).
         **options: ``max_frame``, ``output_cap``, ``grace``.
 
+    The options are checked when the container starts, at the first ``eval``.
+
     Raises:
-        ValueError: both ``io`` and ``io_volume`` were given (raised at the first eval).
+        ValueError: both ``io`` and ``io_volume`` were given, or ``publish_address`` is not
+            an IPv4 address.
+        PyHostError: ``network`` names no network of the engine; ``io`` (or, without
+            ``network``, the socket directory) cannot be mounted by the engine: a directory in
+            this container's own filesystem, or any local directory for a remote engine.
     """
     def make() -> Session:
         return Session(launcher or default_launcher(), image=image, io=io,
