@@ -194,13 +194,15 @@ class DockerLauncher(Launcher):
         # Our uid means nothing to a remote engine, and a fresh volume is the image's /io,
         # owned by the image's user.
         uid, gid = (SANDBOX_UID, SANDBOX_UID) if remote or spec.io_volume else sandbox_user()
+        # Checked before anything is made for the session.
+        network = session_network(self.client, spec.network) if spec.network else None
+        address = self._publish_address(spec.publish_address) if remote and not network else ""
         mounts = self._io_mounts(spec, uid, gid)
         socket_dir: str | None = None
         try:
-            if spec.network is not None:
-                wiring = _Wiring.on_network(session_network(self.client, spec.network))
+            if network is not None:
+                wiring = _Wiring.on_network(network)
             elif remote:
-                address = check_publish_address(spec.publish_address)
                 wiring = _Wiring.published(publish_network(self.client), address)
             else:
                 socket_dir = self._socket_dir(spec.session_id, uid, gid)
@@ -225,6 +227,15 @@ class DockerLauncher(Launcher):
             instance.cleanup()
             raise
         return instance
+
+    def _publish_address(self, requested: str) -> str:
+        address = check_publish_address(requested)
+        if address == "0.0.0.0" and self.engine.location.host is None:
+            raise PyHostError(
+                f"publish_address='0.0.0.0' connects to the engine's host name, which "
+                f"{self.engine.location.url} does not tell; pass that host's IP address as "
+                "publish_address, or set DOCKER_HOST to the ssh:// or tcp:// URL")
+        return address
 
     def _io_mounts(self, spec: LaunchSpec, uid: int, gid: int) -> list[Any]:
         """The /io mount: a volume, a bind mount of a directory the engine sees, or none."""

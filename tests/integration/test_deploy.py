@@ -369,3 +369,19 @@ def test_an_explicit_local_io_dir_on_a_remote_engine_is_a_clear_error(client, re
     with pytest.raises(PyHostError, match="is remote and cannot mount it; use io_volume="):
         py(launcher=launcher, io=io_dir).eval("1")
     assert not os.path.exists(io_dir)
+
+
+def test_io_and_io_volume_together_are_refused_before_anything_is_made(client, io_dir, volume):
+    with pytest.raises(ValueError, match="pass one of them"):
+        py(io=io_dir, io_volume=volume).eval("1")
+    assert not os.path.exists(io_dir)
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_volume(volume)
+
+
+def test_an_io_volume_replaces_the_default_io_on_a_local_engine(client, volume):
+    with py(io_volume=volume) as s:
+        s.eval("open('/io/here.txt', 'w').write('in the volume') and None")
+        mounts = client.api.inspect_container(s.container_id)["Mounts"]
+    assert [(m["Type"], m.get("Name")) for m in mounts if m["Destination"] == "/io"] == \
+        [("volume", volume)]
