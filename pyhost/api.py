@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import Any
 
-from .launcher import Launcher
+from .launcher import DEFAULT_IO, Launcher
 from .pool import WarmPool, close_all_pools, register
 from .session import Session, live_sessions
 
@@ -35,35 +35,58 @@ def default_launcher() -> Launcher:
 
 
 def py(*, launcher: Launcher | None = None, image: str | None = None,
-       io: str | os.PathLike[str] | None = "io", io_host_path: str | None = None,
-       timeout: float | None = 300.0, log_level: str = "WARNING",
+       io: str | os.PathLike[str] | None = DEFAULT_IO, io_host_path: str | None = None,
+       io_volume: str | None = None, timeout: float | None = 300.0, log_level: str = "WARNING",
        env: dict[str, str] | None = None, mem_limit: str | int | None = "1g",
-       cpus: float | None = None, network: str | None = None, persist: str | None = None,
+       cpus: float | None = None, network: str | None = None,
+       publish_address: str = "127.0.0.1", persist: str | None = None,
        **options: Any) -> Session:
     """Open a session: a sandboxed Python whose container starts at the first ``eval``.
 
+    Where the engine is decides how the session is reached (see "Deployment" in the README):
+    a local engine mounts a Unix socket into a container with no network; with ``network=``
+    (pyhost itself in a container, Docker-in-Docker) the session joins that network and is
+    reached over TCP; a remote engine (``DOCKER_HOST=tcp://`` or ``ssh://``) publishes the
+    session's port on ``publish_address``.
+
     Args:
-        launcher: where containers run (default: the local Docker engine).
+        launcher: where containers run (default: the Docker engine of ``DOCKER_HOST``).
         image: session image (default: the locally built ``hxpy:latest``).
-        io: host directory mounted read-write at ``/io`` (created if missing); None for none.
-        io_host_path: the io directory as the engine sees it, when that differs.
+        io: directory mounted read-write at ``/io`` (created if missing); None for none. On a
+            remote engine the default ``./io`` is left out, and a directory passed here is
+            an error (use ``io_volume``).
+        io_host_path: the io directory as the engine host sees it, when that differs (by
+            default it is found through this container's mounts when pyhost runs in one).
+        io_volume: a Docker volume mounted at ``/io`` instead of a directory (made by the
+            engine if missing); works with remote engines.
         timeout: seconds each eval may run (None: no limit).
         log_level: the server's log level (its logs go to the container's output).
         env: extra environment variables for the server.
         mem_limit: memory limit, e.g. ``"1g"`` (no swap beyond it).
         cpus: CPU limit, e.g. ``1.5``.
-        network: a Docker network to join instead of ``none`` (not available yet).
+        network: a user-defined Docker network that this process's container is on too; the
+            session joins it instead of ``none`` (use an ``internal`` network).
+        publish_address: for a remote engine, the IPv4 address of the engine host the
+            session's port is published on (loopback by default; ``0.0.0.0`` publishes on
+            every address and connects to the engine's host name).
         persist: a key: every ``py(persist=key)`` in this process returns the same live
             session, which ``eval`` does not close (the options of the first call win).
         **options: ``max_frame``, ``output_cap``, ``grace``.
 
+    The options are checked when the container starts, at the first ``eval``.
+
     Raises:
-        NotImplementedError: ``network`` was given.
+        ValueError: both ``io`` and ``io_volume`` were given, or ``publish_address`` is not
+            an IPv4 address.
+        PyHostError: ``network`` names no network of the engine; ``io`` (or, without
+            ``network``, the socket directory) cannot be mounted by the engine: a directory in
+            this container's own filesystem, or any local directory for a remote engine.
     """
     def make() -> Session:
         return Session(launcher or default_launcher(), image=image, io=io,
-                       io_host_path=io_host_path, timeout=timeout, log_level=log_level, env=env,
-                       mem_limit=mem_limit, cpus=cpus, network=network, persist=persist,
+                       io_host_path=io_host_path, io_volume=io_volume, timeout=timeout,
+                       log_level=log_level, env=env, mem_limit=mem_limit, cpus=cpus,
+                       network=network, publish_address=publish_address, persist=persist,
                        **options)
 
     if persist is None:

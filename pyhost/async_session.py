@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -29,10 +30,10 @@ from .conversation import (
     hard_timeout_error,
     remote_error,
 )
-from .errors import MarshalError, ProtocolError, PyHostError, SessionClosed, SessionDied
-from .launcher import Instance, Launcher, LaunchSpec
-from .opening import START_TIMEOUT, check_welcome, hello
-from .session import DEFAULT_GRACE, DEFAULT_TIMEOUT, SessionStats
+from .errors import MarshalError, ProtocolError, PyHostError, SessionClosed
+from .launcher import DEFAULT_IO, Instance, Launcher, LaunchSpec
+from .opening import Opened, open_server
+from .session import DEFAULT_GRACE, DEFAULT_TIMEOUT, SessionStats, launch_options
 
 __all__ = ["AsyncSession"]
 
@@ -48,16 +49,19 @@ class AsyncSession:
     """
 
     def __init__(self, launcher: Launcher | None = None, *, image: str | None = None,
-                 io: str | os.PathLike[str] | None = "io", timeout: float | None = DEFAULT_TIMEOUT,
-                 env: dict[str, str] | None = None, mem_limit: str | int | None = "1g",
-                 cpus: float | None = None, max_frame: int = wire.DEFAULT_MAX_FRAME,
-                 grace: float = DEFAULT_GRACE, log_level: str = "WARNING") -> None:
+                 io: str | os.PathLike[str] | None = DEFAULT_IO, io_host_path: str | None = None,
+                 io_volume: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+                 log_level: str = "WARNING", env: dict[str, str] | None = None,
+                 mem_limit: str | int | None = "1g", cpus: float | None = None,
+                 network: str | None = None, publish_address: str = "127.0.0.1",
+                 max_frame: int = wire.DEFAULT_MAX_FRAME, output_cap: int = 1 << 20,
+                 grace: float = DEFAULT_GRACE) -> None:
         self.id = secrets.token_hex(6)
         self._launcher = launcher or default_launcher()
-        self._io = None if io is None else os.path.abspath(os.fspath(io))
-        self._spec = LaunchSpec(session_id=self.id, key="", image=image, io_dir=self._io,
-                                env=dict(env or {}), mem_limit=mem_limit, cpus=cpus,
-                                max_frame=max_frame, log_level=log_level.upper())
+        self._io, self._spec_options = launch_options(
+            image=image, io=io, io_host_path=io_host_path, io_volume=io_volume,
+            log_level=log_level, env=env, mem_limit=mem_limit, cpus=cpus, network=network,
+            publish_address=publish_address, max_frame=max_frame, output_cap=output_cap)
         self._timeout = timeout
         self._grace = grace
         self._max_frame = max_frame
@@ -133,45 +137,25 @@ class AsyncSession:
             raise SessionClosed(f"session {self.id} is closed")
 
     async def _start(self) -> None:
+        """Start and handshake a server in a worker thread (the launcher's SDK calls block),
+        then speak to it over asyncio streams on the same socket."""
         loop = asyncio.get_running_loop()
-        key = secrets.token_urlsafe(32)
-        spec = LaunchSpec(**{**self._spec.__dict__, "key": key})
-        deadline = time.monotonic() + START_TIMEOUT
-        instance = await loop.run_in_executor(None, self._launcher.start, spec)
-        self._instance = instance
+        spec = LaunchSpec(session_id=self.id, key="", io_dir=self._io, **self._spec_options)
+        opening = loop.run_in_executor(None, open_server, self._launcher, spec, self._max_frame)
         try:
-            await self._connect(instance, deadline)
-            await self._send(hello(key))
-            body, buffers = await asyncio.wait_for(self._recv(),
-                                                   max(deadline - time.monotonic(), 0))
-            check_welcome(decode_message(body, buffers, self.id, "the handshake"), self.id)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
-            status = await loop.run_in_executor(None, instance.poll)
-            await self._stop()
-            raise SessionDied(f"session {self.id}: the server did not start: "
-                              f"{status.describe() if status else exc}") from exc
+            opened = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_discard)  # the server is still coming: remove it then
+            raise
+        self._instance = opened.instance
+        try:
+            sock = opened.transport.sock  # type: ignore[attr-defined]
+            self._reader, self._writer = await asyncio.open_connection(sock=sock, limit=2**16)
         except BaseException:
+            opened.transport.close()
             await self._stop()
             raise
         log.info("session %s: ready (async)", self.id)
-
-    async def _connect(self, instance: Instance, deadline: float) -> None:
-        endpoint = instance.endpoint
-        delay = 0.0005
-        while True:
-            try:
-                if endpoint.kind == "unix":
-                    self._reader, self._writer = await asyncio.open_unix_connection(
-                        str(endpoint.address), limit=2**16)
-                else:
-                    host, port = endpoint.address  # type: ignore[misc]
-                    self._reader, self._writer = await asyncio.open_connection(host, port)
-                return
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
 
     async def _send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
         assert self._writer is not None
@@ -258,3 +242,12 @@ class AsyncSession:
             writer.close()
         if instance is not None:
             await asyncio.get_running_loop().run_in_executor(None, instance.cleanup)
+
+
+def _discard(opening: asyncio.Future[Opened]) -> None:
+    """Remove a server whose opening finished after the caller gave up on it."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    opened = opening.result()
+    opened.transport.close()
+    threading.Thread(target=opened.instance.cleanup, name="pyhost-discard", daemon=True).start()

@@ -1,4 +1,5 @@
-"""``pyhost doctor``: engine, image, permissions and io directory, each OK or what is wrong."""
+"""``pyhost doctor``: engine, image, permissions, deployment and io directory, each OK or what
+is wrong."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
                                " (it does not exist)")
                             + "; run as root or join the socket's group"))
     if engine.reachable:
+        checks.append(_check_deployment())
         try:
             image = image_status(tag)
         except PyHostError as exc:
@@ -67,6 +69,17 @@ def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
         checks.append(Check("image", False, "cannot be checked without an engine"))
     checks.append(_check_io(os.path.abspath(io_dir)))
     return checks
+
+
+def _check_deployment() -> Check:
+    """How sessions will be reached: local, from inside a container of the engine, or remote."""
+    from .docker_launcher import docker_client
+    from .engine_paths import EngineView
+
+    try:
+        return Check("deployment", True, EngineView(docker_client()).describe())
+    except PyHostError as exc:
+        return Check("deployment", False, str(exc))
 
 
 def _check_io(path: str) -> Check:

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 
 from .transport import Endpoint
 
-__all__ = ["ExitStatus", "Instance", "LaunchSpec", "Launcher", "Owner"]
+__all__ = ["DEFAULT_IO", "DefaultIO", "ExitStatus", "Instance", "LaunchSpec", "Launcher",
+           "Owner"]
+
+
+class DefaultIO(str):
+    """The io directory nobody asked for: where it cannot be mounted (a remote engine) it
+    is left out, while a directory the caller named is an error there."""
+
+
+DEFAULT_IO = DefaultIO("io")
 
 
 @dataclass(frozen=True)
@@ -41,12 +50,15 @@ class LaunchSpec:
     image: str | None = None
     io_dir: str | None = None
     io_host_path: str | None = None
+    io_required: bool = True  # False for the default io dir: dropped where it cannot be mounted
+    io_volume: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     mem_limit: str | int | None = "1g"
     cpus: float | None = None
     pids_limit: int = 256
     tmp_size: str = "64m"
     network: str | None = None
+    publish_address: str = "127.0.0.1"
     log_level: str = "WARNING"
     max_frame: int = 1 << 30
     output_cap: int = 1 << 20

@@ -16,7 +16,7 @@ from hxpy import codec, protocol, wire
 
 from .errors import ProtocolError, SessionDied
 from .launcher import Instance, Launcher, LaunchSpec
-from .transport import Transport, connect
+from .transport import Received, Transport, connect
 
 __all__ = ["Opened", "check_welcome", "hello", "open_server"]
 
@@ -72,10 +72,7 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
     transport: Transport | None = None
     try:
         try:
-            transport = connect(instance.endpoint, deadline, lambda: instance.poll() is None,
-                                max_frame)
-            transport.send(hello(spec.key))
-            body, buffers = transport.recv(max(deadline - time.monotonic(), 0.0))
+            transport, (body, buffers) = _handshake(instance, spec.key, deadline, max_frame)
         except (TimeoutError, ConnectionError, OSError, wire.FrameTooLarge) as exc:
             status = instance.poll()
             detail = status.describe() if status else f"{type(exc).__name__}: {exc}"
@@ -95,3 +92,38 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
         raise
     log.info("session %s: ready in %.3f s", spec.session_id, time.monotonic() - started)
     return Opened(instance, transport, info, spec.session_id)
+
+
+# A port proxy (docker-proxy for a published port) accepts at once and closes the connection
+# when the server behind it does not listen yet; that ends before the welcome this way.
+_CLOSED_EARLY = (wire.PeerClosed, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+def _handshake(instance: Instance, key: str, deadline: float,
+               max_frame: int) -> tuple[Transport, Received]:
+    """Connect and say hello; the transport and the first reply.
+
+    Over TCP, a connection closed before any reply means "not listening yet" while the
+    instance runs and the deadline holds: reconnect after a short, growing pause. A reply,
+    even a refusal, is final. Over a Unix socket nothing stands in between, so a close is
+    the server's own doing and is not retried.
+    """
+    delay = 0.005
+    while True:
+        transport = connect(instance.endpoint, deadline, lambda: instance.poll() is None,
+                            max_frame)
+        try:
+            transport.send(hello(key))
+            return transport, transport.recv(max(deadline - time.monotonic(), 0.0))
+        except _CLOSED_EARLY as exc:
+            transport.close()
+            if (instance.endpoint.kind != "tcp" or time.monotonic() + delay >= deadline
+                    or instance.poll() is not None):
+                raise
+            log.debug("%s closed the connection before the welcome (%s); not listening yet",
+                      instance.endpoint, type(exc).__name__)
+        except BaseException:
+            transport.close()
+            raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

@@ -38,7 +38,7 @@ from .errors import (
     SessionClosed,
     SessionTimeout,
 )
-from .launcher import Instance, Launcher, LaunchSpec
+from .launcher import DEFAULT_IO, DefaultIO, Instance, Launcher, LaunchSpec
 from .opening import Opened, open_server
 from .pool import pool_key, take_warm
 from .transport import Transport
@@ -83,23 +83,19 @@ class Session:
     """
 
     def __init__(self, launcher: Launcher, *, image: str | None = None,
-                 io: str | os.PathLike[str] | None = "io", io_host_path: str | None = None,
-                 timeout: float | None = DEFAULT_TIMEOUT, log_level: str = "WARNING",
-                 env: dict[str, str] | None = None, mem_limit: str | int | None = "1g",
-                 cpus: float | None = None, network: str | None = None,
+                 io: str | os.PathLike[str] | None = DEFAULT_IO, io_host_path: str | None = None,
+                 io_volume: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+                 log_level: str = "WARNING", env: dict[str, str] | None = None,
+                 mem_limit: str | int | None = "1g", cpus: float | None = None,
+                 network: str | None = None, publish_address: str = "127.0.0.1",
                  max_frame: int = wire.DEFAULT_MAX_FRAME, output_cap: int = 1 << 20,
                  grace: float = DEFAULT_GRACE, persist: str | None = None) -> None:
-        if network is not None:
-            raise NotImplementedError(
-                "network sessions (Docker-in-Docker, TCP transport) are not available yet")
         self.id = secrets.token_hex(6)
         self._launcher = launcher
-        self._spec_options: dict[str, Any] = dict(
-            image=image, io_host_path=io_host_path, env=dict(env or {}), mem_limit=mem_limit,
-            cpus=cpus, network=network, log_level=log_level.upper(), max_frame=max_frame,
-            output_cap=output_cap,
-        )
-        self._io = None if io is None else os.path.abspath(os.fspath(io))
+        self._io, self._spec_options = launch_options(
+            image=image, io=io, io_host_path=io_host_path, io_volume=io_volume,
+            log_level=log_level, env=env, mem_limit=mem_limit, cpus=cpus, network=network,
+            publish_address=publish_address, max_frame=max_frame, output_cap=output_cap)
         self._timeout = timeout
         self._grace = grace
         self._max_frame = max_frame
@@ -393,6 +389,15 @@ class Session:
             except PyHostError as exc:
                 log.error("session %s: cleanup after %s failed: %s", self.id, why, exc)
             log.info("session %s: container %s removed (%s)", self.id, instance.id[:12], why)
+
+
+def launch_options(*, io: str | os.PathLike[str] | None, log_level: str,
+                   env: dict[str, str] | None, **options: Any) -> tuple[str | None, dict[str, Any]]:
+    """The io directory (absolute) and the other :class:`LaunchSpec` fields of a session's
+    options; shared by the blocking and the asyncio session."""
+    io_dir = None if io is None else os.path.abspath(os.fspath(io))
+    return io_dir, dict(options, io_required=not isinstance(io, DefaultIO),
+                        env=dict(env or {}), log_level=log_level.upper())
 
 
 def _wire_size(body: bytes | bytearray | memoryview, buffers: list[memoryview]) -> int:

@@ -35,8 +35,8 @@ class Endpoint:
     address: str | tuple[str, int]
 
     def __str__(self) -> str:
-        if self.kind == "tcp":
-            host, port = self.address  # type: ignore[misc]
+        if isinstance(self.address, tuple):
+            host, port = self.address
             return f"tcp://{host}:{port}"
         return f"unix://{self.address}"
 

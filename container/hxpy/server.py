@@ -273,8 +273,10 @@ class Server:
 
             tree = ast.parse(source, filename)
             last = None
-            if tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+            final = tree.body[-1] if tree.body else None
+            if isinstance(final, ast.Expr):
+                tree.body.pop()
+                last = compile(ast.Expression(final.value), filename, "eval")
             return compile(tree, filename, "exec"), last
 
     def _compile(self, source: str, mode: str) -> Any:

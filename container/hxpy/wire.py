@@ -130,7 +130,7 @@ def allocate(size: int) -> memoryview:
         except ImportError:
             pass
         else:
-            return memoryview(numpy.empty(size, numpy.uint8))
+            return numpy.empty(size, numpy.uint8).data
     if size < _MAPPED_FROM:
         return memoryview(bytearray(size))
     # Private: a shared anonymous mapping is shmem, which gets no transparent huge pages.

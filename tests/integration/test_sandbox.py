@@ -1,10 +1,15 @@
 """The sandbox a session runs in, attacked from inside a real container."""
 
 import os
+import secrets
+import socket
 
 import pytest
 
 from pyhost import MarshalError, PythonError, SessionDied, py
+from pyhost.docker_launcher import DockerLauncher
+from pyhost.launcher import LaunchSpec
+from pyhost.opening import open_server
 
 
 @pytest.fixture
@@ -111,3 +116,18 @@ def test_files_in_io_do_not_shadow_modules(client, io_dir):
     with open(os.path.join(io_dir, "json.py"), "w") as planted:
         planted.write("raise SystemExit('shadowed')\n")
     assert py(io=io_dir).eval("import json; json.dumps([1])") == "[1]"
+
+
+def test_a_second_client_cannot_hijack_a_busy_session(client):
+    spec = LaunchSpec(session_id=secrets.token_hex(6), key="")
+    opened = open_server(DockerLauncher(), spec, 1 << 20)
+    try:
+        path = opened.instance.endpoint.address
+        assert opened.instance.endpoint.kind == "unix"
+        # The server stops listening and removes its socket once the host has said hello.
+        assert not os.path.exists(path)
+        with socket.socket(socket.AF_UNIX) as intruder, pytest.raises(FileNotFoundError):
+            intruder.connect(path)
+    finally:
+        opened.transport.close()
+        opened.instance.cleanup()

@@ -1,0 +1,139 @@
+"""How the host reaches a session server that listens on TCP.
+
+Two cases beside the default Unix socket (see ``docs/security.md`` for what each loosens):
+
+* ``network=NAME`` (Docker-in-Docker): the session joins a user-defined network that the host
+  container is on too, and the host connects to the session's address on it.
+* a remote engine: a Unix socket cannot cross machines, so the engine publishes the server's
+  port on ``publish_address`` of its host. Publishing needs a network, so sessions join
+  :data:`PUBLISH_NETWORK`, a bridge that pyhost makes on demand with outbound NAT and traffic
+  between containers turned off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .errors import EngineUnavailable, PyHostError
+from .transport import Endpoint
+
+__all__ = [
+    "NETWORK_LABEL",
+    "PUBLISH_NETWORK",
+    "SERVER_PORT",
+    "check_publish_address",
+    "network_endpoint",
+    "publish_network",
+    "published_endpoint",
+    "session_network",
+]
+
+SERVER_PORT = 5151  # where the server listens inside a session that is reached over TCP
+PUBLISH_NETWORK = "pyhost-sessions"
+NETWORK_LABEL = "org.pyhost.network"
+
+_PUBLISH_OPTIONS = {
+    # Replies from outside cannot find their way back without NAT, so sessions have no way out.
+    "com.docker.network.bridge.enable_ip_masquerade": "false",
+    # One session may not talk to another.
+    "com.docker.network.bridge.enable_icc": "false",
+}
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def session_network(client: docker.DockerClient, name: str) -> str:
+    """The name of the user-defined network ``name`` (a name or an id) that sessions join.
+
+    Raises:
+        PyHostError: there is no such network, or it would undo the sandbox (``host``).
+        EngineUnavailable: the engine could not be asked.
+    """
+    if name == "host" or name.startswith("container:"):
+        raise PyHostError(f"network={name!r} would share a network stack with the engine host "
+                          "or another container; sessions join only a user-defined network")
+    try:
+        attrs = client.api.inspect_network(name)
+    except docker.errors.NotFound:
+        raise PyHostError(f"network={name!r}: the engine at {client.api.base_url} has no such "
+                          "network; create it (e.g. an `internal: true` network in your "
+                          "compose file) and put the host container on it too") from None
+    except _ENGINE_ERRORS as exc:
+        raise EngineUnavailable(f"cannot inspect network {name!r}: {exc}") from exc
+    return str(attrs["Name"])
+
+
+def publish_network(client: docker.DockerClient) -> str:
+    """The pyhost bridge network for published sessions, made the first time it is needed.
+
+    Raises:
+        PyHostError: a network of that name exists that pyhost did not make.
+        EngineUnavailable: the engine refused to list or make it.
+    """
+    for attempt in range(2):
+        try:
+            found = client.api.networks(names=[PUBLISH_NETWORK])
+        except _ENGINE_ERRORS as exc:
+            raise EngineUnavailable(f"cannot list networks: {exc}") from exc
+        for attrs in found:
+            if attrs.get("Name") != PUBLISH_NETWORK:
+                continue  # the names filter matches substrings
+            if (attrs.get("Labels") or {}).get(NETWORK_LABEL) != "publish":
+                raise PyHostError(f"a network named {PUBLISH_NETWORK!r} exists but pyhost did "
+                                  "not make it; remove or rename it")
+            return PUBLISH_NETWORK
+        if attempt:
+            break
+        try:
+            client.api.create_network(PUBLISH_NETWORK, driver="bridge",
+                                      options=_PUBLISH_OPTIONS,
+                                      labels={NETWORK_LABEL: "publish"}, check_duplicate=True)
+            return PUBLISH_NETWORK
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another process made it first; look again
+                raise EngineUnavailable(f"cannot create network {PUBLISH_NETWORK}: {exc}") \
+                    from exc
+        except _ENGINE_ERRORS as exc:
+            raise EngineUnavailable(f"cannot create network {PUBLISH_NETWORK}: {exc}") from exc
+    raise EngineUnavailable(f"network {PUBLISH_NETWORK} was made and then vanished")
+
+
+def check_publish_address(address: str) -> str:
+    """``address`` if it is an IPv4 address a port can be published on.
+
+    Raises:
+        ValueError: it is not (host names and IPv6 are not supported).
+    """
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise ValueError(f"publish_address must be an IPv4 address such as 127.0.0.1 or "
+                         f"0.0.0.0, not {address!r}") from None
+
+
+def network_endpoint(attrs: dict[str, Any], network: str) -> Endpoint | None:
+    """The server's address on ``network`` from a container inspect; None if it has none."""
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    address = (networks.get(network) or {}).get("IPAddress")
+    return Endpoint("tcp", (address, SERVER_PORT)) if address else None
+
+
+def published_endpoint(attrs: dict[str, Any], publish_address: str,
+                       engine_host: str | None) -> Endpoint | None:
+    """Where the host reaches the published port, from a container inspect; None if the
+    engine has not published it.
+
+    A port bound to every address (``0.0.0.0``) is reached at the engine's host name.
+    """
+    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    bindings = ports.get(f"{SERVER_PORT}/tcp") or []
+    if not bindings or not bindings[0].get("HostPort"):
+        return None
+    host = publish_address
+    if ipaddress.IPv4Address(publish_address).is_unspecified:
+        host = engine_host or "127.0.0.1"
+    return Endpoint("tcp", (host, int(bindings[0]["HostPort"])))
