@@ -183,7 +183,7 @@ class AsyncSession:
     async def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
         self._batch_ids += 1
         body = protocol.pack_batch(self._batch_ids, self._timeout, ops)
-        size = len(body) + sum(buffer.nbytes for buffer in buffers)
+        size = wire.message_size(body, buffers)
         if size > self._max_frame:
             raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
                                f"{self._max_frame} bytes; nothing was sent")
@@ -213,7 +213,7 @@ class AsyncSession:
         self.stats.last_latency = latency
         self.stats.total_latency += latency
         self.stats.bytes_out += size
-        self.stats.bytes_in += len(frame) + sum(buffer.nbytes for buffer in received)
+        self.stats.bytes_in += wire.message_size(frame, received)
         self.last_output = message.get("output") or ""
         if message.get("type") == protocol.RESULT:
             return message.get("value")

@@ -69,7 +69,7 @@ def encode_eval(expr: str) -> bytes:
     """The encoded op ``eval expr``."""
     if not isinstance(expr, str):
         raise TypeError(f"eval() takes an expression as str, not {type(expr).__name__}")
-    return codec.encode(["eval", expr])
+    return protocol.pack_eval(expr)
 
 
 def decode_message(body: bytes | bytearray | memoryview, buffers: list[memoryview],

@@ -74,6 +74,15 @@ class SessionStats:
 HostHandler = Callable[..., Any]
 
 
+class _Pending(threading.local):
+    """Ops and their out-of-band buffers waiting for the next eval, per thread: a define in
+    one thread never rides on another thread's eval."""
+
+    def __init__(self) -> None:
+        self.ops: list[bytes] = []
+        self.buffers: list[memoryview] = []
+
+
 class Session:
     """One sandboxed Python session; obtain it with :func:`pyhost.py`.
 
@@ -102,7 +111,7 @@ class Session:
         self.persist = persist
         self._keep = persist is not None
         self._lock = threading.RLock()
-        self._pending = threading.local()
+        self._pending = _Pending()
         self._init_fns: list[Callable[[Session], Any]] = []
         self._instance: Instance | None = None
         self._transport: Transport | None = None
@@ -127,18 +136,19 @@ class Session:
         """
         self._check_open()
         op, buffers = encode_define(name, value)
-        size = len(op) + sum(buffer.nbytes for buffer in buffers)
+        size = wire.message_size(op, buffers)
         if size > self._max_frame:
             raise MarshalError(f"define({name!r}): the value takes {size} bytes, over the "
                                f"maximum frame size of {self._max_frame} bytes; nothing was sent")
-        self._pending_ops().append(op)
-        self._pending_buffers().extend(buffers)
+        pending = self._pending
+        pending.ops.append(op)
+        pending.buffers.extend(buffers)
         return self
 
     def exec(self, code: str) -> Session:
         """Run statements in the session namespace (sent with the next eval)."""
         self._check_open()
-        self._pending_ops().append(encode_exec(code))
+        self._pending.ops.append(encode_exec(code))
         return self
 
     def timeout(self, seconds: float | None) -> Session:
@@ -230,29 +240,13 @@ class Session:
 
     # -- internals -----------------------------------------------------------------------
 
-    # Ops and their out-of-band buffers wait per thread: a define in one thread never rides
-    # on another thread's eval.
-
-    def _pending_ops(self) -> list[bytes]:
-        ops = getattr(self._pending, "ops", None)
-        if ops is None:
-            ops = self._pending.ops = []
-        return ops
-
-    def _pending_buffers(self) -> list[memoryview]:
-        buffers = getattr(self._pending, "buffers", None)
-        if buffers is None:
-            buffers = self._pending.buffers = []
-        return buffers
-
     def _take_pending(self) -> tuple[list[bytes], list[memoryview]]:
         pending = self._pending
-        ops = getattr(pending, "ops", None)
-        if not ops:
-            return [], []
-        buffers = pending.buffers if hasattr(pending, "buffers") else []
-        pending.ops, pending.buffers = [], []
-        return ops, buffers
+        ops, buffers = pending.ops, pending.buffers
+        if ops:
+            pending.ops, pending.buffers = [], []
+            return ops, buffers
+        return [], []
 
     def _put_back(self, ops: list[bytes], buffers: list[memoryview]) -> None:
         self._pending.ops, self._pending.buffers = ops, buffers
@@ -302,7 +296,7 @@ class Session:
             raise ProtocolError(f"session {self.id}: {exc} during {during}") from exc
         except (wire.PeerClosed, ConnectionError, OSError) as exc:
             raise self._died(during) from exc
-        self.stats.bytes_in += _wire_size(body, buffers)
+        self.stats.bytes_in += wire.message_size(body, buffers)
         return decode_message(body, buffers, self.id, during)
 
     def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
@@ -311,7 +305,7 @@ class Session:
         self._batch_ids += 1
         batch_id = self._batch_ids
         body = protocol.pack_batch(batch_id, self._timeout, ops)
-        size = _wire_size(body, buffers)
+        size = wire.message_size(body, buffers)
         if size > self._max_frame:
             raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
                                f"{self._max_frame} bytes; nothing was sent")
@@ -398,14 +392,6 @@ def launch_options(*, io: str | os.PathLike[str] | None, log_level: str,
     io_dir = None if io is None else os.path.abspath(os.fspath(io))
     return io_dir, dict(options, io_required=not isinstance(io, DefaultIO),
                         env=dict(env or {}), log_level=log_level.upper())
-
-
-def _wire_size(body: bytes | bytearray | memoryview, buffers: list[memoryview]) -> int:
-    """Bytes a message takes on the wire, headers included."""
-    size = len(body) + wire.HEADER.size
-    for buffer in buffers:
-        size += buffer.nbytes + wire.HEADER.size
-    return size
 
 
 def live_sessions() -> list[Session]:

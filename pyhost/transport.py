@@ -82,10 +82,10 @@ class SocketTransport(Transport):
         self._reader = wire.FrameReader(sock, max_frame)
 
     def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
-        wire.send_parts(self.sock, wire.frames(body, buffers, self.max_frame))
+        wire.send(self.sock, body, buffers, self.max_frame)
 
     def recv(self, timeout: float | None) -> Received:
-        if timeout is not None and not self._reader.pending():
+        if timeout is not None and not self._reader.ready():
             if not self._poller.poll(max(timeout, 0.0) * 1000):
                 raise TimeoutError("no frame within the timeout")
         return self._reader.read()
@@ -120,7 +120,7 @@ class MemoryTransport(Transport):
     def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
         if self._closed:
             raise wire.PeerClosed("transport is closed")
-        wire.check_size(len(body) + sum(b.nbytes for b in buffers), self.max_frame, "outgoing")
+        wire.check_size(wire.message_size(body, buffers), self.max_frame, "outgoing")
         self._outbox.put((bytes(body), [bytes(b) for b in buffers]))
 
     def recv(self, timeout: float | None) -> Received:

@@ -20,6 +20,11 @@ class CappedOutput(io.TextIOBase):
         self._kept = 0
         self._dropped = 0
 
+    def reset(self) -> None:
+        """Forget what was written, for the next batch."""
+        self._parts.clear()
+        self._kept = self._dropped = 0
+
     def writable(self) -> bool:
         return True
 

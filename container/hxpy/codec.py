@@ -265,9 +265,23 @@ def _check_keys(obj: Any) -> None:
 
 
 def _packb(obj: Any) -> bytes:
-    packed: bytes = msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True,
-                                  datetime=False)
+    # One Packer per nesting level and thread (ext encoders pack their payloads while an outer
+    # pack runs), made once: msgpack.packb would build a Packer on every call.
+    depth: int = getattr(_packers, "depth", 0)
+    stack: list[msgpack.Packer] = getattr(_packers, "stack", None) or []
+    if depth == len(stack):
+        stack.append(msgpack.Packer(default=_default, use_bin_type=True, strict_types=True,
+                                    datetime=False))
+        _packers.stack = stack
+    _packers.depth = depth + 1
+    try:
+        packed: bytes = stack[depth].pack(obj)  # a Packer resets itself when pack() raises
+    finally:
+        _packers.depth = depth
     return packed
+
+
+_packers = threading.local()
 
 
 def pack_payload(obj: Any) -> bytes:
@@ -292,6 +306,8 @@ OUT_OF_BAND_FROM = 64 * 1024
 
 # Per thread: the buffers of the encode or decode running now (None: everything in band).
 _oob = threading.local()
+# Values that can hold no array, so they skip the out-of-band and key bookkeeping.
+_SCALARS = frozenset({int, float, str, bool, type(None), bytes})
 
 
 def out_of_band(data: memoryview) -> bool:
@@ -352,6 +368,11 @@ def encode_parts(obj: Any, where: str = "value") -> tuple[bytes, list[memoryview
 
 
 def _encode(obj: Any, where: str, sink: Optional[list[memoryview]]) -> bytes:
+    if type(obj) in _SCALARS:
+        try:
+            return _packb(obj)
+        except OverflowError:
+            pass  # an int beyond 64 bits: the general path names it
     outer = getattr(_oob, "sink", None)
     _oob.sink = sink
     try:
@@ -389,6 +410,13 @@ def decode(data: bytes | bytearray | memoryview,
             match the buffers.
     """
     outer = getattr(_oob, "buffers", None)
+    if not buffers and outer is None:  # the common case: everything in band
+        try:
+            return unpack_payload(data)
+        except MarshalError:
+            raise
+        except Exception as exc:
+            raise MarshalError(f"cannot decode message: {type(exc).__name__}: {exc}") from None
     remaining = iter(buffers)
     _oob.buffers = remaining
     try:

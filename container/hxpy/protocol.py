@@ -7,6 +7,7 @@ This module only names things and checks the hello, so both sides agree by const
 from __future__ import annotations
 
 import hmac
+import struct
 from typing import Any
 
 import msgpack
@@ -28,6 +29,8 @@ __all__ = [
     "error_info",
     "pack_batch",
     "pack_define",
+    "pack_eval",
+    "pack_result",
 ]
 
 # host -> server
@@ -74,19 +77,64 @@ def error_info(exc: BaseException, traceback_text: str) -> dict[str, str]:
     return {"type": name, "message": str(exc), "traceback": traceback_text}
 
 
+# The messages sent once per eval are spliced from constant pieces and values that are already
+# encoded, rather than packed as a map each time: the round trip is mostly this overhead.
+_BATCH_HEAD = b"\x84" + msgpack.packb("type") + msgpack.packb(BATCH) + msgpack.packb("id")
+_RESULT_HEAD = b"\x85" + msgpack.packb("type") + msgpack.packb(RESULT) + msgpack.packb("id")
+_DEFINE_HEAD = b"\x93" + msgpack.packb("define")
+_EVAL_HEAD = b"\x92" + msgpack.packb("eval")
+_TIMEOUT = msgpack.packb("timeout")
+_OPS = msgpack.packb("ops")
+_OUTPUT = msgpack.packb("output")
+_TRUNCATED = msgpack.packb("truncated")
+_VALUE = msgpack.packb("value")
+
+
 def pack_batch(batch_id: int, timeout: float | None, ops: list[bytes]) -> bytes:
     """A BATCH message from ops that are already encoded (each one a packed list).
 
     Values are encoded once, when ``define`` is called, so errors surface there and the
     batch is only spliced together here.
     """
-    packer = msgpack.Packer(use_bin_type=True)
-    head = (packer.pack_map_header(4) + packer.pack("type") + packer.pack(BATCH)
-            + packer.pack("id") + packer.pack(batch_id) + packer.pack("timeout")
-            + packer.pack(timeout) + packer.pack("ops") + packer.pack_array_header(len(ops)))
-    return head + b"".join(ops)
+    return b"".join((_BATCH_HEAD, _pack_small(batch_id), _TIMEOUT, _pack_small(timeout),
+                     _OPS, _array_header(len(ops)), *ops))
 
 
 def pack_define(name: str, encoded_value: bytes) -> bytes:
     """The op ``["define", name, value]`` around a value that is already encoded."""
-    return b"\x93" + msgpack.packb("define") + msgpack.packb(name) + encoded_value
+    return _DEFINE_HEAD + msgpack.packb(name) + encoded_value
+
+
+def pack_eval(source: str) -> bytes:
+    """The op ``["eval", source]``."""
+    return _EVAL_HEAD + msgpack.packb(source)
+
+
+def pack_result(batch_id: Any, output: str, truncated: bool, encoded_value: bytes) -> bytes:
+    """A RESULT message around a value that is already encoded."""
+    return b"".join((_RESULT_HEAD, _pack_small(batch_id), _OUTPUT, msgpack.packb(output),
+                     _TRUNCATED, b"\xc3" if truncated else b"\xc2", _VALUE, encoded_value))
+
+
+_UINT32 = struct.Struct(">BI")
+_FLOAT64 = struct.Struct(">Bd")
+
+
+def _pack_small(value: Any) -> bytes:
+    """msgpack of an id or a timeout, without building a Packer for it."""
+    if value is None:
+        return b"\xc0"
+    if type(value) is int and 0 <= value < 1 << 32:
+        return bytes((value,)) if value < 128 else _UINT32.pack(0xCE, value)
+    if type(value) is float:
+        return _FLOAT64.pack(0xCB, value)
+    packed: bytes = msgpack.packb(value)
+    return packed
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 1 << 16:
+        return struct.pack(">BH", 0xDC, count)
+    return struct.pack(">BI", 0xDD, count)

@@ -19,6 +19,7 @@ Configuration comes from the environment (the host launcher sets it):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
@@ -105,8 +106,13 @@ class Server:
         self.batch_id: int | None = None
         self._in_user_code = False
         self._timer_fired = False
+        self._deadline = math.inf  # when the running (or last) batch must end
+        self._timer_at = 0.0  # when the armed SIGALRM timer fires; 0: not armed
         self._calls = 0
         self._compiled: dict[tuple[str, str], Any] = {}
+        # One capture for the whole session: a stream user code keeps (a logging handler made
+        # in one batch) still writes into the output of later batches.
+        self._output = CappedOutput(output_cap)
         self._sources = 0
 
     # -- connection -------------------------------------------------------------------
@@ -174,7 +180,7 @@ class Server:
     def _send(self, message: dict[str, Any]) -> None:
         assert self.conn is not None
         body, buffers = codec.encode_parts(message, where="reply")
-        wire.send_parts(self.conn, wire.frames(body, buffers, self.max_frame))
+        wire.send(self.conn, body, buffers, self.max_frame)
 
     # -- batches ----------------------------------------------------------------------
 
@@ -182,7 +188,8 @@ class Server:
         """Run every op of a batch; reply with the last eval's value or the first error."""
         batch_id = message.get("id")
         self.batch_id = batch_id
-        output = CappedOutput(self.output_cap)
+        output = self._output
+        output.reset()
         saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = output
         timeout = message.get("timeout")
@@ -192,10 +199,8 @@ class Server:
             if self.fault == "hang":
                 while True:
                     time.sleep(3600)
-            # Armed per batch, never disarmed: a firing between batches only sets a flag
-            # (see _on_timer), and each batch re-arms it. One syscall per batch, not two.
             self._timer_fired = False
-            signal.setitimer(signal.ITIMER_REAL, float(timeout) if timeout else 0)
+            self._arm(timeout)
             self._in_user_code = True
             for op in message.get("ops", ()):
                 value = self._run_op(op)
@@ -215,17 +220,13 @@ class Server:
     def _send_result(self, batch_id: Any, value: Any, output: CappedOutput) -> None:
         text, truncated = output.getvalue()
         try:
-            body, buffers = codec.encode_parts({"type": protocol.RESULT, "id": batch_id,
-                                                "output": text, "truncated": truncated,
-                                                "value": value})
+            encoded, buffers = codec.encode_parts(value, where="eval result")
         except codec.MarshalError as exc:
-            self._reply_error(batch_id, protocol.KIND_MARSHAL, _value_error(value, exc), "",
-                              output)
+            self._reply_error(batch_id, protocol.KIND_MARSHAL, exc, "", output)
             return
-        try:
-            pieces = wire.frames(body, buffers, self.max_frame)
-        except wire.FrameTooLarge:
-            size = len(body) + sum(buffer.nbytes for buffer in buffers)
+        body = protocol.pack_result(batch_id, text, truncated, encoded)
+        size = wire.message_size(body, buffers)
+        if size > self.max_frame:
             self._reply_error(batch_id, protocol.KIND_MARSHAL, wire.FrameTooLarge(
                 f"eval result: the reply of {size} bytes exceeds the maximum frame size "
                 f"of {self.max_frame} bytes"), "", output)
@@ -233,7 +234,7 @@ class Server:
         if self.fault == "oversize":
             self.conn.sendall(wire.HEADER.pack(0x7FFFFFF0))  # type: ignore[union-attr]
             return
-        wire.send_parts(self.conn, pieces)  # type: ignore[arg-type]
+        wire.send(self.conn, body, buffers, self.max_frame)  # type: ignore[arg-type]
 
     def _run_op(self, op: Any) -> Any:
         if not isinstance(op, list) or not op:
@@ -300,7 +301,31 @@ class Server:
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
         return name
 
+    def _arm(self, timeout: float | None) -> None:
+        """Make SIGALRM come at this batch's deadline.
+
+        Setting a timer is a system call (and, in a VM, often an exit to the hypervisor), so
+        it is set only when the armed one would come too late or not at all. One armed for
+        an earlier batch comes early and re-arms itself for the rest (see _on_timer): a busy
+        session sets its timer about once per timeout, not once per batch.
+        """
+        if not timeout:
+            self._deadline = math.inf
+            return
+        self._deadline = time.monotonic() + float(timeout)
+        if not 0 < self._timer_at <= self._deadline:
+            signal.setitimer(signal.ITIMER_REAL, float(timeout))
+            self._timer_at = self._deadline
+
     def _on_timer(self, signum: int, frame: Any) -> None:
+        left = self._deadline - time.monotonic()
+        if 0 < left < math.inf:  # armed for an earlier batch: wait for this one's deadline
+            signal.setitimer(signal.ITIMER_REAL, left)
+            self._timer_at = self._deadline
+            return
+        self._timer_at = 0.0
+        if left == math.inf:  # this batch has no timeout
+            return
         if self._in_user_code:
             raise SoftTimeout("the batch ran past its timeout and was interrupted")
         self._timer_fired = True
@@ -338,15 +363,6 @@ class Server:
         self._send({"type": protocol.ERROR, "id": batch_id, "kind": kind,
                     "error": protocol.error_info(exc, tb), "output": text,
                     "truncated": truncated})
-
-
-def _value_error(value: Any, exc: codec.MarshalError) -> codec.MarshalError:
-    """The error naming what in an eval result cannot be encoded, and where."""
-    try:
-        codec.encode(value, where="eval result")
-    except codec.MarshalError as precise:
-        return precise
-    return exc
 
 
 def _user_traceback(exc: BaseException) -> str:

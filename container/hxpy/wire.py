@@ -32,10 +32,12 @@ __all__ = [
     "check_size",
     "frame",
     "frames",
+    "message_size",
     "recv_exactly",
     "recv_frame",
     "recv_into_exactly",
     "recv_message",
+    "send",
     "send_message",
     "send_parts",
 ]
@@ -74,6 +76,13 @@ def check_size(size: int, max_size: int, direction: str) -> None:
         )
 
 
+def message_size(body: Buffer, buffers: Sequence[memoryview] = ()) -> int:
+    """Bytes of a message's body and buffers, the quantity the maximum size limits."""
+    if not buffers:
+        return len(body)
+    return len(body) + sum(buffer.nbytes for buffer in buffers)
+
+
 def frame(payload: bytes, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
     """Prefix ``payload`` with its length; one buffer, so one ``sendall``."""
     check_size(len(payload), max_size, "outgoing")
@@ -89,10 +98,9 @@ def frames(body: bytes, buffers: Sequence[memoryview] = (),
     Raises:
         FrameTooLarge: the body and its buffers together exceed ``max_size``.
     """
+    check_size(message_size(body, buffers), max_size, "outgoing")
     if not buffers:
-        check_size(len(body), max_size, "outgoing")
         return [HEADER.pack(len(body)), body]
-    check_size(len(body) + sum(b.nbytes for b in buffers), max_size, "outgoing")
     pieces: list[Buffer] = []
     for buffer in buffers:
         pieces.append(HEADER.pack(buffer.nbytes | BUFFER_FLAG))
@@ -100,6 +108,20 @@ def frames(body: bytes, buffers: Sequence[memoryview] = (),
     pieces.append(HEADER.pack(len(body)))
     pieces.append(body)
     return pieces
+
+
+def send(sock: socket.socket, body: bytes, buffers: Sequence[memoryview] = (),
+         max_size: int = DEFAULT_MAX_FRAME) -> None:
+    """Send one message: its buffers' frames, then its body's frame.
+
+    Raises:
+        FrameTooLarge: the message is too large; nothing was sent.
+    """
+    if not buffers and len(body) < _JOIN_BELOW:  # the common case, in one write
+        check_size(len(body), max_size, "outgoing")
+        sock.sendall(HEADER.pack(len(body)) + body)
+        return
+    send_parts(sock, frames(body, buffers, max_size))
 
 
 def send_parts(sock: socket.socket, pieces: list[Buffer]) -> None:
@@ -146,8 +168,8 @@ class FrameReader:
     """Reads messages from a stream socket through one reused buffer.
 
     A small message costs one ``recv_into`` for its header and body together; a large body or
-    buffer is read straight into its own allocation. :meth:`pending` tells whether a read
-    could block, so a caller can wait with ``poll`` only when it must.
+    buffer is read straight into its own allocation. :meth:`ready` tells whether a read
+    would wait, so a caller can ``poll`` with a deadline only when it must.
     """
 
     def __init__(self, sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME,
@@ -160,9 +182,20 @@ class FrameReader:
         self._start = 0  # buffered, unread bytes are self._buf[self._start:self._end]
         self._end = 0
 
-    def pending(self) -> bool:
-        """Whether some bytes of the next message are already buffered."""
-        return self._end > self._start
+    def ready(self) -> bool:
+        """Whether :meth:`read` can start without waiting: bytes are buffered, or the socket
+        has some (or has hit the end). One non-blocking ``recv``, which often makes a
+        ``poll`` unnecessary: a peer on the same CPU has usually answered already."""
+        if self._end > self._start:
+            return True
+        if self._start:
+            self._start = self._end = 0
+        try:
+            n = self.sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        self._end = n
+        return True  # n == 0 is the end of the stream, which read() reports
 
     def read(self) -> tuple[Buffer, list[memoryview]]:
         """The next message: its body and the buffers sent before it.
@@ -257,7 +290,7 @@ def send_message(sock: socket.socket, message: dict[str, Any],
                  max_size: int = DEFAULT_MAX_FRAME) -> None:
     """Encode ``message`` (its large arrays out of band) and send it."""
     body, buffers = codec.encode_parts(message, where="message")
-    send_parts(sock, frames(body, buffers, max_size))
+    send(sock, body, buffers, max_size)
 
 
 def recv_message(sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME) -> dict[str, Any]:

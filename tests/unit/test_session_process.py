@@ -118,6 +118,20 @@ def test_soft_timeout_interrupts_and_keeps_the_namespace(launcher):
         assert s.timeout(10).eval("kept") == "yes"
 
 
+def test_each_batch_gets_its_whole_timeout_from_its_own_start(launcher):
+    # The server keeps a timer armed for an earlier batch; it must not cut a later one short,
+    # and a shorter timeout must still come on time.
+    with session(launcher) as s:
+        s.timeout(0.6).exec("import time").eval("time.sleep(0.4)")
+        s.eval("time.sleep(0.4)")  # the first batch's timer fires 0.2 s into this one
+        started = time.monotonic()
+        with pytest.raises(SessionTimeout) as caught:
+            s.timeout(10).eval("time.sleep(0.1)") or s.timeout(0.2).eval("time.sleep(5)")
+        assert caught.value.kind == "soft"
+        assert 0.15 < time.monotonic() - started < 1.5
+        assert s.timeout(None).eval("time.sleep(0.7) or 'no timeout'") == "no timeout"
+
+
 def test_soft_timeout_is_not_swallowed_by_except_exception(launcher):
     with session(launcher) as s:
         with pytest.raises(SessionTimeout):
