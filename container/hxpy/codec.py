@@ -267,12 +267,11 @@ def _check_keys(obj: Any) -> None:
 def _packb(obj: Any) -> bytes:
     # One Packer per nesting level and thread (ext encoders pack their payloads while an outer
     # pack runs), made once: msgpack.packb would build a Packer on every call.
-    depth: int = getattr(_packers, "depth", 0)
-    stack: list[msgpack.Packer] = getattr(_packers, "stack", None) or []
+    depth = _packers.depth
+    stack = _packers.stack
     if depth == len(stack):
         stack.append(msgpack.Packer(default=_default, use_bin_type=True, strict_types=True,
                                     datetime=False))
-        _packers.stack = stack
     _packers.depth = depth + 1
     try:
         packed: bytes = stack[depth].pack(obj)  # a Packer resets itself when pack() raises
@@ -281,7 +280,13 @@ def _packb(obj: Any) -> bytes:
     return packed
 
 
-_packers = threading.local()
+class _Packers(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+        self.stack: list[msgpack.Packer] = []
+
+
+_packers = _Packers()
 
 
 def pack_payload(obj: Any) -> bytes:
@@ -304,8 +309,14 @@ def unpack_payload(data: Union[bytes, bytearray, memoryview]) -> Any:
 # hxpy.wire) instead of inside it, so neither side copies it.
 OUT_OF_BAND_FROM = 64 * 1024
 
-# Per thread: the buffers of the encode or decode running now (None: everything in band).
-_oob = threading.local()
+class _OutOfBand(threading.local):
+    """Per thread: the buffers of the encode or decode running now (None: all in band)."""
+
+    sink: Optional[list[memoryview]] = None
+    buffers: Optional[Iterator[memoryview]] = None
+
+
+_oob = _OutOfBand()
 # Values that can hold no array, so they skip the out-of-band and key bookkeeping.
 _SCALARS = frozenset({int, float, str, bool, type(None), bytes})
 
@@ -316,7 +327,7 @@ def out_of_band(data: memoryview) -> bool:
     Returns True when it was taken: the payload must then say so, and its decoder gets the
     bytes back with :func:`take_buffer`. False means: put the bytes in the payload.
     """
-    sink: Optional[list[memoryview]] = getattr(_oob, "sink", None)
+    sink = _oob.sink
     if sink is None or data.nbytes < OUT_OF_BAND_FROM:
         return False
     sink.append(data)
@@ -330,7 +341,7 @@ def take_buffer(nbytes: int) -> memoryview:
     Raises:
         ValueError: no buffer is left, or it has another length.
     """
-    buffers: Optional[Iterator[memoryview]] = getattr(_oob, "buffers", None)
+    buffers = _oob.buffers
     buffer = next(buffers, None) if buffers is not None else None
     if buffer is None:
         raise ValueError("the value refers to an out-of-band buffer the message does not have")
@@ -373,7 +384,7 @@ def _encode(obj: Any, where: str, sink: Optional[list[memoryview]]) -> bytes:
             return _packb(obj)
         except OverflowError:
             pass  # an int beyond 64 bits: the general path names it
-    outer = getattr(_oob, "sink", None)
+    outer = _oob.sink
     _oob.sink = sink
     try:
         _check_keys(obj)
@@ -409,7 +420,7 @@ def decode(data: bytes | bytearray | memoryview,
         MarshalError: the bytes are not valid msgpack, hold an unknown ext code, or do not
             match the buffers.
     """
-    outer = getattr(_oob, "buffers", None)
+    outer = _oob.buffers
     if not buffers and outer is None:  # the common case: everything in band
         try:
             return unpack_payload(data)

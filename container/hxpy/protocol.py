@@ -102,12 +102,30 @@ def pack_batch(batch_id: int, timeout: float | None, ops: list[bytes]) -> bytes:
 
 def pack_define(name: str, encoded_value: bytes) -> bytes:
     """The op ``["define", name, value]`` around a value that is already encoded."""
-    return _DEFINE_HEAD + msgpack.packb(name) + encoded_value
+    head = _define_heads.get(name)
+    if head is None:
+        head = _remember(_define_heads, name, _DEFINE_HEAD + msgpack.packb(name))
+    return head + encoded_value
 
 
 def pack_eval(source: str) -> bytes:
     """The op ``["eval", source]``."""
-    return _EVAL_HEAD + msgpack.packb(source)
+    op = _eval_ops.get(source)
+    if op is None:
+        op = _remember(_eval_ops, source, _EVAL_HEAD + msgpack.packb(source))
+    return op
+
+
+# Sessions define the same names and evaluate the same expressions over and over.
+_define_heads: dict[str, bytes] = {}
+_eval_ops: dict[str, bytes] = {}
+
+
+def _remember(cache: dict[str, bytes], key: str, packed: bytes) -> bytes:
+    if len(cache) >= 1024:
+        cache.clear()
+    cache[key] = packed
+    return packed
 
 
 def pack_result(batch_id: Any, output: str, truncated: bool, encoded_value: bytes) -> bytes:
