@@ -168,8 +168,7 @@ class FrameReader:
     """Reads messages from a stream socket through one reused buffer.
 
     A small message costs one ``recv_into`` for its header and body together; a large body or
-    buffer is read straight into its own allocation. :meth:`ready` tells whether a read
-    would wait, so a caller can ``poll`` with a deadline only when it must.
+    buffer is read straight into its own allocation.
     """
 
     def __init__(self, sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME,
@@ -181,21 +180,6 @@ class FrameReader:
         self._view = memoryview(self._buf)
         self._start = 0  # buffered, unread bytes are self._buf[self._start:self._end]
         self._end = 0
-
-    def ready(self) -> bool:
-        """Whether :meth:`read` can start without waiting: bytes are buffered, or the socket
-        has some (or has hit the end). One non-blocking ``recv``, which often makes a
-        ``poll`` unnecessary: a peer on the same CPU has usually answered already."""
-        if self._end > self._start:
-            return True
-        if self._start:
-            self._start = self._end = 0
-        try:
-            n = self.sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        self._end = n
-        return True  # n == 0 is the end of the stream, which read() reports
 
     def read(self) -> tuple[Buffer, list[memoryview]]:
         """The next message: its body and the buffers sent before it.
