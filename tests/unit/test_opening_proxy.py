@@ -10,17 +10,17 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import replace
 
 import pytest
 
 from pyhost.errors import ProtocolError
-from pyhost.launcher import ExitStatus, Instance, Launcher, LaunchSpec
+from pyhost.launcher import Launcher, LaunchSpec
 from pyhost.opening import open_server
 from pyhost.transport import Endpoint
-
-CONTAINER_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "container")
+from tests.support.process_launcher import CONTAINER_DIR, ProcessInstance
 
 
 class EarlyClosingProxy:
@@ -74,31 +74,16 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
                 pass
 
 
-class ProxiedInstance(Instance):
-    def __init__(self, proc: subprocess.Popen[bytes], proxy: EarlyClosingProxy) -> None:
-        self.proc = proc
+class ProxiedInstance(ProcessInstance):
+    """A local server reached through an :class:`EarlyClosingProxy`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], proxy: EarlyClosingProxy,
+                 tmp: str) -> None:
+        super().__init__(proc, Endpoint("tcp", ("127.0.0.1", proxy.port)), tmp)
         self.proxy = proxy
-        self.id = f"process-{proc.pid}"
-        self.endpoint = Endpoint("tcp", ("127.0.0.1", proxy.port))
-
-    def poll(self) -> ExitStatus | None:
-        code = self.proc.poll()
-        return None if code is None else ExitStatus(code)
-
-    def wait(self, timeout: float) -> ExitStatus | None:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        return self.poll()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
 
     def cleanup(self) -> None:
-        self.kill()
-        self.proc.wait()
+        super().cleanup()
         self.proxy.close()
 
 
@@ -118,7 +103,8 @@ class ProxiedLauncher(Launcher):
                "HXPY_KEY": self.server_key or spec.key, "HXPY_LISTEN": f"tcp:127.0.0.1:{port}"}
         proc = subprocess.Popen([sys.executable, "-m", "hxpy"], env=env,
                                 stderr=subprocess.DEVNULL)
-        instance = ProxiedInstance(proc, EarlyClosingProxy(("127.0.0.1", port), self.drop))
+        instance = ProxiedInstance(proc, EarlyClosingProxy(("127.0.0.1", port), self.drop),
+                                   tempfile.mkdtemp(prefix="hxpy-test-"))
         self.instances.append(instance)
         return instance
 
