@@ -30,11 +30,8 @@ __all__ = [
     "PeerClosed",
     "allocate",
     "check_size",
-    "frame",
     "frames",
     "message_size",
-    "recv_exactly",
-    "recv_frame",
     "recv_into_exactly",
     "recv_message",
     "send",
@@ -81,12 +78,6 @@ def message_size(body: Buffer, buffers: Sequence[memoryview] = ()) -> int:
     if not buffers:
         return len(body)
     return len(body) + sum(buffer.nbytes for buffer in buffers)
-
-
-def frame(payload: bytes, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
-    """Prefix ``payload`` with its length; one buffer, so one ``sendall``."""
-    check_size(len(payload), max_size, "outgoing")
-    return HEADER.pack(len(payload)) + payload
 
 
 def frames(body: bytes, buffers: Sequence[memoryview] = (),
@@ -238,13 +229,6 @@ class FrameReader:
             self._end += n
 
 
-def recv_exactly(sock: socket.socket, size: int) -> bytearray:
-    """Read exactly ``size`` bytes into one buffer; :class:`PeerClosed` if the peer closes."""
-    buf = bytearray(size)
-    recv_into_exactly(sock, memoryview(buf), 0)
-    return buf
-
-
 def recv_into_exactly(sock: socket.socket, view: memoryview, got: int) -> None:
     """Fill ``view`` from ``sock``, its first ``got`` bytes being already there."""
     size = view.nbytes
@@ -253,21 +237,6 @@ def recv_into_exactly(sock: socket.socket, view: memoryview, got: int) -> None:
         if n == 0:
             raise PeerClosed(f"connection closed after {got} of {size} bytes")
         got += n
-
-
-def recv_frame(sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME) -> bytearray:
-    """Read one frame body from ``sock``, unbuffered (for a handshake or a test).
-
-    Raises:
-        PeerClosed: the peer closed the connection.
-        FrameTooLarge: the announced length exceeds ``max_size``; nothing was allocated.
-    """
-    try:
-        (size,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
-    except PeerClosed as exc:
-        raise PeerClosed("connection closed") from exc
-    check_size(size, max_size, "incoming")
-    return recv_exactly(sock, size)
 
 
 def send_message(sock: socket.socket, message: dict[str, Any],

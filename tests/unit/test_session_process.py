@@ -311,8 +311,8 @@ def test_server_exits_when_the_host_connection_drops_mid_batch(launcher):
     instance, sock = _start_raw(launcher)
     wire.send_message(sock, _hello("right-key"))
     wire.recv_message(sock)
-    sock.sendall(wire.frame(protocol.pack_batch(1, None, [codec.encode(
-        ["exec", "import time; time.sleep(60)"])])))
+    wire.send(sock, protocol.pack_batch(1, None, [codec.encode(
+        ["exec", "import time; time.sleep(60)"])]))
     time.sleep(0.2)
     sock.close()
     assert instance.wait(5) is not None

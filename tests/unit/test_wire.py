@@ -7,8 +7,8 @@ import pytest
 from hxpy import codec, wire
 
 
-def test_frame_is_big_endian_length_then_payload():
-    assert wire.frame(b"\x81\xa1a\x01") == b"\x00\x00\x00\x04\x81\xa1a\x01"
+def test_a_frame_is_big_endian_length_then_payload():
+    assert b"".join(wire.frames(b"\x81\xa1a\x01")) == b"\x00\x00\x00\x04\x81\xa1a\x01"
 
 
 def test_golden_message_bytes():
@@ -25,7 +25,7 @@ def test_send_and_receive_message_over_socketpair():
 
 def test_outgoing_frame_over_max_is_refused_before_sending():
     with pytest.raises(wire.FrameTooLarge, match="outgoing frame of 11 bytes exceeds"):
-        wire.frame(b"x" * 11, max_size=10)
+        wire.frames(b"x" * 11, max_size=10)
 
 
 def test_incoming_frame_over_max_is_refused_before_reading_the_body():
@@ -33,16 +33,16 @@ def test_incoming_frame_over_max_is_refused_before_reading_the_body():
     with a, b:
         a.sendall(struct.pack(">I", 2**31 - 1))  # announces 2 GiB, sends nothing more
         with pytest.raises(wire.FrameTooLarge, match="incoming frame of 2147483647 bytes"):
-            wire.recv_frame(b, max_size=1 << 20)
+            wire.FrameReader(b, max_size=1 << 20).read()
 
 
 def test_large_frame_arrives_whole():
     a, b = socket.socketpair()
     payload = bytes(range(256)) * 40_000  # 10 MB: many partial reads
     with a, b:
-        sender = threading.Thread(target=lambda: a.sendall(wire.frame(payload)))
+        sender = threading.Thread(target=lambda: a.sendall(b"".join(wire.frames(payload))))
         sender.start()
-        assert wire.recv_frame(b) == payload
+        assert wire.FrameReader(b).read() == (payload, [])
         sender.join()
 
 
@@ -52,7 +52,7 @@ def test_peer_closing_mid_frame_is_peer_closed():
         a.sendall(struct.pack(">I", 100) + b"only ten b")
         a.close()
         with pytest.raises(wire.PeerClosed, match="after 10 of 100 bytes"):
-            wire.recv_frame(b)
+            wire.FrameReader(b).read()
 
 
 def test_peer_closing_between_frames_is_peer_closed():
@@ -60,12 +60,12 @@ def test_peer_closing_between_frames_is_peer_closed():
     with b:
         a.close()
         with pytest.raises(wire.PeerClosed):
-            wire.recv_frame(b)
+            wire.FrameReader(b).read()
 
 
 def test_message_must_be_a_map_with_a_type():
     a, b = socket.socketpair()
     with a, b:
-        a.sendall(wire.frame(codec.encode([1, 2])))
+        a.sendall(b"".join(wire.frames(codec.encode([1, 2]))))
         with pytest.raises(codec.MarshalError, match="'type'"):
             wire.recv_message(b)
