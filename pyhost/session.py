@@ -136,7 +136,7 @@ class Session:
         """
         self._check_open()
         op, buffers = encode_define(name, value)
-        size = wire.message_size(op, buffers)
+        size = wire.message_size(op, buffers) if buffers else len(op)
         if size > self._max_frame:
             raise MarshalError(f"define({name!r}): the value takes {size} bytes, over the "
                                f"maximum frame size of {self._max_frame} bytes; nothing was sent")
@@ -288,7 +288,7 @@ class Session:
     def _receive(self, transport: Transport, timeout: float | None, during: str) -> dict[str, Any]:
         """One message, with every lower-layer failure translated."""
         try:
-            body, buffers = transport.recv(None if timeout is None else max(timeout, 0.0))
+            body, buffers = transport.recv(timeout)
         except TimeoutError:
             raise  # the caller knows which deadline passed
         except wire.FrameTooLarge as exc:
@@ -296,7 +296,7 @@ class Session:
             raise ProtocolError(f"session {self.id}: {exc} during {during}") from exc
         except (wire.PeerClosed, ConnectionError, OSError) as exc:
             raise self._died(during) from exc
-        self.stats.bytes_in += wire.message_size(body, buffers)
+        self.stats.bytes_in += wire.message_size(body, buffers) if buffers else len(body)
         return decode_message(body, buffers, self.id, during)
 
     def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
@@ -305,45 +305,46 @@ class Session:
         self._batch_ids += 1
         batch_id = self._batch_ids
         body = protocol.pack_batch(batch_id, self._timeout, ops)
-        size = wire.message_size(body, buffers)
+        size = wire.message_size(body, buffers) if buffers else len(body)
         if size > self._max_frame:
             raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
                                f"{self._max_frame} bytes; nothing was sent")
         started = time.monotonic()
-        deadline = (float("inf") if self._timeout is None
-                    else started + self._timeout + self._grace)
+        # The hard deadline: the timeout plus a grace for the server's own (soft) timeout to
+        # answer first.
+        deadline = None if self._timeout is None else started + self._timeout + self._grace
         try:
             transport.send(body, buffers)
         except OSError as exc:
             raise self._died("sending a batch") from exc
-        self.stats.bytes_out += size
         while True:
-            remaining = deadline - time.monotonic()
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                message = self._receive(
-                    transport, None if remaining == float("inf") else remaining, "a batch")
+                message = self._receive(transport, wait, "a batch")
             except TimeoutError:
                 raise self._hard_timeout() from None
             kind = message.get("type")
-            if kind == protocol.CALL:
-                self._answer_call(transport, message)
-                continue
-            if message.get("id") not in (batch_id, None):
-                raise ProtocolError(f"session {self.id}: reply for batch {message.get('id')} "
-                                    f"while waiting for {batch_id}")
-            latency = time.monotonic() - started
-            self.stats.batches += 1
-            self.stats.last_latency = latency
-            self.stats.total_latency += latency
-            self._record_output(message)
-            if kind == protocol.RESULT:
-                return message.get("value")
-            if kind == protocol.ERROR:
-                error = remote_error(message, self.id, self._timeout)
-                if isinstance(error, ProtocolError):
-                    self._stop("protocol error")
-                raise error
-            raise ProtocolError(f"session {self.id}: unexpected message type {kind!r}")
+            if kind != protocol.CALL:
+                break
+            self._answer_call(transport, message)
+        latency = time.monotonic() - started
+        stats = self.stats
+        stats.bytes_out += size
+        stats.batches += 1
+        stats.last_latency = latency
+        stats.total_latency += latency
+        if message.get("id") not in (batch_id, None):
+            raise ProtocolError(f"session {self.id}: reply for batch {message.get('id')} "
+                                f"while waiting for {batch_id}")
+        self._record_output(message)
+        if kind == protocol.RESULT:
+            return message.get("value")
+        if kind == protocol.ERROR:
+            error = remote_error(message, self.id, self._timeout)
+            if isinstance(error, ProtocolError):
+                self._stop("protocol error")
+            raise error
+        raise ProtocolError(f"session {self.id}: unexpected message type {kind!r}")
 
     def _record_output(self, message: dict[str, Any]) -> None:
         self.last_output = message.get("output") or ""

@@ -20,17 +20,14 @@ class CappedOutput(io.TextIOBase):
         self._kept = 0
         self._dropped = 0
 
-    def reset(self) -> None:
-        """Forget what was written, for the next batch."""
-        self._parts.clear()
-        self._kept = self._dropped = 0
-
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if not text:
+            return 0
         room = self._cap - self._kept
         if room <= 0:
             self._dropped += len(text)
@@ -43,9 +40,15 @@ class CappedOutput(io.TextIOBase):
             self._dropped += len(text) - room
         return len(text)
 
-    def getvalue(self) -> tuple[str, bool]:
-        """The kept text (with a truncation marker when some was dropped) and whether it was."""
+    def take(self) -> tuple[str, bool]:
+        """The kept text (with a truncation marker when some was dropped) and whether it was;
+        the stream is empty again afterwards."""
+        if not self._kept and not self._dropped:  # the common case: nothing was printed
+            return "", False
         text = "".join(self._parts)
-        if self._dropped:
-            return text + TRUNCATION_MARKER.format(dropped=self._dropped), True
+        dropped = self._dropped
+        self._parts.clear()
+        self._kept = self._dropped = 0
+        if dropped:
+            return text + TRUNCATION_MARKER.format(dropped=dropped), True
         return text, False

@@ -130,7 +130,8 @@ def _remember(cache: dict[str, bytes], key: str, packed: bytes) -> bytes:
 
 def pack_result(batch_id: Any, output: str, truncated: bool, encoded_value: bytes) -> bytes:
     """A RESULT message around a value that is already encoded."""
-    return b"".join((_RESULT_HEAD, _pack_small(batch_id), _OUTPUT, msgpack.packb(output),
+    return b"".join((_RESULT_HEAD, _pack_small(batch_id), _OUTPUT,
+                     msgpack.packb(output) if output else b"\xa0",
                      _TRUNCATED, b"\xc3" if truncated else b"\xc2", _VALUE, encoded_value))
 
 

@@ -109,7 +109,9 @@ class Server:
         self._deadline = math.inf  # when the running (or last) batch must end
         self._timer_at = 0.0  # when the armed SIGALRM timer fires; 0: not armed
         self._calls = 0
-        self._compiled: dict[tuple[str, str], Any] = {}
+        # Compiled code by source: sessions run the same code over and over.
+        self._evals: dict[str, tuple[Any, Any]] = {}
+        self._execs: dict[str, Any] = {}
         # One capture for the whole session: a stream user code keeps (a logging handler made
         # in one batch) still writes into the output of later batches.
         self._output = CappedOutput(output_cap)
@@ -185,14 +187,16 @@ class Server:
     # -- batches ----------------------------------------------------------------------
 
     def run_batch(self, message: dict[str, Any]) -> None:
-        """Run every op of a batch; reply with the last eval's value or the first error."""
+        """Run every op of a batch; reply with the last eval's value or the first error.
+
+        What is printed goes into the session's capture. Whatever reached the capture since
+        the last reply (a thread or a logging handler of user code, between batches) goes with
+        this reply, so nothing printed is lost.
+        """
         batch_id = message.get("id")
         self.batch_id = batch_id
-        output = self._output
-        output.reset()
         saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = output
-        timeout = message.get("timeout")
+        sys.stdout = sys.stderr = self._output
         value: Any = None
         failure: tuple[str, BaseException, str] | None = None
         try:
@@ -200,10 +204,9 @@ class Server:
                 while True:
                     time.sleep(3600)
             self._timer_fired = False
-            self._arm(timeout)
+            self._arm(message.get("timeout"))
             self._in_user_code = True
-            for op in message.get("ops", ()):
-                value = self._run_op(op)
+            value = self._run_ops(message.get("ops", ()))
         except SoftTimeout as exc:
             failure = (protocol.KIND_TIMEOUT, exc, _user_traceback(exc))
         except Exception as exc:
@@ -213,48 +216,53 @@ class Server:
             sys.stdout, sys.stderr = saved
             self.batch_id = None
         if failure is not None:
-            self._reply_error(batch_id, failure[0], failure[1], failure[2], output)
+            self._reply_error(batch_id, *failure)
             return
-        self._send_result(batch_id, value, output)
+        self._send_result(batch_id, value)
 
-    def _send_result(self, batch_id: Any, value: Any, output: CappedOutput) -> None:
-        text, truncated = output.getvalue()
+    def _send_result(self, batch_id: Any, value: Any) -> None:
         try:
             encoded, buffers = codec.encode_parts(value, where="eval result")
         except codec.MarshalError as exc:
-            self._reply_error(batch_id, protocol.KIND_MARSHAL, exc, "", output)
+            self._reply_error(batch_id, protocol.KIND_MARSHAL, exc, "")
             return
+        text, truncated = self._output.take()
         body = protocol.pack_result(batch_id, text, truncated, encoded)
-        size = wire.message_size(body, buffers)
+        size = wire.message_size(body, buffers) if buffers else len(body)
         if size > self.max_frame:
             self._reply_error(batch_id, protocol.KIND_MARSHAL, wire.FrameTooLarge(
                 f"eval result: the reply of {size} bytes exceeds the maximum frame size "
-                f"of {self.max_frame} bytes"), "", output)
+                f"of {self.max_frame} bytes"), "", (text, truncated))
             return
         if self.fault == "oversize":
             self.conn.sendall(wire.HEADER.pack(0x7FFFFFF0))  # type: ignore[union-attr]
             return
         wire.send(self.conn, body, buffers, self.max_frame)  # type: ignore[arg-type]
 
-    def _run_op(self, op: Any) -> Any:
-        if not isinstance(op, list) or not op:
-            raise ValueError(f"malformed op {op!r}")
-        name = op[0]
-        if name == "define":
-            self.namespace[op[1]] = op[2]
-            return None
-        if name == "exec":
-            exec(self._compile(op[1], "exec"), self.namespace)
-            return None
-        if name == "eval":
-            return self._eval(op[1])
-        raise ValueError(f"unknown op {name!r}")
+    def _run_ops(self, ops: Any) -> Any:
+        """Run ``ops`` in order; the value of the last one (None unless it is an eval)."""
+        namespace = self.namespace
+        value = None
+        for op in ops:
+            name = op[0] if type(op) is list and op else None
+            if name == "define":
+                namespace[op[1]] = op[2]
+                value = None
+            elif name == "eval":
+                value = self._eval(op[1])
+            elif name == "exec":
+                exec(self._compile(op[1]), namespace)
+                value = None
+            elif name is None:
+                raise ValueError(f"malformed op {op!r}")
+            else:
+                raise ValueError(f"unknown op {name!r}")
+        return value
 
     def _eval(self, source: str) -> Any:
-        compiled = self._compiled.get(("eval", source))
+        compiled = self._evals.get(source)
         if compiled is None:
-            compiled = self._compile_eval(source)
-            self._remember(("eval", source), compiled)
+            compiled = _remember(self._evals, source, self._compile_eval(source))
         statements, expression = compiled
         if statements is not None:
             exec(statements, self.namespace)
@@ -280,17 +288,12 @@ class Server:
                 last = compile(ast.Expression(final.value), filename, "eval")
             return compile(tree, filename, "exec"), last
 
-    def _compile(self, source: str, mode: str) -> Any:
-        cached = self._compiled.get((mode, source))
-        if cached is None:
-            cached = compile(source, self._filename(source), mode)
-            self._remember((mode, source), cached)
-        return cached
-
-    def _remember(self, key: tuple[str, str], compiled: Any) -> None:
-        if len(self._compiled) >= 256:
-            self._compiled.clear()
-        self._compiled[key] = compiled
+    def _compile(self, source: str) -> Any:
+        compiled = self._execs.get(source)
+        if compiled is None:
+            compiled = _remember(self._execs, source,
+                                 compile(source, self._filename(source), "exec"))
+        return compiled
 
     def _filename(self, source: str) -> str:
         # Register the source so remote tracebacks show the offending lines.
@@ -358,11 +361,18 @@ class Server:
         raise HostCallError(f"{method}: unexpected reply {reply.get('type')!r}")
 
     def _reply_error(self, batch_id: Any, kind: str, exc: BaseException, tb: str,
-                     output: CappedOutput | None = None) -> None:
-        text, truncated = output.getvalue() if output else ("", False)
+                     output: tuple[str, bool] | None = None) -> None:
+        text, truncated = output if output is not None else self._output.take()
         self._send({"type": protocol.ERROR, "id": batch_id, "kind": kind,
                     "error": protocol.error_info(exc, tb), "output": text,
                     "truncated": truncated})
+
+
+def _remember(cache: dict[str, Any], source: str, compiled: Any) -> Any:
+    if len(cache) >= 256:
+        cache.clear()
+    cache[source] = compiled
+    return compiled
 
 
 def _user_traceback(exc: BaseException) -> str:

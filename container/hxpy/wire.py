@@ -108,9 +108,9 @@ def send(sock: socket.socket, body: bytes, buffers: Sequence[memoryview] = (),
     Raises:
         FrameTooLarge: the message is too large; nothing was sent.
     """
-    if not buffers and len(body) < _JOIN_BELOW:  # the common case, in one write
-        check_size(len(body), max_size, "outgoing")
-        sock.sendall(HEADER.pack(len(body)) + body)
+    size = len(body)
+    if not buffers and size < _JOIN_BELOW and size <= max_size:  # the common case: one write
+        sock.sendall(HEADER.pack(size) + body)
         return
     send_parts(sock, frames(body, buffers, max_size))
 
@@ -180,6 +180,24 @@ class FrameReader:
             FrameTooLarge: the message announced more than ``max_size`` bytes in all; nothing
                 was allocated for the frame that crossed the limit.
         """
+        if self._start == self._end:  # between messages the buffer is usually empty
+            self._start = self._end = 0
+            received = self.sock.recv_into(self._view)
+            if not received:
+                raise PeerClosed("connection closed")
+            self._end = received
+        # The common case, a small message read whole: a buffer frame's length has the top
+        # bit set, so it never fits here.
+        start = self._start + HEADER.size
+        if start <= self._end:
+            (size,) = HEADER.unpack_from(self._buf, self._start)
+            end = start + size
+            if end <= self._end and size <= self.max_size:
+                self._start = end
+                return self._buf[start:end], []
+        return self._read_frames()
+
+    def _read_frames(self) -> tuple[Buffer, list[memoryview]]:
         buffers: list[memoryview] = []
         total = 0
         while True:
@@ -216,7 +234,7 @@ class FrameReader:
 
     def _fill(self, need: int) -> None:
         """Read until at least ``need`` bytes are buffered."""
-        if self._start:
+        if self._start:  # move the unread bytes to the front
             remaining = self._end - self._start
             self._buf[:remaining] = self._view[self._start:self._end]
             self._start, self._end = 0, remaining

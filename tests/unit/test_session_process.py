@@ -105,6 +105,21 @@ def test_output_before_an_error_is_kept(launcher):
             s.eval("print('before'); 1/0")
         assert info.value.output == "before\n"
 
+def test_output_written_between_batches_comes_with_the_next_reply(launcher):
+    with session(launcher) as s:
+        assert s.eval("import sys; out = sys.stdout; print('first'); 1") == 1
+        assert s.last_output == "first\n"
+        s.eval("2")
+        assert s.last_output == ""  # a reply's output is not repeated in the next one
+        # A stream kept from a batch (as a logging handler keeps it) written to by a thread
+        # after that batch has answered.
+        s.exec("import threading\nthreading.Timer(0.1, out.write, ['late\\n']).start()")
+        s.eval("None")
+        time.sleep(0.4)
+        s.eval("3")
+        assert s.last_output == "late\n"
+
+
 
 def test_soft_timeout_interrupts_and_keeps_the_namespace(launcher):
     with session(launcher) as s:

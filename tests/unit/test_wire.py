@@ -69,3 +69,35 @@ def test_message_must_be_a_map_with_a_type():
         a.sendall(b"".join(wire.frames(codec.encode([1, 2]))))
         with pytest.raises(codec.MarshalError, match="'type'"):
             wire.recv_message(b)
+
+
+def test_messages_read_in_order_whatever_the_reads_bring():
+    # Two whole messages in one read, then one whose header and body come apart.
+    a, b = socket.socketpair()
+    with a, b:
+        reader = wire.FrameReader(b)
+        a.sendall(b"".join(wire.frames(b"one") + wire.frames(b"two") + [b"\x00\x00"]))
+        assert reader.read() == (b"one", [])
+        assert reader.read() == (b"two", [])
+        sender = threading.Thread(target=lambda: a.sendall(b"\x00\x05th" + b"ree"))
+        sender.start()
+        assert reader.read() == (b"three", [])
+        sender.join()
+
+
+def test_exact_reader_reads_nothing_beyond_its_message():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"".join(wire.frames(b"first") + wire.frames(b"second")))
+        assert wire.FrameReader(b, buffer_size=wire.HEADER.size).read() == (b"first", [])
+        assert wire.FrameReader(b).read() == (b"second", [])
+
+
+def test_small_frames_over_max_are_refused_both_ways():
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(wire.FrameTooLarge, match="outgoing frame of 11 bytes"):
+            wire.send(a, b"x" * 11, max_size=10)
+        a.sendall(b"".join(wire.frames(b"x" * 11)))  # whole in the reader's first read
+        with pytest.raises(wire.FrameTooLarge, match="incoming frame of 11 bytes"):
+            wire.FrameReader(b, max_size=10).read()
