@@ -181,7 +181,9 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
                         results.append(Result(f"warm_roundtrip[{placement}]", "us",
                                               unavailable=f"cannot pin: {problem}"))
                         continue
-                    _roundtrips(session, sock, payload, warmup)
+                    # Measured here: after pinning, both run about 30% slower for the first
+                    # thousand or two round trips; both settle before the timed ones.
+                    _roundtrips(session, sock, payload, 4000)
                     evals, echoes = _roundtrips(session, sock, payload, n // 2)
                 results.append(Result(
                     f"warm_roundtrip[{placement}]", "us", evals,
@@ -189,9 +191,56 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
                     baseline=Baseline(f"the 16-byte echo pinned the same way ({placement}); us",
                                       tuple(echoes)),
                     note=f"pinned: host on CPU {host_cpu}, containers on CPU {server_cpu}"))
+        # Without polling (spin=0) both ends sleep in recv as the echo does: what polling buys.
+        with bench.session(spin=0) as session:
+            session.eval("1")
+            _roundtrips(session, sock, payload, warmup)
+            evals, echoes = _roundtrips(session, sock, payload, n)
+            results.append(Result(
+                "warm_roundtrip[no_spin]", "us", evals, target=Target(2.0, relative=True),
+                baseline=Baseline("the same echo, unpinned; us", tuple(echoes)),
+                note="spin=0: neither end polls before sleeping"))
     finally:
         sock.close()
     return results
+
+
+@row("eval_cpu", issue="2")
+def eval_cpu(bench: Bench) -> list[Result]:
+    """CPU per warm ``define("x", i).eval("x")``: this process plus the session's container
+    (the engine's accounting), with the default spin and, as the baseline, with spin=0."""
+    blocks, per_block = bench.n(8, 5), bench.n(4000, 2000)
+    spinning = _cpu_per_eval(bench, blocks, per_block)
+    sleeping = _cpu_per_eval(bench, blocks, per_block, spin=0)
+    return [Result("eval_cpu", "us", spinning,
+                   baseline=Baseline("the same with spin=0; CPU us per eval", tuple(sleeping)),
+                   note="host process + session container CPU per eval; comparison only")]
+
+
+def _cpu_per_eval(bench: Bench, blocks: int, per_block: int, **options: Any) -> list[float]:
+    """CPU microseconds per eval, one sample per block of ``per_block`` evals."""
+    samples = []
+    with bench.session(**options) as session:
+        session.eval("1")
+        container_id = session.container_id
+        for _ in range(blocks):
+            host, server = time.process_time(), _container_cpu(bench, container_id)
+            for index in range(per_block):
+                session.define("x", index).eval("x")
+            used = (time.process_time() - host) + (_container_cpu(bench, container_id) - server)
+            samples.append(used / per_block * 1e6)
+    return samples
+
+
+def _container_cpu(bench: Bench, container_id: str | None) -> float:
+    """CPU seconds the container has used, from the engine's one-shot stats."""
+    if container_id is None:
+        raise Unavailable("the session has no container")
+    stats = bench.client.api.stats(container_id, stream=False, one_shot=True)
+    usage = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
+    if usage is None:
+        raise Unavailable("the engine reports no CPU usage for containers")
+    return float(usage) / 1e9
 
 
 def _roundtrips(session: pyhost.Session, sock: Any, payload: bytes,

@@ -71,7 +71,11 @@ def py(*, launcher: Launcher | None = None, image: str | None = None,
             every address and connects to the engine's host name).
         persist: a key: every ``py(persist=key)`` in this process returns the same live
             session, which ``eval`` does not close (the options of the first call win).
-        **options: ``max_frame``, ``output_cap``, ``grace``.
+        **options: ``max_frame``, ``output_cap``, ``grace``, and ``spin``: seconds each end
+            polls for the other's next message before it sleeps (default 50 µs; 0 never
+            polls). In a hot loop of small evals the answer usually comes within the poll,
+            which saves a sleep and a wake-up per message; a slow peer turns polling off by
+            itself (see ``hxpy.wire.FrameReader``).
 
     The options are checked when the container starts, at the first ``eval``.
 

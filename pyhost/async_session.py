@@ -46,6 +46,7 @@ class AsyncSession:
     ``define``/``exec``/``timeout`` buffer as on :class:`~pyhost.session.Session`;
     ``await eval(expr)`` sends one batch. Use ``async with AsyncSession() as s:`` or call
     ``await s.close()``; unlike ``py()``, ``eval`` never closes the session by itself.
+    ``spin`` applies to the server only: the event loop never polls.
     """
 
     def __init__(self, launcher: Launcher | None = None, *, image: str | None = None,
@@ -55,13 +56,14 @@ class AsyncSession:
                  mem_limit: str | int | None = "1g", cpus: float | None = None,
                  network: str | None = None, publish_address: str = "127.0.0.1",
                  max_frame: int = wire.DEFAULT_MAX_FRAME, output_cap: int = 1 << 20,
-                 grace: float = DEFAULT_GRACE) -> None:
+                 spin: float = wire.DEFAULT_SPIN, grace: float = DEFAULT_GRACE) -> None:
         self.id = secrets.token_hex(6)
         self._launcher = launcher or default_launcher()
         self._io, self._spec_options = launch_options(
             image=image, io=io, io_host_path=io_host_path, io_volume=io_volume,
             log_level=log_level, env=env, mem_limit=mem_limit, cpus=cpus, network=network,
-            publish_address=publish_address, max_frame=max_frame, output_cap=output_cap)
+            publish_address=publish_address, max_frame=max_frame, output_cap=output_cap,
+            spin=spin)
         self._timeout = timeout
         self._grace = grace
         self._max_frame = max_frame

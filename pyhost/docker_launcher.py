@@ -334,6 +334,7 @@ class DockerLauncher(Launcher):
             "HXPY_LISTEN": wiring.listen,
             "HXPY_MAX_FRAME": str(spec.max_frame),
             "HXPY_OUTPUT_CAP": str(spec.output_cap),
+            "HXPY_SPIN_US": str(round(spec.spin * 1e6)),
             "HXPY_LOG_LEVEL": spec.log_level,
         }
         if spec.fault:

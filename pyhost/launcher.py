@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from hxpy import wire
+
 from .transport import Endpoint
 
 __all__ = ["DEFAULT_IO", "DefaultIO", "ExitStatus", "Instance", "LaunchSpec", "Launcher",
@@ -62,6 +64,7 @@ class LaunchSpec:
     log_level: str = "WARNING"
     max_frame: int = 1 << 30
     output_cap: int = 1 << 20
+    spin: float = wire.DEFAULT_SPIN
     fault: str = ""
 
 

@@ -72,7 +72,8 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
     transport: Transport | None = None
     try:
         try:
-            transport, (body, buffers) = _handshake(instance, spec.key, deadline, max_frame)
+            transport, (body, buffers) = _handshake(instance, spec.key, deadline, max_frame,
+                                                     spec.spin)
         except (TimeoutError, ConnectionError, OSError, wire.FrameTooLarge) as exc:
             status = instance.poll()
             detail = status.describe() if status else f"{type(exc).__name__}: {exc}"
@@ -99,8 +100,8 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
 _CLOSED_EARLY = (wire.PeerClosed, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
 
-def _handshake(instance: Instance, key: str, deadline: float,
-               max_frame: int) -> tuple[Transport, Received]:
+def _handshake(instance: Instance, key: str, deadline: float, max_frame: int,
+               spin: float) -> tuple[Transport, Received]:
     """Connect and say hello; the transport and the first reply.
 
     Over TCP, a connection closed before any reply means "not listening yet" while the
@@ -111,7 +112,7 @@ def _handshake(instance: Instance, key: str, deadline: float,
     delay = 0.005
     while True:
         transport = connect(instance.endpoint, deadline, lambda: instance.poll() is None,
-                            max_frame)
+                            max_frame, spin)
         try:
             transport.send(hello(key))
             return transport, transport.recv(max(deadline - time.monotonic(), 0.0))

@@ -98,13 +98,15 @@ class Session:
                  mem_limit: str | int | None = "1g", cpus: float | None = None,
                  network: str | None = None, publish_address: str = "127.0.0.1",
                  max_frame: int = wire.DEFAULT_MAX_FRAME, output_cap: int = 1 << 20,
-                 grace: float = DEFAULT_GRACE, persist: str | None = None) -> None:
+                 spin: float = wire.DEFAULT_SPIN, grace: float = DEFAULT_GRACE,
+                 persist: str | None = None) -> None:
         self.id = secrets.token_hex(6)
         self._launcher = launcher
         self._io, self._spec_options = launch_options(
             image=image, io=io, io_host_path=io_host_path, io_volume=io_volume,
             log_level=log_level, env=env, mem_limit=mem_limit, cpus=cpus, network=network,
-            publish_address=publish_address, max_frame=max_frame, output_cap=output_cap)
+            publish_address=publish_address, max_frame=max_frame, output_cap=output_cap,
+            spin=spin)
         self._timeout = timeout
         self._grace = grace
         self._max_frame = max_frame

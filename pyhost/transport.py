@@ -69,20 +69,22 @@ class SocketTransport(Transport):
     """A connected stream socket (Unix or TCP).
 
     The socket stays blocking and a receive deadline is the kernel's ``SO_RCVTIMEO``, so
-    waiting for a reply is one ``recv``, as in the plainest client. (A ``poll`` first would
-    add a system call and, measured here, double the round trip when the two ends run on
-    different CPUs: a wake-up through poll does not pull the waiter next to its waker.) The
-    option is set only when the deadline moves by more than :attr:`SLACK`, so a session
-    with a steady timeout sets it once.
+    waiting for a reply is one ``recv``, as in the plainest client, after at most ``spin``
+    seconds of polling (see :class:`hxpy.wire.FrameReader`). (A ``poll`` call before the
+    ``recv`` would add a system call and, measured here, double the round trip when the two
+    ends run on different CPUs: a wake-up through poll does not pull the waiter next to its
+    waker.) The option is set only when the deadline moves by more than :attr:`SLACK`, so a
+    session with a steady timeout sets it once.
     """
 
     SLACK = 0.05  # seconds a deadline may come late rather than cost a system call
 
-    def __init__(self, sock: socket.socket, max_frame: int = wire.DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = wire.DEFAULT_MAX_FRAME,
+                 spin: float = 0.0) -> None:
         sock.settimeout(None)
         self.sock = sock
         self.max_frame = max_frame
-        self._reader = wire.FrameReader(sock, max_frame)
+        self._reader = wire.FrameReader(sock, max_frame, spin=spin)
         self._wait = 0.0  # SO_RCVTIMEO now; 0 waits forever
 
     def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
@@ -156,7 +158,7 @@ class MemoryTransport(Transport):
 
 
 def connect(endpoint: Endpoint, deadline: float, still_starting: Callable[[], bool],
-            max_frame: int = wire.DEFAULT_MAX_FRAME) -> SocketTransport:
+            max_frame: int = wire.DEFAULT_MAX_FRAME, spin: float = 0.0) -> SocketTransport:
     """Connect to a server that may not be listening yet.
 
     Retries with a short, growing back-off (from 0.5 ms) until ``deadline``; no fixed sleeps.
@@ -176,7 +178,7 @@ def connect(endpoint: Endpoint, deadline: float, still_starting: Callable[[], bo
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if endpoint.kind == "tcp":
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return SocketTransport(sock, max_frame)
+            return SocketTransport(sock, max_frame, spin)
         except OSError as exc:
             sock.close()
             if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.ECONNRESET,

@@ -12,6 +12,8 @@ Configuration comes from the environment (the host launcher sets it):
 ``HXPY_LISTEN``       ``unix:/run/hxpy/hxpy.sock`` (default) or ``tcp:0.0.0.0:8888``
 ``HXPY_MAX_FRAME``    maximum frame size in bytes (default 1 GiB)
 ``HXPY_OUTPUT_CAP``   captured stdout+stderr per batch, in bytes (default 1 MiB)
+``HXPY_SPIN_US``      microseconds to poll for the next batch before sleeping (default 50;
+                    0 never polls; see ``hxpy.wire.FrameReader``)
 ``HXPY_LOG_LEVEL``    server log level (default WARNING), logged to the container's stderr
 ``HXPY_FAULT``        test-only fault mode: ``crash``, ``hang``, ``garbage``, ``oversize``
 """
@@ -95,9 +97,11 @@ class Server:
     """Serves one host connection: batches against one namespace."""
 
     def __init__(self, key: str, max_frame: int = wire.DEFAULT_MAX_FRAME,
-                 output_cap: int = DEFAULT_OUTPUT_CAP, fault: str = "") -> None:
+                 output_cap: int = DEFAULT_OUTPUT_CAP, fault: str = "",
+                 spin: float = wire.DEFAULT_SPIN) -> None:
         self.key = key
         self.max_frame = max_frame
+        self.spin = spin
         self.output_cap = output_cap
         self.fault = fault
         self.namespace: dict[str, Any] = {"__name__": "__hxpy__", "__builtins__": __builtins__}
@@ -154,7 +158,7 @@ class Server:
         """Answer batches until the host goes away."""
         global _current
         self.conn = conn
-        self.reader = wire.FrameReader(conn, self.max_frame)
+        self.reader = wire.FrameReader(conn, self.max_frame, spin=self.spin)
         _current = self
         _exit_when_peer_hangs_up(conn)
         signal.signal(signal.SIGALRM, self._on_timer)
@@ -425,6 +429,7 @@ def main() -> int:
         max_frame=int(os.environ.get("HXPY_MAX_FRAME", wire.DEFAULT_MAX_FRAME)),
         output_cap=int(os.environ.get("HXPY_OUTPUT_CAP", DEFAULT_OUTPUT_CAP)),
         fault=os.environ.get("HXPY_FAULT", ""),
+        spin=float(os.environ.get("HXPY_SPIN_US", wire.DEFAULT_SPIN * 1e6)) / 1e6,
     )
     conn = server.accept(listener)
     log.info("host connected; serving")

@@ -14,8 +14,10 @@ allows. Both ends of the connection use them.
 from __future__ import annotations
 
 import mmap
+import os
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -24,6 +26,7 @@ from . import codec
 __all__ = [
     "BUFFER_FLAG",
     "DEFAULT_MAX_FRAME",
+    "DEFAULT_SPIN",
     "FrameReader",
     "FrameTooLarge",
     "HEADER",
@@ -40,10 +43,12 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB
+DEFAULT_SPIN = 50e-6  # seconds a reader polls for the next message before sleeping
 HEADER = struct.Struct(">I")
 BUFFER_FLAG = 0x8000_0000  # set in the length of a buffer frame
 
 Buffer = Union[bytes, bytearray, memoryview]
+_now = time.perf_counter
 
 # Where a received buffer's memory comes from. Fresh memory costs a page fault per page touched
 # (slow in a VM), so buffers up to glibc's largest dynamic mmap threshold come from malloc
@@ -55,6 +60,8 @@ _MAPPED_FROM = 32 << 20
 _MAX_PIECES = 512
 # Below this, the pieces of a message are joined and sent with one sendall.
 _JOIN_BELOW = 64 * 1024
+# At most this many reads sleep without polling after polls found nothing.
+_MAX_SKIPPED_POLLS = 64
 
 
 class FrameTooLarge(ValueError):
@@ -160,17 +167,27 @@ class FrameReader:
 
     A small message costs one ``recv_into`` for its header and body together; a large body or
     buffer is read straight into its own allocation.
+
+    With ``spin`` (seconds), a read that finds nothing waiting polls the socket for up to that
+    long, yielding the CPU between polls, before it sleeps in the kernel. Sleeping costs a
+    wake-up per message, and waking an idle CPU in a VM costs tens of microseconds: in a hot
+    loop of small evals the answer usually comes within the poll. A poll that finds nothing
+    makes the next reads sleep at once (1, 2, 4... up to 64 of them), so a slow peer, or one
+    that needs this very CPU to answer, costs almost no polling.
     """
 
     def __init__(self, sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME,
-                 buffer_size: int = 64 * 1024) -> None:
+                 buffer_size: int = 64 * 1024, spin: float = 0.0) -> None:
         # A buffer of HEADER.size bytes never reads past the end of a message.
         self.sock = sock
         self.max_size = max_size
+        self.spin = spin
         self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)
         self._start = 0  # buffered, unread bytes are self._buf[self._start:self._end]
         self._end = 0
+        self._skip = 0  # reads left that sleep without polling
+        self._backoff = 1  # reads to skip after the next poll that finds nothing
 
     def read(self) -> tuple[Buffer, list[memoryview]]:
         """The next message: its body and the buffers sent before it.
@@ -182,7 +199,7 @@ class FrameReader:
         """
         if self._start == self._end:  # between messages the buffer is usually empty
             self._start = self._end = 0
-            received = self.sock.recv_into(self._view)
+            received = self._wait_and_receive() if self.spin else self.sock.recv_into(self._view)
             if not received:
                 raise PeerClosed("connection closed")
             self._end = received
@@ -196,6 +213,29 @@ class FrameReader:
                 self._start = end
                 return self._buf[start:end], []
         return self._read_frames()
+
+    def _wait_and_receive(self) -> int:
+        """``recv_into`` the empty buffer, polling first (see the class)."""
+        if self._skip:
+            self._skip -= 1
+            return self.sock.recv_into(self._view)
+        until = _now() + self.spin
+        while True:
+            try:
+                received = self.sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if _now() < until:
+                    os.sched_yield()  # a peer waiting for this CPU may run now
+                    continue
+                break
+            self._backoff = 1
+            return received
+        # Nothing came: sleep, and poll again only after as many reads as polls have failed in
+        # a row (doubling up to a cap), so a slow peer costs almost no polling. Confined to
+        # one CPU, polling cannot help: the peer needs that CPU to answer.
+        self._skip = self._backoff if _several_cpus() else _MAX_SKIPPED_POLLS
+        self._backoff = min(self._backoff * 2, _MAX_SKIPPED_POLLS)
+        return self.sock.recv_into(self._view)
 
     def _read_frames(self) -> tuple[Buffer, list[memoryview]]:
         buffers: list[memoryview] = []
@@ -245,6 +285,14 @@ class FrameReader:
                     raise PeerClosed(f"connection closed after {self._end} of {need} bytes")
                 raise PeerClosed("connection closed")
             self._end += n
+
+
+def _several_cpus() -> bool:
+    """Whether this thread may run on more than one CPU."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):  # not Linux: assume so
+        return True
 
 
 def recv_into_exactly(sock: socket.socket, view: memoryview, got: int) -> None:

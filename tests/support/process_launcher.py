@@ -56,7 +56,7 @@ class ProcessLauncher(Launcher):
             "PYTHONPATH": os.path.abspath(CONTAINER_DIR),
             "HXPY_KEY": spec.key, "HXPY_LISTEN": f"unix:{path}",
             "HXPY_MAX_FRAME": str(spec.max_frame), "HXPY_OUTPUT_CAP": str(spec.output_cap),
-            "HXPY_LOG_LEVEL": spec.log_level,
+            "HXPY_SPIN_US": str(round(spec.spin * 1e6)), "HXPY_LOG_LEVEL": spec.log_level,
         }
         proc = subprocess.Popen([sys.executable, "-m", "hxpy"], env=env, cwd=spec.io_dir or tmp)
         instance = ProcessInstance(proc, Endpoint("unix", path), tmp)

@@ -370,3 +370,12 @@ def test_async_session_runs_batches_without_blocking_the_loop(launcher):
         tick_task.cancel()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("spin", [0.0, 2e-4])
+def test_spin_reaches_both_ends(launcher, spin):
+    with session(launcher, spin=spin) as s:
+        server_spin = s.eval("import hxpy.server\nhxpy.server._current.reader.spin")
+        assert server_spin == pytest.approx(spin)
+        assert s._transport._reader.spin == spin
+        assert [s.define("i", i).eval("i * 2") for i in range(200)] == list(range(0, 400, 2))

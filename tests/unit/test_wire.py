@@ -1,3 +1,4 @@
+import os
 import socket
 import struct
 import threading
@@ -101,3 +102,87 @@ def test_small_frames_over_max_are_refused_both_ways():
         a.sendall(b"".join(wire.frames(b"x" * 11)))  # whole in the reader's first read
         with pytest.raises(wire.FrameTooLarge, match="incoming frame of 11 bytes"):
             wire.FrameReader(b, max_size=10).read()
+
+
+class _CountingSocket:
+    """A socket whose reads are counted: ``polls`` without waiting, ``sleeps`` blocking."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.polls = 0
+        self.sleeps = 0
+
+    def recv_into(self, view, nbytes=0, flags=0):
+        if flags & socket.MSG_DONTWAIT:
+            self.polls += 1
+        else:
+            self.sleeps += 1
+        return self.sock.recv_into(view, nbytes, flags)
+
+
+def _send_later(sock: socket.socket, body: bytes, delay: float) -> threading.Timer:
+    timer = threading.Timer(delay, lambda: sock.sendall(b"".join(wire.frames(body))))
+    timer.start()
+    return timer
+
+
+def test_a_polling_reader_gets_what_comes_during_and_after_the_poll():
+    a, b = socket.socketpair()
+    with a, b:
+        counted = _CountingSocket(b)
+        reader = wire.FrameReader(counted, spin=0.5)  # type: ignore[arg-type]
+        timer = _send_later(a, b"during", 0.01)
+        assert reader.read() == (b"during", [])
+        timer.join()
+        assert counted.polls > 1 and counted.sleeps == 0
+        reader.spin = 0.001
+        timer = _send_later(a, b"after", 0.05)
+        assert reader.read() == (b"after", [])
+        timer.join()
+        assert counted.sleeps == 1
+        a.close()
+        with pytest.raises(wire.PeerClosed):
+            reader.read()
+
+
+def test_failed_polls_make_the_next_reads_sleep_at_once():
+    a, b = socket.socketpair()
+    with a, b:
+        counted = _CountingSocket(b)
+        reader = wire.FrameReader(counted, spin=0.001)  # type: ignore[arg-type]
+        polls_per_read = []
+        for _ in range(6):  # a slow peer: every poll finds nothing
+            before = counted.polls
+            timer = _send_later(a, b"slow", 0.02)
+            assert reader.read() == (b"slow", [])
+            timer.join()
+            polls_per_read.append(counted.polls - before > 0)
+        if len(getattr(os, "sched_getaffinity", lambda _: {0, 1})(0)) > 1:
+            assert polls_per_read == [True, False, True, False, False, True]  # skips 1, then 2
+        else:  # confined to one CPU: after the first failed poll, 64 reads skip polling
+            assert polls_per_read == [True, False, False, False, False, False]
+        assert counted.sleeps == 6
+
+
+def test_a_reader_confined_to_one_cpu_backs_off_fully():
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    before = os.sched_getaffinity(0)
+    a, b = socket.socketpair()
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        with a, b:
+            counted = _CountingSocket(b)
+            reader = wire.FrameReader(counted, spin=0.001)  # type: ignore[arg-type]
+            for _ in range(3):
+                timer = _send_later(a, b"x", 0.01)
+                assert reader.read() == (b"x", [])
+                timer.join()
+            polls = counted.polls
+            assert polls > 0  # the first read polled, found nothing ...
+            for _ in range(3):
+                a.sendall(b"".join(wire.frames(b"y")))
+                assert reader.read() == (b"y", [])
+            assert counted.polls == polls  # ... and the next ones do not poll
+    finally:
+        os.sched_setaffinity(0, before)
