@@ -157,9 +157,10 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
     Unix socket into a container of the same image; blocks of both alternate.
 
     Where the scheduler puts the two ends matters a lot on a small VM (a wake-up on the other
-    CPU costs about twice a same-CPU one), and it may put the session and the echo server
-    differently. So after the unpinned row, both are measured again with the host process
-    and both containers pinned: all on one CPU, and the host on another CPU than the servers.
+    CPU costs about three times a same-CPU one), and it may put the session and the echo
+    server differently. So after the unpinned row, both are measured again with the host
+    process and both containers pinned: all on one CPU, and the host on another CPU than the
+    servers. Last, a session with ``spin=0`` shows what polling before sleeping buys.
     """
     warmup, n = 500, bench.n(5000, 5000)
     payload = b"0123456789abcdef"
@@ -197,9 +198,9 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
             _roundtrips(session, sock, payload, warmup)
             evals, echoes = _roundtrips(session, sock, payload, n)
             results.append(Result(
-                "warm_roundtrip[no_spin]", "us", evals, target=Target(2.0, relative=True),
+                "warm_roundtrip[no_spin]", "us", evals,
                 baseline=Baseline("the same echo, unpinned; us", tuple(echoes)),
-                note="spin=0: neither end polls before sleeping"))
+                note="spin=0: neither end polls before sleeping; comparison only"))
     finally:
         sock.close()
     return results
