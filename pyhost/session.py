@@ -138,7 +138,7 @@ class Session:
         """
         self._check_open()
         op, buffers = encode_define(name, value)
-        size = wire.message_size(op, buffers) if buffers else len(op)
+        size = wire.message_size(op, buffers)
         if size > self._max_frame:
             raise MarshalError(f"define({name!r}): the value takes {size} bytes, over the "
                                f"maximum frame size of {self._max_frame} bytes; nothing was sent")
@@ -298,7 +298,7 @@ class Session:
             raise ProtocolError(f"session {self.id}: {exc} during {during}") from exc
         except (wire.PeerClosed, ConnectionError, OSError) as exc:
             raise self._died(during) from exc
-        self.stats.bytes_in += wire.message_size(body, buffers) if buffers else len(body)
+        self.stats.bytes_in += wire.message_size(body, buffers)
         return decode_message(body, buffers, self.id, during)
 
     def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
@@ -307,7 +307,7 @@ class Session:
         self._batch_ids += 1
         batch_id = self._batch_ids
         body = protocol.pack_batch(batch_id, self._timeout, ops)
-        size = wire.message_size(body, buffers) if buffers else len(body)
+        size = wire.message_size(body, buffers)
         if size > self._max_frame:
             raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
                                f"{self._max_frame} bytes; nothing was sent")
@@ -319,6 +319,7 @@ class Session:
             transport.send(body, buffers)
         except OSError as exc:
             raise self._died("sending a batch") from exc
+        self.stats.bytes_out += size
         while True:
             wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
@@ -329,15 +330,13 @@ class Session:
             if kind != protocol.CALL:
                 break
             self._answer_call(transport, message)
-        latency = time.monotonic() - started
-        stats = self.stats
-        stats.bytes_out += size
-        stats.batches += 1
-        stats.last_latency = latency
-        stats.total_latency += latency
         if message.get("id") not in (batch_id, None):
             raise ProtocolError(f"session {self.id}: reply for batch {message.get('id')} "
                                 f"while waiting for {batch_id}")
+        latency = time.monotonic() - started
+        self.stats.batches += 1
+        self.stats.last_latency = latency
+        self.stats.total_latency += latency
         self._record_output(message)
         if kind == protocol.RESULT:
             return message.get("value")

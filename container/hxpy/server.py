@@ -232,7 +232,7 @@ class Server:
             return
         text, truncated = self._output.take()
         body = protocol.pack_result(batch_id, text, truncated, encoded)
-        size = wire.message_size(body, buffers) if buffers else len(body)
+        size = wire.message_size(body, buffers)
         if size > self.max_frame:
             self._reply_error(batch_id, protocol.KIND_MARSHAL, wire.FrameTooLarge(
                 f"eval result: the reply of {size} bytes exceeds the maximum frame size "
