@@ -131,7 +131,7 @@ class Fleet:
 class LabellingClient:
     """A docker client that adds the run's labels to every container created through it.
 
-    Given to a :class:`pyhost.docker_launcher.DockerLauncher`, so the session containers a
+    Given to a :class:`pyhost.launchers.docker.launcher.DockerLauncher`, so the session containers a
     benchmark opens carry the bench labels too. Everything else is the wrapped client's.
     """
 

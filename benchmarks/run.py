@@ -42,7 +42,8 @@ from benchmarks.report import (  # noqa: E402
     Unavailable,
     format_table,
 )
-from pyhost.docker_launcher import DockerLauncher, docker_client  # noqa: E402
+from pyhost.launchers.docker.client import docker_client
+from pyhost.launchers.docker.launcher import DockerLauncher  # noqa: E402
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results.json"
 MB = 1e6  # decimal megabytes, for MB and MB/s alike
@@ -121,7 +122,7 @@ class Bench:
 
 def _session_image(client: Any) -> str:
     try:
-        from pyhost.image import resolve_image
+        from pyhost.launchers.docker.image import resolve_image
     except ImportError:
         return "hxpy:latest"
     return resolve_image(client)
@@ -639,7 +640,7 @@ def _git_revision() -> str:
 def _image_state(bench: Bench) -> str:
     text = bench.image[7:19]
     try:
-        from pyhost.image import image_status
+        from pyhost.launchers.docker.image import image_status
 
         status = image_status(bench.image_tag, bench.client)
     except Exception:  # best effort: the image module is optional here
@@ -709,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}")
     started = time.monotonic()
     if args.build:
-        from pyhost.image import build_image
+        from pyhost.launchers.docker.image import build_image
 
         print(f"session image: {build_image()}", file=sys.stderr, flush=True)
     facts, results = run(names, args.quick)

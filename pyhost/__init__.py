@@ -20,10 +20,12 @@ from hxpy.haystack import (
 )
 
 from .api import close_all, py, sessions, warm_pool
-from .async_session import AsyncSession
 from .errors import (
+    ConfigurationError,
     EngineUnavailable,
+    ImageBuildError,
     ImageNotFound,
+    InstallError,
     MarshalError,
     ProtocolError,
     PyHostError,
@@ -32,16 +34,17 @@ from .errors import (
     SessionDied,
     SessionTimeout,
 )
-from .session import Session, SessionStats
+from .session import AsyncSession, Session, SessionOptions, SessionStats
 
 __version__ = "0.1.0"
 
 
 def gc() -> str:
     """Remove containers and socket dirs whose owner process is gone; say what went."""
-    from .orphans import collect
+    from .launchers.docker.orphans import collect
 
     return str(collect())
+
 
 __all__ = [
     "NA",
@@ -56,8 +59,11 @@ __all__ = [
     "Uri",
     "XStr",
     "AsyncSession",
+    "ConfigurationError",
     "EngineUnavailable",
+    "ImageBuildError",
     "ImageNotFound",
+    "InstallError",
     "MarshalError",
     "ProtocolError",
     "PyHostError",
@@ -65,6 +71,7 @@ __all__ = [
     "Session",
     "SessionClosed",
     "SessionDied",
+    "SessionOptions",
     "SessionStats",
     "SessionTimeout",
     "close_all",

@@ -17,7 +17,7 @@ def _say(line: str) -> None:
 
 
 def _engine_up(args: argparse.Namespace) -> int:
-    from .engine import ensure_engine
+    from .launchers.docker.engine import ensure_engine
 
     client = ensure_engine(install=not args.no_install, progress=_say)
     print(f"engine ready: Docker {client.version().get('Version')}")
@@ -25,8 +25,8 @@ def _engine_up(args: argparse.Namespace) -> int:
 
 
 def _image_build(args: argparse.Namespace) -> int:
-    from .engine import ensure_engine
-    from .image import build_image
+    from .launchers.docker.engine import ensure_engine
+    from .launchers.docker.image import build_image
 
     ensure_engine(install=not args.no_install, progress=_say)
     started = time.monotonic()
@@ -36,7 +36,7 @@ def _image_build(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import diagnose
+    from .launchers.docker.doctor import diagnose
 
     checks = diagnose(args.io, args.tag)
     for check in checks:
@@ -45,7 +45,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from .orphans import collect
+    from .launchers.docker.orphans import collect
 
     print(collect())
     return 0
@@ -53,7 +53,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``pyhost`` command line."""
-    from .image import DEFAULT_TAG
+    from .launchers.docker.image import DEFAULT_TAG
 
     parser = argparse.ArgumentParser(prog="pyhost", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log lifecycle events")

@@ -9,11 +9,17 @@ The tree::
      ├── SessionClosed          we closed the session; it was used afterwards
      ├── SessionDied            the container went away under us (exit code, OOM, kill)
      ├── ProtocolError          the peer broke the wire contract (bad frame, key, version)
+     ├── ConfigurationError     also a builtin ValueError: a bad option, path or deployment
+     │                          setting, found before anything starts
      ├── EngineUnavailable      no Docker engine answers, or it refused a request
-     └── ImageNotFound          the session image is missing and could not be chosen
+     ├── ImageNotFound          the session image is missing and could not be chosen
+     ├── ImageBuildError        building an image (or its Debian base) failed
+     └── InstallError           installing a system package failed (not root, no apt, apt failed)
 
 Lower-layer errors (``OSError``, ``docker.errors``, ``msgpack`` exceptions) are translated at
-each boundary with ``raise ... from exc`` and never reach users untranslated.
+each boundary with ``raise ... from exc`` and never reach users untranslated; the Docker
+SDK's in one place, ``pyhost.launchers.docker.client.engine_errors``. Only subclasses are
+raised, never ``PyHostError`` itself.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from __future__ import annotations
 from hxpy.codec import MarshalError as _CodecMarshalError
 
 __all__ = [
+    "ConfigurationError",
     "EngineUnavailable",
+    "ImageBuildError",
     "ImageNotFound",
+    "InstallError",
     "MarshalError",
     "ProtocolError",
     "PyHostError",
@@ -114,3 +123,21 @@ class EngineUnavailable(PyHostError):
 
 class ImageNotFound(PyHostError):
     """No usable session image is present; ``pyhost image build`` makes one."""
+
+
+class ConfigurationError(PyHostError, ValueError):
+    """An option, path or deployment setting cannot work; raised before anything starts.
+
+    The message names the option (or path) and what to do instead. It is also a
+    ``ValueError``, which is what a bad argument is.
+    """
+
+
+class ImageBuildError(PyHostError):
+    """Building an image failed: the sources are missing, no base could be had, or a build
+    step failed (the message ends with the build's last lines)."""
+
+
+class InstallError(PyHostError):
+    """A system package could not be installed: not root, no ``apt-get``, or apt failed (the
+    tail of its output attached)."""

@@ -8,14 +8,15 @@ import os
 
 import pytest
 
-from pyhost.docker_launcher import LABEL_PREFIX, docker_client
 from pyhost.errors import PyHostError
+from pyhost.launchers.docker.client import docker_client
+from pyhost.launchers.ownership import LABEL_PREFIX
 
 
 @pytest.fixture(scope="session")
 def client():
-    from pyhost.engine import ensure_engine
-    from pyhost.image import build_image
+    from pyhost.launchers.docker.engine import ensure_engine
+    from pyhost.launchers.docker.image import build_image
 
     try:
         ensure_engine(install=False)

@@ -24,11 +24,12 @@ import docker.types
 import pytest
 
 from pyhost import PyHostError, py
-from pyhost.docker_launcher import LABEL_PREFIX, DockerLauncher
-from pyhost.image import DEFAULT_TAG
-from pyhost.launcher import LaunchSpec
-from pyhost.networking import PUBLISH_NETWORK, SERVER_PORT
-from pyhost.opening import open_server
+from pyhost.launchers.base import LaunchSpec
+from pyhost.launchers.docker.image import DEFAULT_TAG
+from pyhost.launchers.docker.launcher import DockerLauncher
+from pyhost.launchers.docker.networking import PUBLISH_NETWORK, SERVER_PORT
+from pyhost.launchers.ownership import LABEL_PREFIX
+from pyhost.session.handshake import open_server
 from tests.support.forwarder import UnixForwarder
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -196,7 +197,7 @@ def test_the_host_network_is_refused(client):
 DIND_SCRIPT = """
 import json, os, docker
 from pyhost import py
-from pyhost.docker_launcher import DockerLauncher
+from pyhost.launchers.docker.launcher import DockerLauncher
 net = os.environ["NET"]
 value = py(network=net, io="/data/io")""" + DESIGN_EXAMPLE + """
 with py(network=net, io="/data/io") as s:

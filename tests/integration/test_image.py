@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 
 from pyhost.errors import ImageNotFound
-from pyhost.image import (
+from pyhost.launchers.docker.image import (
     DEFAULT_TAG,
     HASH_LABEL,
     SourceTree,

@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from pyhost import MarshalError, PythonError, SessionDied, py
-from pyhost.docker_launcher import DockerLauncher
-from pyhost.launcher import LaunchSpec
-from pyhost.opening import open_server
+from pyhost.launchers.base import LaunchSpec
+from pyhost.launchers.docker.launcher import DockerLauncher
+from pyhost.session.handshake import open_server
 
 
 @pytest.fixture

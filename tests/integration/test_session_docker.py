@@ -16,7 +16,7 @@ from pyhost import (
     SessionTimeout,
     py,
 )
-from pyhost.docker_launcher import DockerLauncher
+from pyhost.launchers.docker.launcher import DockerLauncher
 from tests.support.raw import start_raw
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from pyhost.launcher import Instance, Launcher, LaunchSpec
-from pyhost.transport import SocketTransport, connect
+from pyhost.launchers.base import Instance, Launcher, LaunchSpec
+from pyhost.session.transport import SocketTransport, connect
 
 
 def start_raw(launcher: Launcher, key: str, **spec: object) -> tuple[Instance, socket.socket]:

@@ -2,9 +2,13 @@
 
 import pytest
 
-from pyhost.engine_paths import container_id_candidates, locate_engine, translate
-from pyhost.networking import check_publish_address, network_endpoint, published_endpoint
-from pyhost.transport import Endpoint
+from pyhost.launchers.base import Endpoint
+from pyhost.launchers.docker.networking import (
+    check_publish_address,
+    network_endpoint,
+    published_endpoint,
+)
+from pyhost.launchers.docker.paths import container_id_candidates, locate_engine, translate
 
 ID = "4f1c" + "0" * 56 + "beef"
 OTHER = "a" * 64

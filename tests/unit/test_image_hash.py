@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pyhost import image
 from pyhost.errors import PyHostError
-from pyhost.image import SourceTree, apt_mirror, source_hash
+from pyhost.launchers.docker import debian_base, image
+from pyhost.launchers.docker.debian_base import apt_mirror
+from pyhost.launchers.docker.image import SourceTree, source_hash
 
 
 @pytest.fixture
@@ -124,12 +125,12 @@ def test_the_mirror_comes_from_deb822_and_one_line_sources(tmp_path: Path) -> No
     )
     assert apt_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
     assert apt_mirror("bookworm-updates", tmp_path) == "http://oneline.example/debian"
-    assert apt_mirror("trixie", tmp_path) == image.DEFAULT_MIRROR
+    assert apt_mirror("trixie", tmp_path) == debian_base.DEFAULT_MIRROR
 
 
 def test_debootstrap_output_is_summarised() -> None:
     said: list[str] = []
-    summary = image._DebootstrapSummary(said.append)
+    summary = debian_base._DebootstrapSummary(said.append)
     for line in ("I: Retrieving Packages",
                  "I: Retrieving libc6 2.36-9", "I: Validating libc6 2.36-9",
                  "I: Retrieving python3 3.11.2-1", "I: Validating python3 3.11.2-1",

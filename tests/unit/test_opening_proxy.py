@@ -17,10 +17,9 @@ from dataclasses import replace
 import pytest
 
 from pyhost.errors import ProtocolError
-from pyhost.launcher import Launcher, LaunchSpec
-from pyhost.opening import open_server
-from pyhost.transport import Endpoint
-from tests.support.process_launcher import CONTAINER_DIR, ProcessInstance
+from pyhost.launchers.base import Endpoint, Launcher, LaunchSpec
+from pyhost.launchers.process import HXPY_PATH, ProcessInstance
+from pyhost.session.handshake import open_server
 
 
 class EarlyClosingProxy:
@@ -99,7 +98,7 @@ class ProxiedLauncher(Launcher):
     def start(self, spec: LaunchSpec) -> ProxiedInstance:
         with socket.create_server(("127.0.0.1", 0)) as probe:
             port = probe.getsockname()[1]
-        env = {**os.environ, "PYTHONPATH": os.path.abspath(CONTAINER_DIR),
+        env = {**os.environ, "PYTHONPATH": HXPY_PATH,
                "HXPY_KEY": self.server_key or spec.key, "HXPY_LISTEN": f"tcp:127.0.0.1:{port}"}
         proc = subprocess.Popen([sys.executable, "-m", "hxpy"], env=env,
                                 stderr=subprocess.DEVNULL)

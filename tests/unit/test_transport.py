@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from hxpy import wire
-from pyhost.transport import MemoryTransport, SocketTransport, Transport
+from pyhost.session.transport import MemoryTransport, SocketTransport, Transport
 
 
 def _tcp_pair() -> tuple[socket.socket, socket.socket]:

@@ -26,74 +26,31 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 
-from .engine_paths import EngineView
-from .errors import EngineUnavailable, ImageNotFound, PyHostError, SessionDied
-from .launcher import ExitStatus, Instance, Launcher, LaunchSpec, Owner
+from ...errors import ConfigurationError, EngineUnavailable, SessionDied
+from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
+from ..ownership import Owner
+from .client import docker_client, engine_errors
+from .image import resolve_image
+from .iodir import SANDBOX_UID, IoAccess, io_access, sandbox_user
 from .networking import (
     SERVER_PORT,
+    check_network_name,
     check_publish_address,
     network_endpoint,
     publish_network,
     published_endpoint,
     session_network,
 )
-from .transport import Endpoint
+from .orphans import collect
+from .paths import EngineView
 
-__all__ = ["DockerLauncher", "LABEL_PREFIX", "SANDBOX_UID"]
+__all__ = ["DockerInstance", "DockerLauncher"]
 
-LABEL_PREFIX = "org.pyhost"
-SANDBOX_UID = 1000  # the image's non-root user
 SOCKET_DIR_IN_CONTAINER = "/run/hxpy"
 SOCKET_NAME = "hxpy.sock"
 
 log = logging.getLogger("pyhost")
-
-_client_lock = threading.Lock()
-_client: docker.DockerClient | None = None
-
-
-def docker_client() -> docker.DockerClient:
-    """One shared SDK client for this process (it is thread-safe and pools connections)."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            try:
-                client = docker.from_env(timeout=60)
-                client.ping()
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                raise EngineUnavailable(
-                    f"no Docker engine answers ({exc}); run `pyhost engine up`, or set "
-                    "DOCKER_HOST to an engine you can reach") from exc
-            _client = client
-        return _client
-
-
-def owner_labels(owner: Owner, session_id: str) -> dict[str, str]:
-    """The labels that tie a container to its session and its owner process."""
-    return {
-        f"{LABEL_PREFIX}.session": session_id,
-        f"{LABEL_PREFIX}.owner.host": owner.host,
-        f"{LABEL_PREFIX}.owner.pid": str(owner.pid),
-        f"{LABEL_PREFIX}.owner.started": repr(owner.started),
-    }
-
-
-def sandbox_user() -> tuple[int, int]:
-    """Run as the host user when that is not root (files in /io stay theirs), else uid 1000."""
-    uid = os.getuid()
-    if uid == 0:
-        return SANDBOX_UID, SANDBOX_UID
-    return uid, os.getgid()
-
-
-def _prepare_io(path: str, uid: int, gid: int) -> None:
-    """Create the io directory if missing, owned by the sandbox user so it can write there."""
-    if not os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)
-        if os.getuid() == 0:
-            os.chown(path, uid, gid)
 
 
 class DockerInstance(Instance):
@@ -109,12 +66,11 @@ class DockerInstance(Instance):
         self._removed = False
 
     def poll(self) -> ExitStatus | None:
-        try:
-            state = self.client.api.inspect_container(self.id)["State"]
-        except docker.errors.NotFound:
-            return ExitStatus(None, error="the container was removed")
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EngineUnavailable(f"cannot inspect container {self.id[:12]}: {exc}") from exc
+        with engine_errors(f"cannot inspect container {self.id[:12]}"):
+            try:
+                state = self.client.api.inspect_container(self.id)["State"]
+            except docker.errors.NotFound:
+                return ExitStatus(None, error="the container was removed")
         if state.get("Running"):
             return None
         return ExitStatus(state.get("ExitCode"), bool(state.get("OOMKilled")),
@@ -122,37 +78,40 @@ class DockerInstance(Instance):
 
     def wait(self, timeout: float) -> ExitStatus | None:
         try:
-            self.client.api.wait(self.id, timeout=max(timeout, 0.01))
-        except (requests.exceptions.RequestException, docker.errors.DockerException):
-            pass
+            with engine_errors("waiting for the container"):
+                self.client.api.wait(self.id, timeout=max(timeout, 0.01))
+        except EngineUnavailable:
+            pass  # the wait ran out (it still runs), or it is gone: poll tells which
         return self.poll()
 
     def _logs(self) -> str:
         try:
-            raw = self.client.api.logs(self.id, stdout=True, stderr=True, tail=20)
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            with engine_errors("reading the container's logs"):
+                raw = self.client.api.logs(self.id, stdout=True, stderr=True, tail=20)
+        except EngineUnavailable:
             return ""
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
     def kill(self) -> None:
-        try:
-            self.client.api.kill(self.id)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # 409: not running any more
-                raise EngineUnavailable(f"cannot kill container {self.id[:12]}: {exc}") from exc
-
-    def cleanup(self) -> None:
-        if not self._removed:
+        with engine_errors(f"cannot kill container {self.id[:12]}"):
             try:
-                self.client.api.remove_container(self.id, force=True, v=True)
+                self.client.api.kill(self.id)
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: removal already in progress
-                    raise EngineUnavailable(
-                        f"cannot remove container {self.id[:12]}: {exc}") from exc
+                if exc.status_code != 409:  # 409: not running any more
+                    raise
+
+    def cleanup(self) -> None:
+        if not self._removed:
+            with engine_errors(f"cannot remove container {self.id[:12]}"):
+                try:
+                    self.client.api.remove_container(self.id, force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # 409: removal already in progress
+                        raise
             self._removed = True
         if self.socket_dir:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
@@ -161,6 +120,8 @@ class DockerInstance(Instance):
 
 class DockerLauncher(Launcher):
     """Starts session servers as sandboxed containers on a Docker engine."""
+
+    name = "docker"
 
     def __init__(self, client: docker.DockerClient | None = None,
                  runtime_dir: str | None = None) -> None:
@@ -185,19 +146,24 @@ class DockerLauncher(Launcher):
                 self._engine = EngineView(self.client)
             return self._engine
 
-    def start(self, spec: LaunchSpec) -> DockerInstance:
-        from .image import resolve_image
+    def check(self, spec: LaunchSpec) -> None:
+        """The checks that need no engine: run when the session is made."""
+        if spec.io_volume and spec.io_dir is not None and spec.io_required:
+            raise ConfigurationError(f"io={spec.io_dir!r} and io_volume={spec.io_volume!r} "
+                                     "both ask for /io; pass one of them")
+        check_publish_address(spec.publish_address)
+        if spec.network:
+            check_network_name(spec.network)
 
+    def start(self, spec: LaunchSpec) -> DockerInstance:
+        self.check(spec)
         self._collect_orphans_once()
         image = resolve_image(self.client, spec.image)
         remote = self.engine.location.remote
-        # Our uid means nothing to a remote engine, and a fresh volume is the image's /io,
-        # owned by the image's user.
-        uid, gid = (SANDBOX_UID, SANDBOX_UID) if remote or spec.io_volume else sandbox_user()
         # Checked before anything is made for the session.
         network = session_network(self.client, spec.network) if spec.network else None
         address = self._publish_address(spec.publish_address) if remote and not network else ""
-        mounts = self._io_mounts(spec, uid, gid)
+        mounts, access = self._io_mounts(spec)
         socket_dir: str | None = None
         try:
             if network is not None:
@@ -205,24 +171,21 @@ class DockerLauncher(Launcher):
             elif remote:
                 wiring = _Wiring.published(publish_network(self.client), address)
             else:
-                socket_dir = self._socket_dir(spec.session_id, uid, gid)
+                socket_dir = self._socket_dir(spec.session_id, access.uid, access.gid)
                 mounts.append(docker.types.Mount(SOCKET_DIR_IN_CONTAINER,
                                                  self._socket_source(socket_dir), type="bind"))
                 wiring = _Wiring.unix(os.path.join(socket_dir, SOCKET_NAME))
-            container = self._create(spec, image, f"{uid}:{gid}", mounts, wiring)
+            container = self._create(spec, image, f"{access.uid}:{access.gid}", mounts, wiring)
         except BaseException:
             if socket_dir:
                 shutil.rmtree(socket_dir, ignore_errors=True)
             raise
         instance = DockerInstance(self.client, container, wiring.endpoint, socket_dir)
         try:
-            self.client.api.start(container)
+            with engine_errors("the engine could not start the session container"):
+                self.client.api.start(container)
             if wiring.endpoint is None:
                 instance.endpoint = self._tcp_endpoint(instance, wiring)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            instance.cleanup()
-            raise EngineUnavailable(f"the engine could not start the session container: "
-                                    f"{exc}") from exc
         except BaseException:
             instance.cleanup()
             raise
@@ -231,43 +194,49 @@ class DockerLauncher(Launcher):
     def _publish_address(self, requested: str) -> str:
         address = check_publish_address(requested)
         if address == "0.0.0.0" and self.engine.location.host is None:
-            raise PyHostError(
+            raise ConfigurationError(
                 f"publish_address='0.0.0.0' connects to the engine's host name, which "
                 f"{self.engine.location.url} does not tell; pass that host's IP address as "
                 "publish_address, or set DOCKER_HOST to the ssh:// or tcp:// URL")
         return address
 
-    def _io_mounts(self, spec: LaunchSpec, uid: int, gid: int) -> list[Any]:
-        """The /io mount: a volume, a bind mount of a directory the engine sees, or none."""
+    def _io_mounts(self, spec: LaunchSpec) -> tuple[list[Any], IoAccess]:
+        """The /io mount (a volume, a bind mount of a directory the engine sees, or none) and
+        the user the session runs as."""
+        remote = self.engine.location.remote
+        # Our uids mean nothing to a remote engine, and a fresh volume is the image's /io,
+        # owned by the image's user.
+        fixed = IoAccess(SANDBOX_UID, SANDBOX_UID) if remote or spec.io_volume else None
         if spec.io_volume:
-            if spec.io_dir is not None and spec.io_required:
-                raise ValueError(f"io={spec.io_dir!r} and io_volume={spec.io_volume!r} both "
-                                 "ask for /io; pass one of them")
-            return [docker.types.Mount("/io", spec.io_volume, type="volume")]
+            return [docker.types.Mount("/io", spec.io_volume, type="volume")], fixed or \
+                IoAccess(SANDBOX_UID, SANDBOX_UID)
         if spec.io_dir is None:
-            return []
+            return [], fixed or IoAccess(*sandbox_user())
         source = spec.io_host_path
         if source is None:
-            if self.engine.location.remote:
+            if remote:
                 if not spec.io_required:
                     log.info("the engine at %s is remote: the default io dir %s is not "
                              "mounted (use io_volume= for an /io)", self.engine.location.url,
                              spec.io_dir)
-                    return []
-                raise PyHostError(
+                    return [], IoAccess(SANDBOX_UID, SANDBOX_UID)
+                raise ConfigurationError(
                     f"io={spec.io_dir!r} is a directory on this machine, but the engine at "
                     f"{self.engine.location.url} is remote and cannot mount it; use "
                     "io_volume='name' for a Docker volume at /io, or io=None")
             source = self.engine.engine_path(spec.io_dir)
             if source is None:
-                raise PyHostError(
+                raise ConfigurationError(
                     f"io={spec.io_dir!r} is in this container's own filesystem, which the "
                     "engine cannot mount; mount the io directory into this container from the "
                     "engine host (e.g. a volume or bind mount holding it), or pass "
                     "io_host_path= with the directory as the engine host sees it")
-        if not self.engine.location.remote:
-            _prepare_io(spec.io_dir, uid, gid)
-        return [docker.types.Mount("/io", source, type="bind", read_only=False)]
+        access = fixed or io_access(spec.io_dir)
+        if access.read_only:
+            log.info("io dir %s is not writable by the session user %d: mounted read-only",
+                     spec.io_dir, access.uid)
+        mount = docker.types.Mount("/io", source, type="bind", read_only=access.read_only)
+        return [mount], access
 
     def _socket_dir(self, session_id: str, uid: int, gid: int) -> str:
         socket_dir = tempfile.mkdtemp(prefix=f"pyhost-{session_id}-", dir=self.runtime_dir)
@@ -279,7 +248,7 @@ class DockerLauncher(Launcher):
     def _socket_source(self, socket_dir: str) -> str:
         source = self.engine.engine_path(socket_dir)
         if source is None:
-            raise PyHostError(
+            raise ConfigurationError(
                 f"the session socket directory {socket_dir} is in this container's own "
                 "filesystem, which the engine cannot mount; pass network= (a network this "
                 "container and the sessions share), or set PYHOST_RUNTIME_DIR to a directory "
@@ -288,10 +257,11 @@ class DockerLauncher(Launcher):
 
     def _tcp_endpoint(self, instance: DockerInstance, wiring: _Wiring) -> Endpoint:
         """Read the session's address (network) or published port back from the engine."""
-        try:
-            attrs = self.client.api.inspect_container(instance.id)
-        except docker.errors.NotFound:
-            attrs = {}
+        with engine_errors(f"cannot inspect container {instance.id[:12]}"):
+            try:
+                attrs = self.client.api.inspect_container(instance.id)
+            except docker.errors.NotFound:
+                attrs = {}
         if wiring.publish_address is None:
             endpoint = network_endpoint(attrs, wiring.network)
         else:
@@ -313,7 +283,6 @@ class DockerLauncher(Launcher):
         if self._collected:
             return
         self._collected = True
-        from .orphans import collect
 
         def run() -> None:
             try:
@@ -328,17 +297,6 @@ class DockerLauncher(Launcher):
 
     def _create(self, spec: LaunchSpec, image: str, user: str, mounts: list[Any],
                 wiring: _Wiring) -> str:
-        env = {
-            **spec.env,
-            "HXPY_KEY": spec.key,
-            "HXPY_LISTEN": wiring.listen,
-            "HXPY_MAX_FRAME": str(spec.max_frame),
-            "HXPY_OUTPUT_CAP": str(spec.output_cap),
-            "HXPY_SPIN_US": str(round(spec.spin * 1e6)),
-            "HXPY_LOG_LEVEL": spec.log_level,
-        }
-        if spec.fault:
-            env["HXPY_FAULT"] = spec.fault
         api = self.client.api
         port_bindings = None
         if wiring.publish_address is not None:
@@ -360,19 +318,14 @@ class DockerLauncher(Launcher):
                 type="json-file", config={"max-size": "1m", "max-file": "1"}),
         )
         has_io = bool(spec.io_volume) or any(mount["Target"] == "/io" for mount in mounts)
-        try:
+        with engine_errors(f"the engine could not create the session container from {image}"):
             created = api.create_container(
-                image, name=f"pyhost-{spec.session_id}", user=user, environment=env,
-                labels=owner_labels(self.owner, spec.session_id), host_config=host_config,
+                image, name=f"pyhost-{spec.session_id}", user=user,
+                environment=server_env(spec, wiring.listen),
+                labels=self.owner.labels(spec.session_id), host_config=host_config,
                 network_disabled=False, working_dir="/io" if has_io else None,
                 ports=[SERVER_PORT] if port_bindings else None,
             )
-        except docker.errors.ImageNotFound as exc:
-            raise ImageNotFound(f"image {image!r} is not present; run `pyhost image build`") \
-                from exc
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EngineUnavailable(f"the engine could not create the session container: "
-                                    f"{exc}") from exc
         return str(created["Id"])
 
 

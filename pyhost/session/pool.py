@@ -10,26 +10,17 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
-import select
 import threading
 from typing import Any, Callable
 
-from .opening import Opened
-from .transport import SocketTransport
+from .handshake import Opened
 
-__all__ = ["WarmPool", "pool_key", "take_warm"]
+__all__ = ["WarmPool", "close_all_pools", "register", "take_warm"]
 
 log = logging.getLogger("pyhost")
 
 _pools: dict[tuple[Any, ...], WarmPool] = {}
 _pools_lock = threading.Lock()
-
-
-def pool_key(launcher: object, io: str | None, options: dict[str, Any]) -> tuple[Any, ...]:
-    """What identifies sessions that may share a pool."""
-    flat = tuple(sorted((name, tuple(sorted(value.items())) if isinstance(value, dict) else value)
-                        for name, value in options.items()))
-    return (id(launcher), io, flat)
 
 
 def take_warm(key: tuple[Any, ...]) -> Opened | None:
@@ -119,12 +110,7 @@ class WarmPool:
 
 
 def _looks_alive(opened: Opened) -> bool:
-    """A waiting server never speaks first: anything readable means it hung up."""
-    transport = opened.transport
-    if not isinstance(transport, SocketTransport):
-        return True
-    readable, _, _ = select.select([transport.sock], [], [], 0)
-    return not readable
+    return not opened.transport.hung_up()
 
 
 def register(pool: WarmPool) -> WarmPool:

@@ -17,15 +17,16 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 
-from .errors import EngineUnavailable, PyHostError
-from .transport import Endpoint
+from ...errors import ConfigurationError, EngineUnavailable
+from ..base import Endpoint
+from .client import engine_errors
 
 __all__ = [
     "NETWORK_LABEL",
     "PUBLISH_NETWORK",
     "SERVER_PORT",
+    "check_network_name",
     "check_publish_address",
     "network_endpoint",
     "publish_network",
@@ -43,27 +44,41 @@ _PUBLISH_OPTIONS = {
     # One session may not talk to another.
     "com.docker.network.bridge.enable_icc": "false",
 }
-_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def check_network_name(name: str) -> None:
+    """Refuse a network that would undo the sandbox; needs no engine.
+
+    Raises:
+        ConfigurationError: ``host``, ``container:...``, or ``bridge``/``none`` misused.
+    """
+    if name == "host" or name.startswith("container:"):
+        raise ConfigurationError(
+            f"network={name!r} would share a network stack with the engine host or another "
+            "container; sessions join only a user-defined network")
+    if name in ("bridge", "none"):
+        raise ConfigurationError(
+            f"network={name!r} is not a user-defined network: the host cannot reach a session "
+            "there by name; create one (an `internal: true` network) and pass its name, or "
+            "leave network= out for the default (no network, a Unix socket)")
 
 
 def session_network(client: docker.DockerClient, name: str) -> str:
     """The name of the user-defined network ``name`` (a name or an id) that sessions join.
 
     Raises:
-        PyHostError: there is no such network, or it would undo the sandbox (``host``).
+        ConfigurationError: there is no such network, or it would undo the sandbox.
         EngineUnavailable: the engine could not be asked.
     """
-    if name == "host" or name.startswith("container:"):
-        raise PyHostError(f"network={name!r} would share a network stack with the engine host "
-                          "or another container; sessions join only a user-defined network")
-    try:
-        attrs = client.api.inspect_network(name)
-    except docker.errors.NotFound:
-        raise PyHostError(f"network={name!r}: the engine at {client.api.base_url} has no such "
-                          "network; create it (e.g. an `internal: true` network in your "
-                          "compose file) and put the host container on it too") from None
-    except _ENGINE_ERRORS as exc:
-        raise EngineUnavailable(f"cannot inspect network {name!r}: {exc}") from exc
+    check_network_name(name)
+    with engine_errors(f"cannot inspect network {name!r}"):
+        try:
+            attrs = client.api.inspect_network(name)
+        except docker.errors.NotFound:
+            raise ConfigurationError(
+                f"network={name!r}: the engine at {client.api.base_url} has no such network; "
+                "create it (e.g. an `internal: true` network in your compose file) and put the "
+                "host container on it too") from None
     return str(attrs["Name"])
 
 
@@ -71,34 +86,32 @@ def publish_network(client: docker.DockerClient) -> str:
     """The pyhost bridge network for published sessions, made the first time it is needed.
 
     Raises:
-        PyHostError: a network of that name exists that pyhost did not make.
+        ConfigurationError: a network of that name exists that pyhost did not make.
         EngineUnavailable: the engine refused to list or make it.
     """
     for attempt in range(2):
-        try:
+        with engine_errors("cannot list networks"):
             found = client.api.networks(names=[PUBLISH_NETWORK])
-        except _ENGINE_ERRORS as exc:
-            raise EngineUnavailable(f"cannot list networks: {exc}") from exc
         for attrs in found:
             if attrs.get("Name") != PUBLISH_NETWORK:
                 continue  # the names filter matches substrings
             if (attrs.get("Labels") or {}).get(NETWORK_LABEL) != "publish":
-                raise PyHostError(f"a network named {PUBLISH_NETWORK!r} exists but pyhost did "
-                                  "not make it; remove or rename it")
+                raise ConfigurationError(
+                    f"a network named {PUBLISH_NETWORK!r} exists but pyhost did not make it; "
+                    "remove or rename it")
             return PUBLISH_NETWORK
         if attempt:
             break
-        try:
-            client.api.create_network(PUBLISH_NETWORK, driver="bridge",
-                                      options=_PUBLISH_OPTIONS,
-                                      labels={NETWORK_LABEL: "publish"}, check_duplicate=True)
-            return PUBLISH_NETWORK
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # 409: another process made it first; look again
-                raise EngineUnavailable(f"cannot create network {PUBLISH_NETWORK}: {exc}") \
-                    from exc
-        except _ENGINE_ERRORS as exc:
-            raise EngineUnavailable(f"cannot create network {PUBLISH_NETWORK}: {exc}") from exc
+        with engine_errors(f"cannot create network {PUBLISH_NETWORK}"):
+            try:
+                client.api.create_network(PUBLISH_NETWORK, driver="bridge",
+                                          options=_PUBLISH_OPTIONS,
+                                          labels={NETWORK_LABEL: "publish"},
+                                          check_duplicate=True)
+                return PUBLISH_NETWORK
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: another process made it first; look again
+                    raise
     raise EngineUnavailable(f"network {PUBLISH_NETWORK} was made and then vanished")
 
 
@@ -106,12 +119,12 @@ def check_publish_address(address: str) -> str:
     """``address`` if it is an IPv4 address a port can be published on.
 
     Raises:
-        ValueError: it is not (host names and IPv6 are not supported).
+        ConfigurationError: it is not (host names and IPv6 are not supported).
     """
     try:
         return str(ipaddress.IPv4Address(address))
     except ValueError:
-        raise ValueError(f"publish_address must be an IPv4 address such as 127.0.0.1 or "
+        raise ConfigurationError(f"publish_address must be an IPv4 address such as 127.0.0.1 or "
                          f"0.0.0.0, not {address!r}") from None
 
 

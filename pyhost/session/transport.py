@@ -1,45 +1,37 @@
-"""Transports: move whole frames between the host and one server.
+"""Transports: move whole messages between the host and one server.
 
-A transport is three verbs — send a frame body, receive a frame body (with a timeout), close —
-over a Unix socket, a TCP socket or, for tests, memory. Framing (length prefix, maximum size)
-is :mod:`hxpy.wire`'s; the session decides what the frames mean.
+A transport is three verbs — send a message, receive one (with a timeout), close — over a
+Unix socket, a TCP socket or, for tests, memory; :meth:`Transport.to_async` gives the same
+connection to asyncio code. Framing (length prefix, maximum size) is :mod:`hxpy.wire`'s; the
+session decides what the messages mean. Nothing above this module touches a socket.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import errno
 import queue
+import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Callable
 
 from hxpy import wire
 
+from ..launchers.base import Endpoint
+
 __all__ = [
-    "Endpoint",
+    "AsyncTransport",
+    "MemoryListener",
     "MemoryTransport",
     "SocketTransport",
     "Transport",
     "connect",
 ]
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a server listens: ``kind`` is ``"unix"`` (address = path) or ``"tcp"``."""
-
-    kind: str
-    address: str | tuple[str, int]
-
-    def __str__(self) -> str:
-        if isinstance(self.address, tuple):
-            host, port = self.address
-            return f"tcp://{host}:{port}"
-        return f"unix://{self.address}"
-
 
 Received = tuple[wire.Buffer, list[memoryview]]
 
@@ -59,6 +51,38 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def recv(self, timeout: float | None) -> Received:
         """Receive one message; ``TimeoutError`` if none starts within ``timeout``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close; idempotent."""
+
+    @abc.abstractmethod
+    def hung_up(self) -> bool:
+        """Whether the peer has spoken or gone while nothing was asked of it (a server that
+        waits for a batch never speaks first, so anything readable means it hung up)."""
+
+    async def to_async(self) -> AsyncTransport:
+        """This connection for asyncio code; use only the returned object afterwards.
+
+        By default each receive waits in a worker thread; a socket transport overrides this
+        with real asyncio streams.
+        """
+        return _ThreadedAsyncTransport(self)
+
+
+class AsyncTransport(abc.ABC):
+    """A transport for asyncio code: the same three verbs, awaited.
+
+    Errors: ``wire.PeerClosed``, ``wire.FrameTooLarge``, ``TimeoutError``, ``OSError``.
+    """
+
+    @abc.abstractmethod
+    async def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
+        """Send one message (see :meth:`Transport.send`)."""
+
+    @abc.abstractmethod
+    async def recv(self, timeout: float | None) -> Received:
+        """Receive one message; ``TimeoutError`` if none comes within ``timeout``."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -108,6 +132,74 @@ class SocketTransport(Transport):
         except OSError:
             pass
 
+    def hung_up(self) -> bool:
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
+
+    async def to_async(self) -> AsyncTransport:
+        reader, writer = await asyncio.open_connection(sock=self.sock, limit=2**16)
+        return _StreamTransport(reader, writer, self.max_frame)
+
+
+class _StreamTransport(AsyncTransport):
+    """A socket read and written through asyncio streams."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 max_frame: int) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.max_frame = max_frame
+
+    async def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
+        self._writer.writelines(wire.frames(body, buffers, self.max_frame))
+        await self._writer.drain()
+
+    async def recv(self, timeout: float | None) -> Received:
+        try:
+            return await asyncio.wait_for(self._read(), timeout)
+        except asyncio.TimeoutError:  # not the builtin before Python 3.11
+            raise TimeoutError("no frame within the timeout") from None
+        except asyncio.IncompleteReadError as exc:
+            raise wire.PeerClosed("connection closed") from exc
+
+    async def _read(self) -> Received:
+        """One message: the frame body and the buffer frames before it (see hxpy.wire)."""
+        buffers: list[memoryview] = []
+        total = 0
+        while True:
+            (size,) = wire.HEADER.unpack(await self._reader.readexactly(wire.HEADER.size))
+            is_buffer = size & wire.BUFFER_FLAG
+            size &= ~wire.BUFFER_FLAG
+            total += size
+            wire.check_size(total, self.max_frame, "incoming")
+            data = await self._reader.readexactly(size)
+            if not is_buffer:
+                return data, buffers
+            buffer = wire.allocate(size)  # writable, as the blocking transport's are
+            buffer[:] = data
+            buffers.append(buffer)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _ThreadedAsyncTransport(AsyncTransport):
+    """Any blocking transport for asyncio code: each call waits in a worker thread."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._transport.send, body, buffers)
+
+    async def recv(self, timeout: float | None) -> Received:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._transport.recv, timeout)
+
+    def close(self) -> None:
+        self._transport.close()
+
 
 _TIMEVAL = struct.Struct("@ll")
 
@@ -155,10 +247,62 @@ class MemoryTransport(Transport):
         if not self._closed:
             self._closed = True
             self._outbox.put(self._CLOSED)
+            self._inbox.put(self._CLOSED)  # wakes a reader of this end too
+
+    def hung_up(self) -> bool:
+        return not self._inbox.empty()
+
+
+class MemoryListener:
+    """Where in-memory servers are found: ``connect(Endpoint("memory", name))`` hands the
+    server end of a new :class:`MemoryTransport` pair to the listener called ``name``."""
+
+    _listening: dict[str, MemoryListener] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, name: str, max_frame: int = wire.DEFAULT_MAX_FRAME) -> None:
+        self.name = name
+        self.max_frame = max_frame
+        self._accepted: queue.Queue[MemoryTransport] = queue.Queue()
+        with self._lock:
+            if name in self._listening:
+                raise ValueError(f"a memory listener called {name!r} exists")
+            self._listening[name] = self
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("memory", self.name)
+
+    def accept(self, timeout: float | None = None) -> MemoryTransport:
+        """The server end of the next connection; ``TimeoutError`` if none comes in time."""
+        try:
+            return self._accepted.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no connection to {self.name} in time") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._listening.get(self.name) is self:
+                del self._listening[self.name]
+
+    @classmethod
+    def connect(cls, name: str) -> MemoryTransport:
+        """The client end of a new connection to the listener ``name``.
+
+        Raises:
+            ConnectionRefusedError: nothing listens under that name.
+        """
+        with cls._lock:
+            listener = cls._listening.get(name)
+        if listener is None:
+            raise ConnectionRefusedError(f"no memory listener called {name!r}")
+        client, server = MemoryTransport.pair(listener.max_frame)
+        listener._accepted.put(server)
+        return client
 
 
 def connect(endpoint: Endpoint, deadline: float, still_starting: Callable[[], bool],
-            max_frame: int = wire.DEFAULT_MAX_FRAME, spin: float = 0.0) -> SocketTransport:
+            max_frame: int = wire.DEFAULT_MAX_FRAME, spin: float = 0.0) -> Transport:
     """Connect to a server that may not be listening yet.
 
     Retries with a short, growing back-off (from 0.5 ms) until ``deadline``; no fixed sleeps.
@@ -169,6 +313,8 @@ def connect(endpoint: Endpoint, deadline: float, still_starting: Callable[[], bo
         TimeoutError: the deadline passed.
         ConnectionError: ``still_starting()`` said the server is gone.
     """
+    if endpoint.kind == "memory":
+        return MemoryListener.connect(str(endpoint.address))
     delay = 0.0005
     next_check = time.monotonic() + 0.05
     while True:

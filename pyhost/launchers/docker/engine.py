@@ -15,22 +15,21 @@ import contextlib
 import grp
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.utils import kwargs_from_env
 
-from .errors import EngineUnavailable, PyHostError
+from ...errors import EngineUnavailable
+from .client import ENGINE_ERRORS
+from .system import SYSTEM_PATH, Progress, apt_install, say, which
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -38,25 +37,18 @@ __all__ = [
     "EngineStatus",
     "Progress",
     "SocketStatus",
-    "apt_install",
     "engine_status",
     "ensure_engine",
 ]
-
-Progress = Optional[Callable[[str], None]]
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DOCKERD_LOG = "/var/log/pyhost-dockerd.log"
 _DOCKERD_PIDFILE = "/var/run/docker.pid"
 _LOCK_FILE = "/run/pyhost-engine.lock"
-# dockerd, runc and apt-get live in sbin, which a non-login root shell may not have on PATH.
-_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_APT_TIMEOUT = 900.0
 
 # Transport and API failures that mean "this engine does not answer".
-_CONNECT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+_CONNECT_ERRORS = (*ENGINE_ERRORS, OSError)
 
-_apt_updated = False
 # Keeps the Popen of a dockerd we started alive, so it is never garbage-collected while the
 # daemon runs (Popen.__del__ would warn about a still-running child).
 _started: list[subprocess.Popen[bytes]] = []
@@ -160,8 +152,8 @@ def ensure_engine(install: bool = True, timeout: float = 60.0,
         client, problem = _connect()
         if client is not None:
             return client
-        if _which("dockerd") is None:
-            _say(progress, "no Docker engine found; installing Debian's docker.io")
+        if which("dockerd") is None:
+            say(progress, "no Docker engine found; installing Debian's docker.io")
             apt_install(["docker.io"], progress=progress)
         return _start_and_wait(timeout, progress)
 
@@ -178,7 +170,7 @@ def engine_status() -> EngineStatus:
     uid = os.geteuid()
     status = EngineStatus(host=host, reachable=False, socket=sock, user=_user_name(uid),
                           uid=uid, in_docker_group=_in_group(sock),
-                          dockerd_path=_which("dockerd"))
+                          dockerd_path=which("dockerd"))
     client, problem = _connect()
     if client is None:
         if sock is not None and sock.exists and not sock.accessible:
@@ -221,40 +213,6 @@ def socket_status(path: str) -> SocketStatus:
         group=_group_name(st.st_gid),
         accessible=os.access(path, os.R_OK | os.W_OK),
     )
-
-
-def apt_install(packages: Sequence[str], progress: Progress = None) -> None:
-    """Install Debian packages with ``apt-get`` (running ``apt-get update`` once per process).
-
-    Args:
-        packages: package names.
-        progress: called with a line before each apt step.
-
-    Raises:
-        PyHostError: not root, no ``apt-get``, or apt failed (the tail of its output attached).
-    """
-    if os.geteuid() != 0 or _which("apt-get") is None:
-        raise PyHostError(f"installing {' '.join(packages)} needs root and apt-get; "
-                          f"as root run: apt-get install -y {' '.join(packages)}")
-    global _apt_updated
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": _SYSTEM_PATH}
-    steps: list[list[str]] = []
-    if not _apt_updated:
-        steps.append(["apt-get", "update"])
-    steps.append(["apt-get", "install", "-y", *packages])
-    for argv in steps:
-        _say(progress, "running " + " ".join(argv))
-        try:
-            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  timeout=_APT_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PyHostError(f"{' '.join(argv)} failed: {exc}") from exc
-        if done.returncode != 0:
-            tail = done.stdout.decode(errors="replace")[-2000:]
-            raise PyHostError(f"{' '.join(argv)} exited with {done.returncode}:\n{tail}")
-        if argv[1] == "update":
-            _apt_updated = True
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -308,7 +266,7 @@ def _is_default_host() -> bool:
 # -- advice ----------------------------------------------------------------------------------
 
 def _may_manage() -> bool:
-    return os.name == "posix" and os.geteuid() == 0 and _which("apt-get") is not None
+    return os.name == "posix" and os.geteuid() == 0 and which("apt-get") is not None
 
 
 def _permission_advice(sock: SocketStatus) -> str:
@@ -321,7 +279,7 @@ def _permission_advice(sock: SocketStatus) -> str:
 
 
 def _start_advice(problem: str) -> str:
-    if _which("dockerd") is None:
+    if which("dockerd") is None:
         how = ("install Docker: as root run `apt-get install docker.io` "
                "(or let pyhost do it by running it as root)")
     elif os.geteuid() != 0:
@@ -350,9 +308,9 @@ def _start_and_wait(timeout: float, progress: Progress) -> docker.DockerClient:
     proc: subprocess.Popen[bytes] | None = None
     log_start = 0
     if _dockerd_running():
-        _say(progress, "dockerd is running but not answering yet; waiting for it")
-    elif _systemd_runs() and _which("systemctl") is not None:
-        _say(progress, "starting docker.service with systemctl")
+        say(progress, "dockerd is running but not answering yet; waiting for it")
+    elif _systemd_runs() and which("systemctl") is not None:
+        say(progress, "starting docker.service with systemctl")
         _run_quietly(["systemctl", "start", "docker.service"], timeout)
     else:
         _mount_cgroups(progress)
@@ -361,10 +319,10 @@ def _start_and_wait(timeout: float, progress: Progress) -> docker.DockerClient:
 
 
 def _spawn_dockerd(progress: Progress) -> tuple[subprocess.Popen[bytes], int]:
-    dockerd = _which("dockerd")
+    dockerd = which("dockerd")
     if dockerd is None:
         raise EngineUnavailable("dockerd is not installed even after installing docker.io")
-    _say(progress, f"starting {dockerd} in the background (log: {DOCKERD_LOG})")
+    say(progress, f"starting {dockerd} in the background (log: {DOCKERD_LOG})")
     try:
         log = open(DOCKERD_LOG, "ab")
     except OSError as exc:
@@ -374,7 +332,7 @@ def _spawn_dockerd(progress: Progress) -> tuple[subprocess.Popen[bytes], int]:
         # Its own session: the daemon outlives us and our terminal's signals never reach it.
         proc = subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True, env={**os.environ, "PATH": _SYSTEM_PATH})
+                                close_fds=True, env={**os.environ, "PATH": SYSTEM_PATH})
     except OSError as exc:
         raise EngineUnavailable(f"cannot start {dockerd}: {exc}") from exc
     finally:
@@ -391,7 +349,7 @@ def _wait_until_answering(timeout: float, proc: subprocess.Popen[bytes] | None,
     while True:
         client, problem = _connect()
         if client is not None:
-            _say(progress, "the Docker engine answers")
+            say(progress, "the Docker engine answers")
             return client
         if proc is not None and proc.poll() is not None:
             raise EngineUnavailable(
@@ -423,9 +381,9 @@ def _systemd_runs() -> bool:
 
 def _mount_cgroups(progress: Progress) -> None:
     """Mount the cgroup hierarchies dockerd needs where no init system has done it."""
-    if _cgroups_mounted() or _which("cgroupfs-mount") is None:
+    if _cgroups_mounted() or which("cgroupfs-mount") is None:
         return
-    _say(progress, "mounting cgroups with cgroupfs-mount")
+    say(progress, "mounting cgroups with cgroupfs-mount")
     _run_quietly(["cgroupfs-mount"], 30.0)
 
 
@@ -442,7 +400,7 @@ def _run_quietly(argv: list[str], timeout: float) -> None:
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                              env={**os.environ, "PATH": _SYSTEM_PATH})
+                              env={**os.environ, "PATH": SYSTEM_PATH})
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineUnavailable(f"{' '.join(argv)} failed: {exc}") from exc
     if done.returncode != 0:
@@ -464,15 +422,6 @@ def _log_tail(since: int = 0, lines: int = 12) -> str:
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-def _which(program: str) -> str | None:
-    return shutil.which(program) or shutil.which(program, path=_SYSTEM_PATH)
-
-
-def _say(progress: Progress, line: str) -> None:
-    if progress is not None:
-        progress(line)
-
 
 def _user_name(uid: int) -> str:
     try:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .docker_launcher import sandbox_user
+from ...errors import PyHostError
+from .client import docker_client
 from .engine import engine_status
-from .errors import PyHostError
 from .image import DEFAULT_TAG, image_status
+from .iodir import plan_io_access
+from .paths import EngineView
 
 __all__ = ["Check", "diagnose"]
 
@@ -73,9 +75,6 @@ def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
 
 def _check_deployment() -> Check:
     """How sessions will be reached: local, from inside a container of the engine, or remote."""
-    from .docker_launcher import docker_client
-    from .engine_paths import EngineView
-
     try:
         return Check("deployment", True, EngineView(docker_client()).describe())
     except PyHostError as exc:
@@ -83,7 +82,6 @@ def _check_deployment() -> Check:
 
 
 def _check_io(path: str) -> Check:
-    uid, gid = sandbox_user()
     if not os.path.exists(path):
         parent = os.path.dirname(path)
         if os.access(parent, os.W_OK):
@@ -91,10 +89,10 @@ def _check_io(path: str) -> Check:
         return Check("io", False, f"{path} does not exist and {parent} is not writable")
     if not os.path.isdir(path):
         return Check("io", False, f"{path} exists and is not a directory")
-    info = os.stat(path)
-    writable = (info.st_uid == uid and info.st_mode & 0o200) or (
-        info.st_gid == gid and info.st_mode & 0o020) or info.st_mode & 0o002
-    if not writable:
-        return Check("io", False, f"{path} is not writable by the session user {uid}:{gid}; "
-                                  f"chown {uid}:{gid} {path}")
-    return Check("io", True, f"{path} is writable by the session user {uid}:{gid}")
+    access = plan_io_access(path)
+    user = f"the session runs as {access.uid}:{access.gid}"
+    if access.read_only:
+        return Check("io", False, f"{path} will be mounted read-only ({user}, who may not "
+                                  "write there); make it writable to let sessions write")
+    grant = f"; uid {access.uid} will get an ACL entry on it" if access.grant else ""
+    return Check("io", True, f"{path} is writable: {user}{grant}")

@@ -24,9 +24,8 @@ from urllib.parse import urlsplit
 
 import docker
 import docker.errors
-import requests.exceptions
 
-from .errors import EngineUnavailable
+from .client import engine_errors
 
 __all__ = [
     "EngineLocation",
@@ -175,13 +174,12 @@ class EngineView:
         hostname = socket.gethostname()
         for candidate in container_id_candidates(_read("/proc/self/mountinfo"),
                                                  _read("/proc/self/cgroup"), hostname):
-            try:
-                attrs = self.client.api.inspect_container(candidate)
-            except docker.errors.NotFound:
-                continue  # a container of another engine (or of none)
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                raise EngineUnavailable(f"cannot inspect container {candidate[:12]} to learn "
-                                        f"whether pyhost runs in it: {exc}") from exc
+            with engine_errors(f"cannot inspect container {candidate[:12]} to learn whether "
+                               "pyhost runs in it"):
+                try:
+                    attrs = self.client.api.inspect_container(candidate)
+                except docker.errors.NotFound:
+                    continue  # a container of another engine (or of none)
             # A container's hostname is its Config.Hostname (the engine sets both); a match
             # of the id alone could be a sibling's.
             if (attrs.get("Config") or {}).get("Hostname") == hostname:

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 import docker
 import docker.errors
-import requests.exceptions
 
-from .docker_launcher import LABEL_PREFIX, docker_client
-from .errors import EngineUnavailable
-from .launcher import Owner, owner_alive
+from ...errors import EngineUnavailable
+from ..ownership import SESSION_LABEL, Owner, owner_alive
+from .client import docker_client, engine_errors
 
 __all__ = ["GcReport", "collect"]
 
@@ -44,15 +43,6 @@ class GcReport:
 _YOUNG = 60.0
 
 
-def _owner_of(labels: dict[str, str]) -> Owner | None:
-    try:
-        return Owner(labels[f"{LABEL_PREFIX}.owner.host"],
-                     int(labels[f"{LABEL_PREFIX}.owner.pid"]),
-                     float(labels[f"{LABEL_PREFIX}.owner.started"]))
-    except (KeyError, ValueError):
-        return None
-
-
 def collect(client: docker.DockerClient | None = None,
             runtime_dir: str | None = None) -> GcReport:
     """Remove containers whose owner process is gone, and socket dirs with no container.
@@ -63,23 +53,23 @@ def collect(client: docker.DockerClient | None = None,
     client = client or docker_client()
     report = GcReport()
     live_sessions: set[str] = set()
-    try:
-        containers = client.api.containers(all=True, filters={"label": f"{LABEL_PREFIX}.session"})
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineUnavailable(f"cannot list containers: {exc}") from exc
+    with engine_errors("cannot list containers"):
+        containers = client.api.containers(all=True, filters={"label": SESSION_LABEL})
     for info in containers:
         labels = info.get("Labels") or {}
-        session_id = labels.get(f"{LABEL_PREFIX}.session", "")
-        owner = _owner_of(labels)
+        session_id = labels.get(SESSION_LABEL, "")
+        owner = Owner.from_labels(labels)
         if owner is None or owner_alive(owner):
             live_sessions.add(session_id)
             continue
         try:
-            client.api.remove_container(info["Id"], force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            log.warning("gc: cannot remove container %s: %s", info["Id"][:12], exc)
+            with engine_errors(f"cannot remove container {info['Id'][:12]}"):
+                try:
+                    client.api.remove_container(info["Id"], force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+        except EngineUnavailable as exc:
+            log.warning("gc: %s", exc)
             live_sessions.add(session_id)
             continue
         log.info("gc: removed orphaned container %s (owner pid %d gone)", info["Id"][:12],

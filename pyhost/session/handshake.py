@@ -1,4 +1,5 @@
-"""Bringing a server up to a handshaken connection, shared by sessions and the warm pool.
+"""The handshake: bringing a server up to a connection that proved the session key, shared
+by both sessions and the warm pool.
 
 The hello and the judgement of the welcome are pure functions, so the blocking session and
 the asyncio session speak the same handshake.
@@ -14,8 +15,8 @@ from typing import Any
 
 from hxpy import codec, protocol, wire
 
-from .errors import ProtocolError, SessionDied
-from .launcher import Instance, Launcher, LaunchSpec
+from ..errors import ProtocolError, SessionDied
+from ..launchers.base import Instance, Launcher, LaunchSpec
 from .transport import Received, Transport, connect
 
 __all__ = ["Opened", "check_welcome", "hello", "open_server"]

@@ -1,0 +1,156 @@
+"""The launcher interface: lifecycle of session servers, kept apart from the conversation.
+
+A :class:`Launcher` starts a server somewhere (a sandboxed Docker container; a local process
+for development; a Swarm task or a Kubernetes pod later) and answers where it listens, whether
+it still runs and why it ended; it stops it and removes what it made. The session never
+learns what is behind it: it sees a :class:`LaunchSpec` going in and an :class:`Instance`
+with an :class:`Endpoint` coming out.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hxpy import wire
+
+__all__ = ["Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher", "server_env"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a server listens: ``kind`` is ``"unix"`` (address = path), ``"tcp"`` (address =
+    ``(host, port)``) or ``"memory"`` (address = a listener name, for tests)."""
+
+    kind: str
+    address: str | tuple[str, int]
+
+    def __str__(self) -> str:
+        if isinstance(self.address, tuple):
+            host, port = self.address
+            return f"tcp://{host}:{port}"
+        return f"{self.kind}://{self.address}"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a launcher needs to start one session server.
+
+    Built from the session's options (``pyhost.session.options.SessionOptions.launch_spec``);
+    ``key`` is filled in by the handshake, fresh for each server.
+    """
+
+    session_id: str
+    key: str = ""
+    image: str | None = None
+    io_dir: str | None = None
+    io_required: bool = True  # False for the default io dir: dropped where it cannot be mounted
+    env: Mapping[str, str] = field(default_factory=dict)
+    mem_limit: str | int | None = "1g"
+    cpus: float | None = None
+    pids_limit: int = 256
+    tmp_size: str = "64m"
+    log_level: str = "WARNING"
+    max_frame: int = wire.DEFAULT_MAX_FRAME
+    output_cap: int = 1 << 20
+    spin: float = wire.DEFAULT_SPIN
+    fault: str = ""
+    # Understood by the Docker launcher only; any other refuses them in check().
+    io_host_path: str | None = None
+    io_volume: str | None = None
+    network: str | None = None
+    publish_address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a server ended."""
+
+    exit_code: int | None
+    oom_killed: bool = False
+    error: str = ""
+    logs: str = ""
+
+    def describe(self) -> str:
+        parts = []
+        if self.oom_killed:
+            parts.append("killed for running out of memory (OOM)")
+        if self.exit_code is not None:
+            signal_note = ""
+            if self.exit_code > 128:
+                signal_note = f", signal {self.exit_code - 128}"
+            parts.append(f"exit code {self.exit_code}{signal_note}")
+        if self.error:
+            parts.append(self.error)
+        text = "; ".join(parts) or "ended for an unknown reason"
+        if self.logs.strip():
+            text += "\nlast container output:\n" + self.logs.rstrip()
+        return text
+
+
+class Instance(abc.ABC):
+    """One started server."""
+
+    id: str
+    endpoint: Endpoint
+
+    @abc.abstractmethod
+    def poll(self) -> ExitStatus | None:
+        """None while it runs; how it ended otherwise."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> ExitStatus | None:
+        """Wait up to ``timeout`` for it to end; None if it still runs."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Stop it at once (idempotent)."""
+
+    @abc.abstractmethod
+    def cleanup(self) -> None:
+        """Kill it if needed and remove everything made for it (idempotent)."""
+
+
+class Launcher(abc.ABC):
+    """Starts :class:`Instance` objects."""
+
+    #: The name :func:`pyhost.launchers.get_launcher` knows it by.
+    name: str = ""
+
+    def check(self, spec: LaunchSpec) -> None:
+        """Refuse options this launcher cannot honour, before anything starts.
+
+        Called when a session is made, so a bad option fails at ``py()`` rather than at the
+        first ``eval``. Checks that need the engine wait for :meth:`start`, which still makes
+        nothing before they pass.
+
+        Raises:
+            ConfigurationError: an option is malformed or not understood here.
+        """
+        return None  # a launcher with nothing to check accepts every spec
+
+    @abc.abstractmethod
+    def start(self, spec: LaunchSpec) -> Instance:
+        """Start a server for ``spec``; it may not listen yet when this returns.
+
+        Raises:
+            ConfigurationError: an option cannot work with this engine (nothing was made).
+            EngineUnavailable, ImageNotFound: the engine cannot start it.
+        """
+
+
+def server_env(spec: LaunchSpec, listen: str) -> dict[str, str]:
+    """The environment that configures ``python -m hxpy`` (see ``hxpy.server``)."""
+    env = {
+        **spec.env,
+        "HXPY_KEY": spec.key,
+        "HXPY_LISTEN": listen,
+        "HXPY_MAX_FRAME": str(spec.max_frame),
+        "HXPY_OUTPUT_CAP": str(spec.output_cap),
+        "HXPY_SPIN_US": str(round(spec.spin * 1e6)),
+        "HXPY_LOG_LEVEL": spec.log_level,
+    }
+    if spec.fault:
+        env["HXPY_FAULT"] = spec.fault
+    return env

@@ -1,0 +1,87 @@
+"""The one door to the Docker engine: a shared SDK client, and the one translator of its
+errors.
+
+Every call into the docker SDK runs inside :func:`engine_errors`, which turns what the SDK and
+``requests`` raise into pyhost's errors (``raise ... from exc``, the cause kept), so no
+``docker.errors`` exception reaches a user. Call sites still catch the few answers that mean
+something to them (a 404 is "not there", a 409 "already going") before the translator sees
+them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from ...errors import EngineUnavailable, ImageNotFound
+
+__all__ = ["ENGINE_ERRORS", "docker_client", "engine_errors", "inspect_image", "short"]
+
+# What the SDK raises when the engine fails or refuses: its own errors and its transport's.
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+_client_lock = threading.Lock()
+_client: docker.DockerClient | None = None
+
+
+@contextlib.contextmanager
+def engine_errors(doing: str) -> Iterator[None]:
+    """Translate engine errors raised while ``doing`` (e.g. "cannot remove container x").
+
+    Raises:
+        ImageNotFound: the engine has no such image (the message says how to build it).
+        EngineUnavailable: any other engine or transport failure.
+    """
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise ImageNotFound(f"{doing}: the image is not present ({short(exc)}); run "
+                            "`pyhost image build`") from exc
+    except ENGINE_ERRORS as exc:
+        raise EngineUnavailable(f"{doing}: {short(exc)}") from exc
+
+
+def docker_client() -> docker.DockerClient:
+    """One shared SDK client for this process (it is thread-safe and pools connections).
+
+    Raises:
+        EngineUnavailable: no engine answers.
+    """
+    global _client
+    with _client_lock:
+        if _client is None:
+            with engine_errors("no Docker engine answers (run `pyhost engine up`, or set "
+                               "DOCKER_HOST to an engine you can reach)"):
+                client = docker.from_env(timeout=60)
+                client.ping()
+            _client = client
+        return _client
+
+
+def short(exc: BaseException) -> str:
+    """An error's text on one reasonable line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def inspect_image(client: docker.DockerClient, reference: str) -> dict[str, Any] | None:
+    """The engine's description of an image, or None when it has no such image.
+
+    Raises:
+        EngineUnavailable: the engine failed or refused.
+    """
+    with engine_errors(f"the engine failed to inspect {reference}"):
+        try:
+            return dict(client.api.inspect_image(reference))
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code in (400, 404):  # malformed or unknown reference: not present
+                return None
+            raise

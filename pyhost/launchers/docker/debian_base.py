@@ -1,0 +1,275 @@
+"""A Debian base image made with debootstrap, for machines that no registry reaches.
+
+:func:`build_debian_base` makes ``pyhost-base:<suite>``: a ``minbase`` root filesystem with
+python3, numpy, pandas and msgpack from Debian, fetched from this machine's own apt mirror
+(:func:`apt_mirror`), slimmed and imported through the engine's import API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+
+from ...errors import ImageBuildError
+from .client import engine_errors, inspect_image
+from .system import SYSTEM_PATH, Progress, apt_install, say
+
+__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "apt_mirror", "build_debian_base"]
+
+DEFAULT_SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+BASE_LABEL = "org.pyhost.base"  # what an image was built on ("debootstrap" for this base)
+
+_DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack")
+_DEBOOTSTRAP_TIMEOUT = 1800.0
+
+
+def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
+                      mirror: str | None = None, progress: Progress = None) -> str:
+    """Make ``pyhost-base:<suite>`` from Debian packages with debootstrap and import it.
+
+    The root filesystem is a ``minbase`` with python3, numpy, pandas and msgpack from Debian,
+    without apt caches, docs, man pages, locales and the numpy/pandas test suites. It is
+    imported through the engine's import API with ``CMD ["python3"]``.
+
+    Args:
+        client: the engine.
+        suite: the Debian suite, e.g. ``bookworm``.
+        mirror: the apt mirror; by default the one this machine's apt uses (:func:`apt_mirror`).
+        progress: called with a summary of debootstrap's output and each later step.
+
+    Returns:
+        The imported image's id.
+
+    Raises:
+        ImageBuildError: not root, debootstrap missing and not installable, or a step failed.
+        EngineUnavailable: the engine refused the import.
+    """
+    if os.geteuid() != 0:
+        raise ImageBuildError("no base image is present and none can be pulled; making one with "
+                          "debootstrap needs root: run `pyhost image build` as root once")
+    if shutil.which("debootstrap", path=SYSTEM_PATH) is None:
+        apt_install(["debootstrap"], progress=progress)
+    mirror = mirror or apt_mirror(suite)
+    repository, tag = "pyhost-base", suite
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix="pyhost-base-", dir="/var/tmp"))
+    except OSError as exc:
+        raise ImageBuildError(f"cannot make a scratch directory for the base image: {exc}") from exc
+    rootfs = workdir / "rootfs"
+    try:
+        started = time.monotonic()
+        _debootstrap(suite, rootfs, mirror, progress)
+        say(progress, f"debootstrap finished in {time.monotonic() - started:.0f} s")
+        _unmount_inside(rootfs)
+        _slim_rootfs(rootfs)
+        started = time.monotonic()
+        archive = workdir / "rootfs.tar"
+        _tar_rootfs(rootfs, archive)
+        say(progress, f"importing {archive.stat().st_size / 1e6:.0f} MB as {repository}:{tag}")
+        changes = [
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ENV LANG=C.UTF-8",
+            'CMD ["python3"]',
+            f"LABEL {BASE_LABEL}=debootstrap org.pyhost.suite={suite}",
+        ]
+        with engine_errors("the engine refused to import the base image"):
+            client.api.import_image(src=str(archive), repository=repository, tag=tag,
+                                    changes=changes)
+        say(progress, f"imported in {time.monotonic() - started:.0f} s")
+    except OSError as exc:  # disk full, unreadable file in the rootfs, ...
+        raise ImageBuildError(f"making the base image in {workdir} failed: {exc}") from exc
+    finally:
+        _remove_workdir(workdir, rootfs)
+    attrs = inspect_image(client, f"{repository}:{tag}")
+    if attrs is None:
+        raise ImageBuildError(f"importing {repository}:{tag} reported success but it is not "
+                              "present")
+    return str(attrs["Id"])
+
+
+def apt_mirror(suite: str = DEFAULT_SUITE, apt_dir: str | os.PathLike[str] = "/etc/apt",
+               ) -> str:
+    """The mirror this machine's apt uses for ``suite`` (one-line and deb822 sources alike).
+
+    Returns :data:`DEFAULT_MIRROR` when no configured ``deb`` source carries ``suite``.
+    """
+    for uri, suites in _apt_sources(Path(apt_dir)):
+        if suite in suites:
+            return uri
+    return DEFAULT_MIRROR
+
+
+def _apt_sources(apt_dir: Path) -> Iterator[tuple[str, list[str]]]:
+    lists = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
+    for path in lists:
+        for line in _text(path).splitlines():
+            words = line.split("#", 1)[0].split()
+            if not words or words[0] != "deb":
+                continue
+            if len(words) > 1 and words[1].startswith("["):  # skip "[arch=... signed-by=...]"
+                while words and not words[0].endswith("]"):
+                    words.pop(0)
+                words = ["deb", *words[1:]]
+            if len(words) >= 3:
+                yield words[1], [words[2]]
+    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", _text(path)):
+            fields = _deb822(stanza)
+            if "deb" not in fields.get("types", "").split():
+                continue
+            if fields.get("enabled", "yes").strip().lower() == "no":
+                continue
+            for uri in fields.get("uris", "").split():
+                yield uri, fields.get("suites", "").split()
+
+
+def _deb822(stanza: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    key = None
+    for line in stanza.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        if line[0].isspace() and key is not None:
+            fields[key] += " " + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            fields[key] = value.strip()
+    return fields
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _debootstrap(suite: str, rootfs: Path, mirror: str, progress: Progress) -> None:
+    argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(_DEBIAN_PACKAGES),
+            suite, str(rootfs), mirror]
+    say(progress, "running " + " ".join(argv))
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": SYSTEM_PATH}
+    summary = _DebootstrapSummary(progress)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env)
+    except OSError as exc:
+        raise ImageBuildError(f"cannot run debootstrap: {exc}") from exc
+    assert proc.stdout is not None
+    deadline = time.monotonic() + _DEBOOTSTRAP_TIMEOUT
+    for raw in proc.stdout:
+        summary.feed(raw.decode(errors="replace").rstrip())
+        if time.monotonic() > deadline:
+            proc.kill()
+    code = proc.wait()
+    summary.close()
+    if code != 0:
+        log = _text(rootfs / "debootstrap" / "debootstrap.log").splitlines()[-15:]
+        raise ImageBuildError(f"debootstrap exited with {code} (mirror {mirror}):\n"
+                          + "\n".join(summary.recent + ["-- debootstrap.log --"] + log))
+
+
+class _DebootstrapSummary:
+    """Turns debootstrap's line per package per step into one line per step."""
+
+    _PER_PACKAGE = re.compile(r"^I: (Retrieving|Validating|Extracting|Unpacking|Configuring) "
+                              r"(?!required packages|the base system|Release|Packages|InRelease)"
+                              r"[a-z0-9][a-z0-9+.-]*(\.\.\.| \S+)$")
+    _STEP = {"Retrieving": "downloaded", "Validating": "downloaded", "Extracting": "extracted",
+             "Unpacking": "unpacked", "Configuring": "configured"}
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.step: str | None = None
+        self.count = 0
+        self.recent: list[str] = []
+
+    def feed(self, line: str) -> None:
+        if not line:
+            return
+        self.recent = (self.recent + [line])[-20:]
+        match = self._PER_PACKAGE.match(line)
+        if match is None:
+            self.close()
+            say(self.progress, "debootstrap: " + line)
+            return
+        step = self._STEP[match.group(1)]
+        if step != self.step:
+            self.close()
+            self.step = step
+        if match.group(1) != "Validating":
+            self.count += 1
+
+    def close(self) -> None:
+        if self.step is not None:
+            say(self.progress, f"debootstrap: {self.step} {self.count} packages")
+        self.step, self.count = None, 0
+
+
+def _slim_rootfs(rootfs: Path) -> None:
+    """Drop what a read-only session never uses, and the host details debootstrap copied."""
+    for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin",
+                    "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*",
+                    "usr/share/info/*", "usr/share/locale/*", "usr/share/lintian/*",
+                    "var/log/*", "var/cache/debconf/*-old", "dev/*", "run/*", "tmp/*",
+                    "usr/lib/python3/dist-packages/numpy/**/tests",
+                    "usr/lib/python3/dist-packages/pandas/tests", "debootstrap"):
+        for path in rootfs.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    # The engine supplies these at run time; the host's must not ride along in the image.
+    for name in ("etc/resolv.conf", "etc/hostname", "etc/hosts", "etc/machine-id"):
+        path = rootfs / name
+        if path.exists() or path.is_symlink():
+            path.unlink()
+            path.write_text("")
+    (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+
+
+def _tar_rootfs(rootfs: Path, archive: Path) -> None:
+    def numeric(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(str(rootfs), arcname=".", filter=numeric)
+
+
+def _remove_workdir(workdir: Path, rootfs: Path) -> None:
+    """Delete the scratch tree, never while something is still mounted inside it."""
+    _unmount_inside(rootfs)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _unmount_inside(rootfs: Path) -> None:
+    """Unmount what debootstrap may have left mounted (proc, sys, dev/pts) under ``rootfs``.
+
+    Raises:
+        ImageBuildError: something stays mounted; deleting the tree then would reach the host.
+    """
+    inside = str(rootfs.resolve()) + "/"
+
+    def mounted() -> list[str]:
+        points = [line.split()[1] for line in _text(Path("/proc/self/mounts")).splitlines()
+                  if len(line.split()) > 1]
+        return sorted((point for point in points if point.startswith(inside)), reverse=True)
+
+    for point in mounted():
+        subprocess.run(["umount", "--lazy", point], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    still = mounted()
+    if still:
+        raise ImageBuildError(f"{', '.join(still)} stay mounted; not touching {rootfs}")

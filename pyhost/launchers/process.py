@@ -1,0 +1,99 @@
+"""The process launcher: ``python -m hxpy`` as a plain local process.
+
+**Not a sandbox.** User code runs with this process's user, files and network; no limit
+applies (``mem_limit``, ``cpus`` are ignored). It is here for development, for machines
+without an engine where the code is trusted anyway, and for the unit tests, which exercise the
+real server, wire and session without Docker. ``py(launcher="process")`` selects it.
+
+The server listens on a Unix socket in a private temporary directory; ``io`` is its working
+directory (no ``/io`` mount: a process sees the host's paths as they are).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import hxpy
+
+from ..errors import ConfigurationError
+from .base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
+
+__all__ = ["HXPY_PATH", "ProcessInstance", "ProcessLauncher"]
+
+# Where the hxpy package lives, so the child finds the same one we import.
+HXPY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(hxpy.__file__)))
+
+
+class ProcessInstance(Instance):
+    """A running ``python -m hxpy`` and its private socket directory."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], endpoint: Endpoint, tmp: str) -> None:
+        self.proc = proc
+        self.id = f"process-{proc.pid}"
+        self.endpoint = endpoint
+        self.tmp = tmp
+
+    def poll(self) -> ExitStatus | None:
+        code = self.proc.poll()
+        return None if code is None else ExitStatus(code if code >= 0 else 128 - code)
+
+    def wait(self, timeout: float) -> ExitStatus | None:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.poll()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        self.kill()
+        self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ProcessLauncher(Launcher):
+    """Starts servers as local processes (no sandbox; see the module docstring)."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        # The latest servers started, newest last (tests look at them); bounded for long runs.
+        self.started: collections.deque[ProcessInstance] = collections.deque(maxlen=1000)
+
+    def check(self, spec: LaunchSpec) -> None:
+        docker_only = {"io_host_path": spec.io_host_path, "io_volume": spec.io_volume,
+                       "network": spec.network}
+        if spec.publish_address != LaunchSpec.publish_address:
+            docker_only["publish_address"] = spec.publish_address
+        given = [f"{name}={value!r}" for name, value in docker_only.items() if value]
+        if given:
+            raise ConfigurationError(
+                f"{', '.join(given)}: the process launcher runs the server as a local process "
+                "and has no containers, networks or volumes; drop the option, or use "
+                "launcher='docker'")
+
+    def start(self, spec: LaunchSpec) -> ProcessInstance:
+        self.check(spec)
+        tmp = tempfile.mkdtemp(prefix="hxpy-process-")
+        path = os.path.join(tmp, "hxpy.sock")
+        env = {**os.environ, **server_env(spec, f"unix:{path}"), "PYTHONPATH": HXPY_PATH}
+        cwd = spec.io_dir or tmp
+        try:
+            os.makedirs(cwd, exist_ok=True)
+            proc = subprocess.Popen([sys.executable, "-m", "hxpy"], env=env, cwd=cwd,
+                                    stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ConfigurationError(f"cannot start the hxpy server in {cwd}: {exc}") from exc
+        instance = ProcessInstance(proc, Endpoint("unix", path), tmp)
+        self.started.append(instance)
+        return instance

@@ -1,0 +1,146 @@
+"""The asyncio session: the same conversation as :class:`~pyhost.session.blocking.Session`,
+awaited, so ``await s.eval(...)`` never blocks the event loop.
+
+Messages are read and written with real asyncio I/O (:meth:`Transport.to_async`); everything
+else is :class:`~pyhost.session.conversation.Conversation`'s, shared with the blocking
+session. Only the launcher (blocking engine calls to start or remove a container) and the
+handshake run in the loop's executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from ..errors import ProtocolError, PyHostError
+from ..launchers import get_launcher
+from ..launchers.base import Launcher
+from .conversation import IO_ERRORS, Conversation, Exchange, Send, encode_eval
+from .handshake import Opened, open_server
+from .options import SessionOptions
+from .transport import AsyncTransport
+
+__all__ = ["AsyncSession"]
+
+log = logging.getLogger("pyhost")
+
+
+class AsyncSession(Conversation):
+    """A sandboxed Python session for asyncio code.
+
+    ``define``/``exec``/``timeout``/``init``/``handle`` are those of
+    :class:`~pyhost.session.blocking.Session`; ``await eval(expr)`` sends one batch. Use
+    ``async with AsyncSession() as s:`` or call ``await s.close()``; unlike ``py()``, ``eval``
+    never closes the session by itself. Options are ``py()``'s (a
+    :class:`~pyhost.session.options.SessionOptions` or keywords); ``spin`` applies to the
+    server only: the event loop never polls.
+    """
+
+    def __init__(self, launcher: Launcher | str = "docker",
+                 options: SessionOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(get_launcher(launcher), SessionOptions.from_kwargs(options, **kwargs))
+        self._lock = asyncio.Lock()
+        self._transport: AsyncTransport | None = None
+
+    async def eval(self, expr: str) -> Any:
+        """Send the buffered ops and ``expr``; the value of ``expr``.
+
+        Raises:
+            The same errors as ``Session.eval``.
+        """
+        self._check_open()
+        last = encode_eval(expr)
+        ops, buffers = self._take_pending()
+        ops.append(last)
+        async with self._lock:
+            if self._transport is None:
+                init_ops, init_buffers = await self._start()
+                ops, buffers = init_ops + ops, init_buffers + buffers
+            return await self._run(self._exchange(ops, buffers))
+
+    async def close(self) -> None:
+        """End the session and remove its container; idempotent."""
+        self._closed = True
+        await self._stop()
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _start(self) -> tuple[list[bytes], list[memoryview]]:
+        """Start and handshake a server in a worker thread (the launcher's calls block),
+        then speak to it with asyncio I/O on the same connection."""
+        loop = asyncio.get_running_loop()
+        spec = self.options.launch_spec(self.id)
+        opening = loop.run_in_executor(None, open_server, self._launcher, spec,
+                                       self.options.max_frame)
+        try:
+            opened = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_discard)  # the server is still coming: remove it then
+            raise
+        init = self._started(opened)
+        try:
+            self._transport = await opened.transport.to_async()
+        except BaseException:
+            opened.transport.close()
+            await self._stop()
+            raise
+        log.info("session %s: ready (async)", self.id)
+        return init
+
+    async def _run(self, exchange: Exchange) -> Any:
+        """Drive a batch's steps over the asyncio transport."""
+        transport = self._transport
+        assert transport is not None
+        reply: Any = None
+        while True:
+            try:
+                step = exchange.send(reply)
+            except StopIteration as done:
+                return done.value
+            except ProtocolError:
+                await self._stop()
+                raise
+            try:
+                if isinstance(step, Send):
+                    await transport.send(step.body, step.buffers)
+                    reply = None
+                else:
+                    reply = await transport.recv(step.timeout)
+            except IO_ERRORS as exc:
+                exchange.close()
+                raise await self._fail(exc) from (None if isinstance(exc, TimeoutError)
+                                                  else exc)
+
+    async def _fail(self, exc: BaseException) -> PyHostError:
+        instance = self._instance
+        status = None
+        if instance is not None and not self._closed and self._wants_status(exc):
+            status = await asyncio.get_running_loop().run_in_executor(None, instance.wait, 1.0)
+        await self._stop()
+        return self._broken(exc, status)
+
+    async def _stop(self) -> None:
+        transport, instance = self._transport, self._instance
+        self._transport = None
+        self._instance = None
+        if transport is not None:
+            transport.close()
+        if instance is not None:
+            await asyncio.get_running_loop().run_in_executor(None, instance.cleanup)
+
+
+def _discard(opening: asyncio.Future[Opened]) -> None:
+    """Remove a server whose opening finished after the caller gave up on it."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    opened = opening.result()
+    opened.transport.close()
+    threading.Thread(target=opened.instance.cleanup, name="pyhost-discard", daemon=True).start()

@@ -1,0 +1,165 @@
+"""The blocking session: buffered define/exec, one round trip per eval.
+
+A :class:`Session` knows its :class:`~pyhost.launchers.base.Launcher` only through the
+interface and never imports docker. ``define`` and ``exec`` are encoded at once (bad values
+fail there, before anything is sent) and buffered; ``eval`` sends the buffer and the
+expression as ONE batch and waits for the reply, answering the calls the container makes back
+to the host meanwhile. What that means is :class:`~pyhost.session.conversation.Conversation`'s;
+this module adds the blocking I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..errors import ProtocolError, PyHostError
+from ..launchers import get_launcher
+from ..launchers.base import Launcher
+from . import registry
+from .conversation import IO_ERRORS, Conversation, Exchange, Send, SessionStats, encode_eval
+from .handshake import Opened, open_server
+from .options import SessionOptions
+from .pool import take_warm
+from .transport import Transport
+
+__all__ = ["Session", "SessionStats"]
+
+log = logging.getLogger("pyhost")
+
+
+class Session(Conversation):
+    """One sandboxed Python session; obtain it with :func:`pyhost.py`.
+
+    Chain ``define``/``exec``/``timeout``/``init`` and finish with ``eval``. Without ``with``
+    (and unless persistent) ``eval`` closes the session afterwards, as hxPy does; inside
+    ``with py() as s:`` the session lives until the block ends.
+    """
+
+    def __init__(self, launcher: Launcher | str = "docker",
+                 options: SessionOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(get_launcher(launcher), SessionOptions.from_kwargs(options, **kwargs))
+        self.persist = self.options.persist
+        self._keep = self.persist is not None
+        self._lock = threading.RLock()
+        self._transport: Transport | None = None
+        self._depth = 0
+
+    def eval(self, expr: str) -> Any:
+        """Send the buffered ops and ``expr``; return the value of ``expr``.
+
+        Raises:
+            PythonError: the code raised in the container (the session stays usable).
+            MarshalError: the value cannot be brought back (the session stays usable).
+            SessionTimeout: the batch ran past the timeout.
+            SessionDied: the container ended under us.
+            SessionClosed: the session was closed.
+        """
+        self._check_open()
+        last = encode_eval(expr)
+        ops, buffers = self._take_pending()
+        ops.append(last)
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._transport is None:
+                    init_ops, init_buffers = self._start()
+                    ops, buffers = init_ops + ops, init_buffers + buffers
+                return self._run(self._exchange(ops, buffers))
+            finally:
+                self._depth -= 1
+                if not self._keep and self._depth == 0:
+                    self.close()
+
+    def close(self) -> None:
+        """End the session and remove its container; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop("close")
+        registry.forget(self)
+
+    def kill(self) -> None:
+        """Kill the container at once, even while another thread waits in eval."""
+        self._closed = True
+        instance = self._instance
+        if instance is not None:
+            instance.kill()
+        with self._lock:
+            self._stop("kill")
+        registry.forget(self)
+
+    def __enter__(self) -> Session:
+        self._keep = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _start(self) -> tuple[list[bytes], list[memoryview]]:
+        """Start (or take from a warm pool) a server; the ops its init buffered."""
+        opened = take_warm(self._pool_key()) if self._starts == 0 else None
+        if opened is None:
+            opened = self._open_fresh(self.id)
+        self._transport = opened.transport
+        registry.remember(self)
+        return self._started(opened)
+
+    def _open_fresh(self, session_id: str) -> Opened:
+        """Start and handshake a new server with this session's options."""
+        return open_server(self._launcher, self.options.launch_spec(session_id),
+                           self.options.max_frame)
+
+    def _pool_key(self) -> tuple[Any, ...]:
+        return (id(self._launcher), *self.options.pool_key())
+
+    def _run(self, exchange: Exchange) -> Any:
+        """Drive a batch's steps over the transport."""
+        transport = self._transport
+        assert transport is not None
+        reply: Any = None
+        while True:
+            try:
+                step = exchange.send(reply)
+            except StopIteration as done:
+                return done.value
+            except ProtocolError:
+                self._stop("protocol error")
+                raise
+            try:
+                if isinstance(step, Send):
+                    transport.send(step.body, step.buffers)
+                    reply = None
+                else:
+                    reply = transport.recv(step.timeout)
+            except IO_ERRORS as exc:
+                exchange.close()
+                raise self._fail(exc) from (None if isinstance(exc, TimeoutError) else exc)
+
+    def _fail(self, exc: BaseException) -> PyHostError:
+        instance = self._instance
+        status = None
+        if instance is not None and not self._closed and self._wants_status(exc):
+            status = instance.wait(1.0)
+        self._stop(type(exc).__name__)
+        return self._broken(exc, status)
+
+    def _stop(self, why: str) -> None:
+        """Drop the connection and remove the container (the next eval may start anew)."""
+        transport, instance = self._transport, self._instance
+        self._transport = None
+        self._instance = None
+        if transport is not None:
+            transport.close()
+        if instance is not None:
+            try:
+                instance.cleanup()
+            except PyHostError as exc:
+                log.error("session %s: cleanup after %s failed: %s", self.id, why, exc)
+            log.info("session %s: container %s removed (%s)", self.id, instance.id[:12], why)
+
+

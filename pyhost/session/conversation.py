@@ -1,0 +1,379 @@
+"""The I/O-free half of a session: what to send, and what a reply means.
+
+:class:`Conversation` holds everything a session is that is not I/O: the buffered ops, the
+init, the host handlers, the timeout, the counters and the last output; it encodes a batch
+and reads the replies. The blocking :class:`~pyhost.session.blocking.Session` and the asyncio
+:class:`~pyhost.session.aio.AsyncSession` derive from it and add only their I/O, so the two
+cannot drift apart. A batch is a generator of steps (:meth:`Conversation._exchange`): each
+driver performs the sends and receives it asks for, in its own style.
+"""
+
+from __future__ import annotations
+
+import keyword
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar, Union
+
+from hxpy import codec, protocol, wire
+
+from ..errors import (
+    MarshalError,
+    ProtocolError,
+    PyHostError,
+    PythonError,
+    SessionClosed,
+    SessionDied,
+    SessionTimeout,
+)
+from ..launchers.base import ExitStatus, Instance, Launcher
+from .handshake import Opened
+from .options import SessionOptions
+
+__all__ = ["Conversation", "Recv", "Send", "SessionStats", "encode_define", "encode_eval",
+           "encode_exec"]
+
+log = logging.getLogger("pyhost")
+
+Encoded = tuple[bytes, list[memoryview]]  # a msgpack body and its out-of-band buffers
+HostHandler = Callable[..., Any]
+InitFn = Callable[[Any], Any]
+_C = TypeVar("_C", bound="Conversation")
+
+
+@dataclass
+class SessionStats:
+    """Counters of one session, across restarts."""
+
+    batches: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    last_latency: float = 0.0
+    total_latency: float = 0.0
+    restarts: int = 0
+    host_calls: int = 0
+
+    @property
+    def mean_latency(self) -> float:
+        return self.total_latency / self.batches if self.batches else 0.0
+
+
+@dataclass(frozen=True)
+class Send:
+    """A step of a batch: send this message."""
+
+    body: bytes
+    buffers: list[memoryview]
+
+
+@dataclass(frozen=True)
+class Recv:
+    """A step of a batch: receive one message, waiting up to ``timeout`` (None: forever)."""
+
+    timeout: float | None
+
+
+Step = Union[Send, Recv]
+# What a driver sends back into the exchange: None after a Send, the message after a Recv.
+Exchange = Generator[Step, Any, Any]
+
+# What a transport raises when the connection fails; TimeoutError (an OSError) comes first.
+IO_ERRORS = (TimeoutError, wire.FrameTooLarge, wire.PeerClosed, OSError)
+
+
+class _Pending(threading.local):
+    """Ops and their out-of-band buffers waiting for the next eval, per thread: a define in
+    one thread never rides on another thread's eval."""
+
+    def __init__(self) -> None:
+        self.ops: list[bytes] = []
+        self.buffers: list[memoryview] = []
+
+
+class Conversation:
+    """What both sessions share; see the module docstring. Not made directly."""
+
+    def __init__(self, launcher: Launcher, options: SessionOptions) -> None:
+        self.id = secrets.token_hex(6)
+        self.options = options
+        self._launcher = launcher
+        launcher.check(options.launch_spec(self.id))  # bad options fail here, not at eval
+        self._timeout = options.timeout
+        self._pending = _Pending()
+        self._init_fn: InitFn | None = None
+        self._handlers: dict[str, HostHandler] = {}
+        self._instance: Instance | None = None
+        self._closed = False
+        self._starts = 0
+        self._batch_ids = 0
+        self.stats = SessionStats()
+        self.last_output = ""
+        self.last_output_truncated = False
+        self.server_info: dict[str, Any] = {}
+
+    # -- chain ---------------------------------------------------------------------------
+
+    def define(self: _C, name: str, value: Any) -> _C:
+        """Bind ``name`` to ``value`` in the session namespace (sent with the next eval).
+
+        Raises:
+            ValueError: ``name`` is not a Python identifier.
+            MarshalError: ``value`` cannot be marshalled, or is over ``max_frame``; nothing
+                is sent.
+        """
+        self._check_open()
+        op, buffers = encode_define(name, value)
+        size = wire.message_size(op, buffers)
+        if size > self.options.max_frame:
+            raise MarshalError(f"define({name!r}): the value takes {size} bytes, over the "
+                               f"maximum frame size of {self.options.max_frame} bytes; "
+                               "nothing was sent")
+        pending = self._pending
+        pending.ops.append(op)
+        pending.buffers.extend(buffers)
+        return self
+
+    def exec(self: _C, code: str) -> _C:
+        """Run statements in the session namespace (sent with the next eval)."""
+        self._check_open()
+        self._pending.ops.append(encode_exec(code))
+        return self
+
+    def timeout(self: _C, seconds: float | None) -> _C:
+        """Set how long each eval may run; None waits forever.
+
+        Raises:
+            ValueError: ``seconds`` is not positive.
+        """
+        if seconds is not None and (isinstance(seconds, bool) or
+                                    not isinstance(seconds, (int, float)) or seconds <= 0):
+            raise ValueError(f"timeout must be positive or None, not {seconds!r}")
+        self._timeout = seconds
+        return self
+
+    def init(self: _C, fn: InitFn) -> _C:
+        """Call ``fn(session)`` each time a container starts for this session, before its
+        first batch; what it defines and execs goes first.
+
+        A session holds ONE init: calling ``init`` again replaces it. A persistent session
+        handed an init with every message (``py(persist=k).init(fn)...``) thus runs the
+        latest one once per container start, however many messages it served.
+        """
+        if not callable(fn):
+            raise TypeError(f"init() takes a callable, not {type(fn).__name__}")
+        self._init_fn = fn
+        return self
+
+    def handle(self: _C, method: str, fn: HostHandler) -> _C:
+        """Answer ``hxpy.server.call_host(method, ...)`` from the container with ``fn``."""
+        self._handlers[method] = fn
+        return self
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def container_id(self) -> str | None:
+        """The id of the running container (or server), once started."""
+        return self._instance.id if self._instance else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._instance else "not started")
+        return f"<{type(self).__name__} {self.id} {state}>"
+
+    # -- for the drivers -----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosed(f"session {self.id} is closed")
+
+    def _take_pending(self) -> tuple[list[bytes], list[memoryview]]:
+        pending = self._pending
+        ops, buffers = pending.ops, pending.buffers
+        if ops:
+            pending.ops, pending.buffers = [], []
+            return ops, buffers
+        return [], []
+
+    def _started(self, opened: Opened) -> tuple[list[bytes], list[memoryview]]:
+        """Take in a new server; run init; the ops init buffered (they go first)."""
+        restarting = self._starts > 0
+        self._starts += 1
+        self._instance = opened.instance
+        self.server_info = opened.server_info
+        if restarting:
+            self.stats.restarts += 1
+            log.warning("session %s: restarted (restart %d)", self.id, self.stats.restarts)
+        if self._init_fn is None:
+            return [], []
+        saved = self._take_pending()
+        self._init_fn(self)
+        init = self._take_pending()
+        self._pending.ops, self._pending.buffers = saved
+        return init
+
+    def _exchange(self, ops: list[bytes], buffers: list[memoryview]) -> Exchange:
+        """One batch as steps: send it, answer the container's calls, read the reply.
+
+        Returns (as the generator's value) the value of the last eval.
+
+        Raises:
+            MarshalError: the batch is over ``max_frame`` (nothing was sent).
+            PythonError, MarshalError, SessionTimeout (soft): the server's error reply.
+            ProtocolError: the reply breaks the protocol (the session must end).
+        """
+        self._batch_ids += 1
+        batch_id = self._batch_ids
+        body = protocol.pack_batch(batch_id, self._timeout, ops)
+        size = wire.message_size(body, buffers)
+        if size > self.options.max_frame:
+            raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
+                               f"{self.options.max_frame} bytes; nothing was sent")
+        started = time.monotonic()
+        # The hard deadline: the timeout plus a grace for the server's own (soft) timeout to
+        # answer first.
+        deadline = (None if self._timeout is None
+                    else started + self._timeout + self.options.grace)
+        yield Send(body, buffers)
+        self.stats.bytes_out += size
+        while True:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            message = self._decode((yield Recv(wait)))
+            kind = message.get("type")
+            if kind != protocol.CALL:
+                break
+            self.stats.host_calls += 1
+            yield Send(*call_reply(self._handlers, message, self.id))
+        if message.get("id") not in (batch_id, None):
+            raise ProtocolError(f"session {self.id}: reply for batch {message.get('id')} "
+                                f"while waiting for {batch_id}")
+        latency = time.monotonic() - started
+        self.stats.batches += 1
+        self.stats.last_latency = latency
+        self.stats.total_latency += latency
+        self._record_output(message)
+        if kind == protocol.RESULT:
+            return message.get("value")
+        if kind == protocol.ERROR:
+            raise remote_error(message, self.id, self._timeout)
+        raise ProtocolError(f"session {self.id}: unexpected message type {kind!r}")
+
+    def _decode(self, received: tuple[Any, list[memoryview]]) -> dict[str, Any]:
+        body, buffers = received
+        self.stats.bytes_in += wire.message_size(body, buffers)
+        try:
+            message = codec.decode(body, buffers)
+        except codec.MarshalError as exc:
+            raise ProtocolError(f"session {self.id}: unreadable frame: {exc}") from exc
+        if not isinstance(message, dict):
+            raise ProtocolError(f"session {self.id}: a frame must hold a map, got "
+                                f"{type(message).__name__}")
+        return message
+
+    def _record_output(self, message: dict[str, Any]) -> None:
+        self.last_output = message.get("output") or ""
+        self.last_output_truncated = bool(message.get("truncated"))
+        if self.last_output:
+            log.info("session %s output:\n%s", self.id, self.last_output.rstrip())
+
+    def _broken(self, exc: BaseException, status: ExitStatus | None) -> PyHostError:
+        """The error for a connection that failed with ``exc`` during a batch (the driver
+        has stopped the server; ``status`` is how it ended, if known)."""
+        if isinstance(exc, TimeoutError):
+            log.warning("session %s: hard timeout after %s s; container killed", self.id,
+                        self._timeout)
+            return SessionTimeout(
+                f"session {self.id}: the batch ran past its {self._timeout} s timeout and did "
+                f"not yield within {self.options.grace} s; the container was killed "
+                "(hard timeout)", kind="hard", seconds=self._timeout)
+        if isinstance(exc, wire.FrameTooLarge):
+            return ProtocolError(f"session {self.id}: {exc}")
+        if self._closed:
+            return SessionClosed(f"session {self.id} was closed during a batch")
+        if status is None:
+            log.error("session %s: connection lost during a batch", self.id)
+            return SessionDied(f"session {self.id}: the connection to the server broke during "
+                               "a batch")
+        log.error("session %s: container died during a batch: %s", self.id,
+                  status.describe().splitlines()[0])
+        return SessionDied(f"session {self.id}: the container died during a batch: "
+                           f"{status.describe()}", status.exit_code, status.oom_killed)
+
+    @staticmethod
+    def _wants_status(exc: BaseException) -> bool:
+        """Whether the driver should ask how the server ended before stopping it."""
+        return not isinstance(exc, (TimeoutError, wire.FrameTooLarge))
+
+
+def encode_define(name: str, value: Any) -> Encoded:
+    """The encoded op ``define name = value``, its large arrays as out-of-band buffers (views
+    of the caller's arrays: they are read when the batch is sent).
+
+    Raises:
+        ValueError: ``name`` is not a Python identifier.
+        MarshalError: ``value`` cannot be marshalled (the message says what and where).
+    """
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise ValueError(f"define(): {name!r} is not a valid Python variable name")
+    try:
+        encoded, buffers = codec.encode_parts(value, where=name)
+    except codec.MarshalError as exc:
+        raise MarshalError(f"define({name!r}): {exc}") from None
+    return protocol.pack_define(name, encoded), buffers
+
+
+def encode_exec(code: str) -> bytes:
+    """The encoded op ``exec code``."""
+    if not isinstance(code, str):
+        raise TypeError(f"exec() takes source code as str, not {type(code).__name__}")
+    return codec.encode(["exec", code])
+
+
+def encode_eval(expr: str) -> bytes:
+    """The encoded op ``eval expr``."""
+    if not isinstance(expr, str):
+        raise TypeError(f"eval() takes an expression as str, not {type(expr).__name__}")
+    return protocol.pack_eval(expr)
+
+
+def remote_error(message: dict[str, Any], session_id: str,
+                 timeout: float | None) -> PyHostError:
+    """The error an ERROR reply means. A ``ProtocolError`` means the session must end."""
+    error = message.get("error") or {}
+    kind = message.get("kind")
+    if kind == protocol.KIND_TIMEOUT:
+        log.warning("session %s: soft timeout after %s s", session_id, timeout)
+        return SessionTimeout(
+            f"session {session_id}: the batch ran past its {timeout} s timeout; user code was "
+            "interrupted (soft timeout) and the namespace is kept", kind="soft", seconds=timeout)
+    if kind == protocol.KIND_MARSHAL:
+        return MarshalError(f"session {session_id}: {error.get('message')}")
+    if kind == protocol.KIND_PROTOCOL:
+        return ProtocolError(f"session {session_id}: the server rejected a message: "
+                             f"{error.get('type')}: {error.get('message')}")
+    return PythonError(str(error.get("type")), str(error.get("message")),
+                       str(error.get("traceback") or ""), message.get("output") or "")
+
+
+def call_reply(handlers: dict[str, HostHandler], message: dict[str, Any],
+               session_id: str) -> Encoded:
+    """Run the host handler a CALL asks for; the encoded CALL_RESULT or CALL_ERROR."""
+    method = message.get("method")
+    handler = handlers.get(method) if isinstance(method, str) else None
+    try:
+        if handler is None:
+            raise LookupError(f"the host has no handler for {method!r}")
+        value = handler(*(message.get("args") or ()), **(message.get("kwargs") or {}))
+        return codec.encode_parts({"type": protocol.CALL_RESULT, "id": message.get("id"),
+                                   "value": value}, where=f"{method} result")
+    except Exception as exc:
+        log.warning("session %s: host call %r failed: %s", session_id, method, exc)
+        return codec.encode({"type": protocol.CALL_ERROR, "id": message.get("id"),
+                             "error": protocol.error_info(exc, "")}), []

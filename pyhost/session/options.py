@@ -1,0 +1,163 @@
+"""Every session option, once: :class:`SessionOptions`.
+
+``py()``, :class:`~pyhost.session.blocking.Session`, :class:`~pyhost.session.aio.AsyncSession`
+and warm pools all take a ``SessionOptions`` (keyword arguments are turned into one); the
+launcher gets the :class:`~pyhost.launchers.base.LaunchSpec` built from it. Values are checked
+here, when the options are made; what only a launcher understands it checks itself
+(``Launcher.check``), also before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from hxpy import wire
+
+from ..errors import ConfigurationError
+from ..launchers.base import LaunchSpec
+
+__all__ = ["DEFAULT_IO", "DefaultIO", "SessionOptions"]
+
+
+class DefaultIO(str):
+    """The io directory nobody asked for: where it cannot be mounted (a remote engine) it
+    is left out, while a directory the caller named is an error there."""
+
+
+DEFAULT_IO = DefaultIO("io")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How a session's server is started and spoken to. Immutable; :meth:`replace` makes a
+    changed copy.
+
+    Raises:
+        ConfigurationError: a value is out of range or of the wrong kind (the message names
+            the option).
+    """
+
+    image: str | None = None
+    """Session image (default: the locally built ``hxpy:latest``, or ``PYHOST_IMAGE``)."""
+    io: PathLike | None = DEFAULT_IO
+    """Directory mounted read-write at ``/io`` (created if missing); None for none. On a
+    remote engine the default ``./io`` is left out, and a directory passed here is an error
+    (use ``io_volume``)."""
+    io_host_path: str | None = None
+    """Docker only: the io directory as the engine host sees it, when that differs (found
+    through this container's mounts when pyhost runs in one)."""
+    io_volume: str | None = None
+    """Docker only: a volume mounted at ``/io`` instead of a directory (works with remote
+    engines)."""
+    timeout: float | None = 300.0
+    """Seconds each eval may run; None: no limit."""
+    log_level: str = "WARNING"
+    """The server's log level (its logs go to the container's output)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment variables for the server."""
+    mem_limit: str | int | None = "1g"
+    """Memory limit, e.g. ``"1g"`` (no swap beyond it)."""
+    cpus: float | None = None
+    """CPU limit, e.g. ``1.5``."""
+    network: str | None = None
+    """Docker only: a user-defined network this process's container is on too; the session
+    joins it instead of ``none`` and is reached over TCP (Docker-in-Docker)."""
+    publish_address: str = "127.0.0.1"
+    """Docker only, remote engines: the IPv4 address of the engine host the session's port is
+    published on (``0.0.0.0``: every address, reached at the engine's host name)."""
+    max_frame: int = wire.DEFAULT_MAX_FRAME
+    """Largest message (a frame and its buffers) either end accepts, in bytes."""
+    output_cap: int = 1 << 20
+    """Captured stdout+stderr per batch, in bytes; the rest is cut (``last_output_truncated``)."""
+    spin: float = wire.DEFAULT_SPIN
+    """Seconds each end polls for the other's next message before it sleeps; 0 never polls
+    (see ``hxpy.wire.FrameReader``). The asyncio session polls only on the server side."""
+    grace: float = 0.5
+    """Seconds past the timeout the server's own (soft) timeout has to answer before the
+    container is killed (hard timeout)."""
+    persist: str | None = None
+    """A key: every ``py(persist=key)`` in this process returns the same live session, which
+    ``eval`` does not close (the options of the first call win)."""
+
+    def __post_init__(self) -> None:
+        _positive_or_none("timeout", self.timeout)
+        _positive_or_none("cpus", self.cpus)
+        for name in ("max_frame", "output_cap"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
+        for name in ("spin", "grace"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be a number of seconds >= 0, not "
+                                         f"{value!r}")
+        level = self.log_level.upper() if isinstance(self.log_level, str) else self.log_level
+        if not isinstance(logging.getLevelName(level), int):
+            raise ConfigurationError(f"log_level={self.log_level!r} is not a log level; use "
+                                     "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        object.__setattr__(self, "log_level", level)
+        env = dict(self.env or {})
+        bad = [key for key, value in env.items()
+               if not isinstance(key, str) or not isinstance(value, str)]
+        if bad:
+            raise ConfigurationError(f"env: names and values must be str; {bad[0]!r} is not "
+                                     f"(got {env[bad[0]]!r})")
+        object.__setattr__(self, "env", env)
+        if self.io is not None and not isinstance(self.io, (str, os.PathLike)):
+            raise ConfigurationError(f"io must be a directory path or None, not {self.io!r}")
+
+    @classmethod
+    def from_kwargs(cls, options: SessionOptions | None = None,
+                    **kwargs: Any) -> SessionOptions:
+        """``options`` (or the defaults) with ``kwargs`` applied.
+
+        Raises:
+            ConfigurationError: a keyword is not an option (the message lists them).
+        """
+        base = options if options is not None else cls()
+        return base.replace(**kwargs) if kwargs else base
+
+    def replace(self, **changes: Any) -> SessionOptions:
+        """A copy with ``changes`` applied (checked as new options are)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigurationError(f"unknown session option(s) {', '.join(unknown)}; the "
+                                     f"options are {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def io_dir(self) -> str | None:
+        """The io directory as an absolute path, or None."""
+        return None if self.io is None else os.path.abspath(os.fspath(self.io))
+
+    def launch_spec(self, session_id: str) -> LaunchSpec:
+        """What the launcher needs to start a server for these options."""
+        return LaunchSpec(
+            session_id=session_id, image=self.image, io_dir=self.io_dir,
+            io_required=not isinstance(self.io, DefaultIO), env=dict(self.env),
+            mem_limit=self.mem_limit, cpus=self.cpus, log_level=self.log_level,
+            max_frame=self.max_frame, output_cap=self.output_cap, spin=self.spin,
+            io_host_path=self.io_host_path, io_volume=self.io_volume, network=self.network,
+            publish_address=self.publish_address)
+
+    def pool_key(self) -> tuple[Any, ...]:
+        """What a ready server depends on: sessions with equal keys may share a warm pool."""
+        spec = self.launch_spec("")
+        return tuple((name, tuple(sorted(value.items())) if isinstance(value, dict) else value)
+                     for name, value in sorted(dataclasses.asdict(spec).items())
+                     if name != "session_id")
+
+
+def _positive_or_none(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{name} must be positive or None, not {value!r}")
