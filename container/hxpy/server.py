@@ -193,6 +193,9 @@ class Server:
     def run_batch(self, message: dict[str, Any]) -> None:
         """Run every op of a batch; reply with the last eval's value or the first error.
 
+        An exception from user code, SystemExit and KeyboardInterrupt included, becomes an
+        error reply and the session goes on.
+
         What is printed goes into the session's capture. Whatever reached the capture since
         the last reply (a thread or a logging handler of user code, between batches) goes with
         this reply, so nothing printed is lost.
@@ -213,7 +216,10 @@ class Server:
             value = self._run_ops(message.get("ops", ()))
         except SoftTimeout as exc:
             failure = (protocol.KIND_TIMEOUT, exc, _user_traceback(exc))
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # As in IPython, exit(), sys.exit(), an argparse error or Ctrl-C ends the cell, not
+            # the session: losing the namespace to them is never what the user meant.
+            # os._exit, SIGTERM, SIGKILL or the host hanging up still end it.
             failure = (protocol.KIND_PYTHON, exc, _user_traceback(exc))
         finally:
             self._in_user_code = False
