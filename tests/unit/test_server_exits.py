@@ -5,7 +5,7 @@ the session."""
 import pytest
 
 from pyhost import PythonError, SessionDied, py
-from tests.support.process_launcher import ProcessLauncher
+from pyhost.launchers.process import ProcessLauncher
 
 
 @pytest.fixture
