@@ -14,10 +14,9 @@ import logging
 import threading
 from typing import Any
 
-from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
-from ..launchers.base import Launcher
-from .conversation import IO_ERRORS, Conversation, Exchange, Send, encode_eval
+from ..launchers.base import ExitStatus, Launcher
+from .conversation import IO_ERRORS, Conversation, Done, Exchange, Failed, advance, encode_eval
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .transport import AsyncTransport
@@ -96,45 +95,28 @@ class AsyncSession(Conversation):
         return init
 
     async def _run(self, exchange: Exchange) -> Any:
-        """Drive a batch's steps over the asyncio transport."""
-        transport = self._transport
-        assert transport is not None
-        reply: Any = None
-        while True:
+        """Drive a batch over asyncio I/O: await each step, hand back what came of it."""
+        step = advance(exchange, None)
+        while not isinstance(step, Done):
+            target = self._transport if step.io else self
             try:
-                step = exchange.send(reply)
-            except StopIteration as done:
-                return done.value
-            except ProtocolError:
-                await self._stop()
-                raise
-            try:
-                if isinstance(step, Send):
-                    await transport.send(step.body, step.buffers)
-                    reply = None
-                else:
-                    reply = await transport.recv(step.timeout)
+                reply = await getattr(target, step.method)(*step.args)
             except IO_ERRORS as exc:
-                exchange.close()
-                raise await self._fail(exc) from (None if isinstance(exc, TimeoutError)
-                                                  else exc)
+                reply = Failed(exc)
+            step = advance(exchange, reply)
+        return step.value
 
-    async def _fail(self, exc: BaseException) -> PyHostError:
+    async def _exit_status(self) -> ExitStatus | None:
+        """How the server ended (the launcher's wait blocks: it runs in the executor)."""
         instance = self._instance
-        status = None
-        if instance is not None and not self._closed and self._wants_status(exc):
-            status = await asyncio.get_running_loop().run_in_executor(None, instance.wait, 1.0)
-        await self._stop()
-        return self._broken(exc, status)
+        if instance is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(None, instance.wait, 1.0)
 
-    async def _stop(self) -> None:
-        transport, instance = self._transport, self._instance
-        self._transport = None
-        self._instance = None
-        if transport is not None:
-            transport.close()
+    async def _stop(self, why: str = "close") -> None:
+        instance = self._detach()
         if instance is not None:
-            await asyncio.get_running_loop().run_in_executor(None, instance.cleanup)
+            await asyncio.get_running_loop().run_in_executor(None, self._remove, instance, why)
 
 
 def _discard(opening: asyncio.Future[Opened]) -> None:

@@ -10,24 +10,28 @@ this module adds the blocking I/O.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
-from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
-from ..launchers.base import Launcher
+from ..launchers.base import ExitStatus, Launcher
 from . import registry
-from .conversation import IO_ERRORS, Conversation, Exchange, Send, SessionStats, encode_eval
+from .conversation import (
+    IO_ERRORS,
+    Conversation,
+    Done,
+    Exchange,
+    Failed,
+    SessionStats,
+    advance,
+    encode_eval,
+)
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .pool import take_warm
 from .transport import Transport
 
 __all__ = ["Session", "SessionStats"]
-
-log = logging.getLogger("pyhost")
-
 
 class Session(Conversation):
     """One sandboxed Python session; obtain it with :func:`pyhost.py`.
@@ -118,48 +122,22 @@ class Session(Conversation):
         return (id(self._launcher), *self.options.pool_key())
 
     def _run(self, exchange: Exchange) -> Any:
-        """Drive a batch's steps over the transport."""
-        transport = self._transport
-        assert transport is not None
-        reply: Any = None
-        while True:
+        """Drive a batch: do each step it asks for, hand back what came of it."""
+        step = advance(exchange, None)
+        while not isinstance(step, Done):
             try:
-                step = exchange.send(reply)
-            except StopIteration as done:
-                return done.value
-            except ProtocolError:
-                self._stop("protocol error")
-                raise
-            try:
-                if isinstance(step, Send):
-                    transport.send(step.body, step.buffers)
-                    reply = None
-                else:
-                    reply = transport.recv(step.timeout)
+                reply = getattr(self._transport if step.io else self, step.method)(*step.args)
             except IO_ERRORS as exc:
-                exchange.close()
-                raise self._fail(exc) from (None if isinstance(exc, TimeoutError) else exc)
+                reply = Failed(exc)
+            step = advance(exchange, reply)
+        return step.value
 
-    def _fail(self, exc: BaseException) -> PyHostError:
-        instance = self._instance
-        status = None
-        if instance is not None and not self._closed and self._wants_status(exc):
-            status = instance.wait(1.0)
-        self._stop(type(exc).__name__)
-        return self._broken(exc, status)
+    def _exit_status(self) -> ExitStatus | None:
+        """How the server ended, waiting a moment for it to finish ending."""
+        return self._instance.wait(1.0) if self._instance is not None else None
 
     def _stop(self, why: str) -> None:
         """Drop the connection and remove the container (the next eval may start anew)."""
-        transport, instance = self._transport, self._instance
-        self._transport = None
-        self._instance = None
-        if transport is not None:
-            transport.close()
+        instance = self._detach()
         if instance is not None:
-            try:
-                instance.cleanup()
-            except PyHostError as exc:
-                log.error("session %s: cleanup after %s failed: %s", self.id, why, exc)
-            log.info("session %s: container %s removed (%s)", self.id, instance.id[:12], why)
-
-
+            self._remove(instance, why)

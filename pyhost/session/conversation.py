@@ -5,7 +5,8 @@ init, the host handlers, the timeout, the counters and the last output; it encod
 and reads the replies. The blocking :class:`~pyhost.session.blocking.Session` and the asyncio
 :class:`~pyhost.session.aio.AsyncSession` derive from it and add only their I/O, so the two
 cannot drift apart. A batch is a generator of steps (:meth:`Conversation._exchange`): each
-driver performs the sends and receives it asks for, in its own style.
+driver performs the steps it asks for (send, receive; on failure, ask how the server ended
+and stop it) in its own style, and hands back what came of each.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, TypeVar
 
 from hxpy import codec, protocol, wire
 
@@ -34,8 +35,8 @@ from ..launchers.base import ExitStatus, Instance, Launcher
 from .handshake import Opened
 from .options import SessionOptions
 
-__all__ = ["Conversation", "Recv", "Send", "SessionStats", "encode_define", "encode_eval",
-           "encode_exec"]
+__all__ = ["Conversation", "Done", "Failed", "SessionStats", "Step", "advance", "call_reply",
+           "encode_define", "encode_eval", "encode_exec", "remote_error"]
 
 log = logging.getLogger("pyhost")
 
@@ -63,26 +64,42 @@ class SessionStats:
 
 
 @dataclass(frozen=True)
-class Send:
-    """A step of a batch: send this message."""
+class Step:
+    """What a batch asks its driver to do next: call ``method(*args)`` on the transport
+    (``io``: ``send`` or ``recv``) or on the session itself (``_exit_status``, ``_stop``),
+    and send back what it returned, or :class:`Failed` if the transport failed."""
 
-    body: bytes
-    buffers: list[memoryview]
+    method: str
+    args: tuple[Any, ...] = ()
+    io: bool = True
 
 
 @dataclass(frozen=True)
-class Recv:
-    """A step of a batch: receive one message, waiting up to ``timeout`` (None: forever)."""
+class Failed:
+    """The transport raised ``error`` (one of :data:`IO_ERRORS`) while doing a step."""
 
-    timeout: float | None
+    error: BaseException
 
 
-Step = Union[Send, Recv]
-# What a driver sends back into the exchange: None after a Send, the message after a Recv.
+@dataclass(frozen=True)
+class Done:
+    """The batch is over; ``value`` is the value of its last eval."""
+
+    value: Any
+
+
 Exchange = Generator[Step, Any, Any]
 
 # What a transport raises when the connection fails; TimeoutError (an OSError) comes first.
 IO_ERRORS = (TimeoutError, wire.FrameTooLarge, wire.PeerClosed, OSError)
+
+
+def advance(exchange: Exchange, reply: Any) -> Step | Done:
+    """Hand ``reply`` to the batch; its next step, or :class:`Done`."""
+    try:
+        return exchange.send(reply)
+    except StopIteration as done:
+        return Done(done.value)
 
 
 class _Pending(threading.local):
@@ -107,6 +124,7 @@ class Conversation:
         self._init_fn: InitFn | None = None
         self._handlers: dict[str, HostHandler] = {}
         self._instance: Instance | None = None
+        self._transport: Any = None  # the driver's: a Transport or an AsyncTransport
         self._closed = False
         self._starts = 0
         self._batch_ids = 0
@@ -227,7 +245,9 @@ class Conversation:
         Raises:
             MarshalError: the batch is over ``max_frame`` (nothing was sent).
             PythonError, MarshalError, SessionTimeout (soft): the server's error reply.
-            ProtocolError: the reply breaks the protocol (the session must end).
+            SessionTimeout (hard), SessionDied, SessionClosed: the connection failed (the
+                server was stopped).
+            ProtocolError: the reply breaks the protocol (the server was stopped).
         """
         self._batch_ids += 1
         batch_id = self._batch_ids
@@ -241,16 +261,36 @@ class Conversation:
         # answer first.
         deadline = (None if self._timeout is None
                     else started + self._timeout + self.options.grace)
-        yield Send(body, buffers)
-        self.stats.bytes_out += size
-        while True:
-            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            message = self._decode((yield Recv(wait)))
-            kind = message.get("type")
-            if kind != protocol.CALL:
-                break
-            self.stats.host_calls += 1
-            yield Send(*call_reply(self._handlers, message, self.id))
+        try:
+            yield from self._io(Step("send", (body, buffers)))
+            self.stats.bytes_out += size
+            while True:
+                wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                message = self._decode((yield from self._io(Step("recv", (wait,)))))
+                if message.get("type") != protocol.CALL:
+                    break
+                self.stats.host_calls += 1
+                yield from self._io(Step("send", call_reply(self._handlers, message, self.id)))
+            return self._outcome(message, batch_id, started)
+        except ProtocolError:
+            yield Step("_stop", ("protocol error",), io=False)
+            raise
+
+    def _io(self, step: Step) -> Exchange:
+        """Do one transport step; a failure stops the server and raises what it means."""
+        reply = yield step
+        if not isinstance(reply, Failed):
+            return reply
+        exc = reply.error
+        status = None
+        if not self._closed and not isinstance(exc, (TimeoutError, wire.FrameTooLarge)):
+            status = yield Step("_exit_status", io=False)  # why did it go?
+        yield Step("_stop", (type(exc).__name__,), io=False)
+        raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError) else exc)
+
+    def _outcome(self, message: dict[str, Any], batch_id: int, started: float) -> Any:
+        """The value a reply carries, or the error it reports."""
+        kind = message.get("type")
         if message.get("id") not in (batch_id, None):
             raise ProtocolError(f"session {self.id}: reply for batch {message.get('id')} "
                                 f"while waiting for {batch_id}")
@@ -262,8 +302,25 @@ class Conversation:
         if kind == protocol.RESULT:
             return message.get("value")
         if kind == protocol.ERROR:
-            raise remote_error(message, self.id, self._timeout)
+            error = remote_error(message, self.id, self._timeout)
+            raise error
         raise ProtocolError(f"session {self.id}: unexpected message type {kind!r}")
+
+    def _detach(self) -> Instance | None:
+        """Close the connection and forget the server; the server, for removal."""
+        transport, instance = self._transport, self._instance
+        self._transport = self._instance = None
+        if transport is not None:
+            transport.close()
+        return instance
+
+    def _remove(self, instance: Instance, why: str) -> None:
+        """Remove a detached server (a blocking call); a failure is logged, not raised."""
+        try:
+            instance.cleanup()
+        except PyHostError as exc:
+            log.error("session %s: cleanup after %s failed: %s", self.id, why, exc)
+        log.info("session %s: container %s removed (%s)", self.id, instance.id[:12], why)
 
     def _decode(self, received: tuple[Any, list[memoryview]]) -> dict[str, Any]:
         body, buffers = received
@@ -284,8 +341,8 @@ class Conversation:
             log.info("session %s output:\n%s", self.id, self.last_output.rstrip())
 
     def _broken(self, exc: BaseException, status: ExitStatus | None) -> PyHostError:
-        """The error for a connection that failed with ``exc`` during a batch (the driver
-        has stopped the server; ``status`` is how it ended, if known)."""
+        """The error for a connection that failed with ``exc`` during a batch (the server
+        has been stopped; ``status`` is how it ended, if known)."""
         if isinstance(exc, TimeoutError):
             log.warning("session %s: hard timeout after %s s; container killed", self.id,
                         self._timeout)
@@ -305,11 +362,6 @@ class Conversation:
                   status.describe().splitlines()[0])
         return SessionDied(f"session {self.id}: the container died during a batch: "
                            f"{status.describe()}", status.exit_code, status.oom_killed)
-
-    @staticmethod
-    def _wants_status(exc: BaseException) -> bool:
-        """Whether the driver should ask how the server ended before stopping it."""
-        return not isinstance(exc, (TimeoutError, wire.FrameTooLarge))
 
 
 def encode_define(name: str, value: Any) -> Encoded:

@@ -1,12 +1,147 @@
-"""Dependencies point one way: hxpy never imports pyhost or docker; the session never
-imports docker; the error tree and public names are what the docs promise."""
+"""Dependencies point one way, and the public surface is what it says.
 
+The wings, lowest first (a module may import its own layer and those below)::
+
+    hxpy  <-  errors  <-  launchers, launchers.base, launchers.ownership
+          <-  session.*  <-  launchers.process, launchers.docker.*  <-  api  <-  cli, pyhost
+
+hxpy never imports pyhost or docker; only launchers.docker imports docker (or requests); no
+module imports itself back through others. Imports inside functions count: a lazy import is
+still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import pytest
 
 import pyhost
+
+ROOT = Path(pyhost.__file__).parent
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if parts[0] == "hxpy":
+        return 0
+    name = ".".join(parts[1:])
+    if name == "errors":
+        return 1
+    if name in ("launchers", "launchers.base", "launchers.ownership"):
+        return 2
+    if name.startswith("session"):
+        return 3
+    if name == "launchers.process" or name.startswith("launchers.docker"):
+        return 4
+    if name == "api":
+        return 5
+    return 6  # cli, __main__, the package itself
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node, but those under ``if TYPE_CHECKING:`` (type-only imports run never)."""
+    found: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """Every pyhost/hxpy/third-party module ``module`` imports, anywhere in its body (type
+    checking aside)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names.add(base)
+            # "from . import registry" imports a module, not a name
+            names.update(f"{base}.{alias.name}" for alias in node.names
+                         if f"{base}.{alias.name}" in MODULES)
+    return names
+
+
+GRAPH = {module: _imports(module, path) for module, path in MODULES.items()}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down(module):
+    mine = _layer(module)
+    upward = sorted(target for target in GRAPH[module]
+                    if target.split(".")[0] == "pyhost" and target in MODULES
+                    and _layer(target) > mine)
+    assert not upward, f"{module} (layer {mine}) imports from above: {upward}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_only_the_docker_wing_imports_docker(module):
+    third = {target.split(".")[0] for target in GRAPH[module]}
+    if module.startswith("pyhost.launchers.docker"):
+        return
+    assert not third & {"docker", "requests"}, f"{module} imports docker"
+
+
+def test_no_import_cycles():
+    edges = {module: {t for t in targets if t in MODULES and t != module}
+             for module, targets in GRAPH.items()}
+    # A package's __init__ re-exporting its own modules is not a cycle of dependencies.
+    for module in edges:
+        edges[module] = {t for t in edges[module] if not module.startswith(t + ".")}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycle = path[path.index(module):] + [module]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for target in sorted(edges[module]):
+            visit(target, path + [module])
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module, [])
+
+
+def test_the_layering_test_sees_a_violation():
+    # Guard against a test that cannot fail: the parser must see a relative import upward.
+    assert "pyhost.api" not in GRAPH["pyhost.session.blocking"]
+    assert "pyhost.launchers.base" in GRAPH["pyhost.session.blocking"]
+    assert _layer("pyhost.api") > _layer("pyhost.session.aio")
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -28,19 +163,55 @@ def test_the_server_starts_without_numpy_or_pandas():
     assert "numpy" not in loaded and "pandas" not in loaded
 
 
-def test_the_session_does_not_import_docker():
-    loaded = _modules_after("import pyhost.session")
+@pytest.mark.parametrize("statement", ["import pyhost.session",
+                                       "from pyhost import py; py(launcher='process')"])
+def test_sessions_run_without_docker(statement):
+    loaded = _modules_after(statement)
     assert not {m for m in loaded if m.split(".")[0] == "docker"}
 
 
 def test_error_tree():
     for name in ("PythonError", "MarshalError", "SessionTimeout", "SessionClosed",
-                 "SessionDied", "ProtocolError", "EngineUnavailable", "ImageNotFound"):
+                 "SessionDied", "ProtocolError", "EngineUnavailable", "ImageNotFound",
+                 "ConfigurationError", "ImageBuildError", "InstallError"):
         assert issubclass(getattr(pyhost, name), pyhost.PyHostError)
+        assert name in pyhost.errors.__doc__, f"{name} is missing from the drawn tree"
     assert issubclass(pyhost.SessionTimeout, TimeoutError)
+    assert issubclass(pyhost.ConfigurationError, ValueError)
     assert not issubclass(pyhost.SessionClosed, pyhost.SessionDied)
 
 
-def test_all_names_exist():
-    for name in pyhost.__all__:
-        assert hasattr(pyhost, name), name
+def test_no_bare_pyhost_error_is_raised():
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                func = node.exc.func
+                assert not (isinstance(func, ast.Name) and func.id == "PyHostError"), \
+                    f"{module}:{node.lineno} raises a bare PyHostError"
+
+
+def test_the_package_exports_exactly_its_public_names():
+    public = {name for name in dir(pyhost) if not name.startswith("_")
+              and not isinstance(getattr(pyhost, name), types.ModuleType)}
+    assert set(pyhost.__all__) == public
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES
+                                    if m != "pyhost" and not m.endswith("__main__")))
+def test_each_module_exports_what_it_defines(module):
+    loaded = importlib.import_module(module)
+    exported = set(getattr(loaded, "__all__", ()))
+    for name in exported:
+        assert hasattr(loaded, name), f"{module}.__all__ names {name}, which is not there"
+    defined = {name for name, value in vars(loaded).items()
+               if not name.startswith("_") and (inspect.isclass(value) or
+                                                inspect.isfunction(value))
+               and value.__module__ == module}
+    missing = defined - exported
+    assert not missing, f"{module} defines public {sorted(missing)} but leaves them out of " \
+                        "__all__ (export them, or name them with a leading underscore)"
+
+
+def test_every_module_is_seen():
+    walked = {info.name for info in pkgutil.walk_packages([str(ROOT)], "pyhost.")}
+    assert walked <= set(MODULES)

@@ -4,20 +4,8 @@ the session."""
 
 import pytest
 
-from pyhost import PythonError, SessionDied, py
-from pyhost.launchers.process import ProcessLauncher
-
-
-@pytest.fixture
-def launcher():
-    launcher = ProcessLauncher()
-    yield launcher
-    for instance in launcher.started:
-        instance.cleanup()
-
-
-def session(launcher, **options):
-    return py(launcher=launcher, io=None, **options)
+from pyhost import PythonError, SessionDied
+from tests.unit.conftest import session
 
 
 def assert_same_server_lives(launcher):

@@ -15,22 +15,9 @@ from pyhost import (
     SessionClosed,
     SessionDied,
     SessionTimeout,
-    py,
 )
-from pyhost.launchers.process import ProcessLauncher
 from tests.support.raw import start_raw
-
-
-@pytest.fixture
-def launcher():
-    launcher = ProcessLauncher()
-    yield launcher
-    for instance in launcher.started:
-        instance.cleanup()
-
-
-def session(launcher, **options):
-    return py(launcher=launcher, io=None, **options)
+from tests.unit.conftest import session
 
 
 def test_the_design_example(launcher):

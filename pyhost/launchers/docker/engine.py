@@ -37,6 +37,7 @@ __all__ = [
     "EngineStatus",
     "Progress",
     "SocketStatus",
+    "socket_status",
     "engine_status",
     "ensure_engine",
 ]
