@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Any, Callable
 
+from ..errors import ConfigurationError
 from .handshake import Opened
 
 __all__ = ["WarmPool", "close_all_pools", "register", "take_warm"]
@@ -35,7 +36,7 @@ class WarmPool:
 
     def __init__(self, size: int, key: tuple[Any, ...], open_one: Callable[[], Opened]) -> None:
         if size < 1:
-            raise ValueError(f"a warm pool needs a size of at least 1, not {size}")
+            raise ConfigurationError(f"a warm pool needs a size of at least 1, not {size}")
         self.size = size
         self.key = key
         self._open_one = open_one
