@@ -16,7 +16,7 @@ from typing import Any
 
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
-from .conversation import IO_ERRORS, Conversation, Done, Exchange, Failed, advance, encode_eval
+from .conversation import IO_ERRORS, Conversation, Exchange, Failed, encode_eval
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .transport import AsyncTransport
@@ -96,15 +96,17 @@ class AsyncSession(Conversation):
 
     async def _run(self, exchange: Exchange) -> Any:
         """Drive a batch over asyncio I/O: await each step, hand back what came of it."""
-        step = advance(exchange, None)
-        while not isinstance(step, Done):
-            target = self._transport if step.io else self
+        reply: Any = None
+        while True:
             try:
-                reply = await getattr(target, step.method)(*step.args)
+                method, args, io = exchange.send(reply)
+            except StopIteration as done:
+                return done.value
+            call = getattr(self._transport if io else self, method)
+            try:
+                reply = await call(*args)
             except IO_ERRORS as exc:
                 reply = Failed(exc)
-            step = advance(exchange, reply)
-        return step.value
 
     async def _exit_status(self) -> ExitStatus | None:
         """How the server ended (the launcher's wait blocks: it runs in the executor)."""

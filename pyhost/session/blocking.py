@@ -19,11 +19,9 @@ from . import registry
 from .conversation import (
     IO_ERRORS,
     Conversation,
-    Done,
     Exchange,
     Failed,
     SessionStats,
-    advance,
     encode_eval,
 )
 from .handshake import Opened, open_server
@@ -123,14 +121,18 @@ class Session(Conversation):
 
     def _run(self, exchange: Exchange) -> Any:
         """Drive a batch: do each step it asks for, hand back what came of it."""
-        step = advance(exchange, None)
-        while not isinstance(step, Done):
-            try:
-                reply = getattr(self._transport if step.io else self, step.method)(*step.args)
-            except IO_ERRORS as exc:
-                reply = Failed(exc)
-            step = advance(exchange, reply)
-        return step.value
+        resume = exchange.send
+        try:
+            step = resume(None)
+            while True:
+                method, args, io = step
+                try:
+                    reply = getattr(self._transport if io else self, method)(*args)
+                except IO_ERRORS as exc:
+                    reply = Failed(exc)
+                step = resume(reply)
+        except StopIteration as done:
+            return done.value
 
     def _exit_status(self) -> ExitStatus | None:
         """How the server ended, waiting a moment for it to finish ending."""
