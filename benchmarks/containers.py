@@ -19,42 +19,70 @@ from typing import Any
 import docker
 import docker.errors
 
-__all__ = ["BENCH_LABEL", "EchoServer", "Fleet", "LabellingClient"]
+from hxpy import wire
+
+__all__ = ["BENCH_LABEL", "EchoServer", "Fleet", "LabellingClient", "PollingEcho",
+           "echo_once"]
 
 BENCH_LABEL = "org.pyhost.bench"
 RUN_LABEL = "org.pyhost.bench.run"
 SANDBOX_UID = 1000
 
-# The echo server for the raw-socket floor: once per connection the client sends a 4-byte
-# block size, then each block it sends comes back whole. Reading the whole block before
-# answering is what the session server does with a frame, and it cannot deadlock on a block
-# larger than the socket buffers. Deliberately minimal: this is the floor pyhost is held to.
+# The echo server for the raw-socket floors. Each connection, served by its own thread, starts
+# with a mode byte and a number:
+# - b"B" + a block size: the blocking echo. Each block the client sends comes back whole,
+#   read with plain blocking recv calls (the simplest server). Reading the whole block before
+#   answering is what the session server does with a frame, and it cannot deadlock on a block
+#   larger than the socket buffers.
+# - b"P" + a spin in nanoseconds: the polling echo. Both ends frame with hxpy.wire and read with
+#   its FrameReader polling for up to that spin, exactly as a session's two ends do; only the
+#   work between reading and answering is missing.
+# Deliberately minimal: these are the floors pyhost is held to.
 ECHO_SERVER = r"""
-import os, socket, struct, sys
+import os, socket, struct, sys, threading
+
+def blocking(conn, size):
+    block = bytearray(size)
+    view = memoryview(block)
+    while True:
+        got = 0
+        while got < size:
+            n = conn.recv_into(view[got:], size - got)
+            if not n:
+                return
+            got += n
+        conn.sendall(block)
+
+def polling(conn, spin):
+    from hxpy import wire
+    reader = wire.FrameReader(conn, spin=spin)
+    while True:
+        try:
+            body, _ = reader.read()
+        except wire.PeerClosed:
+            return
+        wire.send(conn, body)
+
+def serve(conn):
+    with conn:
+        head = conn.recv(5, socket.MSG_WAITALL)
+        if len(head) == 5:
+            mode, value = struct.unpack(">cI", head)
+            if mode == b"B":
+                blocking(conn, value)
+            elif mode == b"P":
+                polling(conn, value / 1e9)
+
 path = sys.argv[1]
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 listener.bind(path + ".tmp")
-listener.listen(1)
+listener.listen(4)
 os.rename(path + ".tmp", path)  # the path appears only once connecting works
 while True:
     conn, _ = listener.accept()
-    head = conn.recv(4, socket.MSG_WAITALL)
-    if len(head) == 4:
-        size = struct.unpack(">I", head)[0]
-        block = bytearray(size)
-        view = memoryview(block)
-        while True:
-            got = 0
-            while got < size:
-                n = conn.recv_into(view[got:], size - got)
-                if not n:
-                    break
-                got += n
-            if got < size:
-                break
-            conn.sendall(block)
-    conn.close()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
 """
+_HEAD = struct.Struct(">cI")
 
 SOCKET_DIR_IN_CONTAINER = "/bench"
 SOCKET_NAME = "echo.sock"
@@ -200,10 +228,19 @@ class EchoServer:
             time.sleep(0.01)
 
     def connect(self, block_size: int) -> socket.socket:
-        """A connection that echoes blocks of ``block_size`` bytes."""
+        """A connection that echoes blocks of ``block_size`` bytes, read with blocking calls
+        (see :func:`echo_once`)."""
+        return self._connect(b"B", block_size)
+
+    def connect_polling(self, spin: float) -> PollingEcho:
+        """A connection echoing ``hxpy.wire`` frames, both ends polling for up to ``spin``
+        seconds before they sleep, as a session's ends do."""
+        return PollingEcho(self._connect(b"P", round(spin * 1e9)), spin)
+
+    def _connect(self, mode: bytes, value: int) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.path)
-        sock.sendall(struct.pack(">I", block_size))
+        sock.sendall(_HEAD.pack(mode, value))
         return sock
 
     def close(self) -> None:
@@ -223,3 +260,22 @@ def echo_once(sock: socket.socket, block: bytes, into: memoryview) -> None:
         if not n:
             raise ConnectionError("the echo server closed the connection")
         got += n
+
+
+class PollingEcho:
+    """The host end of the polling echo: ``hxpy.wire`` framing and a
+    :class:`~hxpy.wire.FrameReader` with the same ``spin`` as the server's end."""
+
+    def __init__(self, sock: socket.socket, spin: float) -> None:
+        self.sock = sock
+        self.reader = wire.FrameReader(sock, spin=spin)
+
+    def roundtrip(self, body: bytes) -> None:
+        """Send ``body`` as one frame and read its echo."""
+        wire.send(self.sock, body)
+        echoed, _ = self.reader.read()
+        if len(echoed) != len(body):
+            raise ConnectionError(f"the echo server sent {len(echoed)} bytes, not {len(body)}")
+
+    def close(self) -> None:
+        self.sock.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -154,57 +155,79 @@ def cold_open(bench: Bench) -> list[Result]:
 
 @row("warm_roundtrip", issue="2")
 def warm_roundtrip(bench: Bench) -> list[Result]:
-    """``define("x", i).eval("x")`` on an open session, against a raw 16-byte echo over a
-    Unix socket into a container of the same image; blocks of both alternate.
+    """``define("x", i).eval("x")`` on an open session against two 16-byte echoes into a
+    container of the same image; blocks of the three alternate.
 
-    Where the scheduler puts the two ends matters a lot on a small VM (a wake-up on the other
-    CPU costs about three times a same-CPU one), and it may put the session and the echo
-    server differently. So after the unpinned row, both are measured again with the host
-    process and both containers pinned: all on one CPU, and the host on another CPU than the
-    servers. Last, a session with ``spin=0`` shows what polling before sleeping buys.
+    The target's baseline is the polling echo: both ends frame with ``hxpy.wire`` and poll
+    for up to the session's ``spin`` before sleeping, as a session's two ends do, so it is
+    the same transport with no work in between. The blocking echo (plain blocking reads, no
+    polling) follows each row as a comparison: a session that polls can beat it, so it cannot
+    be the bar.
+
+    Where the scheduler puts the ends matters a lot on a small VM (a wake-up on the other
+    CPU costs about three times a same-CPU one). So after the unpinned rows, everything is
+    measured again with the host process and both containers pinned: all on one CPU, and the
+    host on another CPU than the servers. Last, a session with ``spin=0`` against the
+    blocking echo: neither end polls.
     """
     warmup, n = 500, bench.n(5000, 5000)
     payload = b"0123456789abcdef"
-    sock = bench.echo.connect(len(payload))
     results = []
-    try:
+    with contextlib.ExitStack() as stack:
+        polling = bench.echo.connect_polling(pyhost.SessionOptions().spin)
+        stack.callback(polling.close)
+        sock = bench.echo.connect(len(payload))
+        stack.callback(sock.close)
+        into = memoryview(bytearray(len(payload)))
+        echoes = {"polling": functools.partial(polling.roundtrip, payload),
+                  "blocking": functools.partial(echo_once, sock, payload, into)}
         with bench.session() as session:
             session.eval("1")
-            _roundtrips(session, sock, payload, warmup)
-            evals, echoes = _roundtrips(session, sock, payload, n)
-            results.append(Result(
-                "warm_roundtrip", "us", evals, target=Target(2.0, relative=True),
-                baseline=Baseline("raw 16-byte echo over a Unix socket into a container of "
-                                  "the image; us", tuple(echoes))))
+            _roundtrips(session, echoes, warmup)
+            results += _roundtrip_rows("warm_roundtrip", "unpinned",
+                                       *_roundtrips(session, echoes, n))
             for placement, (host_cpu, server_cpu) in _placements().items():
+                name = f"warm_roundtrip[{placement}]"
                 containers = [session.container_id, bench.echo.container_id]
                 with _pinned(bench, host_cpu, server_cpu, containers) as problem:
                     if problem:
-                        results.append(Result(f"warm_roundtrip[{placement}]", "us",
-                                              unavailable=f"cannot pin: {problem}"))
+                        results.append(Result(name, "us", unavailable=f"cannot pin: {problem}"))
                         continue
                     # Measured here: after pinning, both run about 30% slower for the first
-                    # thousand or two round trips; both settle before the timed ones.
-                    _roundtrips(session, sock, payload, 4000)
-                    evals, echoes = _roundtrips(session, sock, payload, n // 2)
-                results.append(Result(
-                    f"warm_roundtrip[{placement}]", "us", evals,
-                    target=Target(2.0, relative=True),
-                    baseline=Baseline(f"the 16-byte echo pinned the same way ({placement}); us",
-                                      tuple(echoes)),
-                    note=f"pinned: host on CPU {host_cpu}, containers on CPU {server_cpu}"))
-        # Without polling (spin=0) both ends sleep in recv as the echo does: what polling buys.
+                    # thousand or two round trips; all settle before the timed ones.
+                    _roundtrips(session, echoes, 4000)
+                    timed = _roundtrips(session, echoes, n // 2)
+                results += _roundtrip_rows(
+                    name, placement, *timed,
+                    note=f"pinned: host on CPU {host_cpu}, containers on CPU {server_cpu}")
+        # Without polling (spin=0) both ends sleep in recv as the blocking echo does.
+        blocking = {"blocking": echoes["blocking"]}
         with bench.session(spin=0) as session:
             session.eval("1")
-            _roundtrips(session, sock, payload, warmup)
-            evals, echoes = _roundtrips(session, sock, payload, n)
+            _roundtrips(session, blocking, warmup)
+            evals, times = _roundtrips(session, blocking, n)
             results.append(Result(
                 "warm_roundtrip[no_spin]", "us", evals,
-                baseline=Baseline("the same echo, unpinned; us", tuple(echoes)),
+                baseline=Baseline("the blocking echo (no polling on either end), unpinned; us",
+                                  tuple(times["blocking"])),
                 note="spin=0: neither end polls before sleeping; comparison only"))
-    finally:
-        sock.close()
     return results
+
+
+def _roundtrip_rows(name: str, placement: str, evals: list[float],
+                    times: dict[str, list[float]], note: str = "") -> list[Result]:
+    """The row judged against the polling echo, and the same evals against the blocking one."""
+    vs_blocking = f"{name[:-1]},vs_blocking]" if name.endswith("]") else f"{name}[vs_blocking]"
+    return [
+        Result(name, "us", evals, target=Target(2.0, relative=True), note=note,
+               baseline=Baseline(f"polling echo ({placement}): 16 bytes in hxpy.wire frames, "
+                                 f"both ends polling as a session's do; us",
+                                 tuple(times["polling"]))),
+        Result(vs_blocking, "us", evals, note=note,
+               baseline=Baseline(f"blocking echo ({placement}): 16 bytes, blocking reads, no "
+                                 f"polling; comparison only, the evals are those of {name}; us",
+                                 tuple(times["blocking"]))),
+    ]
 
 
 @row("eval_cpu", issue="2")
@@ -245,12 +268,12 @@ def _container_cpu(bench: Bench, container_id: str | None) -> float:
     return float(usage) / 1e9
 
 
-def _roundtrips(session: pyhost.Session, sock: Any, payload: bytes,
-                n: int, block: int = 500) -> tuple[list[float], list[float]]:
-    """``n`` timed evals and ``n`` timed echoes (us), in alternating blocks."""
-    into = memoryview(bytearray(len(payload)))
+def _roundtrips(session: pyhost.Session, echoes: Mapping[str, Callable[[], None]], n: int,
+                block: int = 500) -> tuple[list[float], dict[str, list[float]]]:
+    """``n`` timed evals and ``n`` timed round trips of each echo (us), in alternating
+    blocks."""
     evals: list[float] = []
-    echoes: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in echoes}
     while len(evals) < n:
         for index in range(min(block, n - len(evals))):
             started = perf_counter()
@@ -258,11 +281,13 @@ def _roundtrips(session: pyhost.Session, sock: Any, payload: bytes,
             evals.append((perf_counter() - started) * 1e6)
             if value != index:
                 raise AssertionError(f"eval returned {value!r}, not {index}")
-        while len(echoes) < len(evals):
-            started = perf_counter()
-            echo_once(sock, payload, into)
-            echoes.append((perf_counter() - started) * 1e6)
-    return evals, echoes
+        for name, echo in echoes.items():
+            samples = times[name]
+            while len(samples) < len(evals):
+                started = perf_counter()
+                echo()
+                samples.append((perf_counter() - started) * 1e6)
+    return evals, times
 
 
 def _placements() -> dict[str, tuple[int, int]]:
@@ -425,8 +450,9 @@ def grid_table(bench: Bench) -> list[Result]:
     return [Result("grid_table", "s", seconds, target=Target(2.0),
                    baseline=Baseline("host only, no session: from_dataframe + encode + decode "
                                      "+ to_dataframe; s", tuple(host_only)),
-                   note="1,000,000 rows of float64, int64, bool, "
-                        "datetime64[ns, America/New_York], str")]
+                   note=f"{rows:,} rows: " + ", ".join(f"{name} {dtype}" for name, dtype
+                                                      in frame.dtypes.items())
+                        + " (every name distinct)")]
 
 
 def _table(rows: int) -> Any:
@@ -439,18 +465,23 @@ def _table(rows: int) -> Any:
         "count": np.arange(rows, dtype=np.int64),
         "flag": rng.random(rows) < 0.5,
         "ts": pd.date_range("2024-01-01", periods=rows, freq="min", tz="America/New_York"),
-        "name": [f"point-{index % 5000}" for index in range(rows)],
+        # As hard as a real text column: every value distinct, of varying length, in no
+        # order (a repetitive column would favour anything that shares or dictionary-codes).
+        "name": [f"{token:x}-{index}" for index, token in
+                 enumerate(rng.integers(0, 2**48, rows).tolist())],
     })
 
 
 @row("pool_open", issue="4")
 def pool_open(bench: Bench) -> list[Result]:
-    """With ``pyhost.warm_pool(4)``: ``py()`` + first eval, the pool full before each."""
+    """With ``pyhost.warm_pool(4)``: ``py()`` + first eval, the pool full before each; then
+    the pool drained faster than it refills: 12 sessions opened back to back and held."""
     if not hasattr(pyhost, "warm_pool"):
         raise Unavailable("pyhost.warm_pool does not exist")
-    warmup, n = 1, bench.n(20, 10)
-    pool = pyhost.warm_pool(4, **bench.session_options)
-    samples = []
+    size, drained_opens = 4, 12
+    warmup, n, rounds = 1, bench.n(20, 10), bench.n(5, 2)
+    pool = pyhost.warm_pool(size, **bench.session_options)
+    samples, rates = [], []
     try:
         for index in range(warmup + n):
             _wait_pool_full(pool)
@@ -460,12 +491,38 @@ def pool_open(bench: Bench) -> list[Result]:
                 elapsed = perf_counter() - started
             if index >= warmup:
                 samples.append(elapsed * 1e3)
+        for _ in range(rounds):
+            _wait_pool_full(pool)
+            rates.append(drained_opens / _open_back_to_back(bench, drained_opens))
     finally:
         pool.close()
     cold = bench.results.get("cold_open")
-    baseline = (Baseline("cold open of this run (no pool); ms", tuple(cold.samples))
-                if cold is not None and cold.samples else None)
-    return [Result("pool_open", "ms", samples, target=Target(10.0), baseline=baseline)]
+    cold_ms = cold.samples if cold is not None else []
+    return [
+        Result("pool_open", "ms", samples, target=Target(10.0),
+               baseline=Baseline("cold open of this run (no pool); ms",
+                                 tuple(cold_ms)) if cold_ms else None),
+        Result("pool_open[drained]", "opens/s", rates, higher_is_better=True,
+               baseline=Baseline("cold opens of this run as a rate, 1000 / ms; opens/s",
+                                 tuple(1e3 / ms for ms in cold_ms)) if cold_ms else None,
+               note=f"{drained_opens} sessions opened back to back (py() + first eval) and "
+                    f"held, from a full pool of {size} refilling meanwhile; a sample per round; "
+                    f"comparison only"),
+    ]
+
+
+def _open_back_to_back(bench: Bench, count: int) -> float:
+    """Seconds to open ``count`` sessions one after the other, each to its first eval,
+    holding them all; they are closed afterwards, untimed."""
+    sessions: list[pyhost.Session] = []
+    try:
+        started = perf_counter()
+        for _ in range(count):
+            sessions.append(_open(bench))
+        return perf_counter() - started
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def _wait_pool_full(pool: Any, timeout: float = 60.0) -> None:
@@ -532,41 +589,79 @@ def _open(bench: Bench) -> pyhost.Session:
 def idle_memory(bench: Bench) -> list[Result]:
     """Memory of an idle session server, from its ``/proc/self/status`` read through eval:
     VmRSS (the target) and RssAnon, the part no other session shares (file pages of the
-    image are shared between containers). Baseline: a bare ``python3`` in the image."""
+    image are shared between containers); first as started, then after user code imported
+    numpy and pandas. Baseline: a bare ``python3`` in the image, without and with them."""
     n = bench.n(3, 2)
-    api = bench.client.api
-    rss, anon = [], []
+    imports = "import numpy, pandas"
+    rss: dict[str, list[float]] = {"VmRSS": [], "RssAnon": []}
+    rss_imported: dict[str, list[float]] = {"VmRSS": [], "RssAnon": []}
+    preloaded = False
     for _ in range(n):
         with bench.session() as session:
             session.eval("1")
-            time.sleep(0.3)
-            status = _status_fields(session.eval("open('/proc/self/status').read()"))
-            rss.append(status["VmRSS"])
-            anon.append(status["RssAnon"])
-    bare_rss, bare_anon = [], []
+            preloaded |= bool(session.eval("'numpy' in __import__('sys').modules"))
+            _append(rss, _session_status(session))
+            session.exec(imports)
+            _append(rss_imported, _session_status(session))
+    bare: dict[str, list[float]] = {"VmRSS": [], "RssAnon": []}
+    bare_imported: dict[str, list[float]] = {"VmRSS": [], "RssAnon": []}
     for _ in range(n):
-        container_id = bench.fleet.create(
-            bench.image, entrypoint=["python3", "-c", "import signal; signal.pause()"],
-            host_config=api.create_host_config(network_mode="none"))
-        try:
-            api.start(container_id)
-            time.sleep(0.5)
-            exec_id = api.exec_create(container_id, ["cat", "/proc/1/status"])["Id"]
-            status = _status_fields(api.exec_start(exec_id).decode())
-            bare_rss.append(status["VmRSS"])
-            bare_anon.append(status["RssAnon"])
-        finally:
-            bench.fleet.remove(container_id)
+        _append(bare, _bare_status(bench, ""))
+        _append(bare_imported, _bare_status(bench, imports))
+    before = ("the server had already imported numpy before any user code: "
+              if preloaded else "")
+    with_imports = f"after `{imports}` in the session"
     return [
-        Result("idle_rss", "MB", rss, target=Target(40.0),
+        Result("idle_rss", "MB", rss["VmRSS"], target=Target(40.0),
                baseline=Baseline("a bare `python3` (signal.pause()) in the image; MB",
-                                 tuple(bare_rss)),
-               note="VmRSS of the idle server process after one eval"),
-        Result("idle_rss_anon", "MB", anon,
+                                 tuple(bare["VmRSS"])),
+               note=before + "VmRSS of the idle server process after one eval"),
+        Result("idle_rss_anon", "MB", rss["RssAnon"],
                baseline=Baseline("a bare `python3` (signal.pause()) in the image; MB",
-                                 tuple(bare_anon)),
+                                 tuple(bare["RssAnon"])),
                note="RssAnon: what each more session costs (file pages are shared)"),
+        Result("idle_rss[numpy+pandas]", "MB", rss_imported["VmRSS"],
+               baseline=Baseline(f"a bare `python3` that ran `{imports}`; MB",
+                                 tuple(bare_imported["VmRSS"])),
+               note=f"VmRSS {with_imports}; comparison only"),
+        Result("idle_rss_anon[numpy+pandas]", "MB", rss_imported["RssAnon"],
+               baseline=Baseline(f"a bare `python3` that ran `{imports}`; MB",
+                                 tuple(bare_imported["RssAnon"])),
+               note=f"RssAnon {with_imports}; comparison only"),
     ]
+
+
+def _append(into: dict[str, list[float]], status: dict[str, float]) -> None:
+    for name, values in into.items():
+        values.append(status[name])
+
+
+def _session_status(session: pyhost.Session) -> dict[str, float]:
+    """The status of the session's server, idle for a moment."""
+    time.sleep(0.3)
+    return _status_fields(session.eval("open('/proc/self/status').read()"))
+
+
+def _bare_status(bench: Bench, imports: str) -> dict[str, float]:
+    """The status of a bare ``python3`` in the image that ran ``imports`` and waits."""
+    api = bench.client.api
+    script = "\n".join([imports, "import signal", "print('ready', flush=True)",
+                        "signal.pause()"])
+    container_id = bench.fleet.create(
+        bench.image, entrypoint=["python3", "-c", script],
+        host_config=api.create_host_config(network_mode="none"))
+    try:
+        api.start(container_id)
+        deadline = time.monotonic() + 60
+        while b"ready" not in api.logs(container_id, stdout=True, stderr=False):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the bare python3 did not get ready within 60 s")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        exec_id = api.exec_create(container_id, ["cat", "/proc/1/status"])["Id"]
+        return _status_fields(api.exec_start(exec_id).decode())
+    finally:
+        bench.fleet.remove(container_id)
 
 
 def _status_fields(status: str) -> dict[str, float]:
