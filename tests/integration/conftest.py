@@ -5,6 +5,8 @@ first, so a missing engine here means the set-up is broken.
 """
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -48,3 +50,13 @@ def no_leftover_containers(client):
 def io_dir(tmp_path):
     path = tmp_path / "io"
     return str(path)
+
+
+@pytest.fixture
+def runtime_dir():
+    """A fresh directory for a ``DockerLauncher(runtime_dir=...)``'s socket dirs, so a test
+    looks for leftovers where they really are. Short (a socket path must fit in 107 bytes),
+    and not named ``pyhost-*-*``, which gc would take for a socket dir of its own."""
+    path = tempfile.mkdtemp(prefix="hxrt-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -57,14 +57,45 @@ def test_non_root_no_capabilities_no_new_privileges(s):
     assert s.eval("os.getuid()") != 0
     assert int(status["CapEff"], 16) == 0
     assert int(status["CapPrm"], 16) == 0
+    assert int(status["CapBnd"], 16) == 0  # nothing to regain: what cap_drop=ALL gives
     assert status["NoNewPrivs"].strip() == "1"
 
 
-def test_setuid_binaries_give_nothing(s):
-    out = s.eval("[subprocess.run([p, 'id', '-u'], capture_output=True, text=True).stdout "
-                 "for p in ('/bin/su', '/usr/bin/su') if os.path.exists(p)]")
-    assert all(line.strip() in ("", "1000") for line in out)
-    assert s.eval("os.getuid()") != 0
+# Starts a setuid-root program, waits for its password prompt (by then the exec has applied
+# whatever the setuid bit gives) and reads the program's own ids and capabilities.
+SETUID_CHILD = """
+def setuid_child(path):
+    info = os.stat(path)
+    child = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        prompt = os.read(child.stderr.fileno(), 200).decode()
+        with open(f"/proc/{child.pid}/status") as status:
+            fields = dict(line.split(":\\t", 1) for line in status.read().splitlines()
+                          if ":\\t" in line)
+    finally:
+        child.kill()
+        child.wait()
+    return {"setuid_root": bool(info.st_mode & 0o4000) and info.st_uid == 0, "prompt": prompt,
+            **{key: fields[key].split() for key in ("Name", "Uid", "CapEff", "CapBnd",
+                                                      "NoNewPrivs")}}
+"""
+
+
+@pytest.mark.parametrize("path", ["/usr/bin/su", "/usr/bin/passwd"])
+def test_setuid_binaries_give_nothing(s, path):
+    uid = s.eval("os.getuid()")
+    child = s.exec(SETUID_CHILD).eval(f"setuid_child({path!r})")
+    assert uid != 0
+    assert child["setuid_root"], f"{path} is no longer setuid root: pick another"
+    assert child["prompt"].endswith("assword: ")  # it runs and waits for a password
+    assert child["Name"] == [os.path.basename(path)]
+    # Without no-new-privileges the effective and saved uids would be 0 here.
+    assert child["Uid"] == [str(uid)] * 4  # real, effective, saved, filesystem
+    assert child["NoNewPrivs"] == ["1"]
+    # Without cap_drop=ALL the bounding set (and, as root, the effective set) is Docker's
+    # default.
+    assert int(child["CapEff"][0], 16) == 0 and int(child["CapBnd"][0], 16) == 0
 
 
 def test_a_fork_bomb_hits_the_pids_limit_and_the_host_is_fine(s):

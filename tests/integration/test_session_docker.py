@@ -2,7 +2,6 @@
 
 import glob
 import os
-import tempfile
 import threading
 import time
 
@@ -153,13 +152,18 @@ def test_oversized_frame_is_refused_by_a_real_server(client, io_dir):
         instance.cleanup()
 
 
-def test_fifty_sessions_in_a_row_leave_nothing_behind(client, io_dir):
-    ids = []
+def test_fifty_sessions_in_a_row_leave_nothing_behind(client, io_dir, runtime_dir):
+    launcher = DockerLauncher(runtime_dir=runtime_dir)
+    with py(io=io_dir, launcher=launcher) as probe:
+        probe.eval("None")
+        # The socket dirs are here while sessions run: the checks below look where they are.
+        assert glob.glob(os.path.join(runtime_dir, f"pyhost-{probe.id}-*"))
+    ids = [probe.id]
     for n in range(50):
-        session = py(io=io_dir)
+        session = py(io=io_dir, launcher=launcher)
         ids.append(session.id)
         assert session.define("n", n).eval("n * 2") == n * 2
     for session_id in ids:
-        assert not glob.glob(os.path.join(tempfile.gettempdir(), f"pyhost-{session_id}-*"))
+        assert not glob.glob(os.path.join(runtime_dir, f"pyhost-{session_id}-*"))
     assert not client.api.containers(all=True, filters={"label": f"org.pyhost.owner.pid="
                                                                  f"{os.getpid()}"})

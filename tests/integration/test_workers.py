@@ -5,15 +5,18 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 
+import docker.errors
 import pytest
 
 import pyhost
 from pyhost import SessionDied, SessionTimeout, py
+from pyhost.launchers.docker.image import resolve_image
+from pyhost.launchers.docker.launcher import DockerInstance, DockerLauncher
+from pyhost.launchers.ownership import LABEL_PREFIX, SESSION_LABEL, Owner
 
 
 @pytest.fixture(autouse=True)
@@ -124,21 +127,31 @@ def test_soft_timeout_keeps_state_and_hard_timeout_restarts(client, io_dir):
     assert s.stats.restarts == 1
 
 
+def _running_ours(client):
+    """Ids of the running containers this process started."""
+    return {c["Id"] for c in client.api.containers(
+        filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})}
+
+
 def test_warm_pool_hands_out_fresh_handshaken_servers(client, io_dir):
     pool = pyhost.warm_pool(2, io=io_dir)
-    assert pool.wait_ready(60)
     seen = set()
     for _ in range(4):
+        assert pool.wait_ready(60)
+        waiting = _running_ours(client)
+        assert len(waiting) == 2  # the pool's, and no other container of this process
         with py(io=io_dir) as s:
             s.define("leak", "x").eval("None")
             assert s.eval("'leak' in globals()")
+            assert s.container_id in waiting  # taken from the pool, not started for s
             seen.add(s.container_id)
         with py(io=io_dir) as fresh:
             assert not fresh.eval("'leak' in globals()")  # never a used container
-        pool.wait_ready(60)
+            assert fresh.container_id in waiting - seen
     assert len(seen) == 4
     pool.close()
     assert pool.ready == 0
+    assert not _running_ours(client)  # closing the pool removed what waited in it
 
 
 def test_a_sigkilled_host_leaves_nothing_gc_cannot_clean(client, io_dir):
@@ -173,19 +186,51 @@ def test_a_sigkilled_host_leaves_nothing_gc_cannot_clean(client, io_dir):
             client.api.remove_container(container, force=True)
 
 
-def test_two_hundred_restarts_leave_nothing_behind(client, io_dir):
-    s = py(persist="restarts", io=io_dir)
+def test_two_hundred_restarts_leave_nothing_behind(client, io_dir, runtime_dir):
+    launcher = DockerLauncher(runtime_dir=runtime_dir)
+    s = py(persist="restarts", io=io_dir, launcher=launcher)
+    assert s.eval("'first'") == "first"
+    socket_dirs = os.path.join(runtime_dir, f"pyhost-{s.id}-*")
+    assert glob.glob(socket_dirs)  # so that the check below looks where they are
+    # No volume of any kind, so none can be left (DockerInstance.cleanup would remove an
+    # anonymous one: test_cleanup_removes_anonymous_volumes).
+    mounts = client.api.inspect_container(s.container_id)["Mounts"]
+    assert sorted(m["Destination"] for m in mounts) == ["/io", "/run/hxpy"]
+    assert {m["Type"] for m in mounts} == {"bind"}
     for _ in range(200):
         with pytest.raises(SessionDied):
             s.eval("import os; os._exit(3)")
     assert s.eval("'ok'") == "ok"
     assert s.stats.restarts == 200
     s.close()
-    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"pyhost-{s.id}-*"))
-    assert not client.api.containers(all=True, filters={"label": "org.pyhost.session"
-                                                                 f"={s.id}"})
-    assert not [v for v in client.api.volumes()["Volumes"] or []
-                if (v.get("Labels") or {}).get("org.pyhost.session") == s.id]
+    assert not glob.glob(socket_dirs)
+    assert not client.api.containers(all=True, filters={"label": f"{SESSION_LABEL}={s.id}"})
+
+
+def test_cleanup_removes_anonymous_volumes(client):
+    # Sessions make no volume today; one an image or a launcher change adds must still go
+    # with its container (remove_container(v=True)).
+    container = client.api.create_container(
+        resolve_image(client, None), command=["true"], volumes=["/scratch"],
+        labels=Owner.current().labels("volumetest"),
+        host_config=client.api.create_host_config(network_mode="none"))["Id"]
+    volume = None
+    try:
+        (mount,) = client.api.inspect_container(container)["Mounts"]
+        assert mount["Type"] == "volume"
+        volume = mount["Name"]
+        DockerInstance(client, container, None, None).cleanup()
+        assert not client.api.containers(all=True, filters={"id": container})
+        with pytest.raises(docker.errors.NotFound):
+            client.api.inspect_volume(volume)
+    finally:
+        if client.api.containers(all=True, filters={"id": container}):
+            client.api.remove_container(container, force=True, v=True)
+        if volume is not None:
+            try:
+                client.api.remove_volume(volume)
+            except docker.errors.NotFound:
+                pass
 
 
 def test_stats_count_batches_bytes_and_latency(client, io_dir):

@@ -17,6 +17,7 @@ from pyhost import (
     SessionTimeout,
 )
 from tests.support.raw import start_raw
+from tests.support.tap import TappedLauncher
 from tests.unit.conftest import session
 
 
@@ -45,11 +46,16 @@ def test_the_namespace_persists_inside_with(launcher):
 
 
 def test_one_batch_is_one_frame_each_way(launcher):
-    with session(launcher) as s:
+    # Counted on the wire by a relay between host and server, not by the session itself.
+    tapped = TappedLauncher(launcher)
+    with session(tapped) as s:
         s.eval("0")
-        before = s.stats.batches
-        s.define("a", 1).define("b", 2).exec("c = a + b").eval("c")
-        assert s.stats.batches == before + 1
+        (tap,) = tapped.taps
+        to_server, to_host = tap.counts()
+        assert (to_server, to_host) == (2, 2)  # the hello and the first batch, each answered
+        assert s.define("a", 1).define("b", 2).exec("c = a + b").eval("c") == 3
+        assert tap.counts() == (to_server + 1, to_host + 1)
+        assert (tap.to_server.messages, tap.to_host.messages) == (3, 3)
 
 
 def test_remote_error_carries_type_message_traceback_and_the_session_survives(launcher):
