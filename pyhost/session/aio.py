@@ -14,9 +14,10 @@ import logging
 import threading
 from typing import Any
 
+from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
-from .conversation import IO_ERRORS, Conversation, Exchange, Failed, encode_eval
+from .conversation import IO_ERRORS, Conversation, encode_eval
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .transport import AsyncTransport
@@ -57,7 +58,7 @@ class AsyncSession(Conversation):
             if self._transport is None:
                 init_ops, init_buffers = await self._start()
                 ops, buffers = init_ops + ops, init_buffers + buffers
-            return await self._run(self._exchange(ops, buffers))
+            return await self._roundtrip(ops, buffers)
 
     async def close(self) -> None:
         """End the session and remove its container; idempotent."""
@@ -94,24 +95,31 @@ class AsyncSession(Conversation):
         log.info("session %s: ready (async)", self.id)
         return init
 
-    async def _run(self, exchange: Exchange) -> Any:
-        """Drive a batch over asyncio I/O: await each step, hand back what came of it."""
-        reply: Any = None
-        while True:
-            try:
-                method, args, io = exchange.send(reply)
-            except StopIteration as done:
-                return done.value
-            call = getattr(self._transport if io else self, method)
-            try:
-                reply = await call(*args)
-            except IO_ERRORS as exc:
-                reply = Failed(exc)
+    async def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
+        """The blocking session's round trip, awaited (see ``Session._roundtrip``)."""
+        batch = self._begin(ops, buffers)
+        transport = self._transport
+        assert transport is not None
+        try:
+            await transport.send(batch.body, batch.buffers)
+            while (answer := self._received(batch, await transport.recv(batch.wait()))):
+                await transport.send(*answer)
+            return self._finish(batch)
+        except ProtocolError:
+            await self._stop("protocol error")
+            raise
+        except PyHostError:
+            raise  # what the reply means (a soft timeout is a TimeoutError too)
+        except IO_ERRORS as exc:
+            status = await self._exit_status() if self._wants_status(exc) else None
+            await self._stop(type(exc).__name__)
+            raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError)
+                                                  else exc)
 
     async def _exit_status(self) -> ExitStatus | None:
         """How the server ended (the launcher's wait blocks: it runs in the executor)."""
         instance = self._instance
-        if instance is None:
+        if instance is None or self._closed:
             return None
         return await asyncio.get_running_loop().run_in_executor(None, instance.wait, 1.0)
 

@@ -13,17 +13,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
 from . import registry
-from .conversation import (
-    IO_ERRORS,
-    Conversation,
-    Exchange,
-    Failed,
-    SessionStats,
-    encode_eval,
-)
+from .conversation import IO_ERRORS, Conversation, SessionStats, encode_eval
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .pool import take_warm
@@ -68,7 +62,7 @@ class Session(Conversation):
                 if self._transport is None:
                     init_ops, init_buffers = self._start()
                     ops, buffers = init_ops + ops, init_buffers + buffers
-                return self._run(self._exchange(ops, buffers))
+                return self._roundtrip(ops, buffers)
             finally:
                 self._depth -= 1
                 if not self._keep and self._depth == 0:
@@ -119,24 +113,32 @@ class Session(Conversation):
     def _pool_key(self) -> tuple[Any, ...]:
         return (id(self._launcher), *self.options.pool_key())
 
-    def _run(self, exchange: Exchange) -> Any:
-        """Drive a batch: do each step it asks for, hand back what came of it."""
-        resume = exchange.send
+    def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
+        """Send a batch, answer the container's calls, return what the reply means."""
+        batch = self._begin(ops, buffers)
+        transport = self._transport
+        assert transport is not None
         try:
-            step = resume(None)
-            while True:
-                method, args, io = step
-                try:
-                    reply = getattr(self._transport if io else self, method)(*args)
-                except IO_ERRORS as exc:
-                    reply = Failed(exc)
-                step = resume(reply)
-        except StopIteration as done:
-            return done.value
+            transport.send(batch.body, batch.buffers)
+            while (answer := self._received(batch, transport.recv(batch.wait()))) is not None:
+                transport.send(*answer)
+            return self._finish(batch)
+        except ProtocolError:
+            self._stop("protocol error")
+            raise
+        except PyHostError:
+            raise  # what the reply means (a soft timeout is a TimeoutError too)
+        except IO_ERRORS as exc:
+            status = self._exit_status() if self._wants_status(exc) else None
+            self._stop(type(exc).__name__)
+            raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError)
+                                                  else exc)
 
     def _exit_status(self) -> ExitStatus | None:
-        """How the server ended, waiting a moment for it to finish ending."""
-        return self._instance.wait(1.0) if self._instance is not None else None
+        """How the server ended, waiting a moment for it to finish ending (unless we closed
+        the session ourselves)."""
+        instance = self._instance
+        return instance.wait(1.0) if instance is not None and not self._closed else None
 
     def _stop(self, why: str) -> None:
         """Drop the connection and remove the container (the next eval may start anew)."""
