@@ -279,8 +279,7 @@ class Conversation:
         if kind == protocol.RESULT:
             return message.get("value")
         if kind == protocol.ERROR:
-            error = remote_error(message, self.id, self._timeout)
-            raise error
+            raise remote_error(message, self.id, self._timeout)
         raise ProtocolError(f"session {self.id}: unexpected message type {kind!r}")
 
     def _detach(self) -> Instance | None:
