@@ -62,6 +62,8 @@ class Record:
 
     def with_document(self, document: dict[str, Any], state: str | None = None,
                       updated: float | None = None) -> Record:
+        """This record with ``document`` (deep-copied) and, when given, ``state`` and
+        ``updated``."""
         return replace(self, document=copy.deepcopy(document),
                        state=self.state if state is None else state,
                        updated=self.updated if updated is None else updated)
@@ -83,7 +85,9 @@ class Catalog(abc.ABC):
         """Insert a new record.
 
         Raises:
-            CatalogError: a record with that id exists.
+            CatalogError: a record with that id exists (of any entity type), the entity
+                type is unknown, or the document is not JSON data (the message names the
+                field).
         """
 
     @abc.abstractmethod
@@ -94,7 +98,7 @@ class Catalog(abc.ABC):
         of, for a sequence) when given. Returns the new record.
 
         Raises:
-            CatalogError: no such record.
+            CatalogError: no such record, or the document is not JSON data.
             StaleState: its state is not the one expected (nothing was changed).
         """
 
@@ -111,7 +115,12 @@ class Catalog(abc.ABC):
              kind: str | None = None, state: str | Sequence[str] | None = None,
              limit: int | None = None) -> list[Record]:
         """Records matching every given filter, oldest first (``limit``: the newest that
-        many, still oldest first)."""
+        many, still oldest first).
+
+        Raises:
+            CatalogError: ``limit`` is negative.
+        """
 
     def close(self) -> None:
         """Release what the backend holds (idempotent)."""
+        return None  # a backend that holds nothing has nothing to release

@@ -8,12 +8,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from .base import ENTITY_TYPES, Catalog, CatalogError, Record, StaleState
+from .document import decode_document, encode_document
 
 __all__ = ["MemoryCatalog"]
 
 
 class MemoryCatalog(Catalog):
-    """Records in dicts, guarded by one lock; documents are copied in and out."""
+    """Records in dicts, guarded by one lock; documents are copied in and out.
+
+    A document goes through the same JSON codec as in the SQLite backend, so a test on this
+    backend refuses (and normalises, e.g. tuples to lists) exactly what a real one would.
+    """
 
     def __init__(self) -> None:
         self._records: dict[str, dict[str, Record]] = {kind: {} for kind in ENTITY_TYPES}
@@ -22,16 +27,18 @@ class MemoryCatalog(Catalog):
 
     def add(self, record: Record) -> None:
         table = self._table(record.entity_type)
+        document = _json_copy(record.document)
         with self._lock:
-            if record.id in table:
-                raise CatalogError(f"a {record.entity_type} with id {record.id} exists")
-            table[record.id] = record.with_document(record.document)
+            if record.id in self._order:  # ids are unique across entity types
+                raise CatalogError(f"a record with id {record.id} exists")
+            table[record.id] = record.with_document(document)
             self._order[record.id] = len(self._order)
 
     def update(self, entity_type: str, id: str, document: dict[str, Any], *,
                state: str | None = None, expect_state: str | Sequence[str] | None = None,
                updated: float) -> Record:
         table = self._table(entity_type)
+        document = _json_copy(document)
         with self._lock:
             record = table.get(id)
             if record is None:
@@ -54,6 +61,8 @@ class MemoryCatalog(Catalog):
     def find(self, entity_type: str, *, project: str | None = None, name: str | None = None,
              kind: str | None = None, state: str | Sequence[str] | None = None,
              limit: int | None = None) -> list[Record]:
+        if limit is not None and limit < 0:
+            raise CatalogError(f"limit must be 0 or more, not {limit}")
         with self._lock:
             found = [record for record in self._table(entity_type).values()
                      if (project is None or record.project == project)
@@ -75,6 +84,10 @@ class MemoryCatalog(Catalog):
     @staticmethod
     def _copy(record: Record) -> Record:
         return record.with_document(record.document)  # a deep copy: callers may change it
+
+
+def _json_copy(document: dict[str, Any]) -> dict[str, Any]:
+    return decode_document(encode_document(document))
 
 
 def _states(state: str | Sequence[str]) -> tuple[str, ...]:

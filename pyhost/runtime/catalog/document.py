@@ -1,0 +1,76 @@
+"""A record's document as JSON text: the one codec every catalog backend uses.
+
+A document is a dict of JSON data: dicts with ``str`` keys, lists (a tuple is stored as a
+list), ``str``, ``int``, ``float``, ``bool`` and ``None``. Anything else is refused with a
+:class:`~.base.CatalogError` that says where it sits (``document['spec']['x'][2]``) rather
+than stored in a form that reads back as something else. Nothing is ever pickled.
+
+``NaN`` and the infinities are accepted (as :func:`json.dumps` writes them): a run's metric
+may well be ``nan``, and losing the whole status over it would be worse.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import CatalogError
+
+__all__ = ["decode_document", "encode_document"]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def encode_document(document: Any) -> str:
+    """``document`` as JSON text.
+
+    Raises:
+        CatalogError: it is not a dict of JSON data; the message names the first field that
+            is not (a non-``str`` key, an object JSON has no form for, a cycle).
+    """
+    if not isinstance(document, dict):
+        raise CatalogError(f"a document is a dict, not {type(document).__name__}")
+    try:
+        _check(document, "document", set())
+        return json.dumps(document, ensure_ascii=False, check_circular=False)
+    except RecursionError:
+        raise CatalogError("the document is nested too deeply to store") from None
+
+
+def decode_document(text: str) -> dict[str, Any]:
+    """The document ``text`` holds (a new dict each call).
+
+    Raises:
+        CatalogError: the text is not a JSON object (the stored data is damaged).
+    """
+    try:
+        document = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise CatalogError(f"a stored document is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise CatalogError(f"a stored document is a {type(document).__name__}, not an object")
+    return document
+
+
+def _check(value: Any, where: str, parents: set[int]) -> None:
+    # json.dumps would turn {1: x} into {"1": x} and say nothing, and its TypeError does not
+    # say where the bad value sits; walking first gives both answers.
+    if isinstance(value, _SCALARS):
+        return
+    if not isinstance(value, (dict, list, tuple)):
+        raise CatalogError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, "
+                           "which has no JSON form (store str, int, float, bool, None, "
+                           "lists and dicts)")
+    if id(value) in parents:
+        raise CatalogError(f"{where} contains itself")
+    parents.add(id(value))
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CatalogError(f"{where} has the key {key!r}, a "
+                                   f"{type(key).__name__}; JSON keys are str")
+            _check(item, f"{where}[{key!r}]", parents)
+    else:
+        for index, item in enumerate(value):
+            _check(item, f"{where}[{index}]", parents)
+    parents.discard(id(value))

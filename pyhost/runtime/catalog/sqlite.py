@@ -1,0 +1,344 @@
+"""The SQLite catalog: one embedded file, shared by every thread and process that opens it.
+
+Layout (schema version 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)          -- 'schema_version' -> '1'
+    records(id TEXT PRIMARY KEY, entity_type, project, name, kind, created REAL,
+            updated REAL, state TEXT, seq INTEGER UNIQUE, document TEXT)
+      index (entity_type, project, name, created)   -- latest(), find(project=, name=)
+      index (entity_type, state)                     -- find(state=)
+
+``seq`` is the insertion order (ties of ``created`` go to the later insert); ``document`` is
+JSON text (:mod:`.document`), never a pickle.
+
+Concurrency: the file is in WAL mode (readers never block the writer), each thread has its
+own connection, every write is one ``BEGIN IMMEDIATE`` transaction (so a compare-and-set
+reads and writes under the one write lock), waits up to ``busy_timeout`` for the lock, and
+is retried with backoff if SQLite still answers "busy" (it does, without waiting, in a few
+cases such as a WAL recovery by another process). ``synchronous=NORMAL``: a power cut may
+lose the last commits, never consistency.
+
+Versions: on open the schema is created or brought forward by :data:`_MIGRATIONS` (version
+``n`` -> ``n + 1``), all in one transaction; a file written by a newer pyhost is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .base import ENTITY_TYPES, Catalog, CatalogError, Record, StaleState
+from .document import decode_document, encode_document
+
+__all__ = ["SqliteCatalog"]
+
+_T = TypeVar("_T")
+_COLUMNS = "entity_type, project, name, id, kind, created, updated, state, document"
+_ATTEMPTS = 8           # tries of one operation while SQLite answers "busy"
+_FIRST_PAUSE = 0.005    # seconds; doubled each try, with jitter, up to _MAX_PAUSE
+_MAX_PAUSE = 0.5
+_BUSY_CODES = (5, 6)    # SQLITE_BUSY, SQLITE_LOCKED (extended codes share the low byte)
+
+
+def _create_version_1(conn: sqlite3.Connection) -> None:
+    # No CHECK on entity_type: the list may grow, and a CHECK would need a migration.
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("""
+        CREATE TABLE records (
+            id TEXT NOT NULL PRIMARY KEY,
+            entity_type TEXT NOT NULL,
+            project TEXT NOT NULL,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT '',
+            seq INTEGER NOT NULL,
+            document TEXT NOT NULL
+        )""")
+    conn.execute("CREATE UNIQUE INDEX records_seq ON records (seq)")
+    conn.execute("CREATE INDEX records_by_name ON records (entity_type, project, name, created)")
+    conn.execute("CREATE INDEX records_by_state ON records (entity_type, state)")
+
+
+#: Version n -> the function that brings a version-n file to n + 1, inside the open's
+#: transaction. Version 0 is an empty file.
+_MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {0: _create_version_1}
+
+
+class SqliteCatalog(Catalog):
+    """A :class:`~.base.Catalog` in one SQLite file, safe for threads and processes.
+
+    Args:
+        path: the database file; it and its directory are made if missing, the file with
+            mode 0600 (run documents may hold anything a user passed).
+        busy_timeout: seconds one statement waits for another writer's lock.
+
+    Attributes:
+        path: ``path``, made absolute.
+
+    Raises:
+        CatalogError: the file cannot be opened or made, is not a catalog, or was written
+            by a newer pyhost (upgrade pyhost to open it).
+    """
+
+    schema_version = 1
+    _migrations = _MIGRATIONS
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        # Absolute: other threads open their connections later, perhaps after a chdir.
+        self.path = Path(path).absolute()
+        self._busy_ms = int(busy_timeout * 1000)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._owners: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
+        self._pid = os.getpid()
+        self._inherited: list[sqlite3.Connection] = []
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Made here rather than by SQLite, which would use 0644; its -wal and -shm files
+            # take the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise CatalogError(f"cannot make the catalog file {self.path}: {exc}") from exc
+        try:
+            self._attempt(self._set_wal)
+            self._write(self._upgrade)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteCatalog({str(self.path)!r})"
+
+    # --- the interface ---------------------------------------------------------------------
+
+    def add(self, record: Record) -> None:
+        _check_type(record.entity_type)
+        text = encode_document(record.document)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO records ({_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "(SELECT IFNULL(MAX(seq), 0) + 1 FROM records))",
+                    (record.entity_type, record.project, record.name, record.id, record.kind,
+                     record.created, record.updated, record.state, text))
+            except sqlite3.IntegrityError as exc:
+                raise CatalogError(f"a record with id {record.id} exists") from exc
+
+        self._write(insert)
+
+    def update(self, entity_type: str, id: str, document: dict[str, Any], *,
+               state: str | None = None, expect_state: str | Sequence[str] | None = None,
+               updated: float) -> Record:
+        _check_type(entity_type)
+        text = encode_document(document)
+
+        def compare_and_set(conn: sqlite3.Connection) -> Record:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id = ? AND "
+                               "entity_type = ?", (id, entity_type)).fetchone()
+            if row is None:
+                raise CatalogError(f"no {entity_type} with id {id}")
+            current = _record(row)
+            if expect_state is not None and current.state not in _states(expect_state):
+                raise StaleState(f"{entity_type} {id} is {current.state}, not "
+                                 f"{' or '.join(_states(expect_state))}")
+            new_state = current.state if state is None else state
+            conn.execute("UPDATE records SET document = ?, state = ?, updated = ? WHERE id = ?",
+                         (text, new_state, updated, id))
+            return Record(current.entity_type, current.project, current.name, current.id,
+                          current.kind, current.created, updated, new_state,
+                          decode_document(text))
+
+        return self._write(compare_and_set)
+
+    def get(self, entity_type: str, id: str) -> Record | None:
+        _check_type(entity_type)
+        rows = self._read(f"SELECT {_COLUMNS} FROM records WHERE id = ? AND entity_type = ?",
+                          (id, entity_type))
+        return _record(rows[0]) if rows else None
+
+    def latest(self, entity_type: str, project: str, name: str) -> Record | None:
+        _check_type(entity_type)
+        rows = self._read(f"SELECT {_COLUMNS} FROM records WHERE entity_type = ? AND "
+                          "project = ? AND name = ? ORDER BY created DESC, seq DESC LIMIT 1",
+                          (entity_type, project, name))
+        return _record(rows[0]) if rows else None
+
+    def find(self, entity_type: str, *, project: str | None = None, name: str | None = None,
+             kind: str | None = None, state: str | Sequence[str] | None = None,
+             limit: int | None = None) -> list[Record]:
+        _check_type(entity_type)
+        if limit is not None and limit < 0:
+            raise CatalogError(f"limit must be 0 or more, not {limit}")
+        where = ["entity_type = ?"]
+        values: list[Any] = [entity_type]
+        for column, wanted in (("project", project), ("name", name), ("kind", kind)):
+            if wanted is not None:
+                where.append(f"{column} = ?")
+                values.append(wanted)
+        if state is not None:
+            states = _states(state)
+            where.append(f"state IN ({', '.join('?' * len(states))})" if states else "0")
+            values.extend(states)
+        # Newest first so that LIMIT keeps the newest; turned back to oldest first below.
+        query = (f"SELECT {_COLUMNS} FROM records WHERE {' AND '.join(where)} "
+                 "ORDER BY created DESC, seq DESC")
+        if limit is not None:
+            query += " LIMIT ?"
+            values.append(limit)
+        return [_record(row) for row in reversed(self._read(query, tuple(values)))]
+
+    def close(self) -> None:
+        """Close every connection this catalog opened, in any thread (idempotent); call it
+        when no other thread is still using the catalog. Later calls raise CatalogError."""
+        with self._lock:
+            self._closed = True
+            owners, self._owners = self._owners, []
+        for _, conn in owners:
+            conn.close()
+
+    # --- connections, transactions, retries -------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise CatalogError(f"the catalog {self.path} is closed")
+        if os.getpid() != self._pid:
+            self._forked()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: the module starts no transactions of its own; ours are
+        # explicit. check_same_thread=False only so that close() can close every thread's.
+        conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            # A thread's connection outlives its thread-local slot only here: close those of
+            # threads that have ended.
+            ended = [conn for owner, conn in self._owners
+                     if (thread := owner()) is None or not thread.is_alive()]
+            self._owners = [(owner, conn) for owner, conn in self._owners
+                            if conn not in ended]
+            self._owners.append((weakref.ref(threading.current_thread()), conn))
+        for old in ended:
+            old.close()
+        return conn
+
+    def _forked(self) -> None:
+        # SQLite connections must not cross a fork, and closing the parent's in the child
+        # could disturb its locks: keep them, unused, and start afresh.
+        with self._lock:
+            self._inherited.extend(conn for _, conn in self._owners)
+            self._owners = []
+            self._local = threading.local()
+            self._pid = os.getpid()
+
+    def _read(self, query: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        # One statement is one consistent snapshot; no transaction needed.
+        return self._attempt(lambda conn: conn.execute(query, values).fetchall())
+
+    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        def transaction(conn: sqlite3.Connection) -> _T:
+            # IMMEDIATE takes the write lock before the first read, so what ``work`` reads
+            # cannot change before it writes, and no deferred upgrade can fail half-way.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._attempt(transaction)
+
+    def _attempt(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        pause = _FIRST_PAUSE
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return work(self._connection())
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise CatalogError(f"the catalog {self.path} failed: {exc}") from exc
+                if attempt == _ATTEMPTS:
+                    raise CatalogError(f"the catalog {self.path} stayed locked by another "
+                                       f"writer through {_ATTEMPTS} tries") from exc
+            except sqlite3.Error as exc:
+                raise CatalogError(f"the catalog {self.path} failed: {exc}") from exc
+            time.sleep(pause * random.uniform(0.5, 1.5))  # jitter: retries do not collide
+            pause = min(pause * 2, _MAX_PAUSE)
+        raise AssertionError("unreachable")
+
+    def _set_wal(self, conn: sqlite3.Connection) -> None:
+        # Persistent in the file; a no-op once set. Must run outside a transaction.
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        version = _schema_version(conn, self.path)
+        if version > self.schema_version:
+            raise CatalogError(
+                f"the catalog {self.path} has schema version {version}, but this pyhost "
+                f"knows versions up to {self.schema_version}: upgrade pyhost to open it")
+        for step in range(version, self.schema_version):
+            self._migrations[step](conn)
+        if version != self.schema_version:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                         (str(self.schema_version),))
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = "
+                                             "'table'")}
+    if "meta" not in tables:
+        if tables:
+            raise CatalogError(f"{path} is an SQLite database, but not a pyhost catalog")
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise CatalogError(f"{path} has no readable schema version ({row!r})") from None
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    entity_type, project, name, id, kind, created, updated, state, text = row
+    return Record(entity_type, project, name, id, kind, float(created), float(updated), state,
+                  decode_document(text))
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _check_type(entity_type: str) -> None:
+    if entity_type not in ENTITY_TYPES:
+        raise CatalogError(f"unknown entity type {entity_type!r}; the types are "
+                           f"{', '.join(ENTITY_TYPES)}")
+
+
+def _states(state: str | Sequence[str]) -> tuple[str, ...]:
+    return (state,) if isinstance(state, str) else tuple(state)

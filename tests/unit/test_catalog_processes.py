@@ -1,0 +1,105 @@
+"""Several processes writing one SQLite catalog file at once lose nothing, never see
+"database is locked", and never both win a compare-and-set. The workers are real
+interpreters running ``tests/support/catalog_worker.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyhost
+from pyhost.runtime.catalog import Record, SqliteCatalog
+
+WORKER = Path(__file__).parent.parent / "support" / "catalog_worker.py"
+SOURCE = Path(pyhost.__file__).parent.parent
+PROCESSES = 4
+
+
+def _run_workers(path: Path, count: int, mode: str) -> list[dict[str, Any]]:
+    """Start the workers, release them together once all are ready, and return what each
+    printed; fail on any exit status, stderr or "locked"."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SOURCE), str(SOURCE / "container")])}
+    workers = [subprocess.Popen([sys.executable, str(WORKER), str(path), str(number),
+                                 str(count), mode], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+               for number in range(PROCESSES)]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            ready = worker.stdout.readline()
+            assert ready == "ready\n", f"a worker did not start: {ready!r} " \
+                                       f"{worker.stderr.read() if worker.stderr else ''}"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        results = [worker.communicate(timeout=120) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    failures = [(number, worker.returncode, err) for number, (worker, (_, err))
+                in enumerate(zip(workers, results)) if worker.returncode or err.strip()]
+    assert not failures, f"workers failed: {failures}"
+    assert not any("locked" in out for out, _ in results)
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+
+
+def _assert_overlapped(reports: list[dict[str, Any]]) -> None:
+    # Else the test proves nothing about concurrency. Only some pair is required: on a busy
+    # machine one worker may well run alone for a while, and that is no fault of the catalog.
+    assert any(one["first"] < other["last"] and other["first"] < one["last"]
+               for number, one in enumerate(reports) for other in reports[number + 1:]), \
+        f"the workers ran one after another: {reports}"
+
+
+def test_processes_making_runs_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "shared" / "catalog.db"
+    began = time.monotonic()
+    reports = _run_workers(path, 200, "runs")
+    elapsed = time.monotonic() - began
+    _assert_overlapped(reports)
+    catalog = SqliteCatalog(path)
+    try:
+        runs = catalog.find("run")
+        assert len(runs) == PROCESSES * 200
+        assert {run.state for run in runs} == {"COMPLETED"}
+        assert sorted((run.document["worker"], run.document["number"]) for run in runs) == \
+            [(worker, number) for worker in range(PROCESSES) for number in range(200)]
+        assert all(len(catalog.find("run", project=f"p{worker}")) == 200
+                   for worker in range(PROCESSES))
+    finally:
+        catalog.close()
+    assert elapsed < 60, f"{elapsed:.1f} s"
+
+
+def test_processes_claiming_the_same_runs_each_win_different_ones(tmp_path):
+    path = tmp_path / "catalog.db"
+    catalog = SqliteCatalog(path)
+    ids = []
+    for _ in range(400):
+        run = Record("run", "p", uuid.uuid4().hex, uuid.uuid4().hex, "python+job", 1.0, 1.0,
+                     "CREATED", {})
+        catalog.add(run)
+        ids.append(run.id)
+    try:
+        reports = _run_workers(path, 0, "claim")
+        _assert_overlapped(reports)
+        won = [id for report in reports for id in report["won"]]
+        assert sorted(won) == sorted(ids), "a run was claimed twice, or never"
+        for worker, report in enumerate(reports):
+            for id in report["won"]:
+                record = catalog.get("run", id)
+                assert record is not None and record.state == "RUNNING"
+                assert record.document == {"owner": worker}
+    finally:
+        catalog.close()
+
