@@ -14,7 +14,10 @@ The tree::
      ├── EngineUnavailable      no Docker engine answers, or it refused a request
      ├── ImageNotFound          the session image is missing and could not be chosen
      ├── ImageBuildError        building an image (or its Debian base) failed
-     └── InstallError           installing a system package failed (not root, no apt, apt failed)
+     ├── InstallError           installing a system package failed (not root, no apt, apt failed)
+     ├── NotInCatalog           also a builtin LookupError: no such project, function, run or
+     │                          entity in the catalog
+     └── CatalogUnavailable     the catalog or the store failed (its error attached)
 
 Lower-layer errors (``OSError``, ``docker.errors``, ``msgpack`` exceptions) are translated at
 each boundary with ``raise ... from exc`` and never reach users untranslated; the Docker
@@ -27,12 +30,14 @@ from __future__ import annotations
 from hxpy.codec import MarshalError as _CodecMarshalError
 
 __all__ = [
+    "CatalogUnavailable",
     "ConfigurationError",
     "EngineUnavailable",
     "ImageBuildError",
     "ImageNotFound",
     "InstallError",
     "MarshalError",
+    "NotInCatalog",
     "ProtocolError",
     "PyHostError",
     "PythonError",
@@ -141,3 +146,12 @@ class ImageBuildError(PyHostError):
 class InstallError(PyHostError):
     """A system package could not be installed: not root, no ``apt-get``, or apt failed (the
     tail of its output attached)."""
+
+
+class NotInCatalog(PyHostError, LookupError):
+    """No project, function, run or entity of that name, id or key is in the catalog."""
+
+
+class CatalogUnavailable(PyHostError):
+    """The catalog or the store failed: the database cannot be opened or written, a file of
+    the store cannot be read (the backend's error is the cause)."""

@@ -385,11 +385,24 @@ def _remember(cache: dict[str, Any], source: str, compiled: Any) -> Any:
     return compiled
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Where the runtime calls a job's handler: the frames up to it are the runtime's own.
+_HANDLER_CALLER = os.path.join(_PACKAGE_DIR, "runtime", "job.py")
+
+
 def _user_traceback(exc: BaseException) -> str:
-    """The traceback without the server's own frames."""
+    """The traceback from the user's own code on: the server's frames (and, for a runtime
+    job, everything up to the call of its handler) are left out; frames after the first one
+    of user code are all kept."""
     te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list(
-        [frame for frame in te.stack if frame.filename != __file__])
+    frames = list(te.stack)
+    for index, frame in enumerate(frames):
+        if os.path.abspath(frame.filename) == _HANDLER_CALLER:
+            frames = frames[index + 1:]
+            break
+    while frames and os.path.abspath(frames[0].filename).startswith(_PACKAGE_DIR):
+        frames.pop(0)
+    te.stack = traceback.StackSummary.from_list(frames)
     return "".join(te.format())
 
 

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
+from ..errors import CatalogUnavailable
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -31,9 +33,9 @@ __all__ = ["Store", "StoreError", "Upload"]
 _TABLE_FILE = "data.parquet"
 
 
-class StoreError(Exception):
+class StoreError(CatalogUnavailable):
     """Writing or reading a file of the store failed (the ``OSError`` or pyarrow error is
-    the cause). The runtime turns it into a pyhost error, as it does ``CatalogError``."""
+    the cause)."""
 
 
 class Store:

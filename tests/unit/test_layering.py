@@ -3,7 +3,8 @@
 The wings, lowest first (a module may import its own layer and those below)::
 
     hxpy  <-  errors  <-  launchers, launchers.base, launchers.ownership
-          <-  session.*  <-  launchers.process, launchers.docker.*  <-  api  <-  cli, pyhost
+          <-  session.*  <-  launchers.process, launchers.docker.*  <-  api  <-  runtime.*
+          <-  cli, pyhost
 
 hxpy never imports pyhost or docker; only launchers.docker imports docker (or requests); no
 module imports itself back through others. Imports inside functions count: a lazy import is
@@ -43,7 +44,9 @@ def _layer(module: str) -> int:
         return 4
     if name == "api":
         return 5
-    return 6  # cli, __main__, the package itself
+    if name.startswith("runtime"):
+        return 6
+    return 7  # cli, __main__, the package itself
 
 
 def _modules() -> dict[str, Path]:
@@ -152,7 +155,7 @@ def _modules_after(statement: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["hxpy", "hxpy.codec", "hxpy.wire", "hxpy.server",
-                                    "hxpy.protocol"])
+                                    "hxpy.protocol", "hxpy.runtime", "hxpy.runtime.job"])
 def test_hxpy_imports_neither_pyhost_nor_docker(module):
     loaded = _modules_after(f"import {module}")
     assert not {m for m in loaded if m.split(".")[0] in ("pyhost", "docker", "requests")}

@@ -1,0 +1,141 @@
+"""Running a job's handler: load the function's source, compose its arguments, call it,
+sort what it returned into results, tables and entities.
+
+The host sends the job as one value (``define("__job__", job)``) and evaluates
+``run_job(__job__)``; the answer goes back as the eval's value. A local run
+(``local_execution=True``) calls :func:`run_job` in the host process with the host's call
+table instead of ``call_host``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import tempfile
+from typing import Any, Callable
+
+from .. import codec
+from .handler import output_names
+from .proxies import Entity, Project, Run
+
+__all__ = ["RESERVED", "compose_arguments", "run_job", "write_sources"]
+
+# Argument names the runtime fills in itself; context and event(s) belong to serve handlers.
+RESERVED = ("project", "run", "context", "event", "events")
+
+
+def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Run ``job`` (see the module docstring); ``{"results", "tables", "entities"}``.
+
+    Raises:
+        whatever the handler raises (the session reports it with the user's traceback);
+        TypeError: an argument cannot be composed, or a returned value cannot be recorded.
+    """
+    if call is None:
+        from ..server import call_host
+
+        call = call_host
+    directory = write_sources(job["files"])
+    function = _load(directory, job["module"], job["function"])
+    kwargs = compose_arguments(function, job, call)
+    value = function(**kwargs)
+    return _sort_outputs(output_names(function), value)
+
+
+def write_sources(files: dict[str, bytes]) -> str:
+    """Write the function's files into a new directory (under /tmp in a container)."""
+    directory = tempfile.mkdtemp(prefix="job-source-")
+    for relative, data in files.items():
+        path = os.path.join(directory, relative)
+        if os.path.commonpath([directory, os.path.abspath(path)]) != directory:
+            raise ValueError(f"source file {relative!r} would land outside the source dir")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
+    return directory
+
+
+def _load(directory: str, module_name: str, function_name: str) -> Callable[..., Any]:
+    """Import ``module_name`` from ``directory`` (never an earlier run's module of that
+    name) and take ``function_name`` from it."""
+    top = module_name.split(".")[0]
+    for name in [name for name in sys.modules if name == top or name.startswith(top + ".")]:
+        del sys.modules[name]
+    sys.path.insert(0, directory)
+    try:
+        importlib.invalidate_caches()
+        module = importlib.import_module(module_name)
+    finally:
+        sys.path.remove(directory)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise TypeError(f"{module_name}.{function_name} is not a function")
+    return function  # type: ignore[no-any-return]
+
+
+def compose_arguments(function: Callable[..., Any], job: dict[str, Any],
+                      call: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword arguments of the handler: inputs as entities, the reserved names, then
+    parameters (extra parameters only when it takes ``**kwargs``).
+
+    Raises:
+        TypeError: a required argument has no value, or ``context``/``event`` in a job.
+    """
+    inputs: dict[str, Any] = job.get("inputs") or {}
+    parameters: dict[str, Any] = dict(job.get("parameters") or {})
+    reserved = {"project": lambda: Project(job["project"], call),
+                "run": lambda: Run(job["run_id"], call)}
+    kwargs: dict[str, Any] = {}
+    takes_extra = False
+    for name, parameter in inspect.signature(function).parameters.items():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            takes_extra = True
+        elif parameter.kind is parameter.VAR_POSITIONAL:
+            continue
+        elif name in inputs:
+            kwargs[name] = Entity(inputs[name], call)
+        elif name in reserved:
+            kwargs[name] = reserved[name]()
+        elif name in ("context", "event", "events"):
+            raise TypeError(f"{name!r}: jobs get project, run, inputs and parameters; "
+                            "context and event(s) are for serve handlers")
+        elif name in parameters:
+            kwargs[name] = parameters.pop(name)
+        elif parameter.default is parameter.empty:
+            raise TypeError(f"argument {name!r} has no value: give it in inputs or parameters")
+    if takes_extra:
+        kwargs.update(parameters)
+    return kwargs
+
+
+def _sort_outputs(names: list[str], value: Any) -> dict[str, Any]:
+    if len(names) > 1:
+        if not isinstance(value, tuple) or len(value) != len(names):
+            raise TypeError(f"the handler names {len(names)} outputs {names} but returned "
+                            f"{type(value).__name__}, not a tuple of {len(names)}")
+        values = list(value)
+    else:
+        values = [value]
+    sorted_: dict[str, dict[str, Any]] = {"results": {}, "tables": {}, "entities": {}}
+    for name, item in zip(names, values):
+        if _is_dataframe(item):
+            sorted_["tables"][name] = item
+        elif isinstance(item, Entity):
+            sorted_["entities"][name] = item.key
+        else:
+            try:
+                codec.encode(item)
+            except codec.MarshalError as exc:
+                raise TypeError(
+                    f"output {name!r}: {exc}; return a DataFrame (it becomes a table "
+                    "dataitem), an entity, or a plain value (str, int, float, bool, bytes, "
+                    "None, list, dict, numpy array)") from None
+            sorted_["results"][name] = item
+    return sorted_
+
+
+def _is_dataframe(value: Any) -> bool:
+    kind = type(value)
+    return kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas")

@@ -1,0 +1,39 @@
+"""The python runtime: functions of kind ``python`` run as jobs in sandboxed sessions, with
+runs, results and the artifacts, dataitems and models they produce recorded in an embedded
+catalog. DigitalHub's names, no server::
+
+    import pyhost.runtime as dh
+    project = dh.get_or_create_project("demo")
+    fn = project.new_function(name="f", kind="python", code_src="main.py", handler="f")
+    run = fn.run(action="job", parameters={"x": 1}, wait=True)
+    run.status.state, run.result("result")
+
+See ``docs/runtime.md``.
+"""
+
+from hxpy.runtime.handler import handler
+
+from .context import Runtime, configure, get_runtime
+from .entities import Artifact, Dataitem, Entity, Model
+from .function import Function
+from .project import Project, get_or_create_project, get_project, new_function, new_project
+from .runs import Run, RunStatus
+
+__all__ = [
+    "Artifact",
+    "Dataitem",
+    "Entity",
+    "Function",
+    "Model",
+    "Project",
+    "Run",
+    "RunStatus",
+    "Runtime",
+    "configure",
+    "get_or_create_project",
+    "get_project",
+    "get_runtime",
+    "handler",
+    "new_function",
+    "new_project",
+]

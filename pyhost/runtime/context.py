@@ -1,0 +1,123 @@
+"""The runtime of this process: one catalog and one store, made on first use.
+
+By default the catalog is SQLite at ``<home>/catalog.db`` and the store ``<home>/store``
+(``home`` is ``$PYHOST_HOME``, see :mod:`.home`). :func:`configure` points this process at
+another pair (tests use a temporary directory, or the in-memory catalog). Every catalog call
+of the runtime goes through :class:`Runtime`, which turns the backend's errors into
+:class:`~pyhost.errors.CatalogUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import CatalogUnavailable, NotInCatalog
+from .catalog import Catalog, CatalogError, Record, StaleState
+from .store import Store
+
+__all__ = ["Runtime", "configure", "get_runtime"]
+
+
+class Runtime:
+    """A catalog and a store, used together."""
+
+    def __init__(self, catalog: Catalog, store: Store) -> None:
+        self.catalog = catalog
+        self.store = store
+
+    def add(self, record: Record) -> Record:
+        with _translated():
+            self.catalog.add(record)
+        return record
+
+    def update(self, entity_type: str, id: str, document: dict[str, Any], *, updated: float,
+               state: str | None = None,
+               expect_state: str | Sequence[str] | None = None) -> Record:
+        """Raises StaleState (a CatalogError) when ``expect_state`` does not hold."""
+        try:
+            return self.catalog.update(entity_type, id, document, state=state,
+                                       expect_state=expect_state, updated=updated)
+        except StaleState:
+            raise
+        except CatalogError as exc:
+            raise CatalogUnavailable(f"the catalog failed: {exc}") from exc
+
+    def get(self, entity_type: str, id: str) -> Record:
+        with _translated():
+            record = self.catalog.get(entity_type, id)
+        if record is None:
+            raise NotInCatalog(f"no {entity_type} with id {id}")
+        return record
+
+    def latest(self, entity_type: str, project: str, name: str) -> Record:
+        with _translated():
+            record = self.catalog.latest(entity_type, project, name)
+        if record is None:
+            raise NotInCatalog(f"project {project!r} has no {entity_type} named {name!r}")
+        return record
+
+    def find(self, entity_type: str, **filters: Any) -> list[Record]:
+        with _translated():
+            return self.catalog.find(entity_type, **filters)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except CatalogError as exc:
+        raise CatalogUnavailable(f"the catalog failed: {exc}") from exc
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, made on first use from ``$PYHOST_HOME`` (settling the runs
+    that dead processes left active)."""
+    global _runtime
+    with _lock:
+        runtime, fresh = _runtime, _runtime is None
+        if runtime is None:
+            runtime = _runtime = _open(None)
+    if fresh:
+        from .runs import settle_orphaned_runs
+
+        settle_orphaned_runs(runtime)
+    return runtime
+
+
+def configure(home: str | os.PathLike[str] | None = None, *, catalog: Catalog | None = None,
+              store: Store | None = None) -> Runtime:
+    """Point this process's runtime at ``home`` (a directory: ``catalog.db`` and
+    ``store/`` inside), or at a given catalog and store.
+
+    Raises:
+        CatalogUnavailable: the catalog cannot be opened.
+    """
+    global _runtime
+    runtime = Runtime(catalog, store) if catalog is not None and store is not None \
+        else _open(Path(home) if home is not None else None, catalog, store)
+    with _lock:
+        _runtime = runtime
+    from .runs import settle_orphaned_runs
+
+    settle_orphaned_runs(runtime)
+    return runtime
+
+
+def _open(home: Path | None, catalog: Catalog | None = None,
+          store: Store | None = None) -> Runtime:
+    from .catalog.sqlite import SqliteCatalog
+    from .home import runtime_home
+
+    root = home or runtime_home()
+    with _translated():
+        catalog = catalog or SqliteCatalog(root / "catalog.db")
+    return Runtime(catalog, store or Store(root / "store"))

@@ -1,0 +1,190 @@
+"""Entities of the catalog as the host sees them: artifacts, dataitems, models, with
+DigitalHub's keys (``store://<project>/<type>/<kind>/<name>:<id>``), fields and methods.
+
+An entity is a thin object over its catalog :class:`~.catalog.Record`; its files live in the
+:class:`~.store.Store`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError, NotInCatalog
+
+if TYPE_CHECKING:
+    import pandas
+
+    from .context import Runtime
+
+__all__ = ["Artifact", "Dataitem", "Entity", "EntityKey", "Model", "check_name",
+           "entity_class", "new_id", "parse_key"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KEY = re.compile(r"^store://(?P<project>[^/]+)/(?P<type>[^/]+)/(?P<kind>[^/]+)/"
+                  r"(?P<name>[^/:]+)(?::(?P<id>[0-9a-f]+))?$")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_name(what: str, name: str) -> str:
+    """``name`` if it can name an entity (a file name part of the store path too).
+
+    Raises:
+        ConfigurationError: it cannot.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigurationError(f"{what} {name!r}: a name is 1-128 letters, digits, '.', '_' "
+                                 "or '-', starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class EntityKey:
+    """The parts of a ``store://`` key; ``id`` is None for "the latest version"."""
+
+    project: str
+    entity_type: str
+    kind: str
+    name: str
+    id: str | None
+
+    def __str__(self) -> str:
+        tail = f":{self.id}" if self.id else ""
+        return f"store://{self.project}/{self.entity_type}/{self.kind}/{self.name}{tail}"
+
+
+def parse_key(key: str) -> EntityKey:
+    """The parts of ``store://project/type/kind/name[:id]``.
+
+    Raises:
+        ConfigurationError: not such a key (``s3://`` and other stores are named as such).
+    """
+    match = _KEY.match(key) if isinstance(key, str) else None
+    if match is None:
+        scheme = key.split("://", 1)[0] if isinstance(key, str) and "://" in key else ""
+        if scheme and scheme != "store":
+            raise ConfigurationError(f"{key!r}: no {scheme} store is configured; entities are "
+                                     "named store://<project>/<type>/<kind>/<name>:<id>")
+        raise ConfigurationError(f"{key!r} is not an entity key "
+                                 "(store://<project>/<type>/<kind>/<name>:<id>)")
+    return EntityKey(match["project"], match["type"], match["kind"], match["name"],
+                     match["id"])
+
+
+class Entity:
+    """An entity version: its identity, ``metadata``, ``spec`` and ``status``."""
+
+    entity_type = ""
+
+    def __init__(self, document: dict[str, Any], runtime: Runtime) -> None:
+        self._document = document
+        self._runtime = runtime
+        self.project: str = document["project"]
+        self.name: str = document["name"]
+        self.kind: str = document["kind"]
+        self.id: str = document["id"]
+        self.key: str = document["key"]
+        self.metadata: dict[str, Any] = document.get("metadata") or {}
+        self.spec: dict[str, Any] = document.get("spec") or {}
+        self.status: dict[str, Any] = document.get("status") or {}
+
+    @classmethod
+    def document(cls, project: str, name: str, kind: str, spec: dict[str, Any],
+                 metadata: dict[str, Any] | None = None,
+                 status: dict[str, Any] | None = None, id: str | None = None) -> dict[str, Any]:
+        """A new entity document (JSON-able), with its key."""
+        id = id or new_id()
+        key = str(EntityKey(project, cls.entity_type, kind, name, id))
+        now = time.time()
+        return {"entity_type": cls.entity_type, "project": project, "name": name, "kind": kind,
+                "id": id, "key": key,
+                "metadata": {"created": now, "updated": now, **(metadata or {})},
+                "spec": spec, "status": status or {}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entity as JSON-able data (what the catalog holds)."""
+        return dict(self._document)
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        """The entity's files in the store: ``{"path", "size"}`` relative to its directory."""
+        return list(self.status.get("files") or [])
+
+    def download(self, destination: str | Path | None = None) -> str:
+        """Copy the entity's files to ``destination`` (a directory; default the current one);
+        the path of the file (one file) or of the directory.
+
+        Raises:
+            NotInCatalog: the entity has no files.
+        """
+        if not self.files:
+            raise NotInCatalog(f"{self.key} has no files to download")
+        target = Path(destination or ".")
+        target.mkdir(parents=True, exist_ok=True)
+        store_dir = self._runtime.store.resolve(self.status["path"])
+        for entry in self.files:
+            out = target / entry["path"]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store_dir / entry["path"], out)
+        return str(target / self.files[0]["path"]) if len(self.files) == 1 else str(target)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entity) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+class Artifact(Entity):
+    """Files the function produced or uses (kind ``artifact``)."""
+
+    entity_type = "artifact"
+
+
+class Dataitem(Entity):
+    """Data: a ``table`` (a DataFrame, kept as Parquet) or files."""
+
+    entity_type = "dataitem"
+
+    def as_df(self) -> pandas.DataFrame:
+        """The table as a pandas DataFrame.
+
+        Raises:
+            ConfigurationError: this dataitem is not a table.
+        """
+        if self.kind != "table" or "table" not in self.status:
+            raise ConfigurationError(f"{self.key} is a {self.kind!r} dataitem, not a table")
+        return self._runtime.store.read_table(self.status["table"])
+
+
+class Model(Entity):
+    """A trained model: files, ``framework`` and ``metrics``."""
+
+    entity_type = "model"
+
+
+_CLASSES: dict[str, type[Entity]] = {cls.entity_type: cls for cls in (Artifact, Dataitem, Model)}
+
+
+def entity_class(entity_type: str) -> type[Entity]:
+    """The class for ``artifact``, ``dataitem`` or ``model``.
+
+    Raises:
+        ConfigurationError: another type.
+    """
+    try:
+        return _CLASSES[entity_type]
+    except KeyError:
+        raise ConfigurationError(f"{entity_type!r} is not an entity type; the types are "
+                                 f"{', '.join(_CLASSES)}") from None

@@ -1,0 +1,145 @@
+"""Functions of kind ``python``: their fields, their versions, and ``fn.run()``.
+
+A function is versioned: saving it with a changed spec or source makes a new version (a new
+record under the same name); saving it unchanged returns the current one. Its source is
+fetched once, on the host, and kept in the store beside the version; runs record the version
+they ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError
+from .catalog import Record
+from .entities import EntityKey, check_name, new_id
+from .sources import PYTHON_VERSIONS, HandlerInfo, Source, load_source, resolve_handler
+
+if TYPE_CHECKING:
+    from .context import Runtime
+    from .runs import Run
+
+__all__ = ["KINDS", "Function", "save_function"]
+
+KINDS = ("python",)
+_SPEC_FIELDS = ("description", "labels", "embedded", "git_source", "lang", "init_function",
+                "python_version", "image", "base_image", "requirements", "handler",
+                "code_src")
+
+
+class Function:
+    """A version of a python function (obtain it from ``project.new_function``)."""
+
+    def __init__(self, record: Record, runtime: Runtime) -> None:
+        self._record = record
+        self._runtime = runtime
+
+    @property
+    def project(self) -> str:
+        return self._record.project
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def kind(self) -> str:
+        return self._record.kind
+
+    @property
+    def key(self) -> str:
+        return str(self._record.document["key"])
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self._record.document["spec"])
+
+    def source(self) -> Source:
+        """The function's files, as fetched when this version was saved."""
+        store = self._runtime.store
+        root = store.resolve(self._record.document["status"]["source"])
+        return Source({path.relative_to(root).as_posix(): path.read_bytes()
+                       for path in sorted(root.rglob("*")) if path.is_file()})
+
+    def handler_info(self) -> HandlerInfo:
+        return resolve_handler(self.source(), self.spec["handler"])
+
+    def run(self, action: str = "job", **task: Any) -> Run:
+        """Run this function: ``action="job"`` with ``inputs``, ``parameters``,
+        ``outputs``, ``wait``, ``local_execution`` and the task's settings (see
+        :func:`pyhost.runtime.job.start_job`).
+
+        Raises:
+            ConfigurationError: an unknown action or setting, or arguments that do not fit
+                the handler; raised before anything starts.
+        """
+        if action != "job":
+            raise ConfigurationError(f"action={action!r}: a python function runs as 'job' "
+                                     "(build and serve come next)")
+        from .job import start_job
+
+        return start_job(self, self._runtime, **task)
+
+    def __repr__(self) -> str:
+        return f"<Function {self.key}>"
+
+
+def save_function(runtime: Runtime, project: str, name: str, kind: str = "python", *,
+                  code: str | None = None, base64: str | None = None,
+                  code_src: str | None = None, handler: str | None = None,
+                  python_version: str = "PYTHON3_11", **fields: Any) -> Function:
+    """Save a function version (see :meth:`Project.new_function`).
+
+    Raises:
+        ConfigurationError: a bad kind, name, field, source or handler.
+    """
+    if kind not in KINDS:
+        raise ConfigurationError(f"kind={kind!r}: the function kinds are {', '.join(KINDS)}")
+    check_name("function", name)
+    unknown = sorted(set(fields) - set(_SPEC_FIELDS))
+    if unknown:
+        raise ConfigurationError(f"function {name!r}: unknown field(s) {', '.join(unknown)}; "
+                                 f"the fields are {', '.join(_SPEC_FIELDS)}")
+    if python_version not in PYTHON_VERSIONS:
+        raise ConfigurationError(f"python_version={python_version!r}: one of "
+                                 f"{', '.join(PYTHON_VERSIONS)}")
+    if not handler:
+        raise ConfigurationError(f"function {name!r}: handler is required (e.g. 'main' or "
+                                 "'pkg.module:main')")
+    source = load_source(code=code, base64=base64, code_src=code_src)
+    resolve_handler(source, handler)  # a missing module or name fails now
+    spec = {"lang": "python", **fields, "handler": handler, "python_version": python_version,
+            "code_src": code_src if code_src is not None else
+            ("base64" if base64 is not None else "code"), "source_digest": source.digest}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        latest = runtime.latest("function", project, name)
+    except LookupError:
+        latest = None
+    if latest is not None and latest.document["status"].get("digest") == digest:
+        return Function(latest, runtime)
+    function_id = new_id()
+    directory = runtime.store.path(project, "function", name, function_id) / "source"
+    for relative, data in source.files.items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    now = time.time()
+    document = {
+        "entity_type": "function", "project": project, "name": name, "kind": kind,
+        "id": function_id, "key": str(EntityKey(project, "function", kind, name, function_id)),
+        "metadata": {"created": now, "updated": now, "version": function_id},
+        "spec": spec,
+        "status": {"digest": digest,
+                   "source": str(directory.relative_to(runtime.store.root))},
+    }
+    record = Record("function", project, name, function_id, kind, now, now, "", document)
+    runtime.add(record)
+    return Function(record, runtime)

@@ -1,0 +1,204 @@
+"""The host's answers to the calls a job makes on its ``project`` and ``run``: one method
+per call name of :mod:`hxpy.runtime.calls`, dispatched through a table, each one catalog or
+store operation. Registered on the job's session (``session.handle``), or called directly by
+a local run.
+
+What a job may do is checked here, on the host: only its own project's entities, names that
+can name an entity, files only through uploads the host stages itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hxpy.runtime import calls
+
+from ..errors import ConfigurationError, NotInCatalog
+from .catalog import Record
+from .entities import check_name, entity_class, new_id, parse_key
+
+if TYPE_CHECKING:
+    from .context import Runtime
+    from .store import Upload
+
+__all__ = ["HostCalls"]
+
+
+class HostCalls:
+    """The call table of one run; it remembers what the run produced and its metrics."""
+
+    def __init__(self, runtime: Runtime, project: str, run_id: str, run_key: str) -> None:
+        self.runtime = runtime
+        self.project = project
+        self.run_id = run_id
+        self.run_key = run_key
+        self.produced: list[str] = []
+        self.consumed: list[str] = []
+        self.metrics: dict[str, Any] = {}
+        self._uploads: dict[str, tuple[str, Upload]] = {}
+
+    def table(self) -> dict[str, Callable[..., Any]]:
+        """Call name -> handler."""
+        return {
+            calls.LOG_ENTITY: self.log_entity,
+            calls.GET_ENTITY: self.get_entity,
+            calls.READ_TABLE: self.read_table,
+            calls.READ_CHUNK: self.read_chunk,
+            calls.UPLOAD_BEGIN: self.upload_begin,
+            calls.UPLOAD_CHUNK: self.upload_chunk,
+            calls.LOG_METRIC: self.log_metric,
+        }
+
+    def dispatch(self, method: str, *args: Any) -> Any:
+        """Call a handler by name (a local run's ``call_host``)."""
+        handler = self.table().get(method)
+        if handler is None:
+            raise LookupError(f"the host has no handler for {method!r}")
+        return handler(*args)
+
+    # -- entities ------------------------------------------------------------------------
+
+    def log_entity(self, entity_type: str, name: str, kind: str, fields: dict[str, Any],
+                   uploads: list[str], data: Any = None) -> dict[str, Any]:
+        """Record an entity made by the run: its fields, its uploaded files, its table."""
+        cls = entity_class(entity_type)
+        check_name(entity_type, name)
+        if not isinstance(fields, dict):
+            raise ConfigurationError(f"{entity_type} {name!r}: fields must be a dict")
+        entity_id = new_id()
+        store = self.runtime.store
+        directory = store.path(self.project, entity_type, name, entity_id)
+        status: dict[str, Any] = {"path": self._relative(directory), "files": []}
+        if data is not None:
+            if entity_type != "dataitem" or kind != "table":
+                raise ConfigurationError(f"{entity_type} {name!r}: data= is for table "
+                                         "dataitems; log files with source=")
+            status["table"] = store.write_table(self.project, name, entity_id,
+                                                _as_dataframe(data))
+            status["files"].append({"path": os.path.basename(status["table"]),
+                                    "size": store.size(status["table"])})
+        for upload_id in uploads:
+            relative, upload = self._uploads.pop(upload_id)
+            staged = store.resolve(upload.commit())
+            target = directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+            status["files"].append({"path": relative, "size": target.stat().st_size})
+        document = cls.document(self.project, name, kind, spec=dict(fields), status=status,
+                                metadata={"produced_by": self.run_key}, id=entity_id)
+        self._add(document)
+        self.produced.append(document["key"])
+        return document
+
+    def get_entity(self, entity_type: str, name_or_key: str) -> dict[str, Any]:
+        """An entity of the run's project, by name (the latest version) or key."""
+        document = self.find(entity_type, name_or_key)
+        if document["key"] not in self.consumed:
+            self.consumed.append(document["key"])
+        return document
+
+    def find(self, entity_type: str, name_or_key: str) -> dict[str, Any]:
+        """The document of an entity of this project.
+
+        Raises:
+            ConfigurationError: a key of another project or type.
+            NotInCatalog: no such entity.
+        """
+        entity_class(entity_type)
+        if isinstance(name_or_key, str) and "://" in name_or_key:
+            key = parse_key(name_or_key)
+            if key.project != self.project:
+                raise ConfigurationError(f"{name_or_key}: a run of project {self.project!r} "
+                                         f"cannot use entities of project {key.project!r}")
+            if key.entity_type != entity_type:
+                raise ConfigurationError(f"{name_or_key} is a {key.entity_type}, not a "
+                                         f"{entity_type}")
+            record = (self.runtime.get(entity_type, key.id) if key.id
+                      else self.runtime.latest(entity_type, self.project, key.name))
+        else:
+            record = self.runtime.latest(entity_type, self.project, check_name(entity_type,
+                                                                               name_or_key))
+        if record.project != self.project:
+            raise NotInCatalog(f"{name_or_key} is not in project {self.project!r}")
+        return record.document
+
+    def read_table(self, key: str) -> Any:
+        document = self.find("dataitem", key)
+        table = (document.get("status") or {}).get("table")
+        if not table:
+            raise ConfigurationError(f"{document['key']} is not a table dataitem")
+        return self.runtime.store.read_table(table)
+
+    def read_chunk(self, key: str, path: str, offset: int, size: int) -> bytes:
+        """``size`` bytes (at most a chunk) of one of an entity's files, from ``offset``."""
+        document = self.find(parse_key(key).entity_type, key)
+        status = document.get("status") or {}
+        if path not in {entry["path"] for entry in status.get("files") or []}:
+            raise NotInCatalog(f"{key} has no file {path!r}")
+        relative = f"{status['path']}/{path}"
+        return self.runtime.store.read_chunk(relative, int(offset),
+                                             min(int(size), calls.CHUNK_SIZE))
+
+    # -- uploads -------------------------------------------------------------------------
+
+    def upload_begin(self, relative: str) -> str:
+        """Stage a file the run sends; its upload id."""
+        parts = relative.split("/") if isinstance(relative, str) else []
+        if not parts or any(part in ("", ".", "..") for part in parts):
+            raise ConfigurationError(f"{relative!r} cannot name a file of an entity")
+        upload_id = new_id()
+        upload = self.runtime.store.upload(self.project, "run", self.run_id, "uploads",
+                                           upload_id)
+        self._uploads[upload_id] = (relative, upload)
+        return upload_id
+
+    def upload_chunk(self, upload_id: str, chunk: bytes) -> None:
+        if upload_id not in self._uploads:
+            raise ConfigurationError(f"no upload {upload_id!r} is open")
+        if len(chunk) > calls.CHUNK_SIZE:
+            raise ConfigurationError(f"a chunk is at most {calls.CHUNK_SIZE} bytes")
+        self._uploads[upload_id][1].write(chunk)
+
+    def abort_uploads(self) -> None:
+        """Drop what the run staged and never logged."""
+        for _, upload in self._uploads.values():
+            upload.abort()
+        self._uploads.clear()
+
+    # -- the run -------------------------------------------------------------------------
+
+    def log_metric(self, name: str, value: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("a metric needs a name")
+        if not isinstance(value, (int, float, list)):
+            raise ConfigurationError(f"metric {name!r}: a number or a list of numbers, not "
+                                     f"{type(value).__name__}")
+        self.metrics[name] = value
+
+    def log_table(self, name: str, data: Any) -> dict[str, Any]:
+        """Record a table the handler returned (the host's half of an output)."""
+        return self.log_entity("dataitem", name, "table", {}, [], data)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _add(self, document: dict[str, Any]) -> None:
+        now = time.time()
+        self.runtime.add(Record(document["entity_type"], document["project"],
+                                document["name"], document["id"], document["kind"], now, now,
+                                "", document))
+
+    def _relative(self, path: Any) -> str:
+        return str(os.path.relpath(path, self.runtime.store.root))
+
+
+def _as_dataframe(data: Any) -> Any:
+    """A DataFrame from what came over the channel (a Grid) or locally (a DataFrame)."""
+    if hasattr(data, "to_dataframe"):
+        return data.to_dataframe()
+    if type(data).__name__ == "DataFrame":
+        return data
+    raise ConfigurationError(
+        f"a table dataitem needs a pandas DataFrame, not {type(data).__name__}")

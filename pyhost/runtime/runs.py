@@ -1,0 +1,235 @@
+"""Runs: the record of one execution of a function, and its lifecycle.
+
+States move CREATED -> READY -> RUNNING -> COMPLETED | ERROR | STOPPED, each move a
+compare-and-set on the catalog record (two processes never both move a run) with its time
+in ``status.timings``. A run executing in this process signals its end through an event, so
+:meth:`Run.wait` returns the moment it ends; a run of another process is re-read from the
+catalog with a short back-off. A run whose owner process died is settled as ERROR by the next
+process that opens the catalog (:func:`settle_orphaned_runs`) or by ``pyhost gc``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError, NotInCatalog
+from ..launchers.ownership import Owner, owner_alive
+from .catalog import Record, StaleState
+from .entities import Entity, entity_class, parse_key
+from .values import from_json
+
+if TYPE_CHECKING:
+    from .context import Runtime
+
+__all__ = ["ACTIVE", "FINAL", "Execution", "Run", "RunStatus", "executing", "finished",
+           "settle_orphaned_runs", "transition"]
+
+CREATED, READY, RUNNING = "CREATED", "READY", "RUNNING"
+COMPLETED, ERROR, STOPPED = "COMPLETED", "ERROR", "STOPPED"
+ACTIVE = (CREATED, READY, RUNNING)
+FINAL = (COMPLETED, ERROR, STOPPED)
+
+
+class RunStatus:
+    """A run's status, read-only: ``state``, ``message``, ``results`` (a dict),
+    ``outputs`` (output or entity name -> key), ``metrics``, ``attempts``, ``timings``
+    (state -> time), ``error`` (the remote ``type``, ``message``, ``traceback``) and
+    ``container`` (where it ran)."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self._status = status
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = self._status.get(name, {} if name in ("results", "outputs", "metrics",
+                                                      "timings", "error") else None)
+        if name == "results":
+            return {key: from_json(item) for key, item in (value or {}).items()}
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._status)
+
+    def __repr__(self) -> str:
+        return f"<RunStatus {self.state}: {self.message or ''}>"
+
+
+class Execution:
+    """A run executing in this process: how to wait for it and how to stop it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.stop_requested = False
+        self.stopper: Any = None  # a callable that ends the work at once (kill the session)
+
+
+_executions: dict[str, Execution] = {}
+_executions_lock = threading.Lock()
+
+
+def executing(run_id: str) -> Execution:
+    """Register a run as executing in this process."""
+    execution = Execution()
+    with _executions_lock:
+        _executions[run_id] = execution
+    return execution
+
+
+def finished(run_id: str) -> None:
+    with _executions_lock:
+        execution = _executions.pop(run_id, None)
+    if execution is not None:
+        execution.done.set()
+
+
+class Run:
+    """A run of a function, as recorded in the catalog (see the module docstring)."""
+
+    def __init__(self, record: Record, runtime: Runtime) -> None:
+        self._record = record
+        self._runtime = runtime
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def key(self) -> str:
+        return str(self._record.document["key"])
+
+    @property
+    def project(self) -> str:
+        return self._record.project
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self._record.document.get("spec") or {})
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._record.document.get("metadata") or {})
+
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus(dict(self._record.document.get("status") or {}))
+
+    def refresh(self) -> Run:
+        """Read the run again from the catalog."""
+        self._record = self._runtime.get("run", self.id)
+        return self
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Wait until the run ends (or ``timeout`` seconds pass); the refreshed run.
+
+        A run executing in this process ends the wait at once; another process's run is
+        re-read with a back-off from 10 ms to 0.5 s.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with _executions_lock:
+            execution = _executions.get(self.id)
+        if execution is not None:
+            execution.done.wait(timeout)
+            return self.refresh()
+        delay = 0.01
+        while self.refresh().status.state in ACTIVE:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            time.sleep(delay if left is None else min(delay, left))
+            delay = min(delay * 2, 0.5)
+        return self
+
+    def result(self, name: str) -> Any:
+        """One result of the run (an entity output's result is its key).
+
+        Raises:
+            NotInCatalog: the run has no result of that name.
+        """
+        results = self.status.results
+        if name not in results:
+            raise NotInCatalog(f"run {self.id} has no result {name!r} (it has "
+                               f"{', '.join(results) or 'none'})")
+        return results[name]
+
+    def output(self, name: str) -> Entity:
+        """The entity an output became, by entity name or by output name.
+
+        Raises:
+            NotInCatalog: the run has no such output.
+        """
+        outputs = self.status.outputs
+        if name not in outputs:
+            raise NotInCatalog(f"run {self.id} has no output {name!r} (it has "
+                               f"{', '.join(outputs) or 'none'})")
+        key = parse_key(outputs[name])
+        record = self._runtime.get(key.entity_type, key.id or "")
+        return entity_class(key.entity_type)(record.document, self._runtime)
+
+    def logs(self) -> str:
+        """What the handler printed (stdout and stderr, captured)."""
+        path = self.status.logs
+        if not path:
+            return ""
+        return self._runtime.store.resolve(path).read_text(errors="replace")
+
+    def stop(self) -> Run:
+        """Stop the run: its container is removed and it ends STOPPED.
+
+        Raises:
+            ConfigurationError: the run executes in another process (stop it there).
+        """
+        with _executions_lock:
+            execution = _executions.get(self.id)
+        if execution is None:
+            if self.refresh().status.state in FINAL:
+                return self
+            raise ConfigurationError(f"run {self.id} executes in another process "
+                                     f"(pid {self.metadata.get('owner', {}).get('pid')}); "
+                                     "stop it there")
+        execution.stop_requested = True
+        if execution.stopper is not None:
+            execution.stopper()
+        execution.done.wait(30)
+        return self.refresh()
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.status.state}>"
+
+
+def transition(runtime: Runtime, record: Record, state: str,
+               expect: str | tuple[str, ...], **changes: Any) -> Record:
+    """Move a run to ``state`` if it is in ``expect``, recording the time and ``changes``
+    (merged into its status).
+
+    Raises:
+        StaleState: the run is no longer in ``expect`` (another process moved it).
+    """
+    now = time.time()
+    document = dict(record.document)
+    status = dict(document.get("status") or {})
+    status.update(changes)
+    status["state"] = state
+    status["timings"] = {**(status.get("timings") or {}), state: now}
+    document["status"] = status
+    document["metadata"] = {**(document.get("metadata") or {}), "updated": now}
+    return runtime.update("run", record.id, document, state=state, expect_state=expect,
+                          updated=now)
+
+
+def settle_orphaned_runs(runtime: Runtime) -> list[str]:
+    """Mark ERROR the active runs whose owner process is gone; their ids."""
+    settled = []
+    for record in runtime.find("run", state=list(ACTIVE)):
+        owner = Owner.from_labels((record.document.get("metadata") or {}).get("owner") or {})
+        if owner is None or owner_alive(owner):
+            continue
+        try:
+            transition(runtime, record, ERROR, ACTIVE,
+                       message=f"host process exited (pid {owner.pid} on {owner.host})")
+        except StaleState:
+            continue
+        settled.append(record.id)
+    return settled

@@ -1,0 +1,305 @@
+"""A function's source, fetched on the host and shipped to the container as files.
+
+``code`` (text), ``base64`` (text, encoded) or ``code_src``: a local file or directory,
+``git+https://...`` / ``git+file://...`` (``#ref`` for a branch, tag or commit), or
+``zip+file://...`` / ``zip+https://...``. The container never fetches anything: it gets the
+files over the session channel. :func:`resolve_handler` finds the handler in the files by
+reading them (``ast``), never by running them, so a wrong name fails before any container
+starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64 as b64
+import hashlib
+import io
+import os
+import subprocess
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+
+__all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source",
+           "resolve_handler"]
+
+# python_version -> the interpreter's "major.minor" it names
+PYTHON_VERSIONS = {f"PYTHON3_{minor}": f"3.{minor}" for minor in range(9, 14)}
+
+MAX_SOURCE_BYTES = 32 << 20  # the source travels in one message; keep it well under a frame
+_SKIP_DIRS = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files of a function's source by relative path, and their digest."""
+
+    files: dict[str, bytes]
+
+    @property
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            data = self.files[name]
+            digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+        return digest.hexdigest()
+
+
+def load_source(*, code: str | None = None, base64: str | None = None,
+                code_src: str | None = None) -> Source:
+    """The files of exactly one of ``code``, ``base64`` or ``code_src``.
+
+    Raises:
+        ConfigurationError: none or several given, or the source cannot be had (the message
+            says which and why).
+    """
+    given = [name for name, value in (("code", code), ("base64", base64),
+                                       ("code_src", code_src)) if value is not None]
+    if len(given) != 1:
+        raise ConfigurationError(
+            "a python function needs exactly one of code, base64 or code_src; "
+            + (f"got {' and '.join(given)}" if given else "got none"))
+    if code is not None:
+        return Source({"main.py": _text("code", code).encode()})
+    if base64 is not None:
+        try:
+            return Source({"main.py": b64.b64decode(_text("base64", base64), validate=True)})
+        except ValueError as exc:
+            raise ConfigurationError(f"base64: not valid base64 ({exc})") from None
+    assert code_src is not None
+    return _fetch(_text("code_src", code_src))
+
+
+def _text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _fetch(code_src: str) -> Source:
+    scheme = code_src.split("://", 1)[0] if "://" in code_src else ""
+    if scheme in ("s3", "zip+s3"):
+        raise ConfigurationError(f"code_src={code_src!r}: no S3 store is configured; use a "
+                                 "local path, git+https://, git+file://, zip+file:// or "
+                                 "zip+https://")
+    if scheme.startswith("git+"):
+        return _git(code_src[len("git+"):])
+    if scheme in ("zip+file", "zip+https", "zip+http"):
+        return _zip(code_src, code_src[len("zip+"):])
+    if scheme:
+        raise ConfigurationError(f"code_src={code_src!r}: unknown scheme {scheme!r}; use a "
+                                 "local path, git+https://, git+file://, zip+file:// or "
+                                 "zip+https://")
+    path = Path(code_src)
+    if path.is_file():
+        return Source({path.name: _read(path)})
+    if path.is_dir():
+        return _directory(path, code_src)
+    raise ConfigurationError(f"code_src={code_src!r}: no such file or directory "
+                             f"(relative to {os.getcwd()})")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"code_src: cannot read {path}: {exc.strerror}") from exc
+
+
+def _directory(root: Path, what: str) -> Source:
+    files: dict[str, bytes] = {}
+    total = 0
+    for directory, names, filenames in os.walk(root):
+        names[:] = sorted(name for name in names if name not in _SKIP_DIRS)
+        for filename in sorted(filenames):
+            if filename.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(directory, filename)
+            data = _read(path)
+            total += len(data)
+            if total > MAX_SOURCE_BYTES:
+                raise ConfigurationError(f"code_src={what!r} holds more than "
+                                         f"{MAX_SOURCE_BYTES >> 20} MiB; a function's source "
+                                         "is code, not data (log data as a dataitem)")
+            files[path.relative_to(root).as_posix()] = data
+    if not files:
+        raise ConfigurationError(f"code_src={what!r} holds no files")
+    return Source(files)
+
+
+def _git(url: str) -> Source:
+    """Clone ``url`` (``#ref`` selects a branch, tag or commit) and take its files."""
+    url, _, ref = url.partition("#")
+    with tempfile.TemporaryDirectory(prefix="pyhost-git-") as scratch:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        checkout = Path(scratch, "checkout")
+        steps = [["git", "clone", "--quiet", "--no-checkout", url, str(checkout)],
+                 ["git", "-C", str(checkout), "checkout", "--quiet", ref or "HEAD"]]
+        for argv in steps:
+            try:
+                done = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                      timeout=300, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ConfigurationError(f"code_src=git+{url}: {exc}") from exc
+            if done.returncode != 0:
+                raise ConfigurationError(f"code_src=git+{url}{'#' + ref if ref else ''}: "
+                                         f"{' '.join(argv[:2] + argv[3:4])} failed: "
+                                         f"{done.stderr.strip()[-500:]}")
+        return _directory(checkout, f"git+{url}")
+
+
+def _zip(code_src: str, url: str) -> Source:
+    try:
+        if url.startswith("file://"):
+            data = Path(urlsplit(url).path).read_bytes()
+        else:
+            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
+                data = response.read(MAX_SOURCE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"code_src={code_src!r}: cannot read it: {exc}") from exc
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise ConfigurationError(f"code_src={code_src!r}: not a zip file ({exc})") from None
+    files = {}
+    for info in archive.infolist():
+        name = info.filename
+        if info.is_dir():
+            continue
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise ConfigurationError(f"code_src={code_src!r}: {name!r} would land outside "
+                                     "the source directory")
+        files[name] = archive.read(info)
+    if sum(map(len, files.values())) > MAX_SOURCE_BYTES:
+        raise ConfigurationError(f"code_src={code_src!r} holds more than "
+                                 f"{MAX_SOURCE_BYTES >> 20} MiB")
+    if not files:
+        raise ConfigurationError(f"code_src={code_src!r} holds no files")
+    return Source(files)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of a handler, as its source declares it."""
+
+    name: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    """Where a handler is and what it takes.
+
+    Attributes:
+        module: its import name (``main``, ``pkg.module``).
+        function: its name in the module.
+        path: the file that defines it.
+        params: its named parameters; None when the name is bound some other way than a
+            ``def`` (then only the container can check the call).
+        takes_kwargs: whether it takes ``**kwargs``.
+        outputs: the names ``@handler(outputs=...)`` gives its values, if it says.
+    """
+
+    module: str
+    function: str
+    path: str
+    params: tuple[Param, ...] | None
+    takes_kwargs: bool
+    outputs: tuple[str, ...] | None
+
+
+def resolve_handler(source: Source, handler: str) -> HandlerInfo:
+    """Find ``handler`` (``func``, or ``pkg.module:func``) in the source's files.
+
+    Raises:
+        ConfigurationError: no such module or name, or the module does not parse.
+    """
+    if not isinstance(handler, str) or not handler:
+        raise ConfigurationError("handler: give the function's name, e.g. 'main' or "
+                                 "'pkg.module:main'")
+    module, _, function = handler.rpartition(":")
+    if not module:
+        module = _default_module(source, handler)
+    path = _module_path(source, module, handler)
+    try:
+        tree = ast.parse(source.files[path], filename=path)
+    except SyntaxError as exc:
+        raise ConfigurationError(f"handler {handler!r}: {path} does not parse: {exc}") from None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            if isinstance(node, ast.AsyncFunctionDef):
+                raise ConfigurationError(f"handler {handler!r}: async handlers are not "
+                                         "supported; define it with def")
+            return _describe(module, function, path, node)
+    if function in _other_bindings(tree):
+        return HandlerInfo(module, function, path, None, True, None)
+    defined = sorted(node.name for node in tree.body if isinstance(node, ast.FunctionDef))
+    raise ConfigurationError(f"handler {handler!r}: {path} defines no function {function!r}"
+                             + (f" (it defines {', '.join(defined)})" if defined else ""))
+
+
+def _default_module(source: Source, handler: str) -> str:
+    if "main.py" in source.files:
+        return "main"
+    python = [name for name in source.files if name.endswith(".py")]
+    if len(python) == 1 and "/" not in python[0]:
+        return python[0][:-3]
+    raise ConfigurationError(f"handler {handler!r}: the source has no main.py and not one "
+                             f"single module; name the module: 'module:{handler}'")
+
+
+def _module_path(source: Source, module: str, handler: str) -> str:
+    base = module.replace(".", "/")
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if candidate in source.files:
+            return candidate
+    modules = sorted(name[:-3].replace("/", ".") for name in source.files
+                     if name.endswith(".py"))
+    raise ConfigurationError(f"handler {handler!r}: the source has no module {module!r} "
+                             f"(it has {', '.join(modules) or 'no Python files'})")
+
+
+def _describe(module: str, function: str, path: str, node: ast.FunctionDef) -> HandlerInfo:
+    args = node.args
+    positional = args.posonlyargs + args.args
+    first_default = len(positional) - len(args.defaults)
+    params = [Param(arg.arg, index < first_default) for index, arg in enumerate(positional)]
+    params += [Param(arg.arg, default is None)
+               for arg, default in zip(args.kwonlyargs, args.kw_defaults)]
+    return HandlerInfo(module, function, path, tuple(params), args.kwarg is not None,
+                       _declared_outputs(node))
+
+
+def _declared_outputs(node: ast.FunctionDef) -> tuple[str, ...] | None:
+    for decorator in node.decorator_list:
+        if isinstance(decorator, ast.Call) and _called(decorator.func) == "handler":
+            for keyword in decorator.keywords:
+                if keyword.arg == "outputs":
+                    try:
+                        return tuple(ast.literal_eval(keyword.value))
+                    except ValueError:
+                        return None
+    return None
+
+
+def _called(func: ast.expr) -> str:
+    if isinstance(func, ast.Name):
+        return func.id
+    return func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _other_bindings(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ClassDef):
+            names.add(node.name)
+    return names

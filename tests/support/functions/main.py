@@ -1,0 +1,61 @@
+"""Handlers of the runtime tests: the design's five examples and a few more."""
+
+import os
+import time
+
+from hxpy.runtime import handler
+
+
+def func1(param1):
+    """A plain value from a parameter."""
+    return f"hello {param1}"
+
+
+def func2(di):
+    """An input dataitem read as a DataFrame; a plain value back."""
+    return int(di.as_df()["x"].sum())
+
+
+def func3(project, param1):
+    """Logs an artifact from inside the run, and a metric."""
+    path = "/tmp/report.txt" if os.path.isdir("/tmp") else "report.txt"
+    with open(path, "w") as out:
+        out.write(f"report for {param1}\n" * 1000)
+    artifact = project.log_artifact(name="report", kind="artifact", source=path)
+    return artifact
+
+
+def func4(context, event):
+    """A serve handler: a job refuses it before it starts."""
+    return event
+
+
+@handler(outputs=["result", "total"])
+def func5(di, param1, run=None):
+    """The design's example: a table in, a table and a number out."""
+    df = di.as_df()
+    df["label"] = param1
+    if run is not None:
+        run.log_metric("rows", len(df))
+    return df, int(df["x"].sum())
+
+
+def fails(depth=1):
+    if depth:
+        return fails(depth - 1)
+    raise KeyError("nothing here")
+
+
+def secret_user():
+    value = os.environ["API_TOKEN"]
+    print(f"the token is {value}")
+    return len(value)
+
+
+def sleeper(seconds=30):
+    time.sleep(seconds)
+    return "woke"
+
+
+def takes_any(**kwargs):
+    return sorted(kwargs)

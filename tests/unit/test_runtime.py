@@ -1,0 +1,249 @@
+"""The python runtime end to end without Docker: jobs run in the real hxpy server as a local
+process (``launcher="process"``) or in this process (``local_execution``), against a real
+SQLite catalog and store in a temporary directory."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import pyhost.runtime as dh
+from pyhost import ConfigurationError, NotInCatalog
+from pyhost.launchers.process import ProcessLauncher
+
+FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    return dh.configure(tmp_path / "home")
+
+
+@pytest.fixture
+def launcher():
+    launcher = ProcessLauncher()
+    yield launcher
+    for instance in launcher.started:
+        instance.cleanup()
+
+
+@pytest.fixture
+def project(runtime):
+    return dh.get_or_create_project("demo")
+
+
+@pytest.fixture
+def table(project):
+    return project.log_dataitem(name="d", kind="table",
+                                data=pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]}))
+
+
+def function(project, handler, **fields):
+    return project.new_function(name=f"fn-{handler}", kind="python",
+                                code_src=str(FUNCTIONS / "main.py"), handler=handler, **fields)
+
+
+def test_the_design_usage_in_a_server_process(project, table, launcher):
+    fn = function(project, "func5")
+    run = fn.run(action="job", inputs={"di": table.key}, parameters={"param1": "some value"},
+                 outputs={"result": "named_result"}, wait=True, launcher=launcher)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("total") == 6
+    named = run.output("named_result")
+    assert run.result("result") == named.key and named.kind == "table"
+    df = named.as_df()
+    assert list(df["label"]) == ["some value"] * 3 and list(df["x"]) == [1, 2, 3]
+    assert run.status.metrics == {"rows": 3}
+    assert [r.id for r in project.list_runs()] == [run.id]
+    assert project.get_run(run.id).spec["function_id"] == fn.id
+    assert len(launcher.started) == 1  # the job ran in a server, not in this process
+    timings = run.status.timings
+    assert timings["CREATED"] <= timings["READY"] <= timings["RUNNING"] <= timings["COMPLETED"]
+
+
+def test_local_execution_gives_the_same_results_and_outputs(project, table, launcher):
+    fn = function(project, "func5")
+    runs = [fn.run(inputs={"di": table.key}, parameters={"param1": "v"}, wait=True,
+                   outputs={"result": "named"}, **where)
+            for where in ({"launcher": launcher}, {"local_execution": True})]
+    assert [r.status.state for r in runs] == ["COMPLETED", "COMPLETED"]
+    assert runs[0].result("total") == runs[1].result("total") == 6
+    pd.testing.assert_frame_equal(runs[0].output("named").as_df(),
+                                  runs[1].output("named").as_df())
+    assert len(launcher.started) == 1
+
+
+def test_an_artifact_logged_inside_the_run_lands_in_the_catalog(project, launcher, tmp_path):
+    run = function(project, "func3").run(parameters={"param1": "q3"}, wait=True,
+                                         launcher=launcher)
+    assert run.status.state == "COMPLETED", run.status.error
+    artifact = project.get_artifact("report")
+    assert run.output("result") == artifact and artifact.key in run.status.produced
+    assert artifact.metadata["produced_by"] == run.key
+    path = artifact.download(tmp_path / "got")
+    assert Path(path).read_text() == "report for q3\n" * 1000
+
+
+def test_a_failing_handler_is_error_with_the_users_traceback_and_retries(project, launcher):
+    run = function(project, "fails").run(wait=True, launcher=launcher, backoff_limit=2)
+    assert run.status.state == "ERROR"
+    error = run.status.error
+    assert error["type"] == "KeyError" and error["message"] == "'nothing here'"
+    assert 'raise KeyError("nothing here")' in error["traceback"]
+    assert "return fails(depth - 1)" in error["traceback"]
+    assert "run_job" not in error["traceback"]  # the user's frames, not the runtime's
+    assert error["traceback"].index("fails(depth - 1)") < error["traceback"].index("raise")
+    assert [a["attempt"] for a in run.status.attempts] == [1, 2, 3]
+    assert len(launcher.started) == 3
+
+
+@pytest.mark.parametrize("call, message", [
+    ({"parameters": {}}, "argument 'param1' of func1\\(\\) has no value"),
+    ({"parameters": {"param1": 1, "other": 2}}, "takes no argument 'other'"),
+    ({"parameters": {"param1": 1}, "outputs": {"nope": "x"}}, "no output 'nope'"),
+    ({"parameters": {"param1": 1}, "resources": {"memory": "lots"}}, "resources.memory"),
+    ({"parameters": {"param1": 1}, "resources": {"cpu": "0m"}}, "resources.cpu"),
+    ({"parameters": {"param1": 1}, "envs": [{"name": "A"}]}, "envs"),
+    ({"parameters": {"param1": 1}, "secrets": ["NOT_SET_ANYWHERE"]}, "NOT_SET_ANYWHERE"),
+    ({"parameters": {"param1": 1}, "backoff_limit": -1}, "backoff_limit"),
+    ({"parameters": {"param1": 1}, "colour": "red"}, "unknown setting"),
+    ({"parameters": {"param1": 1}, "action": "serve"}, "action='serve'"),
+])
+def test_bad_runs_fail_before_anything_starts(project, launcher, call, message):
+    fn = function(project, "func1")
+    with pytest.raises(ConfigurationError, match=message):
+        fn.run(launcher=launcher, **call)
+    assert not launcher.started and not project.list_runs()
+
+
+def test_inputs_are_checked_against_the_catalog(project, table, launcher):
+    fn = function(project, "func2")
+    with pytest.raises(NotInCatalog):
+        fn.run(inputs={"di": "store://demo/dataitem/table/missing"}, launcher=launcher)
+    with pytest.raises(ConfigurationError, match="of project 'other'"):
+        fn.run(inputs={"di": "store://other/dataitem/table/d"}, launcher=launcher)
+    with pytest.raises(ConfigurationError, match="context and event"):
+        function(project, "func4").run(launcher=launcher)
+    assert not launcher.started
+    run = fn.run(inputs={"di": table}, wait=True, launcher=launcher)
+    assert run.result("result") == 6 and run.status.consumed == [table.key]
+
+
+def test_a_secret_reaches_the_handler_and_nothing_else(project, launcher, runtime,
+                                                       monkeypatch, tmp_path):
+    token = "s3cr3t-" + os.urandom(8).hex()
+    monkeypatch.setenv("API_TOKEN", token)
+    run = function(project, "secret_user").run(secrets=["API_TOKEN"], wait=True,
+                                               launcher=launcher)
+    assert run.result("result") == len(token)
+    assert "the token is ***" in run.logs() and token not in run.logs()
+    assert token not in repr(run.status.to_dict()) + repr(run.spec)
+    files = [path for path in (tmp_path / "home").rglob("*") if path.is_file()]
+    assert any(path.name == "catalog.db" for path in files)
+    for path in files:  # the catalog (and its WAL) and every file of the store
+        assert token.encode() not in path.read_bytes(), path
+
+
+def test_wait_false_returns_at_once_and_stop_ends_the_run(project, launcher):
+    run = function(project, "sleeper").run(parameters={"seconds": 60}, launcher=launcher)
+    assert run.status.state in ("READY", "RUNNING")
+    deadline = time.monotonic() + 30
+    while run.refresh().status.state != "RUNNING" or not launcher.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    stopped = run.stop()
+    assert stopped.status.state == "STOPPED"
+    assert launcher.started[0].poll() is not None  # its server is gone
+    assert run.wait(1).status.state == "STOPPED"
+
+
+def test_functions_are_versioned(project):
+    first = project.new_function(name="v", code="def f():\n    return 1\n", handler="f")
+    same = project.new_function(name="v", code="def f():\n    return 1\n", handler="f")
+    changed = project.new_function(name="v", code="def f():\n    return 2\n", handler="f")
+    assert first.id == same.id != changed.id
+    assert project.get_function("v").id == changed.id
+    assert project.get_function("v", version=first.id).id == first.id
+    run = first.run(local_execution=True, wait=True)
+    assert run.result("result") == 1 and run.spec["function_id"] == first.id
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"kind": "nuclio", "code": "x", "handler": "f"}, "the function kinds are python"),
+    ({"code": "def f(): pass", "code_src": "main.py", "handler": "f"}, "exactly one"),
+    ({"handler": "f"}, "got none"),
+    ({"code": "def g(): pass", "handler": "f"}, "defines no function 'f'"),
+    ({"code": "def f(): pass", "handler": "pkg.mod:f"}, "no module 'pkg.mod'"),
+    ({"code_src": "s3://bucket/main.py", "handler": "f"}, "no S3 store"),
+    ({"code_src": "zip+s3://bucket/x.zip", "handler": "f"}, "no S3 store"),
+    ({"code": "def f(): pass", "handler": "f", "python_version": "PYTHON2_7"},
+     "python_version"),
+    ({"code": "def f(): pass", "handler": "f", "colour": "red"}, "unknown field"),
+])
+def test_bad_functions_are_refused(project, fields, message):
+    with pytest.raises(ConfigurationError, match=message):
+        project.new_function(name="bad", **fields)
+    with pytest.raises(NotInCatalog):
+        project.get_function("bad")
+
+
+def test_base64_git_and_zip_sources(project, tmp_path):
+    code = b"def f(x=2):\n    return x * 21\n"
+    encoded = project.new_function(name="b", base64=base64.b64encode(code).decode(),
+                                   handler="f")
+    assert encoded.run(local_execution=True, wait=True).result("result") == 42
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "__init__.py").write_text("")
+    (repo / "pkg" / "jobs.py").write_text("def g():\n    return 'v1'\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "v1"], check=True)
+    subprocess.run(git + ["tag", "v1"], check=True)
+    (repo / "pkg" / "jobs.py").write_text("def g():\n    return 'v2'\n")
+    subprocess.run(git + ["commit", "-qam", "v2"], check=True)
+    for ref, expected in (("", "v2"), ("#v1", "v1")):
+        fn = project.new_function(name="g", code_src=f"git+file://{repo}{ref}",
+                                  handler="pkg.jobs:g")
+        assert fn.run(local_execution=True, wait=True).result("result") == expected
+    archive = tmp_path / "src.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("main.py", "def h():\n    return 'zipped'\n")
+    fn = project.new_function(name="z", code_src=f"zip+file://{archive}", handler="h")
+    assert fn.run(local_execution=True, wait=True).result("result") == "zipped"
+
+
+def test_a_run_of_a_dead_process_is_settled(project, runtime, tmp_path):
+    script = (f"import os, pyhost.runtime as dh\n"
+              f"dh.configure({str(tmp_path / 'home')!r})\n"
+              f"p = dh.get_project('demo')\n"
+              f"fn = p.new_function(name='s', code_src={str(FUNCTIONS / 'main.py')!r},"
+              f" handler='sleeper')\n"
+              f"run = fn.run(local_execution=True, parameters={{'seconds': 60}})\n"
+              f"run.wait(0.5)\n"
+              f"print(run.id, flush=True)\n"
+              f"os._exit(9)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    run_id = done.stdout.strip()
+    assert done.returncode == 9 and run_id, done.stderr
+    assert project.get_run(run_id).status.state in ("READY", "RUNNING")
+    dh.configure(tmp_path / "home")  # the next process to open the catalog settles it
+    settled = project.get_run(run_id)
+    assert settled.status.state == "ERROR"
+    assert "host process exited" in settled.status.message
+
+
+def test_undecorated_handlers_return_result(project, launcher):
+    run = function(project, "takes_any").run(parameters={"b": 1, "a": 2}, wait=True,
+                                             launcher=launcher)
+    assert run.status.results == {"result": ["a", "b"]}
