@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hxpy.runtime.job import RESERVED, run_job
 
@@ -359,7 +359,11 @@ def _attempt(runtime: Runtime, record: Record, function: Function, info: Handler
     try:
         if settings.local_execution:
             return _run_locally(job, calls, settings)
-        return _run_in_session(job, calls, settings, function, execution)
+        def started(container_id: str | None) -> None:
+            transition(runtime, runtime.get("run", record.id), RUNNING, RUNNING,
+                       container=container_id)
+
+        return _run_in_session(job, calls, settings, function, execution, started)
     except PythonError as exc:
         return _Outcome(ERROR, error={"type": exc.remote_type, "message": exc.remote_message,
                                       "traceback": exc.remote_traceback}, logs=exc.output)
@@ -435,7 +439,8 @@ def _captured() -> Any:
 
 
 def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings,
-                    function: Function, execution: Any) -> _Outcome:
+                    function: Function, execution: Any,
+                    started: Callable[[str | None], None]) -> _Outcome:
     image = function.spec.get("image")
     session = py(launcher=settings.launcher, io=None, timeout=settings.timeout,
                  env={**settings.envs, **settings.secrets}, image=image,
@@ -454,6 +459,7 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
                 f"python_version={function.spec['python_version']!r}: the session image "
                 f"{image or '(default)'} provides Python {have}; build or name an image "
                 f"with Python {wanted} (image=), or use PYTHON{have.replace('.', '_')}")
+        started(session.container_id)
         answer = (session.define("__job__", job)
                   .exec("from hxpy.runtime.job import run_job").eval("run_job(__job__)"))
         return _Outcome(COMPLETED, answer, logs=session.last_output,
@@ -478,7 +484,7 @@ def _finish(runtime: Runtime, record: Record, settings: JobSettings, calls: Host
     for attempt in attempts:
         if attempt["error"]:
             attempt["error"] = {key: mask(value) for key, value in attempt["error"].items()}
-    transition(runtime, record, state, (RUNNING,), **changes)
+    transition(runtime, runtime.get("run", record.id), state, (RUNNING,), **changes)
 
 
 def _record_outputs(calls: HostCalls, answer: dict[str, Any],

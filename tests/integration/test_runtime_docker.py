@@ -1,0 +1,105 @@
+"""The python runtime's jobs in real session containers: the same sandbox and channel as a
+session; every call the handler makes on its project travels back over that channel."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import pyhost.runtime as dh
+from pyhost import ConfigurationError
+from pyhost.launchers.ownership import LABEL_PREFIX
+
+FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
+
+
+@pytest.fixture
+def project(tmp_path, client):
+    dh.configure(tmp_path / "home")
+    return dh.get_or_create_project("demo")
+
+
+def function(project, handler, **fields):
+    return project.new_function(name=f"fn-{handler}", kind="python",
+                                code_src=str(FUNCTIONS / "main.py"), handler=handler, **fields)
+
+
+def _our_containers(client):
+    return client.api.containers(
+        all=True, filters={"label": [f"{LABEL_PREFIX}.owner.pid={os.getpid()}"]})
+
+
+def test_the_design_usage_in_a_container(project, client):
+    di = project.log_dataitem(name="d", kind="table",
+                              data=pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]}))
+    fn = project.new_function(name="python-function", kind="python",
+                              code_src=str(FUNCTIONS / "main.py"), handler="func5",
+                              python_version="PYTHON3_11")
+    run = fn.run(action="job", inputs={"di": di.key}, parameters={"param1": "some value"},
+                 outputs={"result": "named_result"}, wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("total") == 6
+    df = run.output("named_result").as_df()
+    assert list(df["label"]) == ["some value"] * 3
+    assert run.status.container and not _our_containers(client)  # ran in one, removed
+
+
+def test_an_artifact_logged_in_the_container_arrives_with_its_bytes(project, tmp_path):
+    run = function(project, "func3").run(parameters={"param1": "c3"}, wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    artifact = project.get_artifact("report")
+    assert artifact.files == [{"path": "report.txt", "size": len("report for c3\n") * 1000}]
+    assert Path(artifact.download(tmp_path / "out")).read_text() == "report for c3\n" * 1000
+
+
+def test_a_failure_in_the_container_is_the_users_traceback(project):
+    run = function(project, "fails").run(wait=True, backoff_limit=1)
+    assert run.status.state == "ERROR"
+    assert run.status.error["type"] == "KeyError"
+    assert 'raise KeyError("nothing here")' in run.status.error["traceback"]
+    assert len(run.status.attempts) == 2
+
+
+def test_resources_become_container_limits_and_stop_removes_it(project, client):
+    run = function(project, "sleeper").run(parameters={"seconds": 60},
+                                           resources={"cpu": "500m", "memory": "256Mi"})
+    deadline = time.monotonic() + 60
+    while not run.refresh().status.container:
+        assert run.status.state in ("READY", "RUNNING") and time.monotonic() < deadline
+        time.sleep(0.05)
+    host = client.api.inspect_container(run.status.container)["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 256 * 1024**2
+    assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
+    assert run.stop().status.state == "STOPPED"
+    assert not _our_containers(client)
+
+
+def test_a_secret_reaches_the_container_only(project, monkeypatch, tmp_path):
+    token = "tok-" + os.urandom(8).hex()
+    monkeypatch.setenv("API_TOKEN", token)
+    run = function(project, "secret_user").run(secrets=["API_TOKEN"], wait=True)
+    assert run.result("result") == len(token)
+    assert "***" in run.logs() and token not in run.logs()
+    for path in (tmp_path / "home").rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_argument_errors_start_no_container(project, client):
+    before = len(_our_containers(client))
+    with pytest.raises(ConfigurationError):
+        function(project, "func1").run(parameters={"nope": 1})
+    with pytest.raises(ConfigurationError):
+        function(project, "func4").run()
+    assert len(_our_containers(client)) == before and not project.list_runs()
+
+
+def test_a_python_version_the_image_has_not_is_a_clear_error(project):
+    run = function(project, "func1", python_version="PYTHON3_9").run(
+        parameters={"param1": 1}, wait=True)
+    assert run.status.state == "ERROR"
+    assert "provides Python 3.11" in run.status.message
