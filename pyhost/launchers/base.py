@@ -130,6 +130,11 @@ class Launcher(abc.ABC):
         """
         return None  # a launcher with nothing to check accepts every spec
 
+    def python_version(self, image: str | None) -> str | None:
+        """The "major.minor" of the Python that servers of ``image`` (None: the default)
+        run, when it can be known before starting one; None when it cannot."""
+        return None
+
     @abc.abstractmethod
     def start(self, spec: LaunchSpec) -> Instance:
         """Start a server for ``spec``; it may not listen yet when this returns.

@@ -81,6 +81,9 @@ class ProcessLauncher(Launcher):
                 "and has no containers, networks or volumes; drop the option, or use "
                 "launcher='docker'")
 
+    def python_version(self, image: str | None) -> str | None:
+        return f"{sys.version_info.major}.{sys.version_info.minor}"  # this interpreter
+
     def start(self, spec: LaunchSpec) -> ProcessInstance:
         self.check(spec)
         tmp = tempfile.mkdtemp(prefix="hxpy-process-")

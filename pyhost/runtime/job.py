@@ -25,6 +25,7 @@ from hxpy.runtime.job import RESERVED, run_job
 
 from ..api import py
 from ..errors import ConfigurationError, PyHostError, PythonError
+from ..launchers import get_launcher
 from ..launchers.ownership import Owner
 from .catalog import Record, StaleState
 from .entities import Entity, EntityKey, check_name, new_id, parse_key
@@ -213,19 +214,21 @@ def _check_signature(info: HandlerInfo, settings: JobSettings) -> None:
 
 
 def _check_python_version(function: Function, settings: JobSettings) -> None:
-    """Where the Python is known before a start (this interpreter, for a local run or the
-    process launcher), a version it is not is refused now; a container's is checked when it
-    starts (:func:`_run_in_session`)."""
-    name = settings.launcher if isinstance(settings.launcher, str) else \
-        getattr(settings.launcher, "name", "")
-    if settings.local_execution or name == "process":
-        have = f"{sys.version_info.major}.{sys.version_info.minor}"
-        wanted = PYTHON_VERSIONS[function.spec["python_version"]]
-        if wanted != have:
-            raise ConfigurationError(
-                f"python_version={function.spec['python_version']!r}: this process runs "
-                f"Python {have}; run it in a session image with Python {wanted} (image=), "
-                f"or use PYTHON{have.replace('.', '_')}")
+    """Refuse a python_version the run's Python is not, where that is known before a start
+    (this interpreter for a local run; the launcher's answer otherwise). A container whose
+    Python the launcher could not tell is checked when it starts (:func:`_run_in_session`)."""
+    wanted = PYTHON_VERSIONS[function.spec["python_version"]]
+    if settings.local_execution:
+        have: str | None = f"{sys.version_info.major}.{sys.version_info.minor}"
+        where = "this process runs"
+    else:
+        have = get_launcher(settings.launcher).python_version(function.spec.get("image"))
+        where = f"the session image {function.spec.get('image') or '(default)'} has"
+    if have is not None and have != wanted:
+        raise ConfigurationError(
+            f"python_version={function.spec['python_version']!r}: {where} Python {have}; "
+            f"pass image= of an image with Python {wanted} and the hxpy server, or use "
+            f"PYTHON{have.replace('.', '_')}")
 
 
 def _check_envs(envs: list[dict[str, str]]) -> dict[str, str]:

@@ -98,8 +98,8 @@ def test_argument_errors_start_no_container(project, client):
     assert len(_our_containers(client)) == before and not project.list_runs()
 
 
-def test_a_python_version_the_image_has_not_is_a_clear_error(project):
-    run = function(project, "func1", python_version="PYTHON3_9").run(
-        parameters={"param1": 1}, wait=True)
-    assert run.status.state == "ERROR"
-    assert "provides Python 3.11" in run.status.message
+def test_a_python_version_the_image_has_not_is_refused_before_it_starts(project, client):
+    fn = function(project, "func1", python_version="PYTHON3_9")
+    with pytest.raises(ConfigurationError, match=r"has Python 3\.11.*PYTHON3_11"):
+        fn.run(parameters={"param1": 1})
+    assert not _our_containers(client) and not project.list_runs()

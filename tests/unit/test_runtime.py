@@ -243,6 +243,15 @@ def test_a_run_of_a_dead_process_is_settled(project, runtime, tmp_path):
     assert "host process exited" in settled.status.message
 
 
+def test_a_python_version_this_interpreter_is_not_is_refused(project, launcher):
+    other = "PYTHON3_9" if sys.version_info[:2] != (3, 9) else "PYTHON3_10"
+    fn = function(project, "func1", python_version=other)
+    for where in ({"launcher": launcher}, {"local_execution": True}):
+        with pytest.raises(ConfigurationError, match="python_version"):
+            fn.run(parameters={"param1": 1}, **where)
+    assert not launcher.started
+
+
 def test_undecorated_handlers_return_result(project, launcher):
     run = function(project, "takes_any").run(parameters={"b": 1, "a": 2}, wait=True,
                                              launcher=launcher)

@@ -23,11 +23,14 @@ from ...errors import ImageBuildError
 from .client import engine_errors, inspect_image
 from .system import SYSTEM_PATH, Progress, apt_install, say
 
-__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "apt_mirror", "build_debian_base"]
+__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "SUITE_PYTHON", "apt_mirror",
+           "build_debian_base"]
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BASE_LABEL = "org.pyhost.base"  # what an image was built on ("debootstrap" for this base)
+# The python3 of each Debian suite a base can be made from.
+SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 
 _DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack")
 _DEBOOTSTRAP_TIMEOUT = 1800.0

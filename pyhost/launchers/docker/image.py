@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from docker.utils import parse_repository_tag
 
 from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound
 from .client import engine_errors, inspect_image
-from .debian_base import BASE_LABEL, DEFAULT_SUITE, build_debian_base
+from .debian_base import BASE_LABEL, DEFAULT_SUITE, SUITE_PYTHON, build_debian_base
 from .engine import ensure_engine
 from .system import Progress, say
 
@@ -39,6 +40,7 @@ __all__ = [
     "ImageStatus",
     "SourceTree",
     "build_image",
+    "image_python",
     "find_sources",
     "image_status",
     "resolve_base",
@@ -406,6 +408,17 @@ def resolve_image(client: docker.DockerClient, requested: str | None = None) -> 
         return tags[0] if tags else str(image["Id"])
     raise ImageNotFound(f"no session image is present (looked for {', '.join(IMAGE_CANDIDATES)} "
                         f"and images labelled {HASH_LABEL}); run `pyhost image build`")
+
+
+def image_python(attrs: dict[str, Any]) -> str | None:
+    """The "major.minor" Python of an image built by :func:`build_image`, from its base
+    (``python:3.X-slim``, or a Debian suite's python3); None when the base does not tell."""
+    base = _labels(attrs).get(BASE_LABEL, "")
+    match = re.match(r"^(?:[^/]*/)?python:(\d+\.\d+)", base)
+    if match:
+        return match.group(1)
+    suite = base.rpartition(":")[2] if base.startswith("pyhost-base:") else ""
+    return SUITE_PYTHON.get(suite)
 
 
 # -- small helpers ---------------------------------------------------------------------------

@@ -30,8 +30,8 @@ import docker.errors
 from ...errors import ConfigurationError, EngineUnavailable, SessionDied
 from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
 from ..ownership import Owner
-from .client import docker_client, engine_errors
-from .image import resolve_image
+from .client import docker_client, engine_errors, inspect_image
+from .image import image_python, resolve_image
 from .iodir import SANDBOX_UID, IoAccess, io_access, sandbox_user
 from .networking import (
     SERVER_PORT,
@@ -154,6 +154,11 @@ class DockerLauncher(Launcher):
         check_publish_address(spec.publish_address)
         if spec.network:
             check_network_name(spec.network)
+
+    def python_version(self, image: str | None) -> str | None:
+        """Read from the labels ``pyhost image build`` puts on the image (its base)."""
+        attrs = inspect_image(self.client, resolve_image(self.client, image))
+        return image_python(attrs) if attrs is not None else None
 
     def start(self, spec: LaunchSpec) -> DockerInstance:
         self.check(spec)
