@@ -1,8 +1,15 @@
-"""The pyhost demo: define/exec/eval, the /io example and a remote error, in real containers."""
+"""The pyhost demo, in real containers: a session (define/exec/eval, /io, a remote error, the
+sandbox), then the python runtime (a function run as a job, its outputs in the catalog)."""
 
 import os
+import tempfile
 
+import pandas as pd
+
+import pyhost.runtime as dh
 from pyhost import PythonError, py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main() -> None:
@@ -40,7 +47,37 @@ def main() -> None:
             session.eval("open('/etc/passwd', 'a')")
         except PythonError as exc:
             print(f"   writing /etc/passwd: {exc.remote_type}: {exc.remote_message}")
+
+    with tempfile.TemporaryDirectory(prefix="pyhost-demo-") as home:
+        runtime_demo(home)
     print("done: no container is left behind")
+
+
+def runtime_demo(home: str) -> None:
+    """A function run as a job: its handler's calls on `project` travel back over the
+    session's channel into an embedded catalog (here in a temporary directory)."""
+    dh.configure(home)
+    print("6. The runtime: a project, a table, a function run as a job in a container")
+    project = dh.get_or_create_project("demo")
+    readings = project.log_dataitem(name="readings", kind="table",
+                                    data=pd.DataFrame({"value": [1.0, 2.5, 4.0, 8.5]}))
+    fn = project.new_function(name="score", kind="python", handler="score",
+                              code_src=os.path.join(HERE, "functions", "main.py"))
+    run = fn.run(action="job", inputs={"readings": readings.key}, parameters={"factor": 10},
+                 outputs={"scored": "scored-readings"}, wait=True)
+    print(f"   run {run.id[:12]}: {run.status.state}, mean score {run.result('mean')}, "
+          f"metrics {run.status.metrics}")
+    print(f"   output {run.output('scored-readings').key}:")
+    print("   " + run.output("scored-readings").as_df().to_string().replace("\n", "\n   "))
+    print(f"   logged in the container: {project.get_artifact('score-report').key}")
+    print("7. A failing handler: the run is ERROR with the user's own traceback")
+    failed = project.new_function(name="broken", handler="broken",
+                                  code_src=os.path.join(HERE, "functions", "main.py")) \
+        .run(inputs={"readings": readings.key}, wait=True)
+    print(f"   {failed.status.state}: {failed.status.message}")
+    lines = failed.status.error["traceback"].strip().splitlines()
+    last = max(i for i, line in enumerate(lines) if line.startswith("Traceback"))
+    print("   " + "\n   ".join(lines[last:last + 3] + ["   ...", lines[-1]]))
 
 
 if __name__ == "__main__":
