@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from hxpy import wire
 
-__all__ = ["Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher", "server_env"]
+__all__ = ["Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher", "Volume",
+           "server_env"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,18 @@ class Endpoint:
             host, port = self.address
             return f"tcp://{host}:{port}"
         return f"{self.kind}://{self.address}"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A mount of a session beyond ``/io``: a named engine volume (``source``), read-only
+    unless asked, or a scratch ``tmpfs`` of ``size`` (e.g. ``"256m"``)."""
+
+    kind: str  # "volume" or "tmpfs"
+    target: str
+    source: str = ""
+    read_only: bool = True
+    size: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,7 @@ class LaunchSpec:
     io_volume: str | None = None
     network: str | None = None
     publish_address: str = "127.0.0.1"
+    volumes: tuple[Volume, ...] = ()
 
 
 @dataclass(frozen=True)

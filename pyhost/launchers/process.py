@@ -71,7 +71,7 @@ class ProcessLauncher(Launcher):
 
     def check(self, spec: LaunchSpec) -> None:
         docker_only = {"io_host_path": spec.io_host_path, "io_volume": spec.io_volume,
-                       "network": spec.network}
+                       "network": spec.network, "volumes": spec.volumes}
         if spec.publish_address != LaunchSpec.publish_address:
             docker_only["publish_address"] = spec.publish_address
         given = [f"{name}={value!r}" for name, value in docker_only.items() if value]

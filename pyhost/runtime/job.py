@@ -11,6 +11,7 @@ its results and outputs, ERROR with the user's own exception and traceback (afte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -26,6 +27,7 @@ from hxpy.runtime.job import RESERVED, run_job
 from ..api import py
 from ..errors import ConfigurationError, PyHostError, PythonError
 from ..launchers import get_launcher
+from ..launchers.base import LaunchSpec, Volume
 from ..launchers.ownership import Owner
 from .catalog import Record, StaleState
 from .entities import Entity, EntityKey, check_name, new_id, parse_key
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["JobSettings", "parse_resources", "start_job"]
+__all__ = ["VOLUME_TYPES", "JobSettings", "parse_resources", "parse_volumes", "start_job"]
 
 log = logging.getLogger("pyhost.runtime")
 
@@ -71,6 +73,7 @@ class JobSettings:
     secrets: dict[str, str] = field(default_factory=dict)  # name -> value: never recorded
     cpus: float | None = None
     mem_limit: int | None = None
+    volumes: tuple[Volume, ...] = ()
     backoff_limit: int = 0
     timeout: float | None = None
     launcher: Any = "docker"
@@ -86,6 +89,7 @@ class JobSettings:
             "envs": [{"name": k, "value": v} for k, v in self.envs.items()],
             "secrets": sorted(self.secrets), "resources": {"cpu": self.cpus,
                                                            "memory": self.mem_limit},
+            "volumes": [dataclasses.asdict(volume) for volume in self.volumes],
             "backoff_limit": self.backoff_limit, "timeout": self.timeout,
             "local_execution": self.local_execution,
             "launcher": self.launcher if isinstance(self.launcher, str) else
@@ -97,7 +101,8 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
               parameters: dict[str, Any] | None = None, outputs: dict[str, str] | None = None,
               wait: bool = False, local_execution: bool = False, launcher: Any = "docker",
               envs: list[dict[str, str]] | None = None, secrets: list[str] | None = None,
-              resources: dict[str, Any] | None = None, backoff_limit: int = 0,
+              resources: dict[str, Any] | None = None,
+              volumes: list[dict[str, Any]] | None = None, backoff_limit: int = 0,
               timeout: float | None = None, node_selector: Any = None, affinity: Any = None,
               tolerations: Any = None, **unknown: Any) -> Run:
     """Check everything, record the run, and execute it (in the background unless ``wait``).
@@ -113,6 +118,10 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         secrets: names whose values come from this process's environment; they reach the
             handler's environment only, never the catalog, a log or a status.
         resources: ``{"cpu": "500m" | 1.5, "memory": "512Mi" | "1Gi"}``: container limits.
+        volumes: DigitalHub volume specs: ``{"volume_type": "persistent_volume_claim",
+            "name", "mount_path", "read_only": True}`` (a named engine volume, read-only
+            unless ``read_only`` is False) or ``{"volume_type": "empty_dir", "mount_path",
+            "spec": {"size_limit": "1Gi"}}`` (a scratch tmpfs).
         backoff_limit: attempts after a failed one.
         timeout: seconds the handler may run (None: no limit).
         node_selector, affinity, tolerations: recorded for a cluster launcher; unused here.
@@ -130,11 +139,16 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         parameters=_check_parameters(parameters or {}),
         outputs=_check_outputs(outputs or {}, info),
         envs=_check_envs(envs or []), secrets=_resolve_secrets(secrets or []),
+        volumes=parse_volumes(volumes or []),
         backoff_limit=_check_count("backoff_limit", backoff_limit),
         timeout=timeout, launcher=launcher, local_execution=bool(local_execution),
         placement={"node_selector": node_selector, "affinity": affinity,
                    "tolerations": tolerations})
     settings.cpus, settings.mem_limit = parse_resources(resources or {})
+    if settings.volumes:
+        if settings.local_execution:
+            raise ConfigurationError("volumes: a local run has no container to mount them in")
+        get_launcher(settings.launcher).check(LaunchSpec("check", volumes=settings.volumes))
     _check_signature(info, settings)
     _check_python_version(function, settings)
     record = _create_run(runtime, function, settings)
@@ -283,6 +297,37 @@ def parse_resources(resources: dict[str, Any]) -> tuple[float | None, int | None
         if memory < 6 * 1024**2:
             raise ConfigurationError(f"resources.memory={quantity!r}: at least 6Mi")
     return cpus, memory
+
+
+VOLUME_TYPES = ("persistent_volume_claim", "empty_dir")
+
+
+def parse_volumes(volumes: list[dict[str, Any]]) -> tuple[Volume, ...]:
+    """Engine mounts for DigitalHub volume specs (see :func:`start_job`).
+
+    Raises:
+        ConfigurationError: a malformed spec or an unknown ``volume_type``.
+    """
+    parsed = []
+    for entry in volumes if isinstance(volumes, list) else [volumes]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("mount_path"), str):
+            raise ConfigurationError(f"volumes: each is a dict with volume_type, name and "
+                                     f"mount_path, not {entry!r}")
+        kind, target = entry.get("volume_type"), entry["mount_path"]
+        if kind == "persistent_volume_claim":
+            name = entry.get("name")
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"volume at {target!r}: name the volume")
+            parsed.append(Volume("volume", target, name, bool(entry.get("read_only", True))))
+        elif kind == "empty_dir":
+            size = (entry.get("spec") or {}).get("size_limit")
+            _, size_bytes = parse_resources({"memory": size}) if size is not None else (0, 0)
+            parsed.append(Volume("tmpfs", target, read_only=False,
+                                 size=str(size_bytes) if size_bytes else None))
+        else:
+            raise ConfigurationError(f"volume at {target!r}: volume_type={kind!r}; the types "
+                                     f"are {', '.join(VOLUME_TYPES)}")
+    return tuple(parsed)
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -447,7 +492,8 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
     image = function.spec.get("image")
     session = py(launcher=settings.launcher, io=None, timeout=settings.timeout,
                  env={**settings.envs, **settings.secrets}, image=image,
-                 mem_limit=settings.mem_limit or "1g", cpus=settings.cpus)
+                 mem_limit=settings.mem_limit or "1g", cpus=settings.cpus,
+                 volumes=settings.volumes)
     execution.stopper = session.kill
     with session:
         for name, handler in calls.table().items():

@@ -19,7 +19,7 @@ from typing import Any, Union
 from hxpy import wire
 
 from ..errors import ConfigurationError
-from ..launchers.base import LaunchSpec
+from ..launchers.base import LaunchSpec, Volume
 
 __all__ = ["DEFAULT_IO", "DefaultIO", "SessionOptions"]
 
@@ -72,6 +72,9 @@ class SessionOptions:
     publish_address: str = "127.0.0.1"
     """Docker only, remote engines: the IPv4 address of the engine host the session's port is
     published on (``0.0.0.0``: every address, reached at the engine's host name)."""
+    volumes: tuple[Volume, ...] = ()
+    """Docker only: more mounts (:class:`~pyhost.launchers.base.Volume`): named volumes,
+    read-only unless asked, or scratch tmpfs."""
     max_frame: int = wire.DEFAULT_MAX_FRAME
     """Largest message (a frame and its buffers) either end accepts, in bytes."""
     output_cap: int = 1 << 20
@@ -146,14 +149,19 @@ class SessionOptions:
             mem_limit=self.mem_limit, cpus=self.cpus, log_level=self.log_level,
             max_frame=self.max_frame, output_cap=self.output_cap, spin=self.spin,
             io_host_path=self.io_host_path, io_volume=self.io_volume, network=self.network,
-            publish_address=self.publish_address)
+            publish_address=self.publish_address, volumes=tuple(self.volumes))
 
     def pool_key(self) -> tuple[Any, ...]:
         """What a ready server depends on: sessions with equal keys may share a warm pool."""
         spec = self.launch_spec("")
-        return tuple((name, tuple(sorted(value.items())) if isinstance(value, dict) else value)
-                     for name, value in sorted(dataclasses.asdict(spec).items())
-                     if name != "session_id")
+        return tuple((f.name, _hashable(getattr(spec, f.name)))
+                     for f in dataclasses.fields(spec) if f.name != "session_id")
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted(value.items()))
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _positive_or_none(name: str, value: float | None) -> None:

@@ -103,3 +103,37 @@ def test_a_python_version_the_image_has_not_is_refused_before_it_starts(project,
     with pytest.raises(ConfigurationError, match=r"has Python 3\.11.*PYTHON3_11"):
         fn.run(parameters={"param1": 1})
     assert not _our_containers(client) and not project.list_runs()
+
+
+def test_volumes_a_named_one_read_only_and_a_scratch_tmpfs(project, client):
+    name = f"pyhost-test-{os.getpid()}-{int(time.time() * 1000)}"
+    client.api.create_volume(name, labels={f"{LABEL_PREFIX}.test": "1"})
+    try:
+        seeder = client.api.create_container(
+            "hxpy:latest", entrypoint=["python3", "-c",
+                                       "open('/v/seed.txt', 'w').write('seeded')"],
+            host_config=client.api.create_host_config(
+                mounts=[{"Target": "/v", "Source": name, "Type": "volume"}]),
+            user="0", labels={f"{LABEL_PREFIX}.owner.pid": str(os.getpid())})
+        client.api.start(seeder)
+        assert client.api.wait(seeder, timeout=60)["StatusCode"] == 0
+        client.api.remove_container(seeder, force=True)
+        run = function(project, "volume_probe").run(wait=True, volumes=[
+            {"volume_type": "persistent_volume_claim", "name": name, "mount_path": "/data"},
+            {"volume_type": "empty_dir", "mount_path": "/scratch",
+             "spec": {"size_limit": "16Mi"}}])
+        assert run.status.state == "COMPLETED", run.status.error
+        assert run.result("result") == {"seen": "seeded", "data_writable": False}
+    finally:
+        client.api.remove_volume(name, force=True)
+
+
+@pytest.mark.parametrize("volumes, message", [
+    ([{"volume_type": "nfs", "mount_path": "/d"}], "volume_type='nfs'"),
+    ([{"volume_type": "empty_dir", "mount_path": "/etc"}], "not on / or under"),
+    ([{"volume_type": "persistent_volume_claim", "mount_path": "/d"}], "name the volume"),
+])
+def test_bad_volumes_are_refused_before_anything_starts(project, client, volumes, message):
+    with pytest.raises(ConfigurationError, match=message):
+        function(project, "volume_probe").run(volumes=volumes)
+    assert not _our_containers(client)

@@ -116,6 +116,12 @@ def test_a_failing_handler_is_error_with_the_users_traceback_and_retries(project
     ({"parameters": {"param1": 1}, "backoff_limit": -1}, "backoff_limit"),
     ({"parameters": {"param1": 1}, "colour": "red"}, "unknown setting"),
     ({"parameters": {"param1": 1}, "action": "serve"}, "action='serve'"),
+    ({"parameters": {"param1": 1}, "volumes": [{"volume_type": "nfs", "mount_path": "/d"}]},
+     "volume_type='nfs'"),
+    ({"parameters": {"param1": 1}, "volumes": [{"volume_type": "empty_dir",
+                                                "mount_path": "/d"}]}, "process launcher"),
+    ({"parameters": {"param1": 1}, "local_execution": True,
+      "volumes": [{"volume_type": "empty_dir", "mount_path": "/d"}]}, "no container"),
 ])
 def test_bad_runs_fail_before_anything_starts(project, launcher, call, message):
     fn = function(project, "func1")

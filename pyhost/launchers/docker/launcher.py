@@ -28,7 +28,7 @@ import docker
 import docker.errors
 
 from ...errors import ConfigurationError, EngineUnavailable, SessionDied
-from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
+from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, Volume, server_env
 from ..ownership import Owner
 from .client import docker_client, engine_errors, inspect_image
 from .image import image_python, resolve_image
@@ -154,6 +154,7 @@ class DockerLauncher(Launcher):
         check_publish_address(spec.publish_address)
         if spec.network:
             check_network_name(spec.network)
+        _check_volumes(spec.volumes)
 
     def python_version(self, image: str | None) -> str | None:
         """Read from the labels ``pyhost image build`` puts on the image (its base)."""
@@ -169,6 +170,9 @@ class DockerLauncher(Launcher):
         network = session_network(self.client, spec.network) if spec.network else None
         address = self._publish_address(spec.publish_address) if remote and not network else ""
         mounts, access = self._io_mounts(spec)
+        mounts += [docker.types.Mount(v.target, v.source, type="volume", read_only=v.read_only,
+                                      labels=self.owner.labels(spec.session_id))
+                   for v in spec.volumes if v.kind == "volume"]
         socket_dir: str | None = None
         try:
             if network is not None:
@@ -311,7 +315,9 @@ class DockerLauncher(Launcher):
             network_mode=wiring.network_mode,
             port_bindings=port_bindings,
             read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_size},mode=1777"},
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_size},mode=1777",
+                   **{v.target: f"rw,nosuid,nodev,size={v.size or spec.tmp_size},mode=1777"
+                      for v in spec.volumes if v.kind == "tmpfs"}},
             mounts=mounts,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
@@ -332,6 +338,31 @@ class DockerLauncher(Launcher):
                 ports=[SERVER_PORT] if port_bindings else None,
             )
         return str(created["Id"])
+
+
+# Where a volume may not go: the sandbox's own mounts and the system's directories.
+_RESERVED_TARGETS = ("/io", "/tmp", SOCKET_DIR_IN_CONTAINER, "/proc", "/sys", "/dev", "/etc",
+                     "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var", "/run", "/opt")
+
+
+def _check_volumes(volumes: tuple[Volume, ...]) -> None:
+    seen = set()
+    for volume in volumes:
+        target = volume.target.rstrip("/") or "/"
+        if not target.startswith("/") or ".." in target.split("/") or any(
+                target == reserved or target.startswith(reserved + "/")
+                for reserved in _RESERVED_TARGETS) or target == "/":
+            raise ConfigurationError(
+                f"volume at {volume.target!r}: mount volumes on an absolute path of their own "
+                f"(e.g. /data), not on / or under {', '.join(_RESERVED_TARGETS)}")
+        if target in seen:
+            raise ConfigurationError(f"two volumes at {volume.target!r}")
+        seen.add(target)
+        if volume.kind == "volume" and not volume.source:
+            raise ConfigurationError(f"volume at {volume.target!r}: name the engine volume")
+        if volume.kind not in ("volume", "tmpfs"):
+            raise ConfigurationError(f"volume at {volume.target!r}: kind {volume.kind!r} is "
+                                     "not 'volume' or 'tmpfs'")
 
 
 @dataclass(frozen=True)

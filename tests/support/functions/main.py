@@ -59,3 +59,16 @@ def sleeper(seconds=30):
 
 def takes_any(**kwargs):
     return sorted(kwargs)
+
+
+def volume_probe(data="/data", scratch="/scratch"):
+    """What a job sees of its volumes: a named one (read-only) and a tmpfs (writable)."""
+    seen = open(os.path.join(data, "seed.txt")).read()
+    try:
+        open(os.path.join(data, "new.txt"), "w")
+        data_writable = True
+    except OSError:
+        data_writable = False
+    with open(os.path.join(scratch, "x"), "w") as out:
+        out.write("ok")
+    return {"seen": seen, "data_writable": data_writable}
