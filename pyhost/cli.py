@@ -1,4 +1,5 @@
-"""The ``pyhost`` command: engine up, image build, doctor, gc."""
+"""The ``pyhost`` command: engine up, image build, doctor, gc; and the runtime's run, runs,
+logs and show."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import logging
 import sys
 import time
 
-from .errors import PyHostError
+from . import cli_runtime
+from .errors import EngineUnavailable, PyHostError
 
 __all__ = ["main"]
 
@@ -44,11 +46,35 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
+_GC_HELP = """Settle as ERROR the runs that dead pyhost processes left active, then remove
+the containers and socket directories of dead pyhost processes. Each part runs whatever
+became of the other. A part that cannot run because no Docker engine answers is reported as
+skipped, which is no failure (without an engine gc can remove nothing); the exit status is 1 when
+a part that ran failed."""
+
+
 def _gc(args: argparse.Namespace) -> int:
+    failed = False
+    for name, part in (("runs", cli_runtime.settle_runs), ("containers", _collect_orphans)):
+        try:
+            outcome, ok = part()
+        except PyHostError as exc:
+            outcome, ok = f"failed: {exc}", False
+        print(f"{name}: {outcome}", file=sys.stdout if ok else sys.stderr)
+        failed = failed or not ok
+    return 1 if failed else 0
+
+
+def _collect_orphans() -> tuple[str, bool]:
+    from .launchers.docker.client import docker_client
     from .launchers.docker.orphans import collect
 
-    print(collect())
-    return 0
+    try:
+        client = docker_client()
+    except EngineUnavailable as exc:
+        return f"skipped: {exc}", True
+    report = collect(client)
+    return str(report), not report.failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--tag", default=DEFAULT_TAG)
     doctor.set_defaults(run=_doctor)
 
-    gc = commands.add_parser("gc", help="remove containers and dirs of dead pyhost processes")
+    gc = commands.add_parser("gc", help="settle runs, remove containers and dirs of dead "
+                                        "pyhost processes", description=_GC_HELP)
     gc.set_defaults(run=_gc)
+
+    cli_runtime.add_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

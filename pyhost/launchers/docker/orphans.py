@@ -29,14 +29,19 @@ log = logging.getLogger("pyhost")
 
 @dataclass
 class GcReport:
-    """What :func:`collect` removed."""
+    """What :func:`collect` removed, and the orphans it could not remove (ids; why is
+    logged)."""
 
     containers: list[str] = field(default_factory=list)
     socket_dirs: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"removed {len(self.containers)} orphaned container(s) and "
+        text = (f"removed {len(self.containers)} orphaned container(s) and "
                 f"{len(self.socket_dirs)} socket dir(s)")
+        if self.failed:
+            text += f"; {len(self.failed)} orphaned container(s) could not be removed"
+        return text
 
 
 # A socket dir younger than this is left alone: its session may still be starting.
@@ -70,6 +75,7 @@ def collect(client: docker.DockerClient | None = None,
                     pass
         except EngineUnavailable as exc:
             log.warning("gc: %s", exc)
+            report.failed.append(info["Id"])
             live_sessions.add(session_id)
             continue
         log.info("gc: removed orphaned container %s (owner pid %d gone)", info["Id"][:12],
