@@ -435,7 +435,8 @@ def _run_locally(job: dict[str, Any], calls: HostCalls, settings: JobSettings) -
             try:
                 answer = run_job(job, calls.dispatch)
             except Exception as exc:
-                frames = traceback.extract_tb(exc.__traceback__)[1:]  # from the handler on
+                # from the handler on: not this frame, nor run_job's
+                frames = traceback.extract_tb(exc.__traceback__)[2:]
                 text = "".join(traceback.format_list(frames) +
                                traceback.format_exception_only(type(exc), exc))
                 raise PythonError(type(exc).__qualname__, str(exc),

@@ -249,6 +249,13 @@ def test_a_run_of_a_dead_process_is_settled(project, runtime, tmp_path):
     assert "host process exited" in settled.status.message
 
 
+def test_a_local_failure_is_the_users_traceback_too(project):
+    run = function(project, "fails").run(wait=True, local_execution=True)
+    traceback = run.status.error["traceback"]
+    assert run.status.state == "ERROR" and "run_job" not in traceback
+    assert traceback.splitlines()[1].strip().endswith("in fails")
+
+
 def test_a_python_version_this_interpreter_is_not_is_refused(project, launcher):
     other = "PYTHON3_9" if sys.version_info[:2] != (3, 9) else "PYTHON3_10"
     fn = function(project, "func1", python_version=other)
