@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
+from ..errors import CatalogUnavailable, ConfigurationError
 from .catalog import Record
-from .entities import EntityKey, check_name, new_id
+from .entities import EntityKey, check_name
 from .sources import PYTHON_VERSIONS, HandlerInfo, Source, load_source, resolve_handler
 
 if TYPE_CHECKING:
@@ -125,12 +126,17 @@ def save_function(runtime: Runtime, project: str, name: str, kind: str = "python
         latest = None
     if latest is not None and latest.document["status"].get("digest") == digest:
         return Function(latest, runtime)
-    function_id = new_id()
+    # The id follows from the content and the version it replaces, so processes saving the
+    # same change at once make the same version, not two.
+    function_id = hashlib.sha256(f"{digest}:{latest.id if latest else ''}".encode()) \
+        .hexdigest()[:32]
     directory = runtime.store.path(project, "function", name, function_id) / "source"
     for relative, data in source.files.items():
         target = directory / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, target)  # a concurrent save of the same version writes the same
     now = time.time()
     document = {
         "entity_type": "function", "project": project, "name": name, "kind": kind,
@@ -141,5 +147,11 @@ def save_function(runtime: Runtime, project: str, name: str, kind: str = "python
                    "source": str(directory.relative_to(runtime.store.root))},
     }
     record = Record("function", project, name, function_id, kind, now, now, "", document)
-    runtime.add(record)
+    try:
+        runtime.add(record)
+    except CatalogUnavailable as exc:
+        try:
+            record = runtime.get("function", function_id)  # another process saved it first
+        except LookupError:
+            raise exc from None
     return Function(record, runtime)

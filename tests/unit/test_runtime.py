@@ -177,8 +177,12 @@ def test_functions_are_versioned(project):
     changed = project.new_function(name="v", code="def f():\n    return 2\n", handler="f")
     assert first.id == same.id != changed.id
     assert project.get_function("v").id == changed.id
+    back = project.new_function(name="v", code="def f():\n    return 1\n", handler="f")
+    assert back.id not in (first.id, changed.id)  # back to the first code: a new version
+    assert project.get_function("v").id == back.id
+    assert len(project.list_functions()) == 3
     assert project.get_function("v", version=first.id).id == first.id
-    run = first.run(local_execution=True, wait=True)
+    run = project.get_function("v", version=first.id).run(local_execution=True, wait=True)
     assert run.result("result") == 1 and run.spec["function_id"] == first.id
 
 
@@ -269,3 +273,52 @@ def test_undecorated_handlers_return_result(project, launcher):
     run = function(project, "takes_any").run(parameters={"b": 1, "a": 2}, wait=True,
                                              launcher=launcher)
     assert run.status.results == {"result": ["a", "b"]}
+
+
+def test_refused_calls_raise_in_the_handler_and_the_run_goes_on(project, launcher, tmp_path):
+    run = function(project, "careful").run(wait=True, launcher=launcher)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("refused") == ["runtime.get_entity", "runtime.get_entity",
+                                     "runtime.log_entity"]
+    model = project.get_model("m")
+    assert run.output("model") == model
+    assert model.spec["framework"] == "sklearn" and model.spec["metrics"]["accuracy"] == 0.93
+    assert model.files[0]["size"] == 3 * 1024 * 1024 + 5  # sent in four chunks
+    assert [m.name for m in project.list_models()] == ["m"]
+    assert not project.list_artifacts()
+
+
+def test_a_returned_table_is_readable_from_a_new_process(project, table, launcher, tmp_path):
+    run = function(project, "func5").run(inputs={"di": table.key}, parameters={"param1": "p"},
+                                         outputs={"result": "shared"}, wait=True,
+                                         launcher=launcher)
+    script = (f"import pyhost.runtime as dh\n"
+              f"dh.configure({str(tmp_path / 'home')!r})\n"
+              f"df = dh.get_project('demo').get_dataitem('shared').as_df()\n"
+              f"print(list(df['label']), int(df['x'].sum()))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "['p', 'p', 'p'] 6", done.stderr
+    assert {d.name for d in project.list_dataitems()} == {"d", "shared"}
+    assert run.output("shared").key in run.status.produced
+
+
+def test_four_processes_run_two_hundred_jobs_each_into_one_catalog(tmp_path):
+    home = tmp_path / "shared-home"
+    script = (f"import sys, pyhost.runtime as dh\n"
+              f"dh.configure({str(home)!r})\n"
+              f"p = dh.get_or_create_project('many')\n"
+              f"fn = p.new_function(name='add', code='def add(x):\\n    return x + 1\\n',"
+              f" handler='add')\n"
+              f"for i in range(200):\n"
+              f"    run = fn.run(local_execution=True, parameters={{'x': i}}, wait=True)\n"
+              f"    assert run.status.state == 'COMPLETED', run.status.to_dict()\n")
+    workers = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
+                                text=True) for _ in range(4)]
+    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0, 0, 0], errors
+    assert not any("locked" in error for error in errors)
+    runs = dh.configure(home) and dh.get_project("many").list_runs()
+    assert len(runs) == 800 and {run.status.state for run in runs} == {"COMPLETED"}
+    assert sorted(run.result("result") for run in runs) == sorted(list(range(1, 201)) * 4)
+    assert len(dh.get_project("many").list_functions()) == 1  # one version, saved 4 times

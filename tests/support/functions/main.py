@@ -72,3 +72,23 @@ def volume_probe(data="/data", scratch="/scratch"):
     with open(os.path.join(scratch, "x"), "w") as out:
         out.write("ok")
     return {"seen": seen, "data_writable": data_writable}
+
+
+@handler(outputs=["refused", "model"])
+def careful(project):
+    """Calls the host may refuse; the handler goes on after each refusal."""
+    from hxpy.server import HostCallError
+
+    refused = []
+    for attempt in (lambda: project.get_dataitem("store://other/dataitem/table/d"),
+                    lambda: project.get_artifact("no-such-artifact"),
+                    lambda: project.log_artifact(name="../escape", source=__file__)):
+        try:
+            attempt()
+        except HostCallError as exc:
+            refused.append(str(exc).split(":")[0])
+    with open("/tmp/model.bin" if os.path.isdir("/tmp") else "model.bin", "wb") as out:
+        out.write(os.urandom(3 * 1024 * 1024 + 5))  # more than one chunk
+    model = project.log_model(name="m", source=out.name, framework="sklearn",
+                              metrics={"accuracy": 0.93})
+    return refused, model
