@@ -257,12 +257,29 @@ def _check_envs(envs: list[dict[str, str]]) -> dict[str, str]:
 
 
 def _resolve_secrets(names: list[str]) -> dict[str, str]:
+    """The values of ``names``: from ``$PYHOST_SECRETS_DIR/<name>`` (a file per secret, as
+    Docker and Kubernetes mount them) when that directory is set and holds it, else from
+    this process's environment.
+
+    Raises:
+        ConfigurationError: a secret is found in neither (its value is never in a message).
+    """
+    directory = os.environ.get("PYHOST_SECRETS_DIR")
     values = {}
     for name in names:
-        if not isinstance(name, str) or name not in os.environ:
-            raise ConfigurationError(f"secret {name!r} is not set in this process's "
-                                     "environment")
-        values[name] = os.environ[name]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigurationError(f"secret {name!r}: a secret is named like an "
+                                     "environment variable")
+        path = os.path.join(directory, name) if directory else ""
+        if path and os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                values[name] = handle.read().rstrip("\n")
+        elif name in os.environ:
+            values[name] = os.environ[name]
+        else:
+            where = f"{directory} nor " if directory else ""
+            raise ConfigurationError(f"secret {name!r} is set in neither {where}this "
+                                     "process's environment")
     return values
 
 

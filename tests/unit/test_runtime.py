@@ -158,6 +158,19 @@ def test_a_secret_reaches_the_handler_and_nothing_else(project, launcher, runtim
         assert token.encode() not in path.read_bytes(), path
 
 
+def test_secrets_come_from_a_directory_of_files_first(project, launcher, tmp_path,
+                                                     monkeypatch):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "API_TOKEN").write_text("from-a-file\n")
+    monkeypatch.setenv("PYHOST_SECRETS_DIR", str(tmp_path / "secrets"))
+    monkeypatch.setenv("API_TOKEN", "from-the-environment")
+    run = function(project, "secret_user").run(secrets=["API_TOKEN"], wait=True,
+                                               launcher=launcher)
+    assert run.result("result") == len("from-a-file")
+    with pytest.raises(ConfigurationError, match="set in neither .*secrets"):
+        function(project, "secret_user").run(secrets=["OTHER_TOKEN"], launcher=launcher)
+
+
 def test_wait_false_returns_at_once_and_stop_ends_the_run(project, launcher):
     run = function(project, "sleeper").run(parameters={"seconds": 60}, launcher=launcher)
     assert run.status.state in ("READY", "RUNNING")
