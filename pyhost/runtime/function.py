@@ -37,6 +37,10 @@ class Function:
     def __init__(self, record: Record, runtime: Runtime) -> None:
         self._record = record
         self._runtime = runtime
+        # A version never changes: read its files from the store and find its handler in
+        # them once per Function, not on every run (a run needed the files twice).
+        self._source: Source | None = None
+        self._handler_info: HandlerInfo | None = None
 
     @property
     def project(self) -> str:
@@ -64,13 +68,17 @@ class Function:
 
     def source(self) -> Source:
         """The function's files, as fetched when this version was saved."""
-        store = self._runtime.store
-        root = store.resolve(self._record.document["status"]["source"])
-        return Source({path.relative_to(root).as_posix(): path.read_bytes()
-                       for path in sorted(root.rglob("*")) if path.is_file()})
+        if self._source is None:
+            store = self._runtime.store
+            root = store.resolve(self._record.document["status"]["source"])
+            self._source = Source({path.relative_to(root).as_posix(): path.read_bytes()
+                                   for path in sorted(root.rglob("*")) if path.is_file()})
+        return self._source
 
     def handler_info(self) -> HandlerInfo:
-        return resolve_handler(self.source(), self.spec["handler"])
+        if self._handler_info is None:
+            self._handler_info = resolve_handler(self.source(), self.spec["handler"])
+        return self._handler_info
 
     def run(self, action: str = "job", **task: Any) -> Run:
         """Run this function: ``action="job"`` with ``inputs``, ``parameters``,
