@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -381,6 +382,7 @@ def _create_run(runtime: Runtime, function: Function, settings: JobSettings) -> 
 
 def _execute(runtime: Runtime, record: Record, function: Function, info: HandlerInfo,
              settings: JobSettings, execution: Any) -> None:
+    session = None
     try:
         attempts: list[dict[str, Any]] = []
         for attempt in range(1, settings.backoff_limit + 2):
@@ -389,6 +391,7 @@ def _execute(runtime: Runtime, record: Record, function: Function, info: Handler
             calls = HostCalls(runtime, function.project, record.id, record.document["key"])
             started = time.time()
             outcome = _attempt(runtime, record, function, info, settings, calls, execution)
+            session = outcome.session
             attempts.append({"attempt": attempt, "started": started, "ended": time.time(),
                              "state": outcome.state, "error": outcome.error})
             if outcome.state != ERROR or execution.stop_requested:
@@ -403,6 +406,10 @@ def _execute(runtime: Runtime, record: Record, function: Function, info: Handler
                        message="the runtime failed; see the host's log")
     finally:
         finished(record.id)
+        if session is not None:
+            # The run is recorded and its waiters are woken first: removing the container is
+            # not the run's time. A process that exits now still removes it (at exit).
+            session.close()
 
 
 @dataclass
@@ -412,6 +419,7 @@ class _Outcome:
     error: dict[str, str] | None = None
     logs: str = ""
     container: str | None = None
+    session: Any = None  # to close once the run is recorded (removal takes tens of ms)
 
 
 def _attempt(runtime: Runtime, record: Record, function: Function, info: HandlerInfo,
@@ -448,9 +456,9 @@ def _run_locally(job: dict[str, Any], calls: HostCalls, settings: JobSettings) -
     saved = {name: os.environ.get(name) for name in {**settings.envs, **settings.secrets}}
     os.environ.update({**settings.envs, **settings.secrets})
     try:
-        with _captured() as captured:
+        with _captured() as captured, tempfile.TemporaryDirectory(prefix="job-") as directory:
             try:
-                answer = run_job(job, calls.dispatch)
+                answer = run_job(job, calls.dispatch, directory)
             except Exception as exc:
                 # from the handler on: not this frame, nor run_job's
                 frames = traceback.extract_tb(exc.__traceback__)[2:]
@@ -513,10 +521,12 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
                  mem_limit=settings.mem_limit or "1g", cpus=settings.cpus,
                  volumes=settings.volumes)
     execution.stopper = session.kill
-    with session:
+    session.__enter__()  # kept across evals; closed by the caller once the run is recorded
+    try:
         for name, handler in calls.table().items():
             session.handle(name, handler)
         if execution.stop_requested:
+            session.close()
             return _Outcome(STOPPED)
         session.eval("None")  # starts the container: its Python is known from here
         wanted = PYTHON_VERSIONS[function.spec["python_version"]]
@@ -529,8 +539,11 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
         started(session.container_id)
         answer = (session.define("__job__", job)
                   .exec("from hxpy.runtime.job import run_job").eval("run_job(__job__)"))
-        return _Outcome(COMPLETED, answer, logs=session.last_output,
-                        container=session.container_id)
+    except BaseException:
+        session.close()
+        raise
+    return _Outcome(COMPLETED, answer, logs=session.last_output,
+                    container=session.container_id, session=session)
 
 
 def _finish(runtime: Runtime, record: Record, settings: JobSettings, calls: HostCalls,

@@ -23,6 +23,16 @@ def project(tmp_path, client):
     return dh.get_or_create_project("demo")
 
 
+@pytest.fixture(autouse=True)
+def containers_removed_soon_after(client):
+    """A completed run's container is removed just after the run is recorded (the removal
+    is not the run's time): each test leaves none behind within a few seconds."""
+    yield
+    deadline = time.monotonic() + 10
+    while _our_containers(client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def function(project, handler, **fields):
     return project.new_function(name=f"fn-{handler}", kind="python",
                                 code_src=str(FUNCTIONS / "main.py"), handler=handler, **fields)
@@ -45,7 +55,11 @@ def test_the_design_usage_in_a_container(project, client):
     assert run.result("total") == 6
     df = run.output("named_result").as_df()
     assert list(df["label"]) == ["some value"] * 3
-    assert run.status.container and not _our_containers(client)  # ran in one, removed
+    assert run.status.container  # it ran in a container, removed once the run was recorded
+    deadline = time.monotonic() + 10
+    while _our_containers(client):
+        assert time.monotonic() < deadline, "the run's container was not removed"
+        time.sleep(0.05)
 
 
 def test_an_artifact_logged_in_the_container_arrives_with_its_bytes(project, tmp_path):
@@ -125,6 +139,9 @@ def test_volumes_a_named_one_read_only_and_a_scratch_tmpfs(project, client):
         assert run.status.state == "COMPLETED", run.status.error
         assert run.result("result") == {"seen": "seeded", "data_writable": False}
     finally:
+        deadline = time.monotonic() + 10
+        while _our_containers(client) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the run's container goes just after the run is recorded
         client.api.remove_volume(name, force=True)
 
 

@@ -26,8 +26,12 @@ __all__ = ["RESERVED", "compose_arguments", "run_job", "write_sources"]
 RESERVED = ("project", "run", "context", "event", "events")
 
 
-def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None) -> dict[str, Any]:
+def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None,
+            directory: str | None = None) -> dict[str, Any]:
     """Run ``job`` (see the module docstring); ``{"results", "tables", "entities"}``.
+
+    The function's files are written to ``directory`` (a new one under the temp directory by
+    default: in a container, its tmpfs, gone with it; a local caller passes one it removes).
 
     Raises:
         whatever the handler raises (the session reports it with the user's traceback);
@@ -37,16 +41,17 @@ def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None) -> dict
         from ..server import call_host
 
         call = call_host
-    directory = write_sources(job["files"])
+    directory = write_sources(job["files"], directory)
     function = _load(directory, job["module"], job["function"])
     kwargs = compose_arguments(function, job, call)
     value = function(**kwargs)
     return _sort_outputs(output_names(function), value)
 
 
-def write_sources(files: dict[str, bytes]) -> str:
-    """Write the function's files into a new directory (under /tmp in a container)."""
-    directory = tempfile.mkdtemp(prefix="job-source-")
+def write_sources(files: dict[str, bytes], directory: str | None = None) -> str:
+    """Write the function's files into ``directory`` (default: a new one, under /tmp in a
+    container)."""
+    directory = directory or tempfile.mkdtemp(prefix="job-source-")
     for relative, data in files.items():
         path = os.path.join(directory, relative)
         if os.path.commonpath([directory, os.path.abspath(path)]) != directory:
