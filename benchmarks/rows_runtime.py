@@ -146,8 +146,8 @@ def job_cold(bench: Bench) -> list[Result]:
     return [Result("job_cold", "ms", jobs, target=Target(1.3, relative=True),
                    baseline=Baseline("bare create+start of the image (sleep infinity, "
                                      "network none); ms", tuple(bares)),
-                   note="a run is COMPLETED after its session is closed: the job's time "
-                        "includes removing its container, the bare start's does not")]
+                   note="a run is COMPLETED once recorded; its container is removed just "
+                        "after, so neither time includes a removal")]
 
 
 @row("job_warm")

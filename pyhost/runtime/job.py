@@ -528,15 +528,9 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
         if execution.stop_requested:
             session.close()
             return _Outcome(STOPPED)
-        session.eval("None")  # starts the container: its Python is known from here
-        wanted = PYTHON_VERSIONS[function.spec["python_version"]]
-        have = ".".join(str(session.server_info.get("python", "")).split(".")[:2])
-        if have != wanted:
-            raise ConfigurationError(
-                f"python_version={function.spec['python_version']!r}: the session image "
-                f"{image or '(default)'} provides Python {have}; build or name an image "
-                f"with Python {wanted} (image=), or use PYTHON{have.replace('.', '_')}")
-        started(session.container_id)
+        # Recorded when the container starts, before the job's one round trip.
+        session.init(lambda started_session: started(started_session.container_id))
+        job = {**job, "python": PYTHON_VERSIONS[function.spec["python_version"]]}
         answer = (session.define("__job__", job)
                   .exec("from hxpy.runtime.job import run_job").eval("run_job(__job__)"))
     except BaseException:

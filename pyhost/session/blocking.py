@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ..errors import ProtocolError, PyHostError
+from ..errors import ProtocolError, PyHostError, SessionClosed
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
 from . import registry
@@ -62,6 +62,9 @@ class Session(Conversation):
                 if self._transport is None:
                     init_ops, init_buffers = self._start()
                     ops, buffers = init_ops + ops, init_buffers + buffers
+                    if self._closed:  # killed while it started
+                        self._stop("killed while starting")
+                        raise SessionClosed(f"session {self.id} was closed while starting")
                 return self._roundtrip(ops, buffers)
             finally:
                 self._depth -= 1
@@ -78,13 +81,18 @@ class Session(Conversation):
         registry.forget(self)
 
     def kill(self) -> None:
-        """Kill the container at once, even while another thread waits in eval."""
+        """Kill the container at once, even while another thread waits in eval (or is
+        still starting the container: that eval then ends with SessionClosed)."""
         self._closed = True
         instance = self._instance
         if instance is not None:
             instance.kill()
-        with self._lock:
-            self._stop("kill")
+        if self._lock.acquire(blocking=False):  # no eval under way: remove it now
+            try:
+                self._stop("kill")
+            finally:
+                self._lock.release()
+        # else the eval under way meets the dead server (or a closed session) and removes it
         registry.forget(self)
 
     def __enter__(self) -> Session:

@@ -175,10 +175,13 @@ def test_wait_false_returns_at_once_and_stop_ends_the_run(project, launcher):
     run = function(project, "sleeper").run(parameters={"seconds": 60}, launcher=launcher)
     assert run.status.state in ("READY", "RUNNING")
     deadline = time.monotonic() + 30
-    while run.refresh().status.state != "RUNNING" or not launcher.started:
+    while not run.refresh().status.container:  # set when its server started
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    time.sleep(0.3)  # the handler is asleep in the server by now
+    started = time.monotonic()
     stopped = run.stop()
+    assert time.monotonic() - started < 20  # not the handler's 60 s
     assert stopped.status.state == "STOPPED"
     assert launcher.started[0].poll() is not None  # its server is gone
     assert run.wait(1).status.state == "STOPPED"

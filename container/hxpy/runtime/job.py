@@ -13,7 +13,6 @@ import importlib
 import inspect
 import os
 import sys
-import tempfile
 from typing import Any, Callable
 
 from .. import codec
@@ -41,6 +40,7 @@ def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None,
         from ..server import call_host
 
         call = call_host
+    _check_python(job.get("python"))
     directory = write_sources(job["files"], directory)
     function = _load(directory, job["module"], job["function"])
     kwargs = compose_arguments(function, job, call)
@@ -48,10 +48,22 @@ def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None,
     return _sort_outputs(output_names(function), value)
 
 
+def _check_python(wanted: str | None) -> None:
+    """The host checks the Python where it can before a start; this is the last word."""
+    have = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if wanted and wanted != have:
+        raise RuntimeError(f"python_version asks for Python {wanted}, but this image runs "
+                           f"Python {have}; run the function in an image with Python "
+                           f"{wanted} (image=), or ask for PYTHON{have.replace('.', '_')}")
+
+
 def write_sources(files: dict[str, bytes], directory: str | None = None) -> str:
     """Write the function's files into ``directory`` (default: a new one, under /tmp in a
-    container)."""
-    directory = directory or tempfile.mkdtemp(prefix="job-source-")
+    container; made with os.mkdir, as tempfile costs 3 ms to import in a fresh server)."""
+    if directory is None:
+        directory = os.path.join(os.environ.get("TMPDIR") or "/tmp",
+                                 f"job-source-{os.getpid()}-{os.urandom(6).hex()}")
+        os.mkdir(directory, 0o700)
     for relative, data in files.items():
         path = os.path.join(directory, relative)
         if os.path.commonpath([directory, os.path.abspath(path)]) != directory:
