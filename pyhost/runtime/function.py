@@ -71,9 +71,15 @@ class Function:
         if self._source is None:
             store = self._runtime.store
             root = store.resolve(self._record.document["status"]["source"])
+            # A local run imports from here, so Python may have left __pycache__ beside.
             self._source = Source({path.relative_to(root).as_posix(): path.read_bytes()
-                                   for path in sorted(root.rglob("*")) if path.is_file()})
+                                   for path in sorted(root.rglob("*")) if path.is_file()
+                                   and "__pycache__" not in path.relative_to(root).parts})
         return self._source
+
+    def source_directory(self) -> str:
+        """Where this version's files are in the store (a local run imports them there)."""
+        return str(self._runtime.store.resolve(self._record.document["status"]["source"]))
 
     def handler_info(self) -> HandlerInfo:
         if self._handler_info is None:

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -154,12 +153,25 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
     _check_python_version(function, settings)
     record = _create_run(runtime, function, settings)
     execution = executing(record.id)
-    worker = threading.Thread(target=_execute,
-                              args=(runtime, record, function, info, settings, execution),
-                              name=f"pyhost-run-{record.id[:8]}", daemon=True)
-    worker.start()
-    run = Run(record, runtime)
-    return run.wait() if wait else run
+    work = (runtime, record, function, info, settings, execution)
+    if wait:  # in this thread: no thread to start, and this thread's catalog connection
+        _close_later(_execute(*work))
+        return Run(record, runtime).refresh()
+    threading.Thread(target=lambda: _close(_execute(*work)),
+                     name=f"pyhost-run-{record.id[:8]}", daemon=True).start()
+    return Run(record, runtime)
+
+
+def _close(session: Any) -> None:
+    if session is not None:
+        session.close()
+
+
+def _close_later(session: Any) -> None:
+    """Remove a finished job's container in the background: the run is recorded, and the
+    removal (tens of ms) is not its time. At exit, pyhost closes what is still open."""
+    if session is not None:
+        threading.Thread(target=session.close, name="pyhost-job-cleanup", daemon=True).start()
 
 
 # -- checks, before anything starts --------------------------------------------------------
@@ -381,7 +393,8 @@ def _create_run(runtime: Runtime, function: Function, settings: JobSettings) -> 
 
 
 def _execute(runtime: Runtime, record: Record, function: Function, info: HandlerInfo,
-             settings: JobSettings, execution: Any) -> None:
+             settings: JobSettings, execution: Any) -> Any:
+    """Run the attempts and record the end; the session still to close (None if none)."""
     session = None
     try:
         attempts: list[dict[str, Any]] = []
@@ -405,11 +418,8 @@ def _execute(runtime: Runtime, record: Record, function: Function, info: Handler
             transition(runtime, runtime.get("run", record.id), ERROR, ACTIVE,
                        message="the runtime failed; see the host's log")
     finally:
-        finished(record.id)
-        if session is not None:
-            # The run is recorded and its waiters are woken first: removing the container is
-            # not the run's time. A process that exits now still removes it (at exit).
-            session.close()
+        finished(record.id)  # waiters wake before the container's removal
+    return session
 
 
 @dataclass
@@ -431,7 +441,7 @@ def _attempt(runtime: Runtime, record: Record, function: Function, info: Handler
            "parameters": settings.parameters}
     try:
         if settings.local_execution:
-            return _run_locally(job, calls, settings)
+            return _run_locally(job, calls, settings, function.source_directory())
         def started(container_id: str | None) -> None:
             transition(runtime, runtime.get("run", record.id), RUNNING, RUNNING,
                        container=container_id)
@@ -448,7 +458,8 @@ def _attempt(runtime: Runtime, record: Record, function: Function, info: Handler
         calls.abort_uploads()
 
 
-def _run_locally(job: dict[str, Any], calls: HostCalls, settings: JobSettings) -> _Outcome:
+def _run_locally(job: dict[str, Any], calls: HostCalls, settings: JobSettings,
+                 source: str) -> _Outcome:
     """The handler in this process (no sandbox), what this thread prints captured as a
     session's output is."""
     import traceback
@@ -456,9 +467,9 @@ def _run_locally(job: dict[str, Any], calls: HostCalls, settings: JobSettings) -
     saved = {name: os.environ.get(name) for name in {**settings.envs, **settings.secrets}}
     os.environ.update({**settings.envs, **settings.secrets})
     try:
-        with _captured() as captured, tempfile.TemporaryDirectory(prefix="job-") as directory:
-            try:
-                answer = run_job(job, calls.dispatch, directory)
+        with _captured() as captured:
+            try:  # imported from the version's own files in the store: nothing to write
+                answer = run_job({**job, "files": {}}, calls.dispatch, source)
             except Exception as exc:
                 # from the handler on: not this frame, nor run_job's
                 frames = traceback.extract_tb(exc.__traceback__)[2:]

@@ -338,3 +338,14 @@ def test_four_processes_run_two_hundred_jobs_each_into_one_catalog(tmp_path):
     assert len(runs) == 800 and {run.status.state for run in runs} == {"COMPLETED"}
     assert sorted(run.result("result") for run in runs) == sorted(list(range(1, 201)) * 4)
     assert len(dh.get_project("many").list_functions()) == 1  # one version, saved 4 times
+
+
+def test_a_local_run_leaves_the_versions_source_as_it_was(project, launcher):
+    fn = function(project, "func1")
+    before = fn.source().files
+    assert fn.run(local_execution=True, parameters={"param1": 1}, wait=True).result(
+        "result") == "hello 1"
+    again = project.get_function(fn.name)  # read afresh from the store
+    assert again.source().files == before and again.id == fn.id
+    assert fn.run(launcher=launcher, parameters={"param1": 2}, wait=True).result(
+        "result") == "hello 2"
