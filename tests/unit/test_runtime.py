@@ -17,7 +17,6 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost import ConfigurationError, NotInCatalog
-from pyhost.launchers.process import ProcessLauncher
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 
@@ -25,14 +24,6 @@ FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 @pytest.fixture
 def runtime(tmp_path):
     return dh.configure(tmp_path / "home")
-
-
-@pytest.fixture
-def launcher():
-    launcher = ProcessLauncher()
-    yield launcher
-    for instance in launcher.started:
-        instance.cleanup()
 
 
 @pytest.fixture
