@@ -1,9 +1,8 @@
 """The ``job`` task: run a function's handler once, in a sandboxed session (or, with
 ``local_execution=True``, in this process), and record what came of it.
 
-Everything that can be checked is checked before anything starts: the settings, the
-arguments against the handler's signature (read from its source), the inputs against the
-catalog. Then the run is CREATED and READY; RUNNING while the handler runs; COMPLETED with
+Everything that can be checked is checked before anything starts (:mod:`.job_settings`).
+Then the run is CREATED and READY; RUNNING while the handler runs; COMPLETED with
 its results and outputs, ERROR with the user's own exception and traceback (after
 ``backoff_limit`` more attempts), or STOPPED.
 """
@@ -11,27 +10,24 @@ its results and outputs, ERROR with the user's own exception and traceback (afte
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
 import os
-import re
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from hxpy.runtime.job import RESERVED, run_job
+from hxpy.runtime.job import run_job
 
 from ..api import py
-from ..errors import ConfigurationError, PyHostError, PythonError
-from ..launchers import get_launcher
-from ..launchers.base import LaunchSpec, Volume
+from ..errors import PyHostError, PythonError
 from ..launchers.ownership import Owner
 from .catalog import Record, StaleState
-from .entities import Entity, EntityKey, check_name, new_id, parse_key
+from .entities import EntityKey, new_id, parse_key
 from .host_calls import HostCalls
+from .job_settings import JobSettings, check_job
 from .runs import (
     ACTIVE,
     COMPLETED,
@@ -52,49 +48,9 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["VOLUME_TYPES", "JobSettings", "parse_resources", "parse_volumes", "start_job"]
+__all__ = ["start_job"]
 
 log = logging.getLogger("pyhost.runtime")
-
-_SERVE_ONLY = ("context", "event", "events")
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
-_MEMORY_FACTORS = {None: 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
-                   "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
-
-
-@dataclass
-class JobSettings:
-    """A job's task settings, checked (see :func:`start_job`)."""
-
-    inputs: dict[str, str] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-    envs: dict[str, str] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)  # name -> value: never recorded
-    cpus: float | None = None
-    mem_limit: int | None = None
-    volumes: tuple[Volume, ...] = ()
-    backoff_limit: int = 0
-    timeout: float | None = None
-    launcher: Any = "docker"
-    local_execution: bool = False
-    placement: dict[str, Any] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        """What the run's spec records: everything but secret values."""
-        return {
-            "inputs": self.inputs, "parameters": {k: to_json(v) for k, v in
-                                                  self.parameters.items()},
-            "outputs": self.outputs,
-            "envs": [{"name": k, "value": v} for k, v in self.envs.items()],
-            "secrets": sorted(self.secrets), "resources": {"cpu": self.cpus,
-                                                           "memory": self.mem_limit},
-            "volumes": [dataclasses.asdict(volume) for volume in self.volumes],
-            "backoff_limit": self.backoff_limit, "timeout": self.timeout,
-            "local_execution": self.local_execution,
-            "launcher": self.launcher if isinstance(self.launcher, str) else
-            type(self.launcher).__name__, **self.placement,
-        }
 
 
 def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | None = None,
@@ -131,26 +87,13 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
             fit the handler (the message names the argument); nothing has started.
         NotInCatalog: an input names no entity.
     """
-    if unknown:
-        raise ConfigurationError(f"fn.run(): unknown setting(s) {', '.join(sorted(unknown))}")
+    settings = check_job(function, runtime, inputs=inputs, parameters=parameters,
+                         outputs=outputs, local_execution=local_execution, launcher=launcher,
+                         envs=envs, secrets=secrets, resources=resources, volumes=volumes,
+                         backoff_limit=backoff_limit, timeout=timeout,
+                         node_selector=node_selector, affinity=affinity,
+                         tolerations=tolerations, **unknown)
     info = function.handler_info()
-    settings = JobSettings(
-        inputs=_check_inputs(runtime, function.project, inputs or {}),
-        parameters=_check_parameters(parameters or {}),
-        outputs=_check_outputs(outputs or {}, info),
-        envs=_check_envs(envs or []), secrets=_resolve_secrets(secrets or []),
-        volumes=parse_volumes(volumes or []),
-        backoff_limit=_check_count("backoff_limit", backoff_limit),
-        timeout=timeout, launcher=launcher, local_execution=bool(local_execution),
-        placement={"node_selector": node_selector, "affinity": affinity,
-                   "tolerations": tolerations})
-    settings.cpus, settings.mem_limit = parse_resources(resources or {})
-    if settings.volumes:
-        if settings.local_execution:
-            raise ConfigurationError("volumes: a local run has no container to mount them in")
-        get_launcher(settings.launcher).check(LaunchSpec("check", volumes=settings.volumes))
-    _check_signature(info, settings)
-    _check_python_version(function, settings)
     record = _create_run(runtime, function, settings)
     execution = executing(record.id)
     work = (runtime, record, function, info, settings, execution)
@@ -172,204 +115,6 @@ def _close_later(session: Any) -> None:
     removal (tens of ms) is not its time. At exit, pyhost closes what is still open."""
     if session is not None:
         threading.Thread(target=session.close, name="pyhost-job-cleanup", daemon=True).start()
-
-
-# -- checks, before anything starts --------------------------------------------------------
-
-def _check_inputs(runtime: Runtime, project: str, inputs: dict[str, Any]) -> dict[str, str]:
-    checked = {}
-    for name, value in _mapping("inputs", inputs).items():
-        key = value.key if isinstance(value, Entity) else value
-        if not isinstance(key, str):
-            raise ConfigurationError(f"input {name!r}: an entity key (store://...) or an "
-                                     f"entity, not {type(value).__name__}")
-        parts = parse_key(key)
-        if parts.project != project:
-            raise ConfigurationError(f"input {name!r}: {key} is of project {parts.project!r}, "
-                                     f"not {project!r}")
-        if parts.entity_type not in ("artifact", "dataitem", "model"):
-            raise ConfigurationError(f"input {name!r}: {key} is a {parts.entity_type}; inputs "
-                                     "are artifacts, dataitems or models")
-        record = (runtime.get(parts.entity_type, parts.id) if parts.id
-                  else runtime.latest(parts.entity_type, project, parts.name))
-        checked[name] = str(record.document["key"])
-    return checked
-
-
-def _check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    for name, value in _mapping("parameters", parameters).items():
-        try:
-            to_json(value)
-        except Exception as exc:
-            raise ConfigurationError(f"parameter {name!r}: {exc}") from None
-    return dict(parameters)
-
-
-def _check_outputs(outputs: dict[str, str], info: HandlerInfo) -> dict[str, str]:
-    declared = info.outputs or (("result",) if info.params is not None else None)
-    for name, entity_name in _mapping("outputs", outputs).items():
-        if declared is not None and name not in declared:
-            raise ConfigurationError(f"outputs: the handler has no output {name!r} (its "
-                                     f"outputs are {', '.join(declared)})")
-        check_name(f"output {name!r} ->", entity_name)
-    return dict(outputs)
-
-
-def _check_signature(info: HandlerInfo, settings: JobSettings) -> None:
-    if info.params is None:
-        return  # not a plain def: the container checks the call
-    names = {param.name for param in info.params}
-    for param in info.params:
-        if param.name in _SERVE_ONLY:
-            raise ConfigurationError(f"argument {param.name!r}: a job gives its handler "
-                                     "project, run, inputs and parameters; context and "
-                                     "event(s) are for serve handlers")
-        given = (param.name in settings.inputs or param.name in settings.parameters
-                 or param.name in RESERVED)
-        if param.required and not given:
-            raise ConfigurationError(f"argument {param.name!r} of {info.function}() has no "
-                                     "value: give it in inputs or parameters")
-    for where in ("inputs", "parameters"):
-        extra = sorted(set(getattr(settings, where)) - names)
-        if extra and not info.takes_kwargs:
-            raise ConfigurationError(f"{where}: {info.function}() takes no argument "
-                                     f"{', '.join(map(repr, extra))} (it takes "
-                                     f"{', '.join(sorted(names)) or 'none'})")
-    both = sorted(set(settings.inputs) & set(settings.parameters))
-    if both:
-        raise ConfigurationError(f"{', '.join(both)}: given both as input and as parameter")
-
-
-def _check_python_version(function: Function, settings: JobSettings) -> None:
-    """Refuse a python_version the run's Python is not, where that is known before a start
-    (this interpreter for a local run; the launcher's answer otherwise). A container whose
-    Python the launcher could not tell is checked when it starts (:func:`_run_in_session`)."""
-    wanted = PYTHON_VERSIONS[function.spec["python_version"]]
-    if settings.local_execution:
-        have: str | None = f"{sys.version_info.major}.{sys.version_info.minor}"
-        where = "this process runs"
-    else:
-        have = get_launcher(settings.launcher).python_version(function.spec.get("image"))
-        where = f"the session image {function.spec.get('image') or '(default)'} has"
-    if have is not None and have != wanted:
-        raise ConfigurationError(
-            f"python_version={function.spec['python_version']!r}: {where} Python {have}; "
-            f"pass image= of an image with Python {wanted} and the hxpy server, or use "
-            f"PYTHON{have.replace('.', '_')}")
-
-
-def _check_envs(envs: list[dict[str, str]]) -> dict[str, str]:
-    checked = {}
-    for entry in envs if isinstance(envs, list) else [envs]:
-        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
-                and isinstance(entry.get("value"), str)):
-            raise ConfigurationError(f"envs: each entry is {{'name': str, 'value': str}}, not "
-                                     f"{entry!r}")
-        checked[entry["name"]] = entry["value"]
-    return checked
-
-
-def _resolve_secrets(names: list[str]) -> dict[str, str]:
-    """The values of ``names``: from ``$PYHOST_SECRETS_DIR/<name>`` (a file per secret, as
-    Docker and Kubernetes mount them) when that directory is set and holds it, else from
-    this process's environment.
-
-    Raises:
-        ConfigurationError: a secret is found in neither (its value is never in a message).
-    """
-    directory = os.environ.get("PYHOST_SECRETS_DIR")
-    values = {}
-    for name in names:
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ConfigurationError(f"secret {name!r}: a secret is named like an "
-                                     "environment variable")
-        path = os.path.join(directory, name) if directory else ""
-        if path and os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                values[name] = handle.read().rstrip("\n")
-        elif name in os.environ:
-            values[name] = os.environ[name]
-        else:
-            where = f"{directory} nor " if directory else ""
-            raise ConfigurationError(f"secret {name!r} is set in neither {where}this "
-                                     "process's environment")
-    return values
-
-
-def parse_resources(resources: dict[str, Any]) -> tuple[float | None, int | None]:
-    """``(cpus, memory bytes)`` from ``{"cpu": "500m" | 1.5, "memory": "512Mi"}``.
-
-    Raises:
-        ConfigurationError: an unknown resource or a malformed quantity.
-    """
-    unknown = sorted(set(_mapping("resources", resources)) - {"cpu", "memory"})
-    if unknown:
-        raise ConfigurationError(f"resources: unknown {', '.join(unknown)}; give cpu and "
-                                 "memory")
-    cpus = memory = None
-    cpu = resources.get("cpu")
-    if cpu is not None:
-        try:
-            cpus = float(cpu[:-1]) / 1000 if isinstance(cpu, str) and cpu.endswith("m") \
-                else float(cpu)
-        except ValueError:
-            cpus = -1.0
-        if isinstance(cpu, bool) or not cpus or cpus <= 0:
-            raise ConfigurationError(f"resources.cpu={cpu!r}: a positive number of CPUs, or "
-                                     "millicpus like '500m'")
-    quantity = resources.get("memory")
-    if quantity is not None:
-        match = _MEMORY.match(str(quantity)) if not isinstance(quantity, bool) else None
-        if match is None or float(match[1]) <= 0:
-            raise ConfigurationError(f"resources.memory={quantity!r}: a size like '512Mi', "
-                                     "'1Gi' or a number of bytes")
-        memory = int(float(match[1]) * _MEMORY_FACTORS[match[2]])
-        if memory < 6 * 1024**2:
-            raise ConfigurationError(f"resources.memory={quantity!r}: at least 6Mi")
-    return cpus, memory
-
-
-VOLUME_TYPES = ("persistent_volume_claim", "empty_dir")
-
-
-def parse_volumes(volumes: list[dict[str, Any]]) -> tuple[Volume, ...]:
-    """Engine mounts for DigitalHub volume specs (see :func:`start_job`).
-
-    Raises:
-        ConfigurationError: a malformed spec or an unknown ``volume_type``.
-    """
-    parsed = []
-    for entry in volumes if isinstance(volumes, list) else [volumes]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("mount_path"), str):
-            raise ConfigurationError(f"volumes: each is a dict with volume_type, name and "
-                                     f"mount_path, not {entry!r}")
-        kind, target = entry.get("volume_type"), entry["mount_path"]
-        if kind == "persistent_volume_claim":
-            name = entry.get("name")
-            if not isinstance(name, str) or not name:
-                raise ConfigurationError(f"volume at {target!r}: name the volume")
-            parsed.append(Volume("volume", target, name, bool(entry.get("read_only", True))))
-        elif kind == "empty_dir":
-            size = (entry.get("spec") or {}).get("size_limit")
-            _, size_bytes = parse_resources({"memory": size}) if size is not None else (0, 0)
-            parsed.append(Volume("tmpfs", target, read_only=False,
-                                 size=str(size_bytes) if size_bytes else None))
-        else:
-            raise ConfigurationError(f"volume at {target!r}: volume_type={kind!r}; the types "
-                                     f"are {', '.join(VOLUME_TYPES)}")
-    return tuple(parsed)
-
-
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{name} must be an int >= 0, not {value!r}")
-    return value
-
-
-def _mapping(what: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise ConfigurationError(f"{what} must be a dict with str keys, not {value!r}")
-    return value
 
 
 # -- recording and executing ---------------------------------------------------------------
