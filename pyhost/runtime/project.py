@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotInCatalog
+from hxpy.runtime.proxies import upload_files
+
+from ..errors import ConfigurationError, NotInCatalog
 from .catalog import Record
 from .context import Runtime, get_runtime
 from .entities import Artifact, Dataitem, Entity, EntityKey, Model, check_name, entity_class
@@ -104,7 +107,9 @@ class Project:
         calls = HostCalls(self._runtime, self.name, "host", f"{self.key}")
         uploads = []
         if source is not None:
-            uploads = _stage(calls, source)
+            if not os.path.exists(source):
+                raise ConfigurationError(f"source={source!r}: no such file or directory")
+            uploads = upload_files(calls.dispatch, source)  # staged as a job's files are
         document = calls.log_entity(entity_type, name, kind, fields, uploads, data)
         return entity_class(entity_type)(document, self._runtime)
 
@@ -121,38 +126,12 @@ class Project:
         return f"<Project {self.name}>"
 
 
-def _stage(calls: HostCalls, source: str) -> list[str]:
-    """Upload a host file or directory through the same staging a job's files take."""
-    from pathlib import Path
-
-    from hxpy.runtime.calls import CHUNK_SIZE
-
-    root = Path(source)
-    if root.is_dir():
-        pairs = [(path, path.relative_to(root).as_posix())
-                 for path in sorted(root.rglob("*")) if path.is_file()]
-    elif root.is_file():
-        pairs = [(root, root.name)]
-    else:
-        raise NotInCatalog(f"source={source!r}: no such file or directory")
-    uploads = []
-    for path, relative in pairs:
-        upload = calls.upload_begin(relative)
-        with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK_SIZE):
-                calls.upload_chunk(upload, chunk)
-        uploads.append(upload)
-    return uploads
-
-
 def new_project(name: str, description: str = "", runtime: Runtime | None = None) -> Project:
     """Create a project.
 
     Raises:
         ConfigurationError: a bad name, or a project of that name exists.
     """
-    from ..errors import ConfigurationError
-
     runtime = runtime or get_runtime()
     check_name("project", name)
     if runtime.find("project", project=name, name=name):

@@ -340,3 +340,17 @@ def test_a_local_run_leaves_the_versions_source_as_it_was(project, launcher):
     assert again.source().files == before and again.id == fn.id
     assert fn.run(launcher=launcher, parameters={"param1": 2}, wait=True).result(
         "result") == "hello 2"
+
+
+def test_the_host_logs_a_directory_artifact_in_chunks(project, tmp_path):
+    source = tmp_path / "tree"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("A")
+    (source / "sub" / "b.bin").write_bytes(b"B" * (3 * 1024 * 1024 + 1))
+    artifact = project.log_artifact(name="tree", source=str(source))
+    assert artifact.files == [{"path": "a.txt", "size": 1},
+                              {"path": "sub/b.bin", "size": 3 * 1024 * 1024 + 1}]
+    out = Path(artifact.download(tmp_path / "out"))
+    assert (out / "sub" / "b.bin").read_bytes() == b"B" * (3 * 1024 * 1024 + 1)
+    with pytest.raises(ConfigurationError, match="no such file"):
+        project.log_artifact(name="missing", source=str(tmp_path / "nope"))

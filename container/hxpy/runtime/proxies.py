@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from . import calls
 
-__all__ = ["Entity", "Project", "Run"]
+__all__ = ["Entity", "Project", "Run", "upload_files"]
 
 Call = Callable[..., Any]
 
@@ -112,26 +112,10 @@ class Project:
 
     def _log(self, entity_type: str, name: str, kind: str, source: str | None,
              fields: dict[str, Any], data: Any = None) -> Entity:
-        uploads = self._upload(source) if source is not None else []
+        uploads = upload_files(self._call, source) if source is not None else []
         document = self._call(calls.LOG_ENTITY, entity_type, name, kind, fields, uploads, data)
         return Entity(document, self._call)
 
-    def _upload(self, source: str) -> list[str]:
-        """Send a file, or every file under a directory, in chunks; their upload ids."""
-        if os.path.isdir(source):
-            paths = sorted(os.path.join(root, name) for root, _, names in os.walk(source)
-                           for name in names)
-            pairs = [(path, os.path.relpath(path, source)) for path in paths]
-        else:
-            pairs = [(source, os.path.basename(source))]
-        uploads = []
-        for path, relative in pairs:
-            with open(path, "rb") as handle:
-                upload = self._call(calls.UPLOAD_BEGIN, relative)
-                while chunk := handle.read(calls.CHUNK_SIZE):
-                    self._call(calls.UPLOAD_CHUNK, upload, chunk)
-            uploads.append(upload)
-        return uploads
 
     def __repr__(self) -> str:
         return f"<project {self.name}>"
@@ -150,3 +134,22 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<run {self.id}>"
+
+
+def upload_files(call: Call, source: str) -> list[str]:
+    """Send a file, or every file under a directory, to the host in chunks; their upload
+    ids. (The host's own ``project.log_*`` stages its files this same way.)"""
+    if os.path.isdir(source):
+        paths = sorted(os.path.join(root, name) for root, _, names in os.walk(source)
+                       for name in names)
+        pairs = [(path, os.path.relpath(path, source).replace(os.sep, "/")) for path in paths]
+    else:
+        pairs = [(source, os.path.basename(source))]
+    uploads = []
+    for path, relative in pairs:
+        with open(path, "rb") as handle:
+            upload = call(calls.UPLOAD_BEGIN, relative)
+            while chunk := handle.read(calls.CHUNK_SIZE):
+                call(calls.UPLOAD_CHUNK, upload, chunk)
+        uploads.append(upload)
+    return uploads
