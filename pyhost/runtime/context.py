@@ -39,13 +39,9 @@ class Runtime:
                state: str | None = None,
                expect_state: str | Sequence[str] | None = None) -> Record:
         """Raises StaleState (a CatalogError) when ``expect_state`` does not hold."""
-        try:
+        with _translated():
             return self.catalog.update(entity_type, id, document, state=state,
                                        expect_state=expect_state, updated=updated)
-        except StaleState:
-            raise
-        except CatalogError as exc:
-            raise CatalogUnavailable(f"the catalog failed: {exc}") from exc
 
     def get(self, entity_type: str, id: str) -> Record:
         with _translated():
@@ -70,6 +66,8 @@ class Runtime:
 def _translated() -> Iterator[None]:
     try:
         yield
+    except StaleState:
+        raise  # not a failure: another process moved the record first
     except CatalogError as exc:
         raise CatalogUnavailable(f"the catalog failed: {exc}") from exc
 
