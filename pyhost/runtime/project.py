@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from hxpy.runtime.proxies import upload_files
 
-from ..errors import ConfigurationError, NotInCatalog
+from ..errors import CatalogUnavailable, ConfigurationError, NotInCatalog
 from .catalog import Record
 from .context import Runtime, get_runtime
 from .entities import Artifact, Dataitem, Entity, EntityKey, Model, check_name, entity_class
@@ -133,22 +133,29 @@ def new_project(name: str, description: str = "", runtime: Runtime | None = None
         ConfigurationError: a bad name, or a project of that name exists.
     """
     runtime = runtime or get_runtime()
-    check_name("project", name)
-    if runtime.find("project", project=name, name=name):
+    if not _insert_project(runtime, name, description):
         raise ConfigurationError(f"project {name!r} exists; use get_project or "
                                  "get_or_create_project")
+    return get_project(name, runtime)
+
+
+def _insert_project(runtime: Runtime, name: str, description: str) -> bool:
+    """Record a project; False if it exists (also when another process made it first)."""
+    check_name("project", name)
+    if runtime.find("project", project=name, name=name):
+        return False
     now = time.time()
     document = {"entity_type": "project", "project": name, "name": name, "kind": "project",
                 "id": name, "key": str(EntityKey(name, "project", "project", name, None)),
                 "metadata": {"created": now, "updated": now},
                 "spec": {"description": description}, "status": {}}
-    record = Record("project", name, name, name, "project", now, now, "", document)
     try:
-        runtime.add(record)
-    except Exception:
+        runtime.add(Record("project", name, name, name, "project", now, now, "", document))
+    except CatalogUnavailable:
         if not runtime.find("project", project=name, name=name):
             raise
-    return Project(runtime.latest("project", name, name), runtime)
+        return False  # the id is the name: the other insert won
+    return True
 
 
 def get_project(name: str, runtime: Runtime | None = None) -> Project:
@@ -167,7 +174,8 @@ def get_or_create_project(name: str, runtime: Runtime | None = None) -> Project:
     try:
         return get_project(name, runtime)
     except NotInCatalog:
-        return new_project(name, runtime=runtime)
+        _insert_project(runtime, name, "")  # made here, or by a process that raced us
+        return get_project(name, runtime)
 
 
 def new_function(name: str, project: str, kind: str = "python", **fields: Any) -> Function:
