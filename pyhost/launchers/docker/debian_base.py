@@ -23,8 +23,8 @@ from ...errors import ImageBuildError
 from .client import engine_errors, inspect_image
 from .system import SYSTEM_PATH, Progress, apt_install, say
 
-__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "SUITE_PYTHON", "apt_mirror",
-           "build_debian_base"]
+__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "PACKAGES_LABEL", "SUITE_PYTHON",
+           "apt_mirror", "base_packages", "build_debian_base"]
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -32,7 +32,10 @@ BASE_LABEL = "org.pyhost.base"  # what an image was built on ("debootstrap" for 
 # The python3 of each Debian suite a base can be made from.
 SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 
-_DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack")
+# uvicorn serves the runtime's serve task; the rest is what the hxpy server needs.
+_DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
+                    "python3-uvicorn")
+PACKAGES_LABEL = "org.pyhost.packages"  # the Debian packages a base was made with
 _DEBOOTSTRAP_TIMEOUT = 1800.0
 
 
@@ -83,7 +86,8 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV LANG=C.UTF-8",
             'CMD ["python3"]',
-            f"LABEL {BASE_LABEL}=debootstrap org.pyhost.suite={suite}",
+            f"LABEL {BASE_LABEL}=debootstrap org.pyhost.suite={suite} "
+            f"{PACKAGES_LABEL}={base_packages()}",
         ]
         with engine_errors("the engine refused to import the base image"):
             client.api.import_image(src=str(archive), repository=repository, tag=tag,
@@ -98,6 +102,12 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
         raise ImageBuildError(f"importing {repository}:{tag} reported success but it is not "
                               "present")
     return str(attrs["Id"])
+
+
+def base_packages() -> str:
+    """The Debian packages a base made now carries, as its label records them; a base
+    labelled otherwise is out of date and made again."""
+    return ",".join(_DEBIAN_PACKAGES)
 
 
 def apt_mirror(suite: str = DEFAULT_SUITE, apt_dir: str | os.PathLike[str] = "/etc/apt",

@@ -26,7 +26,14 @@ from docker.utils import parse_repository_tag
 
 from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound
 from .client import engine_errors, inspect_image
-from .debian_base import BASE_LABEL, DEFAULT_SUITE, SUITE_PYTHON, build_debian_base
+from .debian_base import (
+    BASE_LABEL,
+    DEFAULT_SUITE,
+    PACKAGES_LABEL,
+    SUITE_PYTHON,
+    base_packages,
+    build_debian_base,
+)
 from .engine import ensure_engine
 from .system import Progress, say
 
@@ -338,17 +345,20 @@ def resolve_base(client: docker.DockerClient, progress: Progress = None,
                  suite: str = DEFAULT_SUITE) -> str:
     """Name a base image that is present, making one if need be.
 
-    In order: :data:`DEFAULT_BASE` if present; ``pyhost-base:<suite>`` if present; a pull of
-    :data:`DEFAULT_BASE`; a Debian base built with :func:`build_debian_base`.
+    In order: :data:`DEFAULT_BASE` if present; ``pyhost-base:<suite>`` if present and made
+    with today's package list; a pull of :data:`DEFAULT_BASE`; a Debian base built with
+    :func:`build_debian_base`.
 
     Raises:
         EngineUnavailable: the engine refused a request.
         ImageBuildError: no base could be had.
     """
     debian = f"pyhost-base:{suite}"
-    for candidate in (DEFAULT_BASE, debian):
-        if inspect_image(client, candidate) is not None:
-            return candidate
+    if inspect_image(client, DEFAULT_BASE) is not None:
+        return DEFAULT_BASE
+    made = inspect_image(client, debian)
+    if made is not None and _labels(made).get(PACKAGES_LABEL) == base_packages():
+        return debian
     if _try_pull(client, DEFAULT_BASE, progress):
         return DEFAULT_BASE
     build_debian_base(client, suite=suite, progress=progress)
