@@ -328,7 +328,7 @@ def _engine_build(client: docker.DockerClient, recipe: ImageRecipe, plan: Docker
         if found is not None:
             step = found
             output.clear()
-        elif not text.startswith(" ---> "):  # the engine's own bookkeeping
+        elif not text.startswith((" ---> ", "Removing intermediate container")):
             output[:] = (output + [text])[-40:]
         say(progress, text)
 
