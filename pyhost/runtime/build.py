@@ -106,9 +106,17 @@ def start_build(function: Function, runtime: Runtime, *,
 def image_tag(function: Function) -> str:
     """``pyhost/<project>/<function>:<first 12 of the version id>``, lower-cased as the
     engine wants repository names."""
-    parts = [_DOCKER_NAME.sub("-", name.lower()).strip("._-") or "x"
-             for name in (function.project, function.name)]
+    parts = [_docker_component(name) for name in (function.project, function.name)]
     return f"pyhost/{parts[0]}/{parts[1]}:{function.id[:12]}"
+
+
+def _docker_component(name: str) -> str:
+    """``name`` as one path component of a repository: lower case, separators ``.``,
+    ``_``, ``__`` or dashes, between letters or digits."""
+    text = _DOCKER_NAME.sub("-", name.lower())
+    text = re.sub(r"[._-]{2,}", lambda run: run[0] if re.fullmatch(r"-+|__", run[0])
+                  else "-", text)
+    return text.strip("._-") or "x"
 
 
 def _base_image(function: Function, launcher: Launcher) -> str | None:

@@ -39,7 +39,7 @@ class BuildBar:
             self._bar.total = total
             self._bar.n = done - 1  # the step named is under way
             self._bar.set_description(f"{self._title}: {what[:40]}", refresh=False)
-        self._bar.set_postfix_str(line.strip()[-60:], refresh=False)
+        self._bar.set_postfix_str("" if step else line.strip()[-60:], refresh=False)
         self._bar.refresh()
 
     def close(self, ok: bool) -> None:

@@ -13,7 +13,7 @@ import pyhost.runtime as dh
 from pyhost import ConfigurationError
 from pyhost.errors import ImageBuildError
 from pyhost.launchers.base import BuiltImage, ImageRecipe, Launcher, LaunchSpec
-from pyhost.runtime.build import _base_image, image_tag
+from pyhost.runtime.build import _base_image, _docker_component, image_tag
 from pyhost.runtime.job_settings import run_image
 from pyhost.runtime.progress import BuildBar, build_progress
 
@@ -104,6 +104,13 @@ def test_a_background_build_can_be_waited_for(project):
 def test_the_tag_is_lower_case_and_names_the_version(project):
     fn = function(project)
     assert image_tag(fn) == f"pyhost/demo/fn_1:{fn.id[:12]}"
+
+
+@pytest.mark.parametrize("name, component", [("a-_b", "a-b"), ("a__b", "a__b"),
+                                             ("a._b", "a-b"), ("A--B", "a--b"),
+                                             ("a_", "a"), ("x.y", "x.y")])
+def test_names_become_valid_repository_components(name, component):
+    assert _docker_component(name) == component
 
 
 def test_the_base_is_the_functions_base_image_then_image_then_the_default(project):
