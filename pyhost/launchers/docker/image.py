@@ -86,6 +86,7 @@ _CONTEXT_MTIME = 946684800  # 2000-01-01
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 _PULL_TIMEOUT = 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BUILD_TIMEOUT = 3600
 
 
@@ -347,6 +348,8 @@ def follow_build(stream: Iterable[dict[str, Any]],
     pending = ""
     image_id: str | None = None
     for chunk in stream:
+        if "stream" in chunk:  # a step's stderr comes coloured: keep the text alone
+            chunk = {**chunk, "stream": _ANSI.sub("", str(chunk["stream"]))}
         if "error" in chunk:
             if pending.strip():
                 line(pending.rstrip())
