@@ -58,16 +58,9 @@ refused it (the reason on stderr); 2 a malformed command line.
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``run``, ``build``, ``runs``, ``logs`` and ``show`` to the ``pyhost``
     subcommands."""
-    run = commands.add_parser("run", help="save a python function and run it as a job",
-                              description="Save SOURCE:HANDLER as a python function (a new "
-                                          "version if it changed) and run it, waiting for "
-                                          "the end.",
-                              epilog=_RUN_HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
-    run.add_argument("--project", default="default", help="the project (default: default; "
-                                                           "made if missing)")
-    run.add_argument("--name", help="the function's name (default: the handler's name)")
+    run = _function_command(commands, "run", "save a python function and run it as a job",
+                            "Save SOURCE:HANDLER as a python function (a new version if it "
+                            "changed) and run it, waiting for the end.", _RUN_HELP)
     run.add_argument("--action", default="job", choices=["job"], help="what to run (job)")
     run.add_argument("--param", dest="parameters", metavar="NAME=VALUE", type=_json_pair,
                      action=_Pairs, help="a handler argument; VALUE as JSON if it parses")
@@ -89,15 +82,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="where the session runs (default: docker)")
     run.set_defaults(run=_run)
 
-    build = commands.add_parser("build", help="build a python function's image",
-                                description="Save SOURCE:HANDLER as a python function and "
-                                            "build its image, waiting for the end.",
-                                epilog=_BUILD_HELP,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    build.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
-    build.add_argument("--project", default="default", help="the project (default: "
-                                                             "default; made if missing)")
-    build.add_argument("--name", help="the function's name (default: the handler's name)")
+    build = _function_command(commands, "build", "build a python function's image",
+                              "Save SOURCE:HANDLER as a python function and build its "
+                              "image, waiting for the end.", _BUILD_HELP)
     build.add_argument("--requirements", nargs="+", action="extend", metavar="REQ",
                        help="pip requirements: names with versions, or wheel files")
     build.add_argument("--instruction", dest="instructions", action="append", metavar="CMD",
@@ -140,6 +127,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 # -- parsing the command line ----------------------------------------------------------------
+
+def _function_command(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                      name: str, help: str, description: str,
+                      epilog: str) -> argparse.ArgumentParser:
+    """A command on ``SOURCE:HANDLER`` with ``--project`` and ``--name``."""
+    parser = commands.add_parser(name, help=help, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
+    parser.add_argument("--project", default="default", help="the project (default: "
+                                                              "default; made if missing)")
+    parser.add_argument("--name", help="the function's name (default: the handler's name)")
+    return parser
+
 
 def split_target(target: str) -> tuple[str, str]:
     """``(code_src, handler)`` from ``SOURCE:HANDLER`` (the rule is in ``pyhost run -h``).
