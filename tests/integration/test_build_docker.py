@@ -173,3 +173,26 @@ def test_a_base_without_python3_is_a_clear_error(project, tmp_path, client, imag
     assert run.status.state == "ERROR"
     assert "cannot run python3" in run.status.error["message"]
     assert "must provide python3 with numpy, pandas and msgpack" in run.status.error["message"]
+
+
+def test_pyhost_build_prints_the_image_and_fails_on_error(project, tmp_path, images):
+    import os
+    import subprocess
+    import sys
+
+    wheel = make_wheel(tmp_path / "dist")
+    env = {**os.environ, "PYHOST_HOME": str(tmp_path / "home"),
+           "PYHOST_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    command = [sys.executable, "-m", "pyhost", "build", "main.py:plain", "--project", "cli",
+               "--requirements", str(wheel), "--offline"]
+    done = subprocess.run([*command, "--instruction", "echo ok"], cwd=tmp_path / "src",
+                          env=env, capture_output=True, text=True, timeout=300)
+    image = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("image ")]
+    images.extend(image)
+    assert done.returncode == 0, done.stderr
+    assert image and image[0].startswith("pyhost/cli/plain:") and "COMPLETED" in done.stdout
+    failed = subprocess.run([*command, "--instruction", "exit 5"], cwd=tmp_path / "src",
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1
+    assert "instruction 1 of 1, 'exit 5', exited with code 5" in failed.stderr
