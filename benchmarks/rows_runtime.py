@@ -314,3 +314,49 @@ def _read_elsewhere(how: str, home: Path, what: str) -> dict[str, Any]:
         raise RuntimeError(f"reading {what} in a new process failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+@row("build_noop")
+def build_noop(bench: Bench) -> list[Result]:
+    """``fn.run(action="build", wait=True)`` of a function whose image is current (same
+    base, requirements, instructions and source): no engine build, the run recorded; against
+    ``docker image inspect`` of the image's tag in the same run (the engine round trip a
+    no-op cannot do without). The first, real, build is reported as a comparison."""
+    import pyhost.runtime as dh
+
+    warmup, n = 1, bench.n(20, 8)
+    noops, inspects = [], []
+    with _catalog():
+        project = dh.get_or_create_project(PROJECT)
+        function = project.new_function(name="built", kind="python", code=HANDLER,
+                                        handler="f", base_image=bench.image)
+        settings = {"instructions": ["echo built > /opt/marker"], "wait": True,
+                    "progress": False, "launcher": bench.launcher}
+        started = perf_counter()
+        first = function.run(action="build", **settings)
+        first_s = perf_counter() - started
+        if first.status.state != "COMPLETED":
+            raise AssertionError(f"the build ended {first.status.state}: "
+                                 f"{first.status.message}")
+        tag = str(first.status.image)
+        try:
+            for index in range(warmup + n):
+                started = perf_counter()
+                bench.client.api.inspect_image(tag)
+                inspected = perf_counter() - started
+                started = perf_counter()
+                run = function.run(action="build", **settings)
+                elapsed = perf_counter() - started
+                if run.status.state != "COMPLETED" or run.status.built is not False:
+                    raise AssertionError(f"an unchanged build was not a no-op: "
+                                         f"{run.status.message}")
+                if index >= warmup:
+                    noops.append(elapsed)
+                    inspects.append(inspected)
+        finally:
+            bench.client.api.remove_image(tag, force=True)
+    return [Result("build_noop", "s", noops, target=Target(1.0),
+                   baseline=Baseline("docker image inspect of the tag; s", tuple(inspects)),
+                   note=f"an unchanged rebuild, run recorded (SQLite in a temporary "
+                        f"directory); the first build of the same image (one instruction, "
+                        f"on the session image) took {first_s:.2f} s")]

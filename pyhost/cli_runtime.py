@@ -1,5 +1,5 @@
-"""The runtime's commands of ``pyhost``: ``run``, ``runs``, ``logs``, ``show``, and the part
-of ``gc`` that settles runs left active by dead processes.
+"""The runtime's commands of ``pyhost``: ``run``, ``build``, ``runs``, ``logs``, ``show``, and
+the part of ``gc`` that settles runs left active by dead processes.
 
 Every command works on this process's runtime (its home is ``$PYHOST_HOME``, see
 :mod:`pyhost.runtime.home`). Malformed command lines are argparse's errors (exit 2); what
@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, NotInCatalog
@@ -41,18 +42,25 @@ with --local it ends ERROR when the next pyhost command opens the catalog).
 """
 
 
+_BUILD_HELP = """\
+SOURCE:HANDLER as for `pyhost run`. The function is saved with --requirements and
+--base-image (a new version if they changed), then its image is built FROM the base
+(default: the session image) with the requirements resolved as wheels on this host, each
+--instruction a RUN step as root, and the source at /opt/function. The image is tagged
+pyhost/<project>/<function>:<version> and later runs of that version use it; an unchanged
+build is not redone. Build steps have no network unless --allow-network (apt-get needs it).
+
+exit status: 0 the image is built (or was current); 1 the build ended ERROR, or the runtime
+refused it (the reason on stderr); 2 a malformed command line.
+"""
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``run``, ``runs``, ``logs`` and ``show`` to the ``pyhost`` subcommands."""
-    run = commands.add_parser("run", help="save a python function and run it as a job",
-                              description="Save SOURCE:HANDLER as a python function (a new "
-                                          "version if it changed) and run it, waiting for "
-                                          "the end.",
-                              epilog=_RUN_HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
-    run.add_argument("--project", default="default", help="the project (default: default; "
-                                                           "made if missing)")
-    run.add_argument("--name", help="the function's name (default: the handler's name)")
+    """Add ``run``, ``build``, ``runs``, ``logs`` and ``show`` to the ``pyhost``
+    subcommands."""
+    run = _function_command(commands, "run", "save a python function and run it as a job",
+                            "Save SOURCE:HANDLER as a python function (a new version if it "
+                            "changed) and run it, waiting for the end.", _RUN_HELP)
     run.add_argument("--action", default="job", choices=["job"], help="what to run (job)")
     run.add_argument("--param", dest="parameters", metavar="NAME=VALUE", type=_json_pair,
                      action=_Pairs, help="a handler argument; VALUE as JSON if it parses")
@@ -73,6 +81,25 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     where.add_argument("--launcher", choices=["docker", "process"],
                        help="where the session runs (default: docker)")
     run.set_defaults(run=_run)
+
+    build = _function_command(commands, "build", "build a python function's image",
+                              "Save SOURCE:HANDLER as a python function and build its "
+                              "image, waiting for the end.", _BUILD_HELP)
+    build.add_argument("--requirements", nargs="+", action="extend", metavar="REQ",
+                       help="pip requirements: names with versions, or wheel files")
+    build.add_argument("--instruction", dest="instructions", action="append", metavar="CMD",
+                       help="a shell command run as root in the image (repeatable)")
+    build.add_argument("--base-image", metavar="IMAGE", help="the image to build FROM")
+    build.add_argument("--find-links", action="append", metavar="DIR",
+                       help="a local directory of wheels (repeatable)")
+    build.add_argument("--index-url", metavar="URL", help="the package index to use")
+    build.add_argument("--offline", action="store_true",
+                       help="use no index: --find-links and the host's wheelhouse only")
+    build.add_argument("--allow-network", action="store_true",
+                       help="let the build steps reach the network")
+    build.add_argument("--force", action="store_true",
+                       help="build even when the image is current")
+    build.set_defaults(run=_build)
 
     runs = commands.add_parser("runs", help="list a project's runs, newest last",
                                description="A project's runs, newest last: the id's first "
@@ -100,6 +127,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 # -- parsing the command line ----------------------------------------------------------------
+
+def _function_command(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                      name: str, help: str, description: str,
+                      epilog: str) -> argparse.ArgumentParser:
+    """A command on ``SOURCE:HANDLER`` with ``--project`` and ``--name``."""
+    parser = commands.add_parser(name, help=help, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
+    parser.add_argument("--project", default="default", help="the project (default: "
+                                                              "default; made if missing)")
+    parser.add_argument("--name", help="the function's name (default: the handler's name)")
+    return parser
+
 
 def split_target(target: str) -> tuple[str, str]:
     """``(code_src, handler)`` from ``SOURCE:HANDLER`` (the rule is in ``pyhost run -h``).
@@ -203,13 +243,34 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if run.status.state == "COMPLETED" else 1
 
 
-def _print_run(run: Run) -> None:
+def _build(args: argparse.Namespace) -> int:
+    from .runtime import get_or_create_project
+
+    code_src, handler = args.target
+    project = get_or_create_project(args.project)
+    fields: dict[str, Any] = {"requirements": args.requirements or []}
+    if args.base_image:
+        fields["base_image"] = args.base_image
+    function = project.new_function(name=args.name or handler.rpartition(":")[2],
+                                    kind="python", code_src=os.path.abspath(code_src),
+                                    handler=handler, **fields)
+    progress = "bar" if sys.stderr.isatty() else "lines"
+    run = function.run(action="build", instructions=args.instructions or [],
+                       find_links=args.find_links or [], index_url=args.index_url,
+                       offline=args.offline, allow_network=args.allow_network,
+                       force=args.force, progress=progress, wait=True)
+    _print_run(run, [("image", run.status.image or run.spec.get("image", "")),
+                     ("image_id", run.status.image_id or "")])
+    return 0 if run.status.state == "COMPLETED" else 1
+
+
+def _print_run(run: Run, extra: Sequence[tuple[str, str]] = ()) -> None:
     from .runtime.values import from_json
 
     status = run.status.to_dict()
     lines = [("run", run.id), ("function", run.spec.get("function", "")),
              ("state", f"{status.get('state')} ({_duration(run)})"),
-             ("message", status.get("message") or "")]
+             ("message", status.get("message") or ""), *extra]
     for title, values in (("results", status.get("results")),
                           ("outputs", status.get("outputs"))):
         for name, value in (values or {}).items():

@@ -86,18 +86,41 @@ class Function:
             self._handler_info = resolve_handler(self.source(), self.spec["handler"])
         return self._handler_info
 
+    def built_image(self) -> dict[str, Any] | None:
+        """The image this version's last build made: ``{"tag", "id", "run", "hash",
+        "python", "built"}`` as recorded (read again from the catalog: another process may
+        have built it); None before any build."""
+        self._record = self._runtime.get("function", self.id)
+        image = (self._record.document.get("status") or {}).get("image")
+        return dict(image) if image else None
+
+    def record_image(self, image: dict[str, Any]) -> None:
+        """Record the image a build made on this version: in its status, so it is the same
+        version still (its digest is of its spec and source alone)."""
+        record = self._runtime.get("function", self.id)
+        document = dict(record.document)
+        document["status"] = {**(document.get("status") or {}), "image": image}
+        document["metadata"] = {**(document.get("metadata") or {}), "updated": time.time()}
+        self._record = self._runtime.update("function", self.id, document,
+                                            updated=document["metadata"]["updated"])
+
     def run(self, action: str = "job", **task: Any) -> Run:
         """Run this function: ``action="job"`` with ``inputs``, ``parameters``,
         ``outputs``, ``wait``, ``local_execution`` and the task's settings (see
-        :func:`pyhost.runtime.job.start_job`).
+        :func:`pyhost.runtime.job.start_job`); ``action="build"`` with ``instructions``
+        and the build's settings (see :func:`pyhost.runtime.build.start_build`).
 
         Raises:
             ConfigurationError: an unknown action or setting, or arguments that do not fit
                 the handler; raised before anything starts.
         """
+        if action == "build":
+            from .build import start_build
+
+            return start_build(self, self._runtime, **task)
         if action != "job":
             raise ConfigurationError(f"action={action!r}: a python function runs as 'job' "
-                                     "(build and serve come next)")
+                                     "or 'build' (serve comes next)")
         from .job import start_job
 
         return start_job(self, self._runtime, **task)

@@ -23,22 +23,22 @@ from hxpy.runtime.job import run_job
 
 from ..api import py
 from ..errors import PyHostError, PythonError
-from ..launchers.ownership import Owner
 from .catalog import Record, StaleState
-from .entities import EntityKey, new_id, parse_key
+from .entities import parse_key
 from .host_calls import HostCalls
 from .job_settings import JobSettings, check_job
 from .runs import (
     ACTIVE,
     COMPLETED,
-    CREATED,
     ERROR,
     READY,
     RUNNING,
     STOPPED,
     Run,
+    create_run,
     executing,
     finished,
+    save_logs,
     transition,
 )
 from .sources import PYTHON_VERSIONS, HandlerInfo
@@ -94,7 +94,7 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
                          node_selector=node_selector, affinity=affinity,
                          tolerations=tolerations, **unknown)
     info = function.handler_info()
-    record = _create_run(runtime, function, settings)
+    record = create_run(runtime, function, "job", settings.record())
     execution = executing(record.id)
     work = (runtime, record, function, info, settings, execution)
     if wait:  # in this thread: no thread to start, and this thread's catalog connection
@@ -118,24 +118,6 @@ def _close_later(session: Any) -> None:
 
 
 # -- recording and executing ---------------------------------------------------------------
-
-def _create_run(runtime: Runtime, function: Function, settings: JobSettings) -> Record:
-    run_id = new_id()
-    now = time.time()
-    document = {
-        "entity_type": "run", "project": function.project, "name": run_id,
-        "kind": "python+job", "id": run_id,
-        "key": str(EntityKey(function.project, "run", "python+job", run_id, None)),
-        "metadata": {"created": now, "updated": now,
-                     "owner": Owner.current().labels(run_id)},
-        "spec": {"function": function.key, "function_id": function.id, "action": "job",
-                 **settings.record()},
-        "status": {"state": CREATED, "timings": {CREATED: now}, "attempts": []},
-    }
-    record = runtime.add(Record("run", function.project, run_id, run_id, "python+job", now,
-                                now, CREATED, document))
-    return transition(runtime, record, READY, CREATED)
-
 
 def _execute(runtime: Runtime, record: Record, function: Function, info: HandlerInfo,
              settings: JobSettings, execution: Any) -> Any:
@@ -271,9 +253,8 @@ def _captured() -> Any:
 def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings,
                     function: Function, execution: Any,
                     started: Callable[[str | None], None]) -> _Outcome:
-    image = function.spec.get("image")
     session = py(launcher=settings.launcher, io=None, timeout=settings.timeout,
-                 env={**settings.envs, **settings.secrets}, image=image,
+                 env={**settings.envs, **settings.secrets}, image=settings.image,
                  mem_limit=settings.mem_limit or "1g", cpus=settings.cpus,
                  volumes=settings.volumes)
     execution.stopper = session.kill
@@ -302,7 +283,7 @@ def _finish(runtime: Runtime, record: Record, settings: JobSettings, calls: Host
     state = STOPPED if execution.stop_requested else outcome.state
     changes: dict[str, Any] = {"attempts": attempts, "metrics": calls.metrics,
                                "produced": calls.produced, "consumed": calls.consumed,
-                               "logs": _save_logs(runtime, record, mask(outcome.logs))}
+                               "logs": save_logs(runtime, record, mask(outcome.logs))}
     if state == COMPLETED:
         results, outputs = _record_outputs(calls, outcome.answer, settings.outputs)
         changes.update(results=results, outputs=outputs, message="completed")
@@ -327,15 +308,6 @@ def _record_outputs(calls: HostCalls, answer: dict[str, Any],
     for name, key in (answer.get("entities") or {}).items():
         outputs[mapping.get(name, name)] = results[name] = key
     return results, outputs
-
-
-def _save_logs(runtime: Runtime, record: Record, text: str) -> str | None:
-    if not text:
-        return None
-    directory = runtime.store.path(record.project, "run", record.id, "logs")
-    path = directory / "logs.txt"
-    path.write_text(text)
-    return str(os.path.relpath(path, runtime.store.root))
 
 
 def _masker(secrets: dict[str, str]) -> Any:

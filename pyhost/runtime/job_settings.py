@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["VOLUME_TYPES", "JobSettings", "check_job", "parse_resources", "parse_volumes"]
+__all__ = ["VOLUME_TYPES", "JobSettings", "check_job", "parse_resources", "parse_volumes",
+           "run_image"]
 
 _SERVE_ONLY = ("context", "event", "events")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
@@ -49,6 +50,7 @@ class JobSettings:
     launcher: Any = "docker"
     local_execution: bool = False
     placement: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None  # the session image (:func:`run_image`); None: the default
 
     def record(self) -> dict[str, Any]:
         """What the run's spec records: everything but secret values."""
@@ -61,7 +63,7 @@ class JobSettings:
                                                            "memory": self.mem_limit},
             "volumes": [dataclasses.asdict(volume) for volume in self.volumes],
             "backoff_limit": self.backoff_limit, "timeout": self.timeout,
-            "local_execution": self.local_execution,
+            "local_execution": self.local_execution, "image": self.image,
             "launcher": self.launcher if isinstance(self.launcher, str) else
             type(self.launcher).__name__, **self.placement,
         }
@@ -95,6 +97,7 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         placement={"node_selector": node_selector, "affinity": affinity,
                    "tolerations": tolerations})
     settings.cpus, settings.mem_limit = parse_resources(resources or {})
+    settings.image = None if settings.local_execution else run_image(function)
     if settings.volumes:
         if settings.local_execution:
             raise ConfigurationError("volumes: a local run has no container to mount them in")
@@ -168,6 +171,15 @@ def _check_signature(info: HandlerInfo, settings: JobSettings) -> None:
         raise ConfigurationError(f"{', '.join(both)}: given both as input and as parameter")
 
 
+def run_image(function: Function) -> str | None:
+    """The image a job (or a serve replica) of ``function`` runs: the image its last build
+    made, else its ``image`` field, else None (the launcher's default session image)."""
+    built = function.built_image()
+    if built and built.get("tag"):
+        return str(built["tag"])
+    return function.spec.get("image") or None
+
+
 def _check_python_version(function: Function, settings: JobSettings) -> None:
     """Refuse a python_version the run's Python is not, where that is known before a start
     (this interpreter for a local run; the launcher's answer otherwise). A container whose
@@ -177,8 +189,8 @@ def _check_python_version(function: Function, settings: JobSettings) -> None:
         have: str | None = f"{sys.version_info.major}.{sys.version_info.minor}"
         where = "this process runs"
     else:
-        have = get_launcher(settings.launcher).python_version(function.spec.get("image"))
-        where = f"the session image {function.spec.get('image') or '(default)'} has"
+        have = get_launcher(settings.launcher).python_version(settings.image)
+        where = f"the session image {settings.image or '(default)'} has"
     if have is not None and have != wanted:
         raise ConfigurationError(
             f"python_version={function.spec['python_version']!r}: {where} Python {have}; "

@@ -10,6 +10,7 @@ process that opens the catalog (:func:`settle_orphaned_runs`) or by ``pyhost gc`
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigurationError, NotInCatalog
 from ..launchers.ownership import Owner, owner_alive
 from .catalog import Record, StaleState
-from .entities import Entity, entity_class, parse_key
+from .entities import Entity, EntityKey, entity_class, new_id, parse_key
 from .values import from_json
 
 if TYPE_CHECKING:
     from .context import Runtime
+    from .function import Function
 
-__all__ = ["ACTIVE", "FINAL", "Execution", "Run", "RunStatus", "executing", "finished",
-           "settle_orphaned_runs", "transition"]
+__all__ = ["ACTIVE", "FINAL", "Execution", "Run", "RunStatus", "create_run", "executing",
+           "finished", "save_logs", "settle_orphaned_runs", "transition"]
 
 CREATED, READY, RUNNING = "CREATED", "READY", "RUNNING"
 COMPLETED, ERROR, STOPPED = "COMPLETED", "ERROR", "STOPPED"
@@ -197,6 +199,41 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.status.state}>"
+
+
+def create_run(runtime: Runtime, function: Function, action: str,
+               spec: dict[str, Any]) -> Record:
+    """Record a new run of ``function`` (kind ``python+<action>``) and make it READY.
+
+    Args:
+        spec: the task's settings as the run records them (never a secret's value).
+    """
+    run_id = new_id()
+    now = time.time()
+    kind = f"{function.kind}+{action}"
+    document = {
+        "entity_type": "run", "project": function.project, "name": run_id,
+        "kind": kind, "id": run_id,
+        "key": str(EntityKey(function.project, "run", kind, run_id, None)),
+        "metadata": {"created": now, "updated": now,
+                     "owner": Owner.current().labels(run_id)},
+        "spec": {"function": function.key, "function_id": function.id, "action": action,
+                 **spec},
+        "status": {"state": CREATED, "timings": {CREATED: now}, "attempts": []},
+    }
+    record = runtime.add(Record("run", function.project, run_id, run_id, kind, now,
+                                now, CREATED, document))
+    return transition(runtime, record, READY, CREATED)
+
+
+def save_logs(runtime: Runtime, record: Record, text: str) -> str | None:
+    """Keep a run's logs in the store; their path relative to the store (None: no text)."""
+    if not text:
+        return None
+    directory = runtime.store.path(record.project, "run", record.id, "logs")
+    path = directory / "logs.txt"
+    path.write_text(text)
+    return str(os.path.relpath(path, runtime.store.root))
 
 
 def transition(runtime: Runtime, record: Record, state: str,

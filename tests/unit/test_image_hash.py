@@ -84,8 +84,8 @@ def test_files_outside_container_do_not_count(tree: SourceTree) -> None:
 
 
 def test_the_context_holds_exactly_the_hashed_files(tree: SourceTree) -> None:
-    snapshot = image._snapshot(tree)
-    with tarfile.open(fileobj=image._context_tar(snapshot)) as tar:
+    snapshot = image.snapshot_sources(tree)
+    with tarfile.open(fileobj=image.context_tar(snapshot)) as tar:
         members = tar.getmembers()
         assert [m.name for m in members] == [name for name, _ in tree.files()]
         assert {(m.uid, m.gid) for m in members} == {(0, 0)}
@@ -152,7 +152,7 @@ def test_debootstrap_output_is_summarised() -> None:
 
 def test_context_tar_is_reproducible(tree: SourceTree) -> None:
     def tar_bytes() -> bytes:
-        buffer = image._context_tar(image._snapshot(tree))
+        buffer = image.context_tar(image.snapshot_sources(tree))
         assert isinstance(buffer, io.BytesIO)
         return buffer.getvalue()
 

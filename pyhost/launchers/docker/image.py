@@ -17,9 +17,10 @@ import io
 import os
 import re
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import docker
 from docker.utils import parse_repository_tag
@@ -39,19 +40,28 @@ from .system import Progress, say
 
 __all__ = [
     "BASE_LABEL",
+    "BUILD_LABEL",
     "DEFAULT_BASE",
     "DEFAULT_SUITE",
     "DEFAULT_TAG",
+    "GLIBC_LABEL",
     "HASH_LABEL",
     "IMAGE_CANDIDATES",
+    "PYTHON_LABEL",
     "ImageStatus",
     "SourceTree",
+    "Snapshot",
     "build_image",
+    "context_tar",
+    "drop_replaced",
+    "follow_build",
+    "image_labels",
     "image_python",
     "find_sources",
     "image_status",
     "resolve_base",
     "resolve_image",
+    "snapshot_sources",
     "source_hash",
 ]
 
@@ -59,6 +69,11 @@ __all__ = [
 DEFAULT_TAG = os.environ.get("PYHOST_IMAGE") or "hxpy:latest"
 DEFAULT_BASE = "python:3.12-slim"
 HASH_LABEL = "org.pyhost.hash"
+# The "major.minor" of an image's Python, and its glibc (wheels are chosen for both).
+PYTHON_LABEL = "org.pyhost.python"
+GLIBC_LABEL = "org.pyhost.glibc"
+# The content hash of a function's image (:mod:`.function_image`), never a session default.
+BUILD_LABEL = "org.pyhost.build"
 # Looked for, in order, when no image is asked for by name.
 IMAGE_CANDIDATES = ((DEFAULT_TAG,) if os.environ.get("PYHOST_IMAGE")
                     else ("hxpy:latest", "hxpy:3.12", "hxpy:3.11"))
@@ -71,6 +86,7 @@ _CONTEXT_MTIME = 946684800  # 2000-01-01
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 _PULL_TIMEOUT = 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BUILD_TIMEOUT = 3600
 
 
@@ -152,14 +168,19 @@ def source_hash(sources: SourceTree | None = None) -> str:
     Raises:
         ImageBuildError: the sources cannot be found or read.
     """
-    return _hash(_snapshot(sources or find_sources()))
+    return _hash(snapshot_sources(sources or find_sources()))
 
 
 # (context name, bytes, executable): read once, so the hash labels exactly what was sent.
-_Snapshot = list[tuple[str, bytes, bool]]
+Snapshot = list[tuple[str, bytes, bool]]
 
 
-def _snapshot(sources: SourceTree) -> _Snapshot:
+def snapshot_sources(sources: SourceTree) -> Snapshot:
+    """The tree's files, read once: ``(context name, bytes, executable)`` in name order.
+
+    Raises:
+        ImageBuildError: a file cannot be read.
+    """
     taken = []
     for name, path in sources.files():
         try:
@@ -169,7 +190,7 @@ def _snapshot(sources: SourceTree) -> _Snapshot:
     return taken
 
 
-def _hash(snapshot: _Snapshot) -> str:
+def _hash(snapshot: Snapshot) -> str:
     digest = hashlib.sha256(_CONTEXT_FORMAT)
     for name, data, _ in snapshot:
         digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big"))
@@ -177,7 +198,7 @@ def _hash(snapshot: _Snapshot) -> str:
     return digest.hexdigest()
 
 
-def _context_tar(snapshot: _Snapshot) -> io.BytesIO:
+def context_tar(snapshot: Snapshot) -> io.BytesIO:
     """An in-memory tar of the snapshot, root-owned and world-readable."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -235,7 +256,7 @@ def image_status(tag: str = DEFAULT_TAG,
     attrs = inspect_image(client, tag)
     if attrs is None:
         return ImageStatus(tag=tag, present=False, current_hash=current)
-    labels = _labels(attrs)
+    labels = image_labels(attrs)
     built = labels.get(HASH_LABEL)
     return ImageStatus(
         tag=tag,
@@ -275,11 +296,11 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
             (the message ends with the build's last lines).
     """
     client = client or ensure_engine(progress=progress)
-    snapshot = _snapshot(sources or find_sources())
+    snapshot = snapshot_sources(sources or find_sources())
     digest = _hash(snapshot)
     existing = inspect_image(client, tag)
     if existing is not None and not force:
-        labels = _labels(existing)
+        labels = image_labels(existing)
         if labels.get(HASH_LABEL) == digest and base in (None, labels.get(BASE_LABEL)):
             say(progress, f"{tag} is up to date ({digest[:12]})")
             return str(existing["Id"])
@@ -289,36 +310,28 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
     say(progress, f"building {tag} on {base} (sources {digest[:12]})")
     image_id = _run_build(client, snapshot, tag, base, digest, progress)
     if existing is not None and existing.get("Id") != image_id:
-        _drop_replaced(client, str(existing["Id"]))
+        drop_replaced(client, str(existing["Id"]))
     return image_id
 
 
-def _run_build(client: docker.DockerClient, snapshot: _Snapshot, tag: str, base: str,
+def _run_build(client: docker.DockerClient, snapshot: Snapshot, tag: str, base: str,
                digest: str, progress: Progress) -> str:
     recent: list[str] = []
-    pending = ""  # the engine splits output lines across chunks
-    image_id: str | None = None
+
+    def line(text: str) -> None:
+        recent[:] = (recent + [text])[-20:]
+        say(progress, text)
+
     with engine_errors(f"the engine failed while building {tag}"):
         stream = client.api.build(
-            fileobj=_context_tar(snapshot), custom_context=True, dockerfile=DOCKERFILE,
+            fileobj=context_tar(snapshot), custom_context=True, dockerfile=DOCKERFILE,
             tag=tag, buildargs={"BASE": base}, labels={HASH_LABEL: digest, BASE_LABEL: base},
             rm=True, forcerm=True, pull=False, decode=True, timeout=_BUILD_TIMEOUT,
         )
-        for chunk in stream:
-            if "error" in chunk:
-                tail = "\n".join(recent + [pending])
-                raise ImageBuildError(f"building {tag} failed: {chunk['error'].strip()}\n"
-                                      f"{tail}")
-            *lines, pending = (pending + str(chunk.get("stream", ""))).split("\n")
-            for line in lines:
-                if line.strip():
-                    recent = (recent + [line.rstrip()])[-20:]
-                    say(progress, line.rstrip())
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and aux.get("ID"):
-                image_id = str(aux["ID"])
-    if pending.strip():
-        say(progress, pending.rstrip())
+        image_id, error = follow_build(stream, line)
+    if error is not None:
+        tail = "\n".join(recent)
+        raise ImageBuildError(f"building {tag} failed: {error}\n{tail}")
     if image_id is None:
         attrs = inspect_image(client, tag)
         if attrs is None:
@@ -327,10 +340,37 @@ def _run_build(client: docker.DockerClient, snapshot: _Snapshot, tag: str, base:
     return image_id
 
 
-def _drop_replaced(client: docker.DockerClient, old_id: str) -> None:
-    """Remove the image a rebuild replaced, if we built it and nothing else uses it."""
+def follow_build(stream: Iterable[dict[str, Any]],
+                 line: Callable[[str], None]) -> tuple[str | None, str | None]:
+    """Read an engine build's decoded stream to its end: ``line`` gets each non-blank output
+    line (the engine splits lines across chunks); returns ``(image id or None, the engine's
+    error or None)``. Call it inside :func:`engine_errors`: the stream raises SDK errors."""
+    pending = ""
+    image_id: str | None = None
+    for chunk in stream:
+        if "stream" in chunk:  # a step's stderr comes coloured: keep the text alone
+            chunk = {**chunk, "stream": _ANSI.sub("", str(chunk["stream"]))}
+        if "error" in chunk:
+            if pending.strip():
+                line(pending.rstrip())
+            return image_id, str(chunk["error"]).strip()
+        *lines, pending = (pending + str(chunk.get("stream", ""))).split("\n")
+        for text in lines:
+            if text.strip():
+                line(text.rstrip())
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            image_id = str(aux["ID"])
+    if pending.strip():
+        line(pending.rstrip())
+    return image_id, None
+
+
+def drop_replaced(client: docker.DockerClient, old_id: str, label: str = HASH_LABEL) -> None:
+    """Remove the image a rebuild replaced, if we built it (it carries ``label``) and nothing
+    else uses it."""
     old = inspect_image(client, old_id)
-    if old is None or HASH_LABEL not in _labels(old) or old.get("RepoTags"):
+    if old is None or label not in image_labels(old) or old.get("RepoTags"):
         return
     try:
         with engine_errors(f"cannot remove the replaced image {old_id[:19]}"):
@@ -357,7 +397,7 @@ def resolve_base(client: docker.DockerClient, progress: Progress = None,
     if inspect_image(client, DEFAULT_BASE) is not None:
         return DEFAULT_BASE
     made = inspect_image(client, debian)
-    if made is not None and _labels(made).get(PACKAGES_LABEL) == base_packages():
+    if made is not None and image_labels(made).get(PACKAGES_LABEL) == base_packages():
         return debian
     if _try_pull(client, DEFAULT_BASE, progress):
         return DEFAULT_BASE
@@ -414,6 +454,8 @@ def resolve_image(client: docker.DockerClient, requested: str | None = None) -> 
     with engine_errors("the engine refused to list images"):
         ours = client.api.images(filters={"label": HASH_LABEL})
     for image in sorted(ours, key=lambda found: found.get("Created", 0), reverse=True):
+        if BUILD_LABEL in (image.get("Labels") or {}):
+            continue  # a function's image (it inherits the label): not a default for all
         tags = [tag for tag in image.get("RepoTags") or () if tag != "<none>:<none>"]
         return tags[0] if tags else str(image["Id"])
     raise ImageNotFound(f"no session image is present (looked for {', '.join(IMAGE_CANDIDATES)} "
@@ -421,9 +463,13 @@ def resolve_image(client: docker.DockerClient, requested: str | None = None) -> 
 
 
 def image_python(attrs: dict[str, Any]) -> str | None:
-    """The "major.minor" Python of an image built by :func:`build_image`, from its base
-    (``python:3.X-slim``, or a Debian suite's python3); None when the base does not tell."""
-    base = _labels(attrs).get(BASE_LABEL, "")
+    """The "major.minor" Python of an image: its ``org.pyhost.python`` label, else (an image
+    built by :func:`build_image`) its base's (``python:3.X-slim``, or a Debian suite's
+    python3); None when neither tells."""
+    labels = image_labels(attrs)
+    if re.fullmatch(r"\d+\.\d+", labels.get(PYTHON_LABEL, "")):
+        return labels[PYTHON_LABEL]
+    base = labels.get(BASE_LABEL, "")
     match = re.match(r"^(?:[^/]*/)?python:(\d+\.\d+)", base)
     if match:
         return match.group(1)
@@ -433,7 +479,8 @@ def image_python(attrs: dict[str, Any]) -> str | None:
 
 # -- small helpers ---------------------------------------------------------------------------
 
-def _labels(attrs: dict[str, Any]) -> dict[str, str]:
+def image_labels(attrs: dict[str, Any]) -> dict[str, str]:
+    """An image's labels, from the engine's description of it."""
     return dict((attrs.get("Config") or {}).get("Labels") or {})
 
 

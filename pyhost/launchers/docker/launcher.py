@@ -28,9 +28,21 @@ import docker
 import docker.errors
 
 from ...errors import ConfigurationError, EngineUnavailable, SessionDied
-from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, Volume, server_env
+from ..base import (
+    BuildProgress,
+    BuiltImage,
+    Endpoint,
+    ExitStatus,
+    ImageRecipe,
+    Instance,
+    Launcher,
+    LaunchSpec,
+    Volume,
+    server_env,
+)
 from ..ownership import Owner
 from .client import docker_client, engine_errors, inspect_image
+from .function_image import build_function_image, check_recipe
 from .image import image_python, resolve_image
 from .iodir import SANDBOX_UID, IoAccess, io_access, sandbox_user
 from .networking import (
@@ -160,6 +172,14 @@ class DockerLauncher(Launcher):
         """Read from the labels ``pyhost image build`` puts on the image (its base)."""
         attrs = inspect_image(self.client, resolve_image(self.client, image))
         return image_python(attrs) if attrs is not None else None
+
+    def check_recipe(self, recipe: ImageRecipe) -> None:
+        """The recipe's checks that need no engine (see :mod:`.function_image`)."""
+        check_recipe(recipe)
+
+    def build_image(self, recipe: ImageRecipe, progress: BuildProgress = None) -> BuiltImage:
+        """Build a function's image on this engine (see :mod:`.function_image`)."""
+        return build_function_image(self.client, recipe, progress)
 
     def start(self, spec: LaunchSpec) -> DockerInstance:
         self.check(spec)

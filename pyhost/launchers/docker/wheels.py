@@ -92,7 +92,8 @@ def install_wheels(requirements: Sequence[str], python: str, target: Path, *,
         download.append("--no-index")
     elif index_url:
         download += ["--index-url", index_url]
-    _pip([*download, *requirements], progress, f"resolving wheels for Python {python}")
+    _pip([*download, *requirements], progress,
+         f"resolving wheels for Python {python} ({', '.join(requirements)})")
     if target.exists():
         shutil.rmtree(target)
     install = ["install", "--no-index", *_links(links), "--target", str(target), *target_args,
