@@ -37,10 +37,24 @@ def _image_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_swarm_up(args: argparse.Namespace) -> int:
+    from .launchers.docker.engine import ensure_engine
+    from .launchers.swarm.cluster import swarm_up
+
+    state, made = swarm_up(ensure_engine(install=not args.no_install, progress=_say),
+                           args.advertise_addr)
+    print(("made " if made else "already ") + state.describe())
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
+    from .launchers.docker.client import docker_client
     from .launchers.docker.doctor import diagnose
+    from .launchers.swarm.doctor import diagnose_swarm
 
     checks = diagnose(args.io, args.tag)
+    if checks[0].ok:  # the engine answers
+        checks += diagnose_swarm(docker_client())
     for check in checks:
         print(check)
     return 0 if all(check.ok for check in checks) else 1
@@ -55,7 +69,9 @@ a part that ran failed."""
 
 def _gc(args: argparse.Namespace) -> int:
     failed = False
-    for name, part in (("runs", cli_runtime.settle_runs), ("containers", _collect_orphans)):
+    parts = (("runs", cli_runtime.settle_runs), ("containers", _collect_orphans),
+             ("swarm", _collect_swarm_orphans))
+    for name, part in parts:
         try:
             outcome, ok = part()
         except PyHostError as exc:
@@ -77,6 +93,18 @@ def _collect_orphans() -> tuple[str, bool]:
     return str(report), not report.failed
 
 
+def _collect_swarm_orphans() -> tuple[str, bool]:
+    from .launchers.docker.client import docker_client
+    from .launchers.swarm.orphans import collect_swarm
+
+    try:
+        client = docker_client()
+    except EngineUnavailable as exc:
+        return f"skipped: {exc}", True
+    report = collect_swarm(client)
+    return str(report), not report.failed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``pyhost`` command line."""
     from .launchers.docker.image import DEFAULT_TAG
@@ -90,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     up = engine_cmds.add_parser("up", help="reuse a running engine, or install and start one")
     up.add_argument("--no-install", action="store_true", help="never install or start dockerd")
     up.set_defaults(run=_engine_up)
+    swarm = engine_cmds.add_parser("swarm-up", help="make the engine a single-node swarm "
+                                   "manager (a no-op in a swarm); needed by launcher='swarm'")
+    swarm.add_argument("--advertise-addr", default=None,
+                       help="the address other nodes reach this one at (default: the first "
+                            "global IPv4 address)")
+    swarm.add_argument("--no-install", action="store_true", help="never install or start dockerd")
+    swarm.set_defaults(run=_engine_swarm_up)
 
     image = commands.add_parser("image", help="the session image")
     image_cmds = image.add_subparsers(dest="action", required=True)

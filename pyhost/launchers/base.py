@@ -91,6 +91,9 @@ class LaunchSpec:
     network: str | None = None
     publish_address: str = "127.0.0.1"
     volumes: tuple[Volume, ...] = ()
+    # Where a cluster launcher may place the server: Swarm placement constraints such as
+    # ``node.labels.gpu==true``. A single-engine launcher has one place and ignores them.
+    placement: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

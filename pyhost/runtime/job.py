@@ -256,7 +256,7 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
     session = py(launcher=settings.launcher, io=None, timeout=settings.timeout,
                  env={**settings.envs, **settings.secrets}, image=settings.image,
                  mem_limit=settings.mem_limit or "1g", cpus=settings.cpus,
-                 volumes=settings.volumes)
+                 volumes=settings.volumes, placement=settings.constraints())
     execution.stopper = session.kill
     session.__enter__()  # kept across evals; closed by the caller once the run is recorded
     try:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["VOLUME_TYPES", "JobSettings", "check_job", "parse_resources", "parse_volumes",
            "run_image"]
 
+# A node label or its value, as node_selector may name them.
+_LABEL_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
 _SERVE_ONLY = ("context", "event", "events")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
 _MEMORY_FACTORS = {None: 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
@@ -68,6 +71,11 @@ class JobSettings:
             type(self.launcher).__name__, **self.placement,
         }
 
+    def constraints(self) -> tuple[str, ...]:
+        """``node_selector`` as Swarm placement constraints (``node.labels.K==V``)."""
+        selector = self.placement.get("node_selector") or {}
+        return tuple(f"node.labels.{key}=={value}" for key, value in sorted(selector.items()))
+
 
 def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | None,
               parameters: dict[str, Any] | None, outputs: dict[str, str] | None,
@@ -94,8 +102,7 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         volumes=parse_volumes(volumes or []),
         backoff_limit=_check_count("backoff_limit", backoff_limit),
         timeout=timeout, launcher=launcher, local_execution=bool(local_execution),
-        placement={"node_selector": node_selector, "affinity": affinity,
-                   "tolerations": tolerations})
+        placement=_check_placement(launcher, node_selector, affinity, tolerations))
     settings.cpus, settings.mem_limit = parse_resources(resources or {})
     settings.image = None if settings.local_execution else run_image(function)
     if settings.volumes:
@@ -105,6 +112,22 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
     _check_signature(info, settings)
     _check_python_version(function, settings)
     return settings
+
+
+def _check_placement(launcher: Any, node_selector: Any, affinity: Any,
+                     tolerations: Any) -> dict[str, Any]:
+    """``node_selector`` must be ``{label: value}`` of plain words; Swarm places by node labels
+    only, so on it ``affinity`` and ``tolerations`` are refused rather than ignored."""
+    for key, value in _mapping("node_selector", node_selector or {}).items():
+        if not (isinstance(value, (str, int, bool)) and _LABEL_WORD.match(str(key))
+                and _LABEL_WORD.match(str(value))):
+            raise ConfigurationError(f"node_selector: {key!r}: {value!r} is not a node label "
+                                     "and value (letters, digits, '.', '-', '_', '/')")
+    if launcher == "swarm" and (affinity or tolerations):
+        what = "affinity" if affinity else "tolerations"
+        raise ConfigurationError(f"{what}: Swarm places tasks by node labels only; express it "
+                                 "as node_selector={label: value} on labelled nodes")
+    return {"node_selector": node_selector, "affinity": affinity, "tolerations": tolerations}
 
 
 def _check_inputs(runtime: Runtime, project: str, inputs: dict[str, Any]) -> dict[str, str]:

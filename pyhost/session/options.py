@@ -75,6 +75,9 @@ class SessionOptions:
     volumes: tuple[Volume, ...] = ()
     """Docker only: more mounts (:class:`~pyhost.launchers.base.Volume`): named volumes,
     read-only unless asked, or scratch tmpfs."""
+    placement: tuple[str, ...] = ()
+    """Swarm only: placement constraints for the server's task (``node.labels.gpu==true``);
+    a single-engine launcher ignores them."""
     max_frame: int = wire.DEFAULT_MAX_FRAME
     """Largest message (a frame and its buffers) either end accepts, in bytes."""
     output_cap: int = 1 << 20
@@ -149,7 +152,8 @@ class SessionOptions:
             mem_limit=self.mem_limit, cpus=self.cpus, log_level=self.log_level,
             max_frame=self.max_frame, output_cap=self.output_cap, spin=self.spin,
             io_host_path=self.io_host_path, io_volume=self.io_volume, network=self.network,
-            publish_address=self.publish_address, volumes=tuple(self.volumes))
+            publish_address=self.publish_address, volumes=tuple(self.volumes),
+            placement=tuple(self.placement))
 
     def pool_key(self) -> tuple[Any, ...]:
         """What a ready server depends on: sessions with equal keys may share a warm pool."""

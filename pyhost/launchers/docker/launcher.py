@@ -57,7 +57,7 @@ from .networking import (
 from .orphans import collect
 from .paths import EngineView
 
-__all__ = ["DockerInstance", "DockerLauncher"]
+__all__ = ["DockerInstance", "DockerLauncher", "check_volumes"]
 
 SOCKET_DIR_IN_CONTAINER = "/run/hxpy"
 SOCKET_NAME = "hxpy.sock"
@@ -166,7 +166,7 @@ class DockerLauncher(Launcher):
         check_publish_address(spec.publish_address)
         if spec.network:
             check_network_name(spec.network)
-        _check_volumes(spec.volumes)
+        check_volumes(spec.volumes)
 
     def python_version(self, image: str | None) -> str | None:
         """Read from the labels ``pyhost image build`` puts on the image (its base)."""
@@ -365,7 +365,12 @@ _RESERVED_TARGETS = ("/io", "/tmp", SOCKET_DIR_IN_CONTAINER, "/proc", "/sys", "/
                      "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var", "/run", "/opt")
 
 
-def _check_volumes(volumes: tuple[Volume, ...]) -> None:
+def check_volumes(volumes: tuple[Volume, ...]) -> None:
+    """Refuse volumes that would land on the sandbox's own mounts or system directories.
+
+    Raises:
+        ConfigurationError: naming the volume.
+    """
     seen = set()
     for volume in volumes:
         target = volume.target.rstrip("/") or "/"

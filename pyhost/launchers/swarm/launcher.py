@@ -1,0 +1,318 @@
+"""The Swarm launcher: each session server is the one task of a Swarm service.
+
+Swarm places the task on a node; pyhost never picks one. A session is a ``replicated-job``
+service (one task, never restarted: a session that ended is over, and a job's retries are the
+runtime's ``backoff_limit``, never also Swarm's). The task keeps the session sandbox: uid
+1000, read-only root, every capability dropped, ``no-new-privileges`` as the engine applies it
+to tasks, memory/CPU/pids limits. It joins the attachable overlay :data:`SESSION_NETWORK` and
+is reached in one of two ways:
+
+* from outside the cluster (the default): its server port is published in ``host`` mode on
+  the node running it (the routing mesh is not used, so no IPVS is needed) and the host
+  connects to that node's address; the session key guards the port;
+* ``network=NAME`` (pyhost itself runs in a container on that attachable overlay): the host
+  connects to the task's address on it.
+
+What a cluster cannot give: a directory of this machine at ``/io`` (use ``io_volume=``, a
+volume on the node) and a Unix socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import (
+    ContainerSpec,
+    EndpointSpec,
+    Mount,
+    Placement,
+    Resources,
+    RestartPolicy,
+    ServiceMode,
+    TaskTemplate,
+)
+
+from ...errors import ConfigurationError, EngineUnavailable, SessionDied
+from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
+from ..docker.client import docker_client, engine_errors, inspect_image
+from ..docker.image import image_python, resolve_image
+from ..docker.iodir import SANDBOX_UID
+from ..docker.launcher import check_volumes
+from ..docker.networking import SERVER_PORT, check_network_name
+from ..ownership import Owner
+from .cluster import SESSION_NETWORK, ensure_network, require_manager
+
+__all__ = ["SwarmInstance", "SwarmLauncher"]
+
+log = logging.getLogger("pyhost")
+
+# Task states after which a task never runs again.
+_ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+_START_TIMEOUT = 120.0  # pulling is impossible here; a slow scheduler or a busy node is not
+_POLL = 0.02
+
+
+class SwarmInstance(Instance):
+    """A service whose one task runs the session server."""
+
+    def __init__(self, client: docker.DockerClient, service_id: str) -> None:
+        self.client = client
+        self.id = service_id
+        self.endpoint = Endpoint("tcp", ("", 0))  # known once the task runs
+        self.container_id = ""  # the task's container, once it runs
+        self._removed = False
+
+    def task(self) -> dict[str, Any] | None:
+        """The service's newest task; None while it has none (or the service is gone)."""
+        with engine_errors(f"cannot list the tasks of service {self.id[:12]}"):
+            try:
+                tasks = self.client.api.tasks(filters={"service": self.id})
+            except docker.errors.NotFound:
+                return None
+        if not tasks:
+            return None
+        return max(tasks, key=lambda task: str(task.get("CreatedAt", "")))
+
+    def poll(self) -> ExitStatus | None:
+        if self._removed:
+            return ExitStatus(None, error="the service was removed")
+        task = self.task()
+        if task is None:
+            if not self._service_exists():
+                return ExitStatus(None, error="the service was removed")
+            return None
+        status = task.get("Status") or {}
+        if status.get("State") not in _ENDED:
+            return None
+        container = status.get("ContainerStatus") or {}
+        return ExitStatus(container.get("ExitCode"), error=str(status.get("Err") or
+                                                               status.get("Message") or ""),
+                          logs=self._logs())
+
+    def wait(self, timeout: float) -> ExitStatus | None:
+        # Swarm has no wait for a task; a short poll is fine here: it runs only once a
+        # session's connection has already broken, to tell why.
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.poll()
+            if status is not None or time.monotonic() >= deadline:
+                return status
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+
+    def _service_exists(self) -> bool:
+        with engine_errors(f"cannot inspect service {self.id[:12]}"):
+            try:
+                self.client.api.inspect_service(self.id)
+                return True
+            except docker.errors.NotFound:
+                return False
+
+    def _logs(self) -> str:
+        try:
+            with engine_errors("reading the service's logs"):
+                raw = self.client.api.service_logs(self.id, stdout=True, stderr=True, tail=20)
+                data = b"".join(raw) if not isinstance(raw, bytes) else raw
+        except (EngineUnavailable, docker.errors.APIError):
+            return ""
+        return data.decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        self.cleanup()  # a task cannot be killed alone: removing its service stops it
+
+    def cleanup(self) -> None:
+        if self._removed:
+            return
+        with engine_errors(f"cannot remove service {self.id[:12]}"):
+            try:
+                self.client.api.remove_service(self.id)
+            except docker.errors.NotFound:
+                pass
+        self._removed = True
+        # Swarm keeps the exited container of a finished job task after its service goes;
+        # remove it when it is on this engine (on another node its engine keeps it).
+        if self.container_id:
+            with engine_errors(f"cannot remove container {self.container_id[:12]}"):
+                try:
+                    self.client.api.remove_container(self.container_id, force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # 409: its removal is under way already
+                        raise
+
+
+class SwarmLauncher(Launcher):
+    """Starts session servers as Swarm services on the cluster of a manager engine."""
+
+    name = "swarm"
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._client = client
+        self.owner = Owner.current()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    def check(self, spec: LaunchSpec) -> None:
+        """The checks that need no engine."""
+        if spec.io_dir is not None and spec.io_required and not spec.io_volume:
+            raise ConfigurationError(
+                f"io={spec.io_dir!r} is a directory on this machine, which the nodes of a "
+                "swarm cannot mount; use io_volume='name' (a volume on the task's node) or "
+                "io=None")
+        if spec.io_host_path:
+            raise ConfigurationError("io_host_path= names a path on an engine host; on a "
+                                     "swarm use io_volume=")
+        if spec.network:
+            check_network_name(spec.network)
+        check_volumes(spec.volumes)
+
+    def python_version(self, image: str | None) -> str | None:
+        attrs = inspect_image(self.client, resolve_image(self.client, image))
+        return image_python(attrs) if attrs is not None else None
+
+    def start(self, spec: LaunchSpec) -> SwarmInstance:
+        self.check(spec)
+        require_manager(self.client)
+        image = resolve_image(self.client, spec.image)
+        network = spec.network or SESSION_NETWORK
+        if spec.network:
+            self._check_attachable(spec.network)
+        else:
+            ensure_network(self.client)
+        service_id = self._create(spec, image, network)
+        instance = SwarmInstance(self.client, service_id)
+        try:
+            instance.endpoint = self._endpoint(instance, network, not spec.network,
+                                               spec.placement)
+        except BaseException:
+            instance.cleanup()
+            raise
+        return instance
+
+    def _check_attachable(self, name: str) -> None:
+        with engine_errors(f"cannot inspect network {name!r}"):
+            try:
+                attrs = self.client.api.inspect_network(name)
+            except docker.errors.NotFound:
+                raise ConfigurationError(f"network={name!r}: the swarm has no such network; "
+                                         "create an attachable overlay network and run "
+                                         "pyhost in a container on it") from None
+        if attrs.get("Driver") != "overlay":
+            raise ConfigurationError(f"network={name!r} is a {attrs.get('Driver')} network; "
+                                     "a swarm task joins an overlay network")
+
+    def _create(self, spec: LaunchSpec, image: str, network: str) -> str:
+        mounts = [Mount("/tmp", None, type="tmpfs", tmpfs_size=_bytes(spec.tmp_size))]
+        mounts += [Mount(v.target, None, type="tmpfs", tmpfs_size=_bytes(v.size or
+                                                                            spec.tmp_size))
+                   for v in spec.volumes if v.kind == "tmpfs"]
+        mounts += [Mount(v.target, v.source, type="volume", read_only=v.read_only,
+                         labels=self.owner.labels(spec.session_id))
+                   for v in spec.volumes if v.kind == "volume"]
+        if spec.io_volume:
+            mounts.append(Mount("/io", spec.io_volume, type="volume"))
+        labels = self.owner.labels(spec.session_id)
+        listen = f"tcp:0.0.0.0:{SERVER_PORT}"
+        container = ContainerSpec(
+            image, user=f"{SANDBOX_UID}:{SANDBOX_UID}", env=server_env(spec, listen),
+            labels=labels, mounts=mounts, read_only=True, cap_drop=["ALL"], init=True,
+            workdir="/io" if spec.io_volume else "/tmp")
+        resources = Resources(cpu_limit=int(spec.cpus * 1e9) if spec.cpus else None,
+                              mem_limit=_bytes(spec.mem_limit) if spec.mem_limit else None)
+        resources.setdefault("Limits", {})["Pids"] = spec.pids_limit
+        template = TaskTemplate(
+            container, resources=resources, restart_policy=RestartPolicy(condition="none"),
+            placement=Placement(constraints=list(spec.placement)) if spec.placement else None,
+            networks=[network],
+            log_driver={"Name": "json-file", "Options": {"max-size": "1m", "max-file": "1"}})
+        ports = None if spec.network else [{"Protocol": "tcp", "TargetPort": SERVER_PORT,
+                                            "PublishMode": "host"}]
+        with engine_errors(f"the swarm could not create a service from {image}"):
+            created = self.client.api.create_service(
+                template, name=f"pyhost-{spec.session_id}", labels=labels,
+                mode=ServiceMode("replicated-job", concurrency=1, replicas=1),
+                endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports))
+        return str(created["ID"])
+
+    def _endpoint(self, instance: SwarmInstance, network: str, published: bool,
+                  placement: tuple[str, ...]) -> Endpoint:
+        """Wait until the task runs; where it is reached (the node's published port, or its
+        address on the network)."""
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            task = instance.task()
+            status = (task or {}).get("Status") or {}
+            state = status.get("State")
+            if state == "running":
+                instance.container_id = str(
+                    (status.get("ContainerStatus") or {}).get("ContainerID") or "")
+                endpoint = (self._published(task) if published
+                            else _network_address(task, network))
+                if endpoint is not None:
+                    return endpoint
+            elif state == "pending" and "no suitable node" in str(status.get("Err")):
+                # Swarm would keep it pending until a fitting node joins; a session waits
+                # for no such thing.
+                raise ConfigurationError(f"no node of the swarm can run the session: "
+                                         f"{status.get('Err')} (placement: "
+                                         f"{', '.join(placement) or 'none'})")
+            elif state in _ENDED:
+                ended = instance.poll() or ExitStatus(None, error=str(status.get("Err")))
+                raise SessionDied(f"the session task of service {instance.id[:12]} ended "
+                                  f"before it served: {ended.describe()}",
+                                  ended.exit_code, False)
+            if time.monotonic() > deadline:
+                why = status.get("Err") or status.get("Message") or state or "no task"
+                raise SessionDied(f"the swarm did not start service {instance.id[:12]} in "
+                                  f"{_START_TIMEOUT:.0f} s ({why})", None, False)
+            time.sleep(_POLL)
+
+    def _published(self, task: Any) -> Endpoint | None:
+        ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
+        port = next((p.get("PublishedPort") for p in ports
+                     if p.get("TargetPort") == SERVER_PORT and p.get("PublishedPort")), None)
+        if not port:
+            return None
+        return Endpoint("tcp", (self._node_address(str(task.get("NodeID"))), int(port)))
+
+    def _node_address(self, node_id: str) -> str:
+        with engine_errors(f"cannot inspect node {node_id[:12]}"):
+            node = self.client.api.inspect_node(node_id)
+        address = str((node.get("Status") or {}).get("Addr") or "")
+        if not address or address == "0.0.0.0":
+            raise SessionDied(f"the swarm does not tell the address of node {node_id[:12]}",
+                              None, False)
+        return address
+
+
+def _network_address(task: Any, network: str) -> Endpoint | None:
+    for attachment in task.get("NetworksAttachments") or []:
+        net = attachment.get("Network") or {}
+        if network in (net.get("ID"), (net.get("Spec") or {}).get("Name")):
+            for address in attachment.get("Addresses") or []:
+                return Endpoint("tcp", (address.split("/")[0], SERVER_PORT))
+    return None
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _bytes(size: str | int) -> int:
+    """Bytes of a Docker size (``512m``, ``1g``, an int); Swarm wants numbers."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().lower()
+    unit = text[-1] if text and text[-1] in _UNITS else ""
+    try:
+        return int(float(text[:len(text) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise ConfigurationError(f"size {size!r} is not a number of bytes such as 512m or "
+                                 "1g") from None

@@ -1,0 +1,174 @@
+"""Sessions and runtime jobs on a Docker Swarm cluster, through the same launcher interface.
+
+The tests need a swarm manager: the local engine is made a single-node swarm for them
+(``swarm_up``) unless it is one already, and leaves the swarm at the end only if they made
+it. The routing mesh is not used (this kernel has no IPVS): sessions are reached on host-mode
+published ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import pyhost.runtime as dh
+from pyhost import ConfigurationError, py
+from pyhost.launchers.ownership import LABEL_PREFIX, SESSION_LABEL
+from pyhost.launchers.swarm.cluster import swarm_leave, swarm_state, swarm_up
+from pyhost.launchers.swarm.orphans import collect_swarm
+
+FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def swarm(client):
+    state, made = swarm_up(client)
+    assert state.manager, state.describe()
+    yield state
+    if made:
+        swarm_leave(client)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_services(client, swarm):
+    yield
+    # Swarm removes a removed service's task container a moment later.
+    deadline = time.monotonic() + 10
+    while (_our_services(client) or _our_containers(client)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _our_services(client)
+    for service in left:
+        client.api.remove_service(service["ID"])
+    assert not left, f"the test left {len(left)} service(s) behind"
+
+
+def _our_services(client, pid: int | None = None):
+    return client.api.services(
+        filters={"label": f"{LABEL_PREFIX}.owner.pid={pid or os.getpid()}"})
+
+
+def _our_containers(client):
+    return client.api.containers(
+        all=True, filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
+
+
+def _task_container(client, service_id):
+    tasks = client.api.tasks(filters={"service": service_id})
+    container_id = tasks[0]["Status"]["ContainerStatus"]["ContainerID"]
+    return client.api.inspect_container(container_id)
+
+
+def test_the_design_example_as_a_swarm_session(client):
+    assert py(launcher="swarm").timeout(10).define("a", 100).define("b", 2) \
+        .exec("def mult(x, y): return x * y\n").eval("mult(a, b)") == 200
+
+
+def test_a_swarm_session_keeps_the_sandbox(client):
+    with py(launcher="swarm", mem_limit="256m", cpus=0.5) as session:
+        assert session.eval("__import__('os').getuid()") == 1000
+        (service,) = _our_services(client)
+        attrs = _task_container(client, service["ID"])
+        host = attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["CapDrop"] == ["ALL"]
+        assert host["Memory"] == 256 << 20
+        assert host["NanoCpus"] == 500_000_000
+        assert host["PidsLimit"] == 256
+        # No route out: the gateway bridge does not masquerade.
+        session.exec("import socket\n"
+                     "def reach(address):\n"
+                     "    with socket.socket() as s:\n"
+                     "        s.settimeout(2)\n"
+                     "        return s.connect_ex(address)\n")
+        # The node's own address answers (a refused port proves a route) ... but no reply
+        # from beyond it finds its way back.
+        assert session.eval("reach(('192.0.2.2', 9))") in (111,)  # ECONNREFUSED
+        assert session.eval("reach(('192.0.2.1', 9))") not in (0, 111)
+        assert service["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 1,
+                                                             "TotalCompletions": 1}}
+
+
+def test_a_runtime_job_on_the_swarm(client, tmp_path):
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("demo")
+    di = project.log_dataitem(name="d", kind="table", data=pd.DataFrame({"x": [1, 2, 3]}))
+    fn = project.new_function(name="python-function", kind="python",
+                              code_src=str(FUNCTIONS / "main.py"), handler="func5")
+    run = fn.run(inputs={"di": di.key}, parameters={"param1": "swarm"},
+                 outputs={"result": "named"}, launcher="swarm", wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("total") == 6
+    assert list(run.output("named").as_df()["label"]) == ["swarm"] * 3
+
+    logged = project.new_function(name="logs", kind="python",
+                                  code_src=str(FUNCTIONS / "main.py"), handler="func3")
+    run = logged.run(parameters={"param1": "s"}, launcher="swarm", wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    artifact = project.get_artifact("report")
+    got = Path(artifact.download(tmp_path / "out")).read_text()
+    assert got == "report for s\n" * 1000
+
+
+def test_node_selector_places_the_job_and_affinity_is_refused(client, swarm, tmp_path):
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("demo")
+    fn = project.new_function(name="f1", kind="python", code_src=str(FUNCTIONS / "main.py"),
+                              handler="func1")
+    node = client.api.inspect_node(swarm.node_id)
+    spec = node["Spec"]
+    labels = dict(spec.get("Labels") or {})
+    client.api.update_node(swarm.node_id, node["Version"]["Index"],
+                           {**spec, "Labels": {**labels, "pyhost-test": "here"}})
+    try:
+        run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
+                     node_selector={"pyhost-test": "here"})
+        assert run.status.state == "COMPLETED", run.status.error
+        run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
+                     node_selector={"pyhost-test": "elsewhere"})
+        assert run.status.state == "ERROR"
+        assert "no node of the swarm can run" in run.status.message
+    finally:
+        node = client.api.inspect_node(swarm.node_id)
+        client.api.update_node(swarm.node_id, node["Version"]["Index"],
+                               {**node["Spec"], "Labels": labels})
+    with pytest.raises(ConfigurationError, match="affinity: Swarm places tasks by node labels"):
+        fn.run(parameters={"param1": "x"}, launcher="swarm", affinity={"x": 1})
+
+
+def test_gc_removes_the_service_of_a_killed_host(client):
+    code = ("from pyhost import py\n"
+            "s = py(launcher='swarm'); s.__enter__(); s.eval('1')\n"
+            "print('ready', flush=True)\n"
+            "import time; time.sleep(300)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "container")])}
+    host = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env,
+                            text=True)
+    try:
+        assert host.stdout is not None and host.stdout.readline().strip() == "ready"
+        assert len(_our_services(client, host.pid)) == 1
+    finally:
+        host.send_signal(signal.SIGKILL)
+        host.wait()
+    report = collect_swarm(client)
+    assert not _our_services(client, host.pid)
+    assert len(report.services) >= 1, report
+
+
+def test_an_explicit_io_dir_is_refused_before_anything_starts(client, tmp_path):
+    with pytest.raises(ConfigurationError, match="nodes of a swarm cannot mount"):
+        py(launcher="swarm", io=str(tmp_path))
+    assert not client.api.services(filters={"label": SESSION_LABEL})
+
+
+def test_the_swarm_state_is_reported(client, swarm):
+    state = swarm_state(client)
+    assert state.manager and state.nodes >= 1
+    assert "manager" in state.describe()
