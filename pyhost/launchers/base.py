@@ -94,6 +94,9 @@ class LaunchSpec:
     # Where a cluster launcher may place the server: Swarm placement constraints such as
     # ``node.labels.gpu==true``. A single-engine launcher has one place and ignores them.
     placement: tuple[str, ...] = ()
+    # name -> value for the server's environment, kept apart from ``env`` so that a cluster
+    # launcher can hand them over as the engine's own secrets; never shown by ``repr``.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -272,9 +275,11 @@ class Launcher(abc.ABC):
         """
 
 
-def server_env(spec: LaunchSpec, listen: str) -> dict[str, str]:
-    """The environment that configures ``python -m hxpy`` (see ``hxpy.server``)."""
+def server_env(spec: LaunchSpec, listen: str, with_secrets: bool = True) -> dict[str, str]:
+    """The environment that configures ``python -m hxpy`` (see ``hxpy.server``), with the
+    secrets in it unless ``with_secrets`` is False (a launcher that mounts them as files)."""
     env = {
+        **(spec.secrets if with_secrets else {}),
         **spec.env,
         "HXPY_KEY": spec.key,
         "HXPY_LISTEN": listen,

@@ -172,3 +172,31 @@ def test_the_swarm_state_is_reported(client, swarm):
     state = swarm_state(client)
     assert state.manager and state.nodes >= 1
     assert "manager" in state.describe()
+
+
+def test_a_secret_travels_as_a_swarm_secret_and_goes_with_the_session(client):
+    value = "sw4rm-" + os.urandom(8).hex()
+    with py(launcher="swarm", secrets={"API_TOKEN": value}) as session:
+        assert session.eval("__import__('os').environ['API_TOKEN']") == value
+        (service,) = _our_services(client)
+        assert value not in repr(client.api.inspect_service(service["ID"]))
+        (secret,) = client.api.secrets(
+            filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
+        assert value not in repr(secret)
+    assert not client.api.secrets(filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
+
+
+def test_a_job_secret_reaches_the_handler_and_nowhere_else(client, tmp_path, monkeypatch):
+    value = "j0b-" + os.urandom(8).hex()
+    monkeypatch.setenv("API_TOKEN", value)
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("demo")
+    fn = project.new_function(name="secret", kind="python",
+                              code_src=str(FUNCTIONS / "main.py"), handler="secret_user")
+    run = fn.run(secrets=["API_TOKEN"], launcher="swarm", wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("result") == len(value)
+    assert "***" in run.logs() and value not in run.logs()
+    for path in (tmp_path / "home").rglob("*"):
+        if path.is_file():
+            assert value.encode() not in path.read_bytes(), path

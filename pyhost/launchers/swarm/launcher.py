@@ -13,6 +13,10 @@ is reached in one of two ways:
 * ``network=NAME`` (pyhost itself runs in a container on that attachable overlay): the host
   connects to the task's address on it.
 
+Secrets (``LaunchSpec.secrets``) become Swarm secrets made for the session, mounted for uid
+1000 alone and read into the server's environment at its start (``HXPY_SECRETS_DIR``); the
+service's spec never holds their values, and they are removed with the service.
+
 What a cluster cannot give: a directory of this machine at ``/io`` (use ``io_volume=``, a
 volume on the node) and a Unix socket.
 """
@@ -32,6 +36,7 @@ from docker.types import (
     Placement,
     Resources,
     RestartPolicy,
+    SecretReference,
     ServiceMode,
     TaskTemplate,
 )
@@ -43,7 +48,7 @@ from ..docker.image import image_python, resolve_image
 from ..docker.iodir import SANDBOX_UID
 from ..docker.launcher import check_volumes
 from ..docker.networking import SERVER_PORT, check_network_name
-from ..ownership import Owner
+from ..ownership import SESSION_LABEL, Owner
 from .cluster import SESSION_NETWORK, ensure_network, require_manager
 
 __all__ = ["SwarmInstance", "SwarmLauncher"]
@@ -54,14 +59,17 @@ log = logging.getLogger("pyhost")
 _ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
 _START_TIMEOUT = 120.0  # pulling is impossible here; a slow scheduler or a busy node is not
 _POLL = 0.02
+_SECRETS_DIR = "/run/secrets"
 
 
 class SwarmInstance(Instance):
     """A service whose one task runs the session server."""
 
-    def __init__(self, client: docker.DockerClient, service_id: str) -> None:
+    def __init__(self, client: docker.DockerClient, service_id: str,
+                 secret_ids: tuple[str, ...] = ()) -> None:
         self.client = client
         self.id = service_id
+        self.secret_ids = secret_ids
         self.endpoint = Endpoint("tcp", ("", 0))  # known once the task runs
         self.container_id = ""  # the task's container, once it runs
         self._removed = False
@@ -143,6 +151,7 @@ class SwarmInstance(Instance):
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:  # 409: its removal is under way already
                         raise
+        remove_secrets(self.client, self.secret_ids)
 
 
 class SwarmLauncher(Launcher):
@@ -187,8 +196,13 @@ class SwarmLauncher(Launcher):
             self._check_attachable(spec.network)
         else:
             ensure_network(self.client)
-        service_id = self._create(spec, image, network)
-        instance = SwarmInstance(self.client, service_id)
+        secrets = make_secrets(self.client, spec.secrets, self.owner.labels(spec.session_id))
+        try:
+            service_id = self._create(spec, image, network, secrets)
+        except BaseException:
+            remove_secrets(self.client, tuple(secrets.values()))
+            raise
+        instance = SwarmInstance(self.client, service_id, tuple(secrets.values()))
         try:
             instance.endpoint = self._endpoint(instance, network, not spec.network,
                                                spec.placement)
@@ -209,7 +223,8 @@ class SwarmLauncher(Launcher):
             raise ConfigurationError(f"network={name!r} is a {attrs.get('Driver')} network; "
                                      "a swarm task joins an overlay network")
 
-    def _create(self, spec: LaunchSpec, image: str, network: str) -> str:
+    def _create(self, spec: LaunchSpec, image: str, network: str,
+                secrets: dict[str, str]) -> str:
         mounts = [Mount("/tmp", None, type="tmpfs", tmpfs_size=_bytes(spec.tmp_size))]
         mounts += [Mount(v.target, None, type="tmpfs", tmpfs_size=_bytes(v.size or
                                                                             spec.tmp_size))
@@ -220,9 +235,15 @@ class SwarmLauncher(Launcher):
         if spec.io_volume:
             mounts.append(Mount("/io", spec.io_volume, type="volume"))
         labels = self.owner.labels(spec.session_id)
-        listen = f"tcp:0.0.0.0:{SERVER_PORT}"
+        env = server_env(spec, f"tcp:0.0.0.0:{SERVER_PORT}", with_secrets=False)
+        if secrets:
+            env["HXPY_SECRETS_DIR"] = _SECRETS_DIR
+        references = [SecretReference(secret_id, _secret_name(spec.session_id, name),
+                                      filename=name, uid=str(SANDBOX_UID),
+                                      gid=str(SANDBOX_UID), mode=0o400)
+                      for name, secret_id in secrets.items()]
         container = ContainerSpec(
-            image, user=f"{SANDBOX_UID}:{SANDBOX_UID}", env=server_env(spec, listen),
+            image, user=f"{SANDBOX_UID}:{SANDBOX_UID}", env=env, secrets=references,
             labels=labels, mounts=mounts, read_only=True, cap_drop=["ALL"], init=True,
             workdir="/io" if spec.io_volume else "/tmp")
         resources = Resources(cpu_limit=int(spec.cpus * 1e9) if spec.cpus else None,
@@ -291,6 +312,38 @@ class SwarmLauncher(Launcher):
             raise SessionDied(f"the swarm does not tell the address of node {node_id[:12]}",
                               None, False)
         return address
+
+
+def _secret_name(session_id: str, name: str) -> str:
+    return f"pyhost-{session_id}-{name}"
+
+
+def make_secrets(client: docker.DockerClient, values: Any, labels: dict[str, str]
+                 ) -> dict[str, str]:
+    """Create one Swarm secret per value; name -> secret id. Their names carry the session id
+    and their labels the owner, so ``pyhost gc`` finds those a dead process left."""
+    session_id = labels.get(SESSION_LABEL, "")
+    made: dict[str, str] = {}
+    try:
+        for name, value in values.items():
+            with engine_errors(f"the swarm refused to make the secret for {name}"):
+                created = client.api.create_secret(_secret_name(session_id, name),
+                                                   value.encode("utf-8"), labels=labels)
+            made[name] = str(created["ID"])
+    except BaseException:
+        remove_secrets(client, tuple(made.values()))
+        raise
+    return made
+
+
+def remove_secrets(client: docker.DockerClient, secret_ids: tuple[str, ...]) -> None:
+    """Remove secrets (idempotent)."""
+    for secret_id in secret_ids:
+        with engine_errors(f"cannot remove secret {secret_id[:12]}"):
+            try:
+                client.api.remove_secret(secret_id)
+            except docker.errors.NotFound:
+                pass
 
 
 def _network_address(task: Any, network: str) -> Endpoint | None:
