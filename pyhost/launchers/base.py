@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from hxpy import wire
 
+from ..errors import ConfigurationError
+
 __all__ = ["Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher", "Volume",
            "server_env"]
 
@@ -148,6 +150,23 @@ class Launcher(abc.ABC):
         """The "major.minor" of the Python that servers of ``image`` (None: the default)
         run, when it can be known before starting one; None when it cannot."""
         return None
+
+    def image_for_python(self, version: str) -> str | None:
+        """The image servers of Python ``version`` ("3.9") run in; None: the launcher's
+        default (which has that Python, or whose Python cannot be known before a start).
+
+        Raises:
+            ConfigurationError: this launcher cannot run that Python (the message says what
+                to pass instead).
+            ImageNotFound: it could, but the image is not built (the message names the
+                command that builds it).
+        """
+        have = self.python_version(None)
+        if have is None or have == version:
+            return None
+        raise ConfigurationError(f"the {self.name or type(self).__name__} launcher runs "
+                                 f"Python {have}, not {version}; pass image= of an image "
+                                 f"with Python {version}")
 
     @abc.abstractmethod
     def start(self, spec: LaunchSpec) -> Instance:

@@ -271,9 +271,8 @@ def _captured() -> Any:
 def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings,
                     function: Function, execution: Any,
                     started: Callable[[str | None], None]) -> _Outcome:
-    image = function.spec.get("image")
     session = py(launcher=settings.launcher, io=None, timeout=settings.timeout,
-                 env={**settings.envs, **settings.secrets}, image=image,
+                 env={**settings.envs, **settings.secrets}, image=settings.image,
                  mem_limit=settings.mem_limit or "1g", cpus=settings.cpus,
                  volumes=settings.volumes)
     execution.stopper = session.kill

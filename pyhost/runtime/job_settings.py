@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hxpy.runtime.job import RESERVED
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ImageNotFound
 from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, Volume
 from .entities import Entity, check_name, parse_key
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["VOLUME_TYPES", "JobSettings", "check_job", "parse_resources", "parse_volumes"]
+__all__ = ["VOLUME_TYPES", "JobSettings", "check_job", "function_image", "parse_resources",
+           "parse_volumes"]
 
 _SERVE_ONLY = ("context", "event", "events")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
@@ -47,6 +48,7 @@ class JobSettings:
     backoff_limit: int = 0
     timeout: float | None = None
     launcher: Any = "docker"
+    image: str | None = None  # None: the launcher's default (see function_image)
     local_execution: bool = False
     placement: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +63,7 @@ class JobSettings:
                                                            "memory": self.mem_limit},
             "volumes": [dataclasses.asdict(volume) for volume in self.volumes],
             "backoff_limit": self.backoff_limit, "timeout": self.timeout,
-            "local_execution": self.local_execution,
+            "local_execution": self.local_execution, "image": self.image,
             "launcher": self.launcher if isinstance(self.launcher, str) else
             type(self.launcher).__name__, **self.placement,
         }
@@ -100,8 +102,30 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
             raise ConfigurationError("volumes: a local run has no container to mount them in")
         get_launcher(settings.launcher).check(LaunchSpec("check", volumes=settings.volumes))
     _check_signature(info, settings)
+    if not settings.local_execution:
+        settings.image = function_image(function, settings.launcher)
     _check_python_version(function, settings)
     return settings
+
+
+def function_image(function: Function, launcher: Any) -> str | None:
+    """The image a run of ``function`` runs in; None: the launcher's default.
+
+    The one place that decides it: the function's ``image``, else the launcher's image for
+    its ``python_version`` (``hxpy:py3.9`` for PYTHON3_9 on Docker).
+
+    Raises:
+        ConfigurationError: no image can have that Python here (says what to pass instead).
+        ImageNotFound: the version's image is not built (names the command that builds it).
+    """
+    image = function.spec.get("image")
+    if image:
+        return str(image)
+    version = function.spec["python_version"]
+    try:
+        return get_launcher(launcher).image_for_python(PYTHON_VERSIONS[version])
+    except (ConfigurationError, ImageNotFound) as exc:
+        raise type(exc)(f"python_version={version!r}: {exc}") from exc
 
 
 def _check_inputs(runtime: Runtime, project: str, inputs: dict[str, Any]) -> dict[str, str]:
@@ -177,8 +201,8 @@ def _check_python_version(function: Function, settings: JobSettings) -> None:
         have: str | None = f"{sys.version_info.major}.{sys.version_info.minor}"
         where = "this process runs"
     else:
-        have = get_launcher(settings.launcher).python_version(function.spec.get("image"))
-        where = f"the session image {function.spec.get('image') or '(default)'} has"
+        have = get_launcher(settings.launcher).python_version(settings.image)
+        where = f"the session image {settings.image or '(default)'} has"
     if have is not None and have != wanted:
         raise ConfigurationError(
             f"python_version={function.spec['python_version']!r}: {where} Python {have}; "

@@ -17,6 +17,7 @@ import io
 import os
 import re
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from .debian_base import (
     BASE_LABEL,
     DEFAULT_SUITE,
     PACKAGES_LABEL,
+    PYTHON_LABEL,
     SUITE_PYTHON,
     base_packages,
     build_debian_base,
@@ -47,11 +49,13 @@ __all__ = [
     "ImageStatus",
     "SourceTree",
     "build_image",
+    "image_labels",
     "image_python",
     "find_sources",
     "image_status",
     "resolve_base",
     "resolve_image",
+    "try_pull",
     "source_hash",
 ]
 
@@ -254,7 +258,8 @@ def image_status(tag: str = DEFAULT_TAG,
 
 def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progress = None,
                 force: bool = False, client: docker.DockerClient | None = None,
-                sources: SourceTree | None = None) -> str:
+                sources: SourceTree | None = None,
+                labels: Mapping[str, str] | None = None) -> str:
     """Build the session image unless one built from the same sources is already there.
 
     Args:
@@ -265,6 +270,8 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
         force: rebuild even when the image is up to date (the base is reused, not remade).
         client: the engine; :func:`~pyhost.engine.ensure_engine` is called when omitted.
         sources: the Dockerfile and container/ to build from; :func:`find_sources` by default.
+        labels: more labels to put on the image (its Python, glibc, the base's id); an image
+            whose labels differ from these is rebuilt, so a remade base rebuilds it too.
 
     Returns:
         The image id (``sha256:...``).
@@ -277,31 +284,34 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
     client = client or ensure_engine(progress=progress)
     snapshot = _snapshot(sources or find_sources())
     digest = _hash(snapshot)
+    wanted = dict(labels or {})
     existing = inspect_image(client, tag)
     if existing is not None and not force:
         labels = _labels(existing)
-        if labels.get(HASH_LABEL) == digest and base in (None, labels.get(BASE_LABEL)):
+        if (labels.get(HASH_LABEL) == digest and base in (None, labels.get(BASE_LABEL))
+                and all(labels.get(key) == value for key, value in wanted.items())):
             say(progress, f"{tag} is up to date ({digest[:12]})")
             return str(existing["Id"])
     base = base or resolve_base(client, progress=progress)
-    if inspect_image(client, base) is None and not _try_pull(client, base, progress):
+    if inspect_image(client, base) is None and not try_pull(client, base, progress):
         raise ImageBuildError(f"base image {base!r} is not present and cannot be pulled")
     say(progress, f"building {tag} on {base} (sources {digest[:12]})")
-    image_id = _run_build(client, snapshot, tag, base, digest, progress)
+    image_id = _run_build(client, snapshot, tag, base,
+                          {HASH_LABEL: digest, BASE_LABEL: base, **wanted}, progress)
     if existing is not None and existing.get("Id") != image_id:
         _drop_replaced(client, str(existing["Id"]))
     return image_id
 
 
 def _run_build(client: docker.DockerClient, snapshot: _Snapshot, tag: str, base: str,
-               digest: str, progress: Progress) -> str:
+               labels: dict[str, str], progress: Progress) -> str:
     recent: list[str] = []
     pending = ""  # the engine splits output lines across chunks
     image_id: str | None = None
     with engine_errors(f"the engine failed while building {tag}"):
         stream = client.api.build(
             fileobj=_context_tar(snapshot), custom_context=True, dockerfile=DOCKERFILE,
-            tag=tag, buildargs={"BASE": base}, labels={HASH_LABEL: digest, BASE_LABEL: base},
+            tag=tag, buildargs={"BASE": base}, labels=labels,
             rm=True, forcerm=True, pull=False, decode=True, timeout=_BUILD_TIMEOUT,
         )
         for chunk in stream:
@@ -357,15 +367,16 @@ def resolve_base(client: docker.DockerClient, progress: Progress = None,
     if inspect_image(client, DEFAULT_BASE) is not None:
         return DEFAULT_BASE
     made = inspect_image(client, debian)
-    if made is not None and _labels(made).get(PACKAGES_LABEL) == base_packages():
+    if made is not None and _labels(made).get(PACKAGES_LABEL) == base_packages(suite):
         return debian
-    if _try_pull(client, DEFAULT_BASE, progress):
+    if try_pull(client, DEFAULT_BASE, progress):
         return DEFAULT_BASE
     build_debian_base(client, suite=suite, progress=progress)
     return debian
 
 
-def _try_pull(client: docker.DockerClient, reference: str, progress: Progress) -> bool:
+def try_pull(client: docker.DockerClient, reference: str, progress: Progress) -> bool:
+    """Pull ``reference``; False (said through ``progress``) when no registry gives it."""
     say(progress, f"pulling {reference}")
     repository, tag = parse_repository_tag(reference)
     saved = client.api.timeout
@@ -421,9 +432,13 @@ def resolve_image(client: docker.DockerClient, requested: str | None = None) -> 
 
 
 def image_python(attrs: dict[str, Any]) -> str | None:
-    """The "major.minor" Python of an image built by :func:`build_image`, from its base
-    (``python:3.X-slim``, or a Debian suite's python3); None when the base does not tell."""
-    base = _labels(attrs).get(BASE_LABEL, "")
+    """The "major.minor" Python of an image built by :func:`build_image`: its
+    ``org.pyhost.python`` label, else what its base tells (``python:3.X-slim``, or a Debian
+    suite's python3); None when neither does."""
+    labels = _labels(attrs)
+    if labels.get(PYTHON_LABEL):
+        return labels[PYTHON_LABEL]
+    base = labels.get(BASE_LABEL, "")
     match = re.match(r"^(?:[^/]*/)?python:(\d+\.\d+)", base)
     if match:
         return match.group(1)
@@ -433,7 +448,12 @@ def image_python(attrs: dict[str, Any]) -> str | None:
 
 # -- small helpers ---------------------------------------------------------------------------
 
-def _labels(attrs: dict[str, Any]) -> dict[str, str]:
+def image_labels(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """An image's labels, from the engine's inspect answer (empty when it has none)."""
+    return _labels(attrs)
+
+
+def _labels(attrs: Mapping[str, Any]) -> dict[str, str]:
     return dict((attrs.get("Config") or {}).get("Labels") or {})
 
 

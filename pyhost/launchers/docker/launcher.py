@@ -44,6 +44,7 @@ from .networking import (
 )
 from .orphans import collect
 from .paths import EngineView
+from .python_images import image_for_python
 
 __all__ = ["DockerInstance", "DockerLauncher"]
 
@@ -160,6 +161,11 @@ class DockerLauncher(Launcher):
         """Read from the labels ``pyhost image build`` puts on the image (its base)."""
         attrs = inspect_image(self.client, resolve_image(self.client, image))
         return image_python(attrs) if attrs is not None else None
+
+    def image_for_python(self, version: str) -> str | None:
+        """``hxpy:py<version>`` when built; None when the default image has that Python
+        (see :func:`.python_images.image_for_python`)."""
+        return image_for_python(self.client, version)
 
     def start(self, spec: LaunchSpec) -> DockerInstance:
         self.check(spec)
