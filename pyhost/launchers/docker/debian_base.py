@@ -190,11 +190,16 @@ def _add_wheels(recipe: BaseRecipe, rootfs: Path, python: str, glibc: str,
         say(progress, "not all wheels are in the wheelhouse; asking the package index")
         install_wheels(recipe.wheels, python, target, glibc=libc, progress=progress)
     try:
-        subprocess.run(["chroot", str(rootfs), "python3", "-m", "compileall", "-q", "-j0",
-                        SITE_DIR], check=True, capture_output=True, timeout=600,
-                       env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
+        # One process: a chroot has no /dev/shm for compileall -j's worker pool.
+        done = subprocess.run(["chroot", str(rootfs), "python3", "-m", "compileall", "-q",
+                               SITE_DIR], capture_output=True, text=True, timeout=600,
+                              env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
     except (OSError, subprocess.SubprocessError) as exc:
         raise ImageBuildError(f"compiling the wheels in {target} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise ImageBuildError(f"compiling the wheels in {target} with its python{python} "
+                              f"failed (exit {done.returncode}):\n"
+                              f"{(done.stdout + done.stderr).strip()[-2000:]}")
 
 
 def apt_mirror(suite: str = DEFAULT_SUITE, apt_dir: str | os.PathLike[str] = "/etc/apt",

@@ -132,7 +132,7 @@ def build_python_image(version: str, base: str | None = None, progress: Progress
     route = python_route(version)
     client = client or ensure_engine(progress=progress)
     base = base or _route_base(client, route, progress)
-    python, glibc, base_id = _base_facts(client, base)
+    python, glibc, base_id = _base_facts(client, base, route.tag)
     if python != version:
         raise ImageBuildError(f"{base} has Python {python}, not {version}; pass --base an "
                               f"image with Python {version}")
@@ -159,15 +159,19 @@ def _route_base(client: docker.DockerClient, route: PythonRoute, progress: Progr
     return debian
 
 
-def _base_facts(client: docker.DockerClient, base: str) -> tuple[str, str, str]:
+def _base_facts(client: docker.DockerClient, base: str, tag: str) -> tuple[str, str, str]:
     """``(python, glibc, image id)`` of ``base``: from its labels when a Debian base of ours
-    carries them, else asked of its python3 in a throwaway container (no network)."""
+    carries them, or from ``tag`` when it was built on this very base; else asked of its
+    python3 in a throwaway container (no network), which costs a start."""
     attrs = inspect_image(client, base)
     if attrs is None:
         raise ImageBuildError(f"base image {base!r} is not present")
-    labels = image_labels(attrs)
-    if labels.get(PYTHON_LABEL) and labels.get(GLIBC_LABEL):
-        return labels[PYTHON_LABEL], labels[GLIBC_LABEL], str(attrs["Id"])
+    base_id = str(attrs["Id"])
+    built = inspect_image(client, tag)
+    for labels in (image_labels(attrs), image_labels(built) if built else {}):
+        if (labels.get(PYTHON_LABEL) and labels.get(GLIBC_LABEL)
+                and labels.get(BASE_ID_LABEL, base_id) == base_id):
+            return labels[PYTHON_LABEL], labels[GLIBC_LABEL], base_id
     with engine_errors(f"cannot run python3 in {base} to learn its version"):
         output = client.containers.run(
             str(attrs["Id"]), ["python3", "-c", _PROBE], entrypoint=[], remove=True,
@@ -176,7 +180,7 @@ def _base_facts(client: docker.DockerClient, base: str) -> tuple[str, str, str]:
     if len(words) != 2:
         raise ImageBuildError(f"python3 in {base} did not tell its version and glibc: "
                               f"{words!r}")
-    return words[0], words[1], str(attrs["Id"])
+    return words[0], words[1], base_id
 
 
 def image_for_python(client: docker.DockerClient, version: str) -> str | None:
