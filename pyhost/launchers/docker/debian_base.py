@@ -71,11 +71,13 @@ class BaseRecipe:
 # bullseye's numpy 1.19 and pandas 1.1 are older than hxpy supports (pandas 1.5+), so its
 # base is Debian's python3 and the newest wheels still built for cp39 (numpy 2.0 is the last
 # numpy for 3.9). bookworm (numpy 1.24, pandas 1.5) and trixie (numpy 2.2, pandas 2.2) are
-# recent enough as Debian ships them.
+# recent enough as Debian ships them. typing_extensions is uvicorn's dependency on Python
+# < 3.11 only: pip judges such markers by the host's interpreter, not --python-version, so a
+# 3.11 host would leave it out.
 RECIPES = {
     "bullseye": BaseRecipe("bullseye", ("python3",),
                            ("numpy==2.0.2", "pandas==2.3.2", "msgpack==1.1.2",
-                            "uvicorn==0.39.0")),
+                            "uvicorn==0.39.0", "typing_extensions==4.16.0")),
     "bookworm": BaseRecipe("bookworm"),
     "trixie": BaseRecipe("trixie"),
 }

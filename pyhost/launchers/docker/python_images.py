@@ -186,8 +186,10 @@ def _base_facts(client: docker.DockerClient, base: str, tag: str) -> tuple[str, 
 def image_for_python(client: docker.DockerClient, version: str) -> str | None:
     """The image sessions of Python ``version`` run in.
 
-    ``hxpy:py<version>`` when present; else None (the default image) when the default image
-    has that Python.
+    None (the default image) when the default image has that Python; else
+    ``hxpy:py<version>`` when present. The default comes first so that runs of the default
+    python_version (3.11) keep running where sessions do (``hxpy:latest``, or the image
+    ``PYHOST_IMAGE`` names), as they did before per-version images existed.
 
     Raises:
         ConfigurationError: an unsupported version, or one no route provides here (the
@@ -197,8 +199,6 @@ def image_for_python(client: docker.DockerClient, version: str) -> str | None:
         EngineUnavailable: the engine refused a request.
     """
     route = python_route(version)
-    if inspect_image(client, route.tag) is not None:
-        return route.tag
     try:
         default = resolve_image(client)
     except ImageNotFound:
@@ -206,6 +206,8 @@ def image_for_python(client: docker.DockerClient, version: str) -> str | None:
     attrs = inspect_image(client, default) if default else None
     if attrs is not None and image_python(attrs) == version:
         return None
+    if inspect_image(client, route.tag) is not None:
+        return route.tag
     if route.suite is None and inspect_image(client, route.registry_base) is None:
         raise ConfigurationError(route.no_route())
     have = f" (the default image {default} has Python {image_python(attrs)})" if attrs else ""
