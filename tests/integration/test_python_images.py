@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -69,9 +70,10 @@ def test_dataframe_ndarray_and_grid_round_trip_in_each_image(image):
         seen = session.eval("d = df.to_dataframe()\n"
                             "{'dtypes': {c: str(t) for c, t in d.dtypes.items()},\n"
                             " 'sum': int(d['i'].sum()), 'm': [list(m.shape), str(m.dtype)],\n"
-                            " 'g': [type(g.val(0, 'site')).__name__, g.val(1, 'id').val]}")
+                            " 'g': [type(g.val(0, 'site')).__name__, g.val(1, 'id').id]}")
         assert seen["sum"] == 2 and seen["m"] == [[3, 4], "float64"]
-        assert seen["dtypes"]["i"] == "int64" and seen["dtypes"]["s"] == "object"
+        # The host's pandas 3 sends its "str" dtype; a pandas without it keeps object.
+        assert seen["dtypes"]["i"] == "int64" and seen["dtypes"]["s"] in ("str", "object")
         assert "America/New_York" in seen["dtypes"]["t"]
         assert seen["g"] == ["Marker", "p:demo:r:2"]
         back_df = session.eval("df").to_dataframe()
@@ -94,6 +96,16 @@ def test_dataframe_ndarray_and_grid_round_trip_in_each_image(image):
 def project(tmp_path, client):
     dh.configure(tmp_path / "home")
     return dh.get_or_create_project("versions")
+
+
+@pytest.fixture(autouse=True)
+def containers_removed_soon_after(client):
+    """A job's container is removed in the background just after its run is recorded: wait
+    for that (a few seconds at most) before the suite looks for leftovers."""
+    yield
+    deadline = time.monotonic() + 10
+    while _our_containers(client) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _our_containers(client):
