@@ -6,8 +6,6 @@ is then a no-op."""
 from __future__ import annotations
 
 import datetime
-import os
-import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,7 +17,6 @@ import pyhost.runtime as dh
 from pyhost import NA, ConfigurationError, Grid, GridBuilder, Marker, Number, Ref, py
 from pyhost.launchers.docker.image import image_labels
 from pyhost.launchers.docker.python_images import DEBIAN_VERSIONS, build_python_image
-from pyhost.launchers.ownership import LABEL_PREFIX
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 NY = ZoneInfo("America/New_York")
@@ -98,21 +95,7 @@ def project(tmp_path, client):
     return dh.get_or_create_project("versions")
 
 
-@pytest.fixture(autouse=True)
-def containers_removed_soon_after(client):
-    """A job's container is removed in the background just after its run is recorded: wait
-    for that (a few seconds at most) before the suite looks for leftovers."""
-    yield
-    deadline = time.monotonic() + 10
-    while _our_containers(client) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _our_containers(client):
-    return client.api.containers(
-        all=True, filters={"label": [f"{LABEL_PREFIX}.owner.pid={os.getpid()}"]})
-
-
+@pytest.mark.usefixtures("jobs_settle")
 @pytest.mark.parametrize("python_version", ["PYTHON3_9", "PYTHON3_13"])
 def test_a_job_runs_in_the_image_of_its_python_version(project, client, python_version):
     version = python_version[len("PYTHON"):].replace("_", ".")
@@ -127,11 +110,12 @@ def test_a_job_runs_in_the_image_of_its_python_version(project, client, python_v
     assert run.spec["image"] == f"hxpy:py{version}"  # recorded: which image it ran in
 
 
-def test_a_version_no_route_provides_is_refused_before_anything_starts(project, client):
-    before = len(_our_containers(client))
+def test_a_version_no_route_provides_is_refused_before_anything_starts(project,
+                                                                      our_containers):
+    before = len(our_containers())
     fn = project.new_function(name="which-3-10", kind="python",
                               code_src=str(FUNCTIONS / "versions.py"), handler="which_python",
                               python_version="PYTHON3_10")
     with pytest.raises(ConfigurationError, match=r"PYTHON3_10.*Python 3\.10.*image=.*base_image="):
         fn.run(action="job", wait=True)
-    assert len(_our_containers(client)) == before and not project.list_runs()
+    assert len(our_containers()) == before and not project.list_runs()

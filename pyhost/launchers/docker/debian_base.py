@@ -162,17 +162,29 @@ def base_packages(suite: str = DEFAULT_SUITE) -> str:
 
 def _probe_rootfs(rootfs: Path) -> tuple[str, str]:
     """The rootfs's python3 "major.minor" and glibc version, asked of that python3 itself."""
-    try:
-        done = subprocess.run(["chroot", str(rootfs), "python3", "-c", _PROBE],
-                              capture_output=True, text=True, timeout=60,
-                              env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ImageBuildError(f"cannot run python3 in the new rootfs {rootfs}: {exc}") from exc
-    words = done.stdout.split()
-    if done.returncode != 0 or len(words) != 2:
+    words = _in_rootfs(rootfs, ["python3", "-c", _PROBE], "telling its python3's version",
+                       60).split()
+    if len(words) != 2:
         raise ImageBuildError(f"python3 in the new rootfs {rootfs} did not tell its version "
-                              f"(exit {done.returncode}): {done.stderr.strip()[-500:]}")
+                              f"and glibc: {words!r}")
     return words[0], words[1]
+
+
+def _in_rootfs(rootfs: Path, argv: list[str], what: str, timeout: float) -> str:
+    """Run ``argv`` chrooted into ``rootfs`` (as root, like debootstrap); its output.
+
+    Raises:
+        ImageBuildError: it could not run or failed (its last output attached).
+    """
+    try:
+        done = subprocess.run(["chroot", str(rootfs), *argv], capture_output=True, text=True,
+                              timeout=timeout, env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ImageBuildError(f"{what} in {rootfs} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise ImageBuildError(f"{what} in {rootfs} failed (exit {done.returncode}):\n"
+                              f"{(done.stdout + done.stderr).strip()[-2000:]}")
+    return done.stdout
 
 
 def _add_wheels(recipe: BaseRecipe, rootfs: Path, python: str, glibc: str,
@@ -191,17 +203,9 @@ def _add_wheels(recipe: BaseRecipe, rootfs: Path, python: str, glibc: str,
     except ImageBuildError:
         say(progress, "not all wheels are in the wheelhouse; asking the package index")
         install_wheels(recipe.wheels, python, target, glibc=libc, progress=progress)
-    try:
-        # One process: a chroot has no /dev/shm for compileall -j's worker pool.
-        done = subprocess.run(["chroot", str(rootfs), "python3", "-m", "compileall", "-q",
-                               SITE_DIR], capture_output=True, text=True, timeout=600,
-                              env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ImageBuildError(f"compiling the wheels in {target} failed: {exc}") from exc
-    if done.returncode != 0:
-        raise ImageBuildError(f"compiling the wheels in {target} with its python{python} "
-                              f"failed (exit {done.returncode}):\n"
-                              f"{(done.stdout + done.stderr).strip()[-2000:]}")
+    # One process: a chroot has no /dev/shm for compileall -j's worker pool.
+    _in_rootfs(rootfs, ["python3", "-m", "compileall", "-q", SITE_DIR],
+               f"compiling the wheels with python{python}", 600)
 
 
 def apt_mirror(suite: str = DEFAULT_SUITE, apt_dir: str | os.PathLike[str] = "/etc/apt",
