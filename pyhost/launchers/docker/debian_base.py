@@ -20,7 +20,7 @@ from pathlib import Path
 
 import docker
 
-from ...errors import ImageBuildError
+from ...errors import EngineUnavailable, ImageBuildError
 from .client import engine_errors, inspect_image
 from .system import SYSTEM_PATH, Progress, apt_install, say
 from .wheels import SITE_DIR, install_wheels
@@ -119,6 +119,7 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
     except OSError as exc:
         raise ImageBuildError(f"cannot make a scratch directory for the base image: {exc}") from exc
     rootfs = workdir / "rootfs"
+    replaced = inspect_image(client, f"{repository}:{tag}")
     try:
         started = time.monotonic()
         _debootstrap(recipe, rootfs, mirror, progress)
@@ -151,7 +152,22 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
     if attrs is None:
         raise ImageBuildError(f"importing {repository}:{tag} reported success but it is not "
                               "present")
+    if replaced is not None and replaced.get("Id") != attrs.get("Id"):
+        _drop_untagged(client, str(replaced["Id"]))
     return str(attrs["Id"])
+
+
+def _drop_untagged(client: docker.DockerClient, image_id: str) -> None:
+    """Remove a base that a new one replaced, unless images built on it still use it (the
+    engine refuses then; those go when they are rebuilt)."""
+    old = inspect_image(client, image_id)
+    if old is None or old.get("RepoTags"):
+        return
+    try:
+        with engine_errors(f"cannot remove the replaced base {image_id[:19]}"):
+            client.api.remove_image(image_id)
+    except EngineUnavailable:
+        pass
 
 
 def base_packages(suite: str = DEFAULT_SUITE) -> str:
