@@ -239,6 +239,23 @@ class Launcher(abc.ABC):
         run, when it can be known before starting one; None when it cannot."""
         return None
 
+    def image_for_python(self, version: str) -> str | None:
+        """The image servers of Python ``version`` ("3.9") run in; None: the launcher's
+        default (which has that Python, or whose Python cannot be known before a start).
+
+        Raises:
+            ConfigurationError: this launcher cannot run that Python (the message says what
+                to pass instead).
+            ImageNotFound: it could, but the image is not built (the message names the
+                command that builds it).
+        """
+        have = self.python_version(None)
+        if have is None or have == version:
+            return None
+        raise ConfigurationError(f"the {self.name or type(self).__name__} launcher runs "
+                                 f"Python {have}, not {version}; pass image= of an image "
+                                 f"with Python {version}")
+
     def check_recipe(self, recipe: ImageRecipe) -> None:
         """Refuse a recipe this launcher cannot build, before anything is recorded or made
         (the checks that need no engine).

@@ -84,6 +84,20 @@ class ProcessLauncher(Launcher):
     def python_version(self, image: str | None) -> str | None:
         return f"{sys.version_info.major}.{sys.version_info.minor}"  # this interpreter
 
+    def image_for_python(self, version: str) -> str | None:
+        """None (no image: this interpreter) when ``version`` is this interpreter's.
+
+        Raises:
+            ConfigurationError: another version; a process server runs this interpreter.
+        """
+        have = self.python_version(None)
+        if version != have:
+            raise ConfigurationError(
+                f"Python {version}: the process launcher runs its servers with this "
+                f"interpreter, Python {have} ({sys.executable}); run with Python {version}, "
+                "or use launcher='docker' and an image with that Python")
+        return None
+
     def start(self, spec: LaunchSpec) -> ProcessInstance:
         self.check(spec)
         tmp = tempfile.mkdtemp(prefix="hxpy-process-")

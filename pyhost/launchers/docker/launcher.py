@@ -56,6 +56,7 @@ from .networking import (
 )
 from .orphans import collect
 from .paths import EngineView
+from .python_images import image_for_python
 
 __all__ = ["DockerInstance", "DockerLauncher", "check_volumes"]
 
@@ -180,6 +181,11 @@ class DockerLauncher(Launcher):
     def build_image(self, recipe: ImageRecipe, progress: BuildProgress = None) -> BuiltImage:
         """Build a function's image on this engine (see :mod:`.function_image`)."""
         return build_function_image(self.client, recipe, progress)
+
+    def image_for_python(self, version: str) -> str | None:
+        """``hxpy:py<version>`` when built; None when the default image has that Python
+        (see :func:`.python_images.image_for_python`)."""
+        return image_for_python(self.client, version)
 
     def start(self, spec: LaunchSpec) -> DockerInstance:
         self.check(spec)
