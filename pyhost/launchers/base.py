@@ -12,11 +12,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from hxpy import wire
 
-__all__ = ["Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher", "Volume",
-           "server_env"]
+__all__ = ["Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher", "PublishedPort",
+           "Volume", "bind_env", "server_env"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,18 @@ class Volume:
     source: str = ""
     read_only: bool = True
     size: str | None = None
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A port a server's own code listens on (a serve replica's HTTP port) and how the host
+    reaches it: published on ``host_address`` at ``host_port`` (0: any free port), or, when
+    ``host_address`` is None, not published (reached at the server's address on its
+    network only)."""
+
+    container_port: int
+    host_address: str | None = "127.0.0.1"
+    host_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,10 @@ class LaunchSpec:
     network: str | None = None
     publish_address: str = "127.0.0.1"
     volumes: tuple[Volume, ...] = ()
+    # Ports the user code listens on (serve replicas); the Instance says where each is.
+    ports: tuple[PublishedPort, ...] = ()
+    # Remove the server's container as soon as it ends (a replica whose supervisor died).
+    auto_remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,10 +121,15 @@ class ExitStatus:
 
 
 class Instance(abc.ABC):
-    """One started server."""
+    """One started server.
+
+    ``ports`` maps each :class:`PublishedPort`'s container port to the ``(host, port)``
+    where this process reaches it (known once the server runs).
+    """
 
     id: str
     endpoint: Endpoint
+    ports: Mapping[int, tuple[str, int]] = MappingProxyType({})
 
     @abc.abstractmethod
     def poll(self) -> ExitStatus | None:
@@ -157,6 +179,12 @@ class Launcher(abc.ABC):
             ConfigurationError: an option cannot work with this engine (nothing was made).
             EngineUnavailable, ImageNotFound: the engine cannot start it.
         """
+
+
+def bind_env(container_port: int) -> str:
+    """The variable that tells the server's user code where to listen for a container port
+    (``HOST:PORT``); without it, ``0.0.0.0:<container port>``."""
+    return f"HXPY_BIND_{int(container_port)}"
 
 
 def server_env(spec: LaunchSpec, listen: str) -> dict[str, str]:

@@ -89,15 +89,21 @@ class Function:
     def run(self, action: str = "job", **task: Any) -> Run:
         """Run this function: ``action="job"`` with ``inputs``, ``parameters``,
         ``outputs``, ``wait``, ``local_execution`` and the task's settings (see
-        :func:`pyhost.runtime.job.start_job`).
+        :func:`pyhost.runtime.job.start_job`); ``action="serve"`` with ``replicas``,
+        ``service_type``, ``port``, ``init_parameters`` and the task's settings (see
+        :func:`pyhost.runtime.serve.start_serve`).
 
         Raises:
             ConfigurationError: an unknown action or setting, or arguments that do not fit
                 the handler; raised before anything starts.
         """
+        if action == "serve":
+            from .serve import start_serve
+
+            return start_serve(self, self._runtime, **task)
         if action != "job":
             raise ConfigurationError(f"action={action!r}: a python function runs as 'job' "
-                                     "(build and serve come next)")
+                                     "or 'serve' (build comes next)")
         from .job import start_job
 
         return start_job(self, self._runtime, **task)

@@ -119,20 +119,22 @@ def _close_later(session: Any) -> None:
 
 # -- recording and executing ---------------------------------------------------------------
 
-def _create_run(runtime: Runtime, function: Function, settings: JobSettings) -> Record:
+def _create_run(runtime: Runtime, function: Function, settings: Any,
+                kind: str = "python+job", action: str = "job") -> Record:
+    """Record a new run of ``function`` (``settings.record()`` in its spec): READY."""
     run_id = new_id()
     now = time.time()
     document = {
         "entity_type": "run", "project": function.project, "name": run_id,
-        "kind": "python+job", "id": run_id,
-        "key": str(EntityKey(function.project, "run", "python+job", run_id, None)),
+        "kind": kind, "id": run_id,
+        "key": str(EntityKey(function.project, "run", kind, run_id, None)),
         "metadata": {"created": now, "updated": now,
                      "owner": Owner.current().labels(run_id)},
-        "spec": {"function": function.key, "function_id": function.id, "action": "job",
+        "spec": {"function": function.key, "function_id": function.id, "action": action,
                  **settings.record()},
         "status": {"state": CREATED, "timings": {CREATED: now}, "attempts": []},
     }
-    record = runtime.add(Record("run", function.project, run_id, run_id, "python+job", now,
+    record = runtime.add(Record("run", function.project, run_id, run_id, kind, now,
                                 now, CREATED, document))
     return transition(runtime, record, READY, CREATED)
 
