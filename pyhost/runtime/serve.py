@@ -281,7 +281,11 @@ class Service:
                             "traceback": exc.remote_traceback})
             return f"{exc.remote_type}: {exc.remote_message}"
         except PyHostError as exc:
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if not self._running and not self._stopping:  # the start fails: no restart
+                self._fail({"type": type(exc).__name__, "message": str(exc),
+                            "traceback": ""})
+            return reason
         finally:
             replica.session = None
             session.close()

@@ -16,6 +16,7 @@ A serve replica on a local engine keeps its Unix socket for the session and join
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Any
 
 import docker
@@ -100,36 +101,50 @@ def publish_network(client: docker.DockerClient) -> str:
 
 
 def serve_network(client: docker.DockerClient) -> str:
-    """The pyhost bridge network serve replicas publish their HTTP port from (no outbound
-    NAT, no traffic between containers), made the first time it is needed.
+    """The id of the pyhost bridge network serve replicas publish their HTTP port from (no
+    outbound NAT, no traffic between containers), made the first time it is needed.
+
+    An id, not the name: two processes making it at once can leave two networks of that
+    name (the engine does not refuse the second), and every replica then takes the oldest.
 
     Raises:
         ConfigurationError: a network of that name exists that pyhost did not make.
         EngineUnavailable: the engine refused to list or make it.
     """
-    return _own_bridge(client, SERVE_NETWORK, "serve")
+    return _own_bridge(client, SERVE_NETWORK, "serve", by_id=True)
 
 
-def _own_bridge(client: docker.DockerClient, name: str, purpose: str) -> str:
+_making = threading.Lock()  # threads of this process make a network once, not once each
+
+
+def _own_bridge(client: docker.DockerClient, name: str, purpose: str,
+                by_id: bool = False) -> str:
+    with _making:
+        return _find_or_make(client, name, purpose, by_id)
+
+
+def _find_or_make(client: docker.DockerClient, name: str, purpose: str, by_id: bool) -> str:
     for attempt in range(2):
         with engine_errors("cannot list networks"):
             found = client.api.networks(names=[name])
-        for attrs in found:
-            if attrs.get("Name") != name:
-                continue  # the names filter matches substrings
+        same = sorted((attrs for attrs in found if attrs.get("Name") == name),
+                      key=lambda attrs: str(attrs.get("Created")))  # substrings match too
+        for attrs in same:
             if (attrs.get("Labels") or {}).get(NETWORK_LABEL) != purpose:
                 raise ConfigurationError(
                     f"a network named {name!r} exists but pyhost did not make it; "
                     "remove or rename it")
-            return name
+        if same:
+            return str(same[0]["Id"]) if by_id else name
         if attempt:
             break
         with engine_errors(f"cannot create network {name}"):
             try:
-                client.api.create_network(name, driver="bridge", options=_PUBLISH_OPTIONS,
-                                          labels={NETWORK_LABEL: purpose},
-                                          check_duplicate=True)
-                return name
+                made = client.api.create_network(name, driver="bridge",
+                                                 options=_PUBLISH_OPTIONS,
+                                                 labels={NETWORK_LABEL: purpose},
+                                                 check_duplicate=True)
+                return str(made["Id"]) if by_id else name
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: another process made it first; look again
                     raise
