@@ -72,6 +72,8 @@ def test_two_replicas_answer_on_loopback_and_share_the_traffic(project, client):
         host = client.api.inspect_container(containers[0]["Id"])["HostConfig"]
         assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]  # the session sandbox
         assert host["PortBindings"]["8080/tcp"][0]["HostIp"] == "127.0.0.1"
+        # What removes a replica whose supervisor died: the engine, once its server exits.
+        assert host["AutoRemove"] is True
     finally:
         run.stop()
     assert run.status.state == "STOPPED"
