@@ -215,13 +215,12 @@ class Run:
         Raises:
             ServiceUnavailable: no replica answered.
         """
-        from .serve import live_service
-        from .service_client import invoke
+        from .service_client import invoke, live_urls
 
-        service = live_service(self.id)
-        urls = service.urls() if service is not None else \
-            list((self.refresh().status.service or {}).get("urls") or [])
-        return invoke(self, urls, method, path, json=json, body=body, headers=headers,
+        urls = live_urls(self.id)
+        if urls is None:  # another process supervises it: the URLs it recorded
+            urls = list((self.refresh().status.service or {}).get("urls") or [])
+        return invoke(self.id, urls, method, path, json=json, body=body, headers=headers,
                       params=params, timeout=timeout)
 
     def __repr__(self) -> str:

@@ -32,6 +32,7 @@ from .host_calls import HostCalls
 from .job import _create_run, _masker
 from .runs import ACTIVE, ERROR, READY, RUNNING, STOPPED, Run, executing, finished, transition
 from .serve_settings import CONTAINER_PORT, ServeSettings, check_serve
+from .service_client import forget, remember
 from .sources import PYTHON_VERSIONS
 
 if TYPE_CHECKING:
@@ -139,13 +140,13 @@ class Service:
         self._log_path = runtime.store.path(record.project, "run", record.id, "logs") / \
             "logs.txt"
         self._log_path.touch()
-        self._next = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         with _services_lock:
             _services[self.run_id] = self
+        remember(self.run_id, self.urls)
         self._write(READY, logs=str(self._log_path.relative_to(self.runtime.store.root)))
         for replica in self.replicas:
             thread = threading.Thread(target=self._supervise, args=(replica,), daemon=True,
@@ -175,15 +176,6 @@ class Service:
         """The URLs of the replicas that listen now."""
         with self._lock:
             return [r.url for r in self.replicas if r.url and r.state == "ready"]
-
-    def next_url(self) -> str | None:
-        """The URL of the next listening replica, round robin."""
-        urls = self.urls()
-        if not urls:
-            return None
-        with self._lock:
-            self._next += 1
-            return urls[self._next % len(urls)]
 
     def _kill_all(self) -> None:
         for replica in self.replicas:
@@ -228,6 +220,7 @@ class Service:
         finally:
             with _services_lock:
                 _services.pop(self.run_id, None)
+            forget(self.run_id)
             self._settled.set()
             finished(self.run_id)
 

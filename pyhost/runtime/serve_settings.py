@@ -5,7 +5,6 @@ by :mod:`.job_settings`. Nothing here starts or records anything."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -196,8 +195,3 @@ def _port(value: Any) -> int:
         raise ConfigurationError(f"port must be an int from 1 to 65535 (0: any free port), "
                                  f"not {value!r}")
     return value
-
-
-def replace(settings: ServeSettings, **changes: Any) -> ServeSettings:
-    """A copy of ``settings`` with ``changes``."""
-    return dataclasses.replace(settings, **changes)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 import json as jsonlib
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import urllib3
@@ -18,14 +19,32 @@ import urllib3.exceptions
 
 from ..errors import ConfigurationError, ServiceUnavailable
 
-if TYPE_CHECKING:
-    from .runs import Run
-
-__all__ = ["ServiceResponse", "invoke"]
+__all__ = ["ServiceResponse", "forget", "invoke", "live_urls", "remember"]
 
 _pool: urllib3.PoolManager | None = None
 _pool_lock = threading.Lock()
 _turns = itertools.count()
+# The services this process supervises: run id -> the URLs of its listening replicas.
+_live: dict[str, Callable[[], list[str]]] = {}
+_live_lock = threading.Lock()
+
+
+def remember(run_id: str, urls: Callable[[], list[str]]) -> None:
+    """Note a service this process supervises (its URLs are then read live)."""
+    with _live_lock:
+        _live[run_id] = urls
+
+
+def forget(run_id: str) -> None:
+    with _live_lock:
+        _live.pop(run_id, None)
+
+
+def live_urls(run_id: str) -> list[str] | None:
+    """The URLs of a service this process supervises; None for another process's."""
+    with _live_lock:
+        urls = _live.get(run_id)
+    return None if urls is None else urls()
 
 
 class ServiceResponse:
@@ -54,11 +73,12 @@ class ServiceResponse:
         return f"<ServiceResponse {self.status} from {self.url}>"
 
 
-def invoke(run: Run, urls: list[str], method: str | None = None, path: str = "/", *,
+def invoke(run_id: str, urls: list[str], method: str | None = None, path: str = "/", *,
            json: Any = None, body: bytes | str | None = None,
            headers: dict[str, str] | None = None, params: dict[str, Any] | None = None,
            timeout: float = 30.0) -> ServiceResponse:
-    """Call the service at one of ``urls`` (the next in turn); see :meth:`Run.invoke`.
+    """Call the service of run ``run_id`` at one of ``urls`` (the next in turn); see
+    :meth:`pyhost.runtime.Run.invoke`.
 
     Raises:
         ConfigurationError: both ``json`` and ``body``, or a path without a leading '/'.
@@ -76,8 +96,7 @@ def invoke(run: Run, urls: list[str], method: str | None = None, path: str = "/"
     method = (method or ("POST" if payload is not None else "GET")).upper()
     target = path + (f"?{urlencode(params)}" if params else "")
     if not urls:
-        raise ServiceUnavailable(f"run {run.id} has no replica listening (state "
-                                 f"{run.status.state})")
+        raise ServiceUnavailable(f"run {run_id} has no replica listening")
     start = next(_turns)
     failures = []
     for attempt in range(len(urls)):
@@ -92,9 +111,9 @@ def invoke(run: Run, urls: list[str], method: str | None = None, path: str = "/"
             failures.append(f"{url}: {type(exc).__name__}")
             continue
         except urllib3.exceptions.HTTPError as exc:
-            raise ServiceUnavailable(f"run {run.id}: {url}{target}: {exc}") from exc
+            raise ServiceUnavailable(f"run {run_id}: {url}{target}: {exc}") from exc
         return ServiceResponse(answer.status, dict(answer.headers), answer.data, url)
-    raise ServiceUnavailable(f"run {run.id}: no replica answered ({'; '.join(failures)})")
+    raise ServiceUnavailable(f"run {run_id}: no replica answered ({'; '.join(failures)})")
 
 
 def _manager() -> urllib3.PoolManager:
