@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from . import cli_runtime
+from . import cli_runtime, cli_serve
 from .errors import EngineUnavailable, PyHostError
 
 __all__ = ["main"]
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_defaults(run=_gc)
 
     cli_runtime.add_commands(commands)
+    cli_serve.add_serve_command(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

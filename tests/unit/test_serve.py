@@ -188,3 +188,31 @@ def test_an_unknown_serve_setting_is_refused(project):
     with pytest.raises(ConfigurationError, match="network="):
         fn.run(action="serve", launcher="process", service_type="ClusterIP", network="n")
     assert not project.list_runs()
+
+
+def test_pyhost_serve_runs_in_the_foreground_until_sigint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYHOST_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": f"{root}:{root / 'container'}"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pyhost", "serve", f"{SERVING}:handler", "--replicas", "2",
+         "--launcher", "process", "--init-function", "init_context",
+         "--init-param", "greeting=cli"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert "serving (2 replica(s))" in child.stdout.readline()
+        urls = [child.stdout.readline().strip() for _ in range(2)]
+        with urllib.request.urlopen(urls[1] + "/") as answer:
+            assert json.loads(answer.read())["greeting"] == "cli"
+        child.send_signal(signal.SIGINT)
+        assert child.wait(30) == 0
+        assert child.stdout.read().strip().endswith("STOPPED")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
