@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,13 +108,21 @@ class DockerInstance(Instance):
     def cleanup(self) -> None:
         if not self._removed:
             with engine_errors(f"cannot remove container {self.id[:12]}"):
-                try:
-                    self.client.api.remove_container(self.id, force=True, v=True)
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as exc:
-                    if exc.status_code != 409:  # 409: removal already in progress
-                        raise
+                for attempt in range(3):
+                    try:
+                        self.client.api.remove_container(self.id, force=True, v=True)
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError as exc:
+                        # 409: removal already in progress. An auto-removed container that
+                        # the engine is removing as it exits can also refuse with a 500
+                        # ("could not kill running container"): look again a moment later.
+                        if exc.status_code != 409:
+                            if attempt < 2:
+                                time.sleep(0.1)
+                                continue
+                            raise
+                    break
             self._removed = True
         if self.socket_dir:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
