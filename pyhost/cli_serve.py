@@ -29,13 +29,11 @@ ERROR (the reason on stderr); 2 a malformed command line.
 
 def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve`` to the ``pyhost`` subcommands."""
-    serve = commands.add_parser("serve", help="serve a python function over HTTP, in the "
-                                              "foreground",
-                                description="Save SOURCE:HANDLER as a python function and "
-                                            "serve it with REPLICAS sandboxed replicas until "
-                                            "interrupted.",
-                                epilog=_SERVE_HELP,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve = commands.add_parser(
+        "serve", epilog=_SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="serve a python function over HTTP, in the foreground",
+        description="Save SOURCE:HANDLER as a python function and serve it with REPLICAS "
+                    "sandboxed replicas until interrupted.")
     serve.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
     serve.add_argument("--project", default="default", help="the project (default: default)")
     serve.add_argument("--name", help="the function's name (default: the handler's name)")

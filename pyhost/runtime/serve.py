@@ -91,10 +91,13 @@ _services_lock = threading.Lock()
 @atexit.register
 def _stop_all_at_exit() -> None:
     """A process that ends normally stops its services: STOPPED, every replica removed."""
-    with _services_lock:
-        services = list(_services.values())
-    for service in services:
+    for service in _live_services():
         service.stop()
+
+
+def _live_services() -> list[Service]:
+    with _services_lock:
+        return list(_services.values())
 
 
 @dataclass

@@ -109,12 +109,8 @@ class Reporter(threading.Thread):
                  health: Callable[[], dict[str, Any]], period: float = 0.5,
                  health_period: float = 1.0) -> None:
         super().__init__(name="hxpy-serve-reporter", daemon=True)
-        self._call = call
-        self._replica = replica
-        self._buffer = buffer
-        self._health = health
-        self._period = period
-        self._health_period = health_period
+        self._call, self._replica, self._buffer, self._health = call, replica, buffer, health
+        self._period, self._health_period = period, health_period
         self._stopping = threading.Event()
         self._ready_sent = False
 
