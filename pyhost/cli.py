@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from . import cli_runtime
+from . import cli_runtime, cli_serve
 from .errors import ConfigurationError, EngineUnavailable, PyHostError
 
 __all__ = ["main"]
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_defaults(run=_gc)
 
     cli_runtime.add_commands(commands)
+    cli_serve.add_serve_command(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

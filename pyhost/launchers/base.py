@@ -13,6 +13,7 @@ import abc
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable, Optional
 
 from hxpy import wire
@@ -20,8 +21,8 @@ from hxpy import wire
 from ..errors import ConfigurationError
 
 __all__ = ["FUNCTION_DIR", "BuildProgress", "BuiltImage", "Endpoint", "ExitStatus",
-           "ImageRecipe", "Instance", "LaunchSpec", "Launcher", "Volume", "parse_step",
-           "server_env"]
+           "ImageRecipe", "Instance", "LaunchSpec", "Launcher", "PublishedPort", "Volume",
+           "bind_env", "parse_step", "server_env"]
 
 #: Called with each line a build prints. Lines of the form ``Step N/M : what`` (Docker's own
 #: form, which every launcher's build writes the same way) mark the build's steps, so a
@@ -63,6 +64,18 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class PublishedPort:
+    """A port a server's own code listens on (a serve replica's HTTP port) and how the host
+    reaches it: published on ``host_address`` at ``host_port`` (0: any free port), or, when
+    ``host_address`` is None, not published (reached at the server's address on its
+    network only)."""
+
+    container_port: int
+    host_address: str | None = "127.0.0.1"
+    host_port: int = 0
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a launcher needs to start one session server.
 
@@ -94,6 +107,10 @@ class LaunchSpec:
     # Where a cluster launcher may place the server: Swarm placement constraints such as
     # ``node.labels.gpu==true``. A single-engine launcher has one place and ignores them.
     placement: tuple[str, ...] = ()
+    # Ports the user code listens on (serve replicas); the Instance says where each is.
+    ports: tuple[PublishedPort, ...] = ()
+    # Remove the server's container as soon as it ends (a replica whose supervisor died).
+    auto_remove: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,10 +140,15 @@ class ExitStatus:
 
 
 class Instance(abc.ABC):
-    """One started server."""
+    """One started server.
+
+    ``ports`` maps each :class:`PublishedPort`'s container port to the ``(host, port)``
+    where this process reaches it (known once the server runs).
+    """
 
     id: str
     endpoint: Endpoint
+    ports: Mapping[int, tuple[str, int]] = MappingProxyType({})
 
     @abc.abstractmethod
     def poll(self) -> ExitStatus | None:
@@ -287,6 +309,12 @@ class Launcher(abc.ABC):
             ConfigurationError: an option cannot work with this engine (nothing was made).
             EngineUnavailable, ImageNotFound: the engine cannot start it.
         """
+
+
+def bind_env(container_port: int) -> str:
+    """The variable that tells the server's user code where to listen for a container port
+    (``HOST:PORT``); without it, ``0.0.0.0:<container port>``."""
+    return f"HXPY_BIND_{int(container_port)}"
 
 
 def server_env(spec: LaunchSpec, listen: str) -> dict[str, str]:
