@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test unit bench setup engine image lint clean
+.PHONY: demo test unit bench setup engine image images lint clean
 
 $(BIN)/pyhost: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,15 @@ engine: setup
 image: engine
 	$(BIN)/pyhost image build
 
+# hxpy:py3.9, hxpy:py3.11, hxpy:py3.13: the images runs of those python_version use. Each is
+# a no-op when current; the first time, a Debian base per suite is made (about a minute each).
+images: engine
+	$(BIN)/pyhost image build --python all
+
 demo: image
 	$(BIN)/python examples/demo.py
 
-test: image
+test: image images
 	$(BIN)/python -m pytest -q
 
 unit: setup

@@ -8,8 +8,8 @@ import logging
 import sys
 import time
 
-from . import cli_runtime
-from .errors import EngineUnavailable, PyHostError
+from . import cli_runtime, cli_serve
+from .errors import ConfigurationError, EngineUnavailable, PyHostError
 
 __all__ = ["main"]
 
@@ -28,12 +28,30 @@ def _engine_up(args: argparse.Namespace) -> int:
 
 def _image_build(args: argparse.Namespace) -> int:
     from .launchers.docker.engine import ensure_engine
-    from .launchers.docker.image import build_image
+    from .launchers.docker.image import DEFAULT_TAG, build_image
+    from .launchers.docker.python_images import DEBIAN_VERSIONS, build_python_image, python_route
 
-    ensure_engine(install=not args.no_install, progress=_say)
-    started = time.monotonic()
-    image_id = build_image(args.tag, base=args.base, force=args.force, progress=_say)
-    print(f"image ready: {args.tag} = {image_id[:19]} ({time.monotonic() - started:.1f} s)")
+    if args.python is None:
+        ensure_engine(install=not args.no_install, progress=_say)
+        started = time.monotonic()
+        tag = args.tag or DEFAULT_TAG
+        image_id = build_image(tag, base=args.base, force=args.force, progress=_say)
+        print(f"image ready: {tag} = {image_id[:19]} ({time.monotonic() - started:.1f} s)")
+        return 0
+    versions = DEBIAN_VERSIONS if args.python == "all" else (args.python,)
+    if args.tag or (args.base and len(versions) > 1):
+        # hxpy:py3.X is what runs of that python_version look for, so it is not renamed.
+        raise ConfigurationError("--python builds hxpy:py<version>: drop --tag, and give "
+                                 "--base only with a single version")
+    for version in versions:
+        python_route(version)  # an unknown version fails before anything is built
+    client = ensure_engine(install=not args.no_install, progress=_say)
+    for version in versions:
+        started = time.monotonic()
+        image_id = build_python_image(version, base=args.base, force=args.force,
+                                      progress=_say, client=client)
+        print(f"image ready: {python_route(version).tag} = {image_id[:19]} "
+              f"({time.monotonic() - started:.1f} s)")
     return 0
 
 
@@ -129,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     image = commands.add_parser("image", help="the session image")
     image_cmds = image.add_subparsers(dest="action", required=True)
     build = image_cmds.add_parser("build", help="build Dockerfile.hxpy unless up to date")
-    build.add_argument("--tag", default=DEFAULT_TAG)
+    build.add_argument("--tag", default=None, help=f"default: {DEFAULT_TAG}")
+    build.add_argument("--python", default=None, metavar="VERSION",
+                       help="build hxpy:py<VERSION> for runs of that python_version (3.9, "
+                            "3.11, 3.13 offline: python:3.X-slim, else a Debian base); "
+                            "'all' builds those three")
     build.add_argument("--base", default=None, help="base image (default: python:3.12-slim, "
                                                     "else a Debian base made with debootstrap)")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
@@ -146,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_defaults(run=_gc)
 
     cli_runtime.add_commands(commands)
+    cli_serve.add_serve_command(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -17,7 +17,9 @@ The tree::
      ├── InstallError           installing a system package failed (not root, no apt, apt failed)
      ├── NotInCatalog           also a builtin LookupError: no such project, function, run or
      │                          entity in the catalog
-     └── CatalogUnavailable     the catalog or the store failed (its error attached)
+     ├── CatalogUnavailable     the catalog or the store failed (its error attached)
+     └── ServiceUnavailable     also a builtin ConnectionError: no replica of a serve run
+                                answered
 
 Lower-layer errors (``OSError``, ``docker.errors``, ``msgpack`` exceptions) are translated at
 each boundary with ``raise ... from exc`` and never reach users untranslated; the Docker
@@ -43,6 +45,7 @@ __all__ = [
     "PythonError",
     "SessionClosed",
     "SessionDied",
+    "ServiceUnavailable",
     "SessionTimeout",
 ]
 
@@ -155,3 +158,8 @@ class NotInCatalog(PyHostError, LookupError):
 class CatalogUnavailable(PyHostError):
     """The catalog or the store failed: the database cannot be opened or written, a file of
     the store cannot be read (the backend's error is the cause)."""
+
+
+class ServiceUnavailable(PyHostError, ConnectionError):
+    """No replica of a serve run answered a call (none listens, or each one refused the
+    connection)."""

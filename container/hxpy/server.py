@@ -61,7 +61,8 @@ _current: Server | None = None
 def call_host(method: str, *args: Any, **kwargs: Any) -> Any:
     """Call ``method`` on the host from user code, over the session's own channel.
 
-    Only valid while a batch runs (the host is then waiting and can answer).
+    Only valid while a batch runs (the host is then waiting and can answer). Any thread may
+    call it; calls take turns (one in flight at a time).
 
     Raises:
         HostCallError: the host has no such method, or it raised.
@@ -115,6 +116,9 @@ class Server:
         self._deadline = math.inf  # when the running (or last) batch must end
         self._timer_at = 0.0  # when the armed SIGALRM timer fires; 0: not armed
         self._calls = 0
+        # One call in flight: a reply is read by the thread that sent the call, so calls from
+        # several threads (a serve's request workers and log flusher) take turns.
+        self._call_lock = threading.Lock()
         # Compiled code by source: sessions run the same code over and over.
         self._evals: dict[str, tuple[Any, Any]] = {}
         self._execs: dict[str, Any] = {}
@@ -348,7 +352,14 @@ class Server:
     # -- container -> host calls ----------------------------------------------------------
 
     def call_host(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Send a CALL to the host and wait for its answer (the host's wait loop serves it)."""
+        """Send a CALL to the host and wait for its answer (the host's wait loop serves it).
+
+        Thread-safe: calls from several threads are sent one after the other.
+        """
+        with self._call_lock:
+            return self._call_host(method, args, kwargs)
+
+    def _call_host(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         self._calls += 1
         call_id = self._calls
         was_user = self._in_user_code

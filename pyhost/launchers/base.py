@@ -13,6 +13,7 @@ import abc
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable, Optional
 
 from hxpy import wire
@@ -20,8 +21,8 @@ from hxpy import wire
 from ..errors import ConfigurationError
 
 __all__ = ["FUNCTION_DIR", "BuildProgress", "BuiltImage", "Endpoint", "ExitStatus",
-           "ImageRecipe", "Instance", "LaunchSpec", "Launcher", "Volume", "parse_step",
-           "server_env"]
+           "ImageRecipe", "Instance", "LaunchSpec", "Launcher", "PublishedPort", "Volume",
+           "bind_env", "parse_step", "server_env"]
 
 #: Called with each line a build prints. Lines of the form ``Step N/M : what`` (Docker's own
 #: form, which every launcher's build writes the same way) mark the build's steps, so a
@@ -63,6 +64,18 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class PublishedPort:
+    """A port a server's own code listens on (a serve replica's HTTP port) and how the host
+    reaches it: published on ``host_address`` at ``host_port`` (0: any free port), or, when
+    ``host_address`` is None, not published (reached at the server's address on its
+    network only)."""
+
+    container_port: int
+    host_address: str | None = "127.0.0.1"
+    host_port: int = 0
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a launcher needs to start one session server.
 
@@ -94,6 +107,10 @@ class LaunchSpec:
     # Where a cluster launcher may place the server: Swarm placement constraints such as
     # ``node.labels.gpu==true``. A single-engine launcher has one place and ignores them.
     placement: tuple[str, ...] = ()
+    # Ports the user code listens on (serve replicas); the Instance says where each is.
+    ports: tuple[PublishedPort, ...] = ()
+    # Remove the server's container as soon as it ends (a replica whose supervisor died).
+    auto_remove: bool = False
     # name -> value for the server's environment, kept apart from ``env`` so that a cluster
     # launcher can hand them over as the engine's own secrets; never shown by ``repr``.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -126,10 +143,15 @@ class ExitStatus:
 
 
 class Instance(abc.ABC):
-    """One started server."""
+    """One started server.
+
+    ``ports`` maps each :class:`PublishedPort`'s container port to the ``(host, port)``
+    where this process reaches it (known once the server runs).
+    """
 
     id: str
     endpoint: Endpoint
+    ports: Mapping[int, tuple[str, int]] = MappingProxyType({})
 
     @abc.abstractmethod
     def poll(self) -> ExitStatus | None:
@@ -242,6 +264,29 @@ class Launcher(abc.ABC):
         run, when it can be known before starting one; None when it cannot."""
         return None
 
+    def load_balancer_problem(self) -> str | None:
+        """Why this launcher cannot give one address balanced over a service's replicas (a
+        serve run's ``service_type="LoadBalancer"``); None when it can."""
+        return (f"the {self.name or type(self).__name__} launcher has no load balancer; "
+                "LoadBalancer needs a cluster launcher (swarm) whose routing mesh works")
+
+    def image_for_python(self, version: str) -> str | None:
+        """The image servers of Python ``version`` ("3.9") run in; None: the launcher's
+        default (which has that Python, or whose Python cannot be known before a start).
+
+        Raises:
+            ConfigurationError: this launcher cannot run that Python (the message says what
+                to pass instead).
+            ImageNotFound: it could, but the image is not built (the message names the
+                command that builds it).
+        """
+        have = self.python_version(None)
+        if have is None or have == version:
+            return None
+        raise ConfigurationError(f"the {self.name or type(self).__name__} launcher runs "
+                                 f"Python {have}, not {version}; pass image= of an image "
+                                 f"with Python {version}")
+
     def check_recipe(self, recipe: ImageRecipe) -> None:
         """Refuse a recipe this launcher cannot build, before anything is recorded or made
         (the checks that need no engine).
@@ -273,6 +318,12 @@ class Launcher(abc.ABC):
             ConfigurationError: an option cannot work with this engine (nothing was made).
             EngineUnavailable, ImageNotFound: the engine cannot start it.
         """
+
+
+def bind_env(container_port: int) -> str:
+    """The variable that tells the server's user code where to listen for a container port
+    (``HOST:PORT``); without it, ``0.0.0.0:<container port>``."""
+    return f"HXPY_BIND_{int(container_port)}"
 
 
 def server_env(spec: LaunchSpec, listen: str, with_secrets: bool = True) -> dict[str, str]:

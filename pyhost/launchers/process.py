@@ -15,6 +15,7 @@ import collections
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import tempfile
 import hxpy
 
 from ..errors import ConfigurationError
-from .base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
+from .base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, bind_env, server_env
 
 __all__ = ["HXPY_PATH", "ProcessInstance", "ProcessLauncher"]
 
@@ -75,6 +76,8 @@ class ProcessLauncher(Launcher):
         if spec.publish_address != LaunchSpec.publish_address:
             docker_only["publish_address"] = spec.publish_address
         given = [f"{name}={value!r}" for name, value in docker_only.items() if value]
+        given += [f"a port on {port.host_address!r}" for port in spec.ports
+                  if port.host_address != "127.0.0.1"]
         if given:
             raise ConfigurationError(
                 f"{', '.join(given)}: the process launcher runs the server as a local process "
@@ -84,11 +87,28 @@ class ProcessLauncher(Launcher):
     def python_version(self, image: str | None) -> str | None:
         return f"{sys.version_info.major}.{sys.version_info.minor}"  # this interpreter
 
+    def image_for_python(self, version: str) -> str | None:
+        """None (no image: this interpreter) when ``version`` is this interpreter's.
+
+        Raises:
+            ConfigurationError: another version; a process server runs this interpreter.
+        """
+        have = self.python_version(None)
+        if version != have:
+            raise ConfigurationError(
+                f"Python {version}: the process launcher runs its servers with this "
+                f"interpreter, Python {have} ({sys.executable}); run with Python {version}, "
+                "or use launcher='docker' and an image with that Python")
+        return None
+
     def start(self, spec: LaunchSpec) -> ProcessInstance:
         self.check(spec)
         tmp = tempfile.mkdtemp(prefix="hxpy-process-")
         path = os.path.join(tmp, "hxpy.sock")
-        env = {**os.environ, **server_env(spec, f"unix:{path}"), "PYTHONPATH": HXPY_PATH}
+        ports = {port.container_port: ("127.0.0.1", port.host_port or _free_port())
+                 for port in spec.ports}
+        env = {**os.environ, **server_env(spec, f"unix:{path}"), "PYTHONPATH": HXPY_PATH,
+               **{bind_env(inner): f"{host}:{outer}" for inner, (host, outer) in ports.items()}}
         cwd = spec.io_dir or tmp
         try:
             os.makedirs(cwd, exist_ok=True)
@@ -98,5 +118,14 @@ class ProcessLauncher(Launcher):
             shutil.rmtree(tmp, ignore_errors=True)
             raise ConfigurationError(f"cannot start the hxpy server in {cwd}: {exc}") from exc
         instance = ProcessInstance(proc, Endpoint("unix", path), tmp)
+        instance.ports = ports
         self.started.append(instance)
         return instance
+
+
+def _free_port() -> int:
+    """A port free on loopback now (the server binds it a moment later: a small race that a
+    development launcher can live with)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

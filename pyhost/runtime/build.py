@@ -121,9 +121,12 @@ def _docker_component(name: str) -> str:
 
 def _base_image(function: Function, launcher: Launcher) -> str | None:
     """What a build of ``function`` starts FROM: its ``base_image``, else its ``image``,
-    else None: the launcher's default session image, chosen as a session's is."""
+    else the launcher's runtime image for its ``python_version`` (None: the default session
+    image, chosen as a session's is)."""
     spec = function.spec
-    return spec.get("base_image") or spec.get("image") or None
+    if spec.get("base_image") or spec.get("image"):
+        return str(spec.get("base_image") or spec.get("image"))
+    return launcher.image_for_python(PYTHON_VERSIONS[spec["python_version"]])
 
 
 def _recipe(function: Function, launcher: Launcher, instructions: Any, allow_network: Any,

@@ -108,7 +108,10 @@ class Function:
         """Run this function: ``action="job"`` with ``inputs``, ``parameters``,
         ``outputs``, ``wait``, ``local_execution`` and the task's settings (see
         :func:`pyhost.runtime.job.start_job`); ``action="build"`` with ``instructions``
-        and the build's settings (see :func:`pyhost.runtime.build.start_build`).
+        and the build's settings (see :func:`pyhost.runtime.build.start_build`);
+        ``action="serve"`` with ``replicas``, ``service_type``, ``port``,
+        ``init_parameters`` and the task's settings (see
+        :func:`pyhost.runtime.serve.start_serve`).
 
         Raises:
             ConfigurationError: an unknown action or setting, or arguments that do not fit
@@ -118,9 +121,13 @@ class Function:
             from .build import start_build
 
             return start_build(self, self._runtime, **task)
+        if action == "serve":
+            from .serve import start_serve
+
+            return start_serve(self, self._runtime, **task)
         if action != "job":
-            raise ConfigurationError(f"action={action!r}: a python function runs as 'job' "
-                                     "or 'build' (serve comes next)")
+            raise ConfigurationError(f"action={action!r}: a python function runs as 'job', "
+                                     "'build' or 'serve'")
         from .job import start_job
 
         return start_job(self, self._runtime, **task)

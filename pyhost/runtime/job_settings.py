@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hxpy.runtime.job import RESERVED
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ImageNotFound
 from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, Volume
 from .entities import Entity, check_name, parse_key
@@ -104,7 +104,8 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         timeout=timeout, launcher=launcher, local_execution=bool(local_execution),
         placement=_check_placement(launcher, node_selector, affinity, tolerations))
     settings.cpus, settings.mem_limit = parse_resources(resources or {})
-    settings.image = None if settings.local_execution else run_image(function)
+    settings.image = None if settings.local_execution else run_image(function,
+                                                                      settings.launcher)
     if settings.volumes:
         if settings.local_execution:
             raise ConfigurationError("volumes: a local run has no container to mount them in")
@@ -194,13 +195,26 @@ def _check_signature(info: HandlerInfo, settings: JobSettings) -> None:
         raise ConfigurationError(f"{', '.join(both)}: given both as input and as parameter")
 
 
-def run_image(function: Function) -> str | None:
-    """The image a job (or a serve replica) of ``function`` runs: the image its last build
-    made, else its ``image`` field, else None (the launcher's default session image)."""
+def run_image(function: Function, launcher: Any) -> str | None:
+    """The image a job (or a serve replica) of ``function`` runs in; None: the launcher's
+    default. The one place that decides it: the image the version's last build made, else
+    the function's ``image``, else the launcher's image for its ``python_version``
+    (``hxpy:py3.9`` for PYTHON3_9 on Docker).
+
+    Raises:
+        ConfigurationError: no image can have that Python here (says what to pass instead).
+        ImageNotFound: the version's image is not built (names the command that builds it).
+    """
     built = function.built_image()
     if built and built.get("tag"):
         return str(built["tag"])
-    return function.spec.get("image") or None
+    if function.spec.get("image"):
+        return str(function.spec["image"])
+    version = function.spec["python_version"]
+    try:
+        return get_launcher(launcher).image_for_python(PYTHON_VERSIONS[version])
+    except (ConfigurationError, ImageNotFound) as exc:
+        raise type(exc)(f"python_version={version!r}: {exc}") from exc
 
 
 def _check_python_version(function: Function, settings: JobSettings) -> None:

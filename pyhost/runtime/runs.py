@@ -197,6 +197,34 @@ class Run:
         execution.done.wait(30)
         return self.refresh()
 
+    def invoke(self, method: str | None = None, path: str = "/", *, json: Any = None,
+               body: bytes | str | None = None, headers: dict[str, str] | None = None,
+               params: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
+        """Call a serve run's service once, on its next replica (round robin).
+
+        Args:
+            method: the HTTP method (default POST with a body or json, else GET).
+            path: the URL path, e.g. ``"/predict"``.
+            json: a value sent as JSON (Content-Type application/json).
+            body: bytes (or text) sent as they are.
+            headers, params: request headers and query fields.
+            timeout: seconds to wait for the answer.
+
+        Returns:
+            a :class:`~pyhost.runtime.service_client.ServiceResponse` (``status``,
+            ``headers``, ``body``, ``text``, ``json()``); a 4xx or 5xx is an answer too.
+
+        Raises:
+            ServiceUnavailable: no replica answered.
+        """
+        from .service_client import invoke, live_urls
+
+        urls = live_urls(self.id)
+        if urls is None:  # another process supervises it: the URLs it recorded
+            urls = list((self.refresh().status.service or {}).get("urls") or [])
+        return invoke(self.id, urls, method, path, json=json, body=body, headers=headers,
+                      params=params, timeout=timeout)
+
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.status.state}>"
 
@@ -263,8 +291,10 @@ def settle_orphaned_runs(runtime: Runtime) -> list[str]:
         owner = Owner.from_labels((record.document.get("metadata") or {}).get("owner") or {})
         if owner is None or owner_alive(owner):
             continue
+        # A serve run has no end of its own: its supervisor's end stops it.
+        state = STOPPED if record.kind == "python+serve" else ERROR
         try:
-            transition(runtime, record, ERROR, ACTIVE,
+            transition(runtime, record, state, ACTIVE,
                        message=f"host process exited (pid {owner.pid} on {owner.host})")
         except StaleState:
             continue

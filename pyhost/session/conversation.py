@@ -186,6 +186,13 @@ class Conversation:
         return self._instance.id if self._instance else None
 
     @property
+    def ports(self) -> dict[int, tuple[str, int]]:
+        """Container port -> ``(host, port)`` where this process reaches it, for the
+        ``ports`` option's ports; empty until the server runs."""
+        instance = self._instance
+        return dict(instance.ports) if instance is not None else {}
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -19,7 +19,7 @@ from typing import Any, Union
 from hxpy import wire
 
 from ..errors import ConfigurationError
-from ..launchers.base import LaunchSpec, Volume
+from ..launchers.base import LaunchSpec, PublishedPort, Volume
 
 __all__ = ["DEFAULT_IO", "DefaultIO", "SessionOptions"]
 
@@ -81,6 +81,12 @@ class SessionOptions:
     placement: tuple[str, ...] = ()
     """Swarm only: placement constraints for the server's task (``node.labels.gpu==true``);
     a single-engine launcher ignores them."""
+    ports: tuple[PublishedPort, ...] = ()
+    """Ports the session's own code listens on (a serve replica's HTTP port): published on
+    the engine host (:class:`~pyhost.launchers.base.PublishedPort`); ``session.ports`` says
+    where each is reached. The process launcher listens on loopback."""
+    auto_remove: bool = False
+    """Remove the container as soon as its server ends (it then leaves no exit status)."""
     max_frame: int = wire.DEFAULT_MAX_FRAME
     """Largest message (a frame and its buffers) either end accepts, in bytes."""
     output_cap: int = 1 << 20
@@ -115,6 +121,13 @@ class SessionOptions:
         object.__setattr__(self, "env", _str_map("env", self.env, show_values=True))
         object.__setattr__(self, "secrets", _str_map("secrets", self.secrets,
                                                      show_values=False))
+        for port in self.ports:
+            if not isinstance(port, PublishedPort) or not all(
+                    isinstance(number, int) and 0 <= number <= 65535
+                    for number in (port.container_port, port.host_port)) or \
+                    not port.container_port:
+                raise ConfigurationError(f"ports: PublishedPort values with ports from 1 to "
+                                         f"65535 (host_port 0: any), not {port!r}")
         if self.io is not None and not isinstance(self.io, (str, os.PathLike)):
             raise ConfigurationError(f"io must be a directory path or None, not {self.io!r}")
 
@@ -152,7 +165,8 @@ class SessionOptions:
             max_frame=self.max_frame, output_cap=self.output_cap, spin=self.spin,
             io_host_path=self.io_host_path, io_volume=self.io_volume, network=self.network,
             publish_address=self.publish_address, volumes=tuple(self.volumes),
-            placement=tuple(self.placement), secrets=dict(self.secrets))
+            placement=tuple(self.placement), ports=tuple(self.ports),
+            auto_remove=self.auto_remove, secrets=dict(self.secrets))
 
     def pool_key(self) -> tuple[Any, ...]:
         """What a ready server depends on: sessions with equal keys may share a warm pool."""

@@ -7,6 +7,7 @@ first, so a missing engine here means the set-up is broken.
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -44,6 +45,23 @@ def no_leftover_containers(client):
     for container in left:
         client.api.remove_container(container["Id"], force=True)
     assert not left, f"the test left {len(left)} container(s) behind"
+
+
+@pytest.fixture
+def our_containers(client):
+    """A function listing the containers of this process (for "nothing was started")."""
+    return lambda: _ours(client)
+
+
+@pytest.fixture
+def jobs_settle(client):
+    """A finished job's container is removed in the background just after its run is
+    recorded: a test of jobs waits for that (seconds at most) before its leftovers are
+    counted by :func:`no_leftover_containers`."""
+    yield
+    deadline = time.monotonic() + 10
+    while _ours(client) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.fixture

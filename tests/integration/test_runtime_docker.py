@@ -12,6 +12,7 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost import ConfigurationError
+from pyhost.launchers.docker.image import DEFAULT_TAG
 from pyhost.launchers.ownership import LABEL_PREFIX
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
@@ -113,7 +114,9 @@ def test_argument_errors_start_no_container(project, client):
 
 
 def test_a_python_version_the_image_has_not_is_refused_before_it_starts(project, client):
-    fn = function(project, "func1", python_version="PYTHON3_9")
+    # An image given by name is taken as is, so its Python must be the one asked for
+    # (without image=, PYTHON3_9 runs in hxpy:py3.9: test_python_images.py).
+    fn = function(project, "func1", python_version="PYTHON3_9", image=DEFAULT_TAG)
     with pytest.raises(ConfigurationError, match=r"has Python 3\.11.*PYTHON3_11"):
         fn.run(parameters={"param1": 1})
     assert not _our_containers(client) and not project.list_runs()

@@ -200,3 +200,40 @@ def test_a_job_secret_reaches_the_handler_and_nowhere_else(client, tmp_path, mon
     for path in (tmp_path / "home").rglob("*"):
         if path.is_file():
             assert value.encode() not in path.read_bytes(), path
+
+
+SERVING = Path(__file__).resolve().parents[1] / "support" / "serving" / "main.py"
+
+
+def test_a_serve_run_on_the_swarm_spreads_over_two_replicas(client, tmp_path):
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("serving")
+    fn = project.new_function(name="srv", kind="python", code_src=str(SERVING),
+                              handler="handler", init_function="init_context")
+    run = fn.run(action="serve", replicas=2, launcher="swarm",
+                 init_parameters={"greeting": "hi", "factor": 3})
+    try:
+        assert run.status.state == "RUNNING", run.status.error
+        assert len(run.status.service["urls"]) == 2
+        bodies = [run.invoke(method="POST", path="/echo", json={"n": i}).json()
+                  for i in range(6)]
+        assert {body["replica"] for body in bodies} == {0, 1}
+        assert len({body["hostname"] for body in bodies}) == 2  # two tasks
+        assert {body["greeting"] for body in bodies} == {"hi"}
+        assert len(_our_services(client)) == 2
+    finally:
+        run.stop()
+    assert run.status.state == "STOPPED"
+
+
+def test_load_balancer_names_the_missing_ipvs(client, tmp_path):
+    from pyhost.launchers.swarm.cluster import ipvs_available
+
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("serving")
+    fn = project.new_function(name="srv", kind="python", code_src=str(SERVING),
+                              handler="handler")
+    cause = "no IPVS" if ipvs_available() is False else "cannot front"
+    with pytest.raises(ConfigurationError, match=cause):
+        fn.run(action="serve", service_type="LoadBalancer", launcher="swarm")
+    assert not _our_services(client)

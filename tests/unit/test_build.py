@@ -81,19 +81,20 @@ def test_a_build_records_its_run_and_the_image_on_the_version(project):
     # Recorded on this version, which stays the same version; later jobs run on it.
     again = function(project, requirements=["pyhost_testpkg==1.0"])
     assert again.id == fn.id
-    assert again.built_image()["tag"] == run_image(again) == image_tag(fn)
-    assert run_image(function(project)) is None  # another version: not built
+    assert again.built_image()["tag"] == run_image(again, builder) == image_tag(fn)
+    assert run_image(function(project), builder) is None  # another version: not built
 
 
 def test_a_failed_build_is_an_error_with_the_launchers_message(project):
     fn = function(project)
+    builder = StubBuilder(fail="instruction 1 of 1, 'false', exited with code 1")
     run = fn.run(action="build", instructions=["false"], wait=True, progress=False,
-                 launcher=StubBuilder(fail="instruction 1 of 1, 'false', exited with code 1"))
+                 launcher=builder)
     assert run.status.state == "ERROR"
     assert run.status.error["type"] == "ImageBuildError"
     assert "'false', exited with code 1" in run.status.message
     assert "ERROR: instruction 1 of 1" in run.logs()
-    assert fn.built_image() is None and run_image(fn) is None
+    assert fn.built_image() is None and run_image(fn, builder) is None
 
 
 def test_a_background_build_can_be_waited_for(project):

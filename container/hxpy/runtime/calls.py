@@ -15,6 +15,8 @@ __all__ = [
     "LOG_METRIC",
     "READ_CHUNK",
     "READ_TABLE",
+    "SERVE_HEALTH",
+    "SERVE_LOGS",
     "UPLOAD_BEGIN",
     "UPLOAD_CHUNK",
 ]
@@ -27,7 +29,11 @@ READ_CHUNK = PREFIX + "read_chunk"      # (key, path in the entity, offset, size
 UPLOAD_BEGIN = PREFIX + "upload_begin"  # (filename) -> upload id
 UPLOAD_CHUNK = PREFIX + "upload_chunk"  # (upload id, bytes)
 LOG_METRIC = PREFIX + "log_metric"      # (name, value)
+# A serve run's replica reports to the host that supervises it:
+SERVE_LOGS = PREFIX + "serve_logs"      # (replica index, text printed or logged)
+SERVE_HEALTH = PREFIX + "serve_health"  # (replica index, {"ready", "requests", "errors", ...})
 
-ALL = (LOG_ENTITY, GET_ENTITY, READ_TABLE, READ_CHUNK, UPLOAD_BEGIN, UPLOAD_CHUNK, LOG_METRIC)
+ALL = (LOG_ENTITY, GET_ENTITY, READ_TABLE, READ_CHUNK, UPLOAD_BEGIN, UPLOAD_CHUNK, LOG_METRIC,
+       SERVE_LOGS, SERVE_HEALTH)
 
 CHUNK_SIZE = 1 << 20  # bytes per file chunk: a file never needs one allocation of its size

@@ -15,16 +15,19 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
-from ...errors import ImageBuildError
+from ...errors import EngineUnavailable, ImageBuildError
 from .client import engine_errors, inspect_image
 from .system import SYSTEM_PATH, Progress, apt_install, say
+from .wheels import SITE_DIR, install_wheels
 
-__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "PACKAGES_LABEL", "SUITE_PYTHON",
-           "apt_mirror", "base_packages", "build_debian_base"]
+__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "GLIBC_LABEL", "PACKAGES_LABEL",
+           "PYTHON_LABEL", "RECIPES", "SUITE_PYTHON", "BaseRecipe", "apt_mirror",
+           "base_packages", "build_debian_base"]
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -36,16 +39,59 @@ SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 _DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
                     "python3-uvicorn")
 PACKAGES_LABEL = "org.pyhost.packages"  # the Debian packages a base was made with
+PYTHON_LABEL = "org.pyhost.python"  # "3.9": the python3 of an image or base
+GLIBC_LABEL = "org.pyhost.glibc"  # "2.31": its C library, which bounds the wheels it can use
 _DEBOOTSTRAP_TIMEOUT = 1800.0
+_PROBE = ("import platform, sys; "
+          "print('%d.%d' % sys.version_info[:2], platform.libc_ver()[1])")
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """What the base of one suite carries.
+
+    Attributes:
+        suite: the Debian suite.
+        packages: Debian packages debootstrap installs.
+        wheels: pip requirements the host resolves as wheels for the suite's python3 and
+            glibc and unpacks into :data:`~.wheels.SITE_DIR` (pinned, so the label says
+            exactly what a base holds and a new pin makes a new base).
+    """
+
+    suite: str
+    packages: tuple[str, ...] = _DEBIAN_PACKAGES
+    wheels: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        """The value of :data:`PACKAGES_LABEL`; for a Debian-only recipe just the package
+        list, as bases made before wheels were labelled (so those stay current)."""
+        return ",".join([*self.packages, *(f"wheel:{wheel}" for wheel in self.wheels)])
+
+
+# bullseye's numpy 1.19 and pandas 1.1 are older than hxpy supports (pandas 1.5+), so its
+# base is Debian's python3 and the newest wheels still built for cp39 (numpy 2.0 is the last
+# numpy for 3.9). bookworm (numpy 1.24, pandas 1.5) and trixie (numpy 2.2, pandas 2.2) are
+# recent enough as Debian ships them. typing_extensions is uvicorn's dependency on Python
+# < 3.11 only: pip judges such markers by the host's interpreter, not --python-version, so a
+# 3.11 host would leave it out.
+RECIPES = {
+    "bullseye": BaseRecipe("bullseye", ("python3",),
+                           ("numpy==2.0.2", "pandas==2.3.2", "msgpack==1.1.2",
+                            "uvicorn==0.39.0", "typing_extensions==4.16.0")),
+    "bookworm": BaseRecipe("bookworm"),
+    "trixie": BaseRecipe("trixie"),
+}
 
 
 def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
                       mirror: str | None = None, progress: Progress = None) -> str:
     """Make ``pyhost-base:<suite>`` from Debian packages with debootstrap and import it.
 
-    The root filesystem is a ``minbase`` with python3, numpy, pandas and msgpack from Debian,
-    without apt caches, docs, man pages, locales and the numpy/pandas test suites. It is
-    imported through the engine's import API with ``CMD ["python3"]``.
+    The root filesystem is a ``minbase`` with what the suite's :class:`BaseRecipe` lists
+    (Debian packages, then wheels in :data:`~.wheels.SITE_DIR`, compiled there since the
+    sessions' root is read-only), without apt caches, docs, man pages, locales and the
+    numpy/pandas test suites. It is imported through the engine's import API with
+    ``CMD ["python3"]`` and labelled with its recipe, Python and glibc.
 
     Args:
         client: the engine.
@@ -60,6 +106,7 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
         ImageBuildError: not root, debootstrap missing and not installable, or a step failed.
         EngineUnavailable: the engine refused the import.
     """
+    recipe = RECIPES.get(suite) or BaseRecipe(suite)
     if os.geteuid() != 0:
         raise ImageBuildError("no base image is present and none can be pulled; making one with "
                           "debootstrap needs root: run `pyhost image build` as root once")
@@ -72,11 +119,15 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
     except OSError as exc:
         raise ImageBuildError(f"cannot make a scratch directory for the base image: {exc}") from exc
     rootfs = workdir / "rootfs"
+    replaced = inspect_image(client, f"{repository}:{tag}")
     try:
         started = time.monotonic()
-        _debootstrap(suite, rootfs, mirror, progress)
+        _debootstrap(recipe, rootfs, mirror, progress)
         say(progress, f"debootstrap finished in {time.monotonic() - started:.0f} s")
         _unmount_inside(rootfs)
+        python, glibc = _probe_rootfs(rootfs)
+        if recipe.wheels:
+            _add_wheels(recipe, rootfs, python, glibc, progress)
         _slim_rootfs(rootfs)
         started = time.monotonic()
         archive = workdir / "rootfs.tar"
@@ -87,7 +138,7 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
             "ENV LANG=C.UTF-8",
             'CMD ["python3"]',
             f"LABEL {BASE_LABEL}=debootstrap org.pyhost.suite={suite} "
-            f"{PACKAGES_LABEL}={base_packages()}",
+            f'{PACKAGES_LABEL}="{recipe.label()}" {PYTHON_LABEL}={python} {GLIBC_LABEL}={glibc}',
         ]
         with engine_errors("the engine refused to import the base image"):
             client.api.import_image(src=str(archive), repository=repository, tag=tag,
@@ -101,13 +152,76 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
     if attrs is None:
         raise ImageBuildError(f"importing {repository}:{tag} reported success but it is not "
                               "present")
+    if replaced is not None and replaced.get("Id") != attrs.get("Id"):
+        _drop_untagged(client, str(replaced["Id"]))
     return str(attrs["Id"])
 
 
-def base_packages() -> str:
-    """The Debian packages a base made now carries, as its label records them; a base
-    labelled otherwise is out of date and made again."""
-    return ",".join(_DEBIAN_PACKAGES)
+def _drop_untagged(client: docker.DockerClient, image_id: str) -> None:
+    """Remove a base that a new one replaced, unless images built on it still use it (the
+    engine refuses then; those go when they are rebuilt)."""
+    old = inspect_image(client, image_id)
+    if old is None or old.get("RepoTags"):
+        return
+    try:
+        with engine_errors(f"cannot remove the replaced base {image_id[:19]}"):
+            client.api.remove_image(image_id)
+    except EngineUnavailable:
+        pass
+
+
+def base_packages(suite: str = DEFAULT_SUITE) -> str:
+    """What a base of ``suite`` made now carries, as its label records it; a base labelled
+    otherwise is out of date and made again."""
+    return (RECIPES.get(suite) or BaseRecipe(suite)).label()
+
+
+def _probe_rootfs(rootfs: Path) -> tuple[str, str]:
+    """The rootfs's python3 "major.minor" and glibc version, asked of that python3 itself."""
+    words = _in_rootfs(rootfs, ["python3", "-c", _PROBE], "telling its python3's version",
+                       60).split()
+    if len(words) != 2:
+        raise ImageBuildError(f"python3 in the new rootfs {rootfs} did not tell its version "
+                              f"and glibc: {words!r}")
+    return words[0], words[1]
+
+
+def _in_rootfs(rootfs: Path, argv: list[str], what: str, timeout: float) -> str:
+    """Run ``argv`` chrooted into ``rootfs`` (as root, like debootstrap); its output.
+
+    Raises:
+        ImageBuildError: it could not run or failed (its last output attached).
+    """
+    try:
+        done = subprocess.run(["chroot", str(rootfs), *argv], capture_output=True, text=True,
+                              timeout=timeout, env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ImageBuildError(f"{what} in {rootfs} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise ImageBuildError(f"{what} in {rootfs} failed (exit {done.returncode}):\n"
+                              f"{(done.stdout + done.stderr).strip()[-2000:]}")
+    return done.stdout
+
+
+def _add_wheels(recipe: BaseRecipe, rootfs: Path, python: str, glibc: str,
+                progress: Progress) -> None:
+    """Unpack the recipe's wheels into the rootfs's SITE_DIR and compile them there.
+
+    The wheelhouse is tried without an index first, so a base is made again offline once
+    its wheels were fetched.
+    """
+    target = rootfs / SITE_DIR.lstrip("/")
+    major, _, minor = glibc.partition(".")
+    libc = (int(major), int(minor))
+    try:
+        install_wheels(recipe.wheels, python, target, glibc=libc, offline=True,
+                       progress=progress)
+    except ImageBuildError:
+        say(progress, "not all wheels are in the wheelhouse; asking the package index")
+        install_wheels(recipe.wheels, python, target, glibc=libc, progress=progress)
+    # One process: a chroot has no /dev/shm for compileall -j's worker pool.
+    _in_rootfs(rootfs, ["python3", "-m", "compileall", "-q", SITE_DIR],
+               f"compiling the wheels with python{python}", 600)
 
 
 def apt_mirror(suite: str = DEFAULT_SUITE, apt_dir: str | os.PathLike[str] = "/etc/apt",
@@ -168,9 +282,9 @@ def _text(path: Path) -> str:
         return ""
 
 
-def _debootstrap(suite: str, rootfs: Path, mirror: str, progress: Progress) -> None:
-    argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(_DEBIAN_PACKAGES),
-            suite, str(rootfs), mirror]
+def _debootstrap(recipe: BaseRecipe, rootfs: Path, mirror: str, progress: Progress) -> None:
+    argv = ["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages),
+            recipe.suite, str(rootfs), mirror]
     say(progress, "running " + " ".join(argv))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": SYSTEM_PATH}
     summary = _DebootstrapSummary(progress)
@@ -237,7 +351,9 @@ def _slim_rootfs(rootfs: Path) -> None:
                     "usr/share/info/*", "usr/share/locale/*", "usr/share/lintian/*",
                     "var/log/*", "var/cache/debconf/*-old", "dev/*", "run/*", "tmp/*",
                     "usr/lib/python3/dist-packages/numpy/**/tests",
-                    "usr/lib/python3/dist-packages/pandas/tests", "debootstrap"):
+                    "usr/lib/python3/dist-packages/pandas/tests", "debootstrap",
+                    f"{SITE_DIR.lstrip('/')}/numpy/**/tests",
+                    f"{SITE_DIR.lstrip('/')}/pandas/tests"):
         for path in rootfs.glob(pattern):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

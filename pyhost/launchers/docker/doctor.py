@@ -12,6 +12,7 @@ from .engine import engine_status
 from .image import DEFAULT_TAG, image_status
 from .iodir import plan_io_access
 from .paths import EngineView
+from .python_images import DEBIAN_VERSIONS, python_images
 
 __all__ = ["Check", "diagnose"]
 
@@ -67,6 +68,7 @@ def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
             else:
                 size = f"{image.size / 1e6:.0f} MB" if image.size else "size unknown"
                 checks.append(Check("image", True, f"{tag} ({size}, base {image.base})"))
+        checks.append(_check_pythons())
     else:
         checks.append(Check("image", False, "cannot be checked without an engine"))
     checks.append(_check_io(os.path.abspath(io_dir)))
@@ -79,6 +81,20 @@ def _check_deployment() -> Check:
         return Check("deployment", True, EngineView(docker_client()).describe())
     except PyHostError as exc:
         return Check("deployment", False, str(exc))
+
+
+def _check_pythons() -> Check:
+    """Which python_version values have an image. Informational: a missing one fails only
+    the runs that ask for it, with the command that builds it."""
+    try:
+        found = python_images(docker_client())
+    except PyHostError as exc:
+        return Check("pythons", False, str(exc))
+    have = ", ".join(f"{version} ({image})" for version, image in found.items()) or "none"
+    missing = [version for version in DEBIAN_VERSIONS if version not in found]
+    hint = (f"; build {', '.join(missing)} with `pyhost image build --python all`"
+            if missing else "")
+    return Check("pythons", True, f"{have}{hint}")
 
 
 def _check_io(path: str) -> Check:

@@ -17,7 +17,7 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +30,9 @@ from .client import engine_errors, inspect_image
 from .debian_base import (
     BASE_LABEL,
     DEFAULT_SUITE,
+    GLIBC_LABEL,
     PACKAGES_LABEL,
+    PYTHON_LABEL,
     SUITE_PYTHON,
     base_packages,
     build_debian_base,
@@ -62,6 +64,7 @@ __all__ = [
     "resolve_base",
     "resolve_image",
     "snapshot_sources",
+    "try_pull",
     "source_hash",
 ]
 
@@ -69,9 +72,6 @@ __all__ = [
 DEFAULT_TAG = os.environ.get("PYHOST_IMAGE") or "hxpy:latest"
 DEFAULT_BASE = "python:3.12-slim"
 HASH_LABEL = "org.pyhost.hash"
-# The "major.minor" of an image's Python, and its glibc (wheels are chosen for both).
-PYTHON_LABEL = "org.pyhost.python"
-GLIBC_LABEL = "org.pyhost.glibc"
 # The content hash of a function's image (:mod:`.function_image`), never a session default.
 BUILD_LABEL = "org.pyhost.build"
 # Looked for, in order, when no image is asked for by name.
@@ -275,7 +275,8 @@ def image_status(tag: str = DEFAULT_TAG,
 
 def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progress = None,
                 force: bool = False, client: docker.DockerClient | None = None,
-                sources: SourceTree | None = None) -> str:
+                sources: SourceTree | None = None,
+                labels: Mapping[str, str] | None = None) -> str:
     """Build the session image unless one built from the same sources is already there.
 
     Args:
@@ -286,6 +287,8 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
         force: rebuild even when the image is up to date (the base is reused, not remade).
         client: the engine; :func:`~pyhost.engine.ensure_engine` is called when omitted.
         sources: the Dockerfile and container/ to build from; :func:`find_sources` by default.
+        labels: more labels to put on the image (its Python, glibc, the base's id); an image
+            whose labels differ from these is rebuilt, so a remade base rebuilds it too.
 
     Returns:
         The image id (``sha256:...``).
@@ -298,24 +301,27 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
     client = client or ensure_engine(progress=progress)
     snapshot = snapshot_sources(sources or find_sources())
     digest = _hash(snapshot)
+    wanted = dict(labels or {})
     existing = inspect_image(client, tag)
     if existing is not None and not force:
         labels = image_labels(existing)
-        if labels.get(HASH_LABEL) == digest and base in (None, labels.get(BASE_LABEL)):
+        if (labels.get(HASH_LABEL) == digest and base in (None, labels.get(BASE_LABEL))
+                and all(labels.get(key) == value for key, value in wanted.items())):
             say(progress, f"{tag} is up to date ({digest[:12]})")
             return str(existing["Id"])
     base = base or resolve_base(client, progress=progress)
-    if inspect_image(client, base) is None and not _try_pull(client, base, progress):
+    if inspect_image(client, base) is None and not try_pull(client, base, progress):
         raise ImageBuildError(f"base image {base!r} is not present and cannot be pulled")
     say(progress, f"building {tag} on {base} (sources {digest[:12]})")
-    image_id = _run_build(client, snapshot, tag, base, digest, progress)
+    image_id = _run_build(client, snapshot, tag, base,
+                          {HASH_LABEL: digest, BASE_LABEL: base, **wanted}, progress)
     if existing is not None and existing.get("Id") != image_id:
         drop_replaced(client, str(existing["Id"]))
     return image_id
 
 
 def _run_build(client: docker.DockerClient, snapshot: Snapshot, tag: str, base: str,
-               digest: str, progress: Progress) -> str:
+               labels: dict[str, str], progress: Progress) -> str:
     recent: list[str] = []
 
     def line(text: str) -> None:
@@ -325,7 +331,7 @@ def _run_build(client: docker.DockerClient, snapshot: Snapshot, tag: str, base: 
     with engine_errors(f"the engine failed while building {tag}"):
         stream = client.api.build(
             fileobj=context_tar(snapshot), custom_context=True, dockerfile=DOCKERFILE,
-            tag=tag, buildargs={"BASE": base}, labels={HASH_LABEL: digest, BASE_LABEL: base},
+            tag=tag, buildargs={"BASE": base}, labels=labels,
             rm=True, forcerm=True, pull=False, decode=True, timeout=_BUILD_TIMEOUT,
         )
         image_id, error = follow_build(stream, line)
@@ -397,15 +403,16 @@ def resolve_base(client: docker.DockerClient, progress: Progress = None,
     if inspect_image(client, DEFAULT_BASE) is not None:
         return DEFAULT_BASE
     made = inspect_image(client, debian)
-    if made is not None and image_labels(made).get(PACKAGES_LABEL) == base_packages():
+    if made is not None and image_labels(made).get(PACKAGES_LABEL) == base_packages(suite):
         return debian
-    if _try_pull(client, DEFAULT_BASE, progress):
+    if try_pull(client, DEFAULT_BASE, progress):
         return DEFAULT_BASE
     build_debian_base(client, suite=suite, progress=progress)
     return debian
 
 
-def _try_pull(client: docker.DockerClient, reference: str, progress: Progress) -> bool:
+def try_pull(client: docker.DockerClient, reference: str, progress: Progress) -> bool:
+    """Pull ``reference``; False (said through ``progress``) when no registry gives it."""
     say(progress, f"pulling {reference}")
     repository, tag = parse_repository_tag(reference)
     saved = client.api.timeout
@@ -479,8 +486,8 @@ def image_python(attrs: dict[str, Any]) -> str | None:
 
 # -- small helpers ---------------------------------------------------------------------------
 
-def image_labels(attrs: dict[str, Any]) -> dict[str, str]:
-    """An image's labels, from the engine's description of it."""
+def image_labels(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """An image's labels, from the engine's inspect answer (empty when it has none)."""
     return dict((attrs.get("Config") or {}).get("Labels") or {})
 
 

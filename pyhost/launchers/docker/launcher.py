@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +53,13 @@ from .networking import (
     network_endpoint,
     publish_network,
     published_endpoint,
+    published_ports,
+    serve_network,
     session_network,
 )
 from .orphans import collect
 from .paths import EngineView
+from .python_images import image_for_python
 
 __all__ = ["DockerInstance", "DockerLauncher", "check_volumes"]
 
@@ -117,13 +121,21 @@ class DockerInstance(Instance):
     def cleanup(self) -> None:
         if not self._removed:
             with engine_errors(f"cannot remove container {self.id[:12]}"):
-                try:
-                    self.client.api.remove_container(self.id, force=True, v=True)
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as exc:
-                    if exc.status_code != 409:  # 409: removal already in progress
-                        raise
+                for attempt in range(3):
+                    try:
+                        self.client.api.remove_container(self.id, force=True, v=True)
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError as exc:
+                        # 409: removal already in progress. An auto-removed container that
+                        # the engine is removing as it exits can also refuse with a 500
+                        # ("could not kill running container"): look again a moment later.
+                        if exc.status_code != 409:
+                            if attempt < 2:
+                                time.sleep(0.1)
+                                continue
+                            raise
+                    break
             self._removed = True
         if self.socket_dir:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
@@ -164,6 +176,13 @@ class DockerLauncher(Launcher):
             raise ConfigurationError(f"io={spec.io_dir!r} and io_volume={spec.io_volume!r} "
                                      "both ask for /io; pass one of them")
         check_publish_address(spec.publish_address)
+        for port in spec.ports:
+            if port.host_address is not None:
+                check_publish_address(port.host_address)
+            elif not spec.network:
+                raise ConfigurationError(
+                    f"port {port.container_port} is not published (no host address): it is "
+                    "reached only on an engine network; pass network=")
         if spec.network:
             check_network_name(spec.network)
         check_volumes(spec.volumes)
@@ -180,6 +199,11 @@ class DockerLauncher(Launcher):
     def build_image(self, recipe: ImageRecipe, progress: BuildProgress = None) -> BuiltImage:
         """Build a function's image on this engine (see :mod:`.function_image`)."""
         return build_function_image(self.client, recipe, progress)
+
+    def image_for_python(self, version: str) -> str | None:
+        """``hxpy:py<version>`` when built; None when the default image has that Python
+        (see :func:`.python_images.image_for_python`)."""
+        return image_for_python(self.client, version)
 
     def start(self, spec: LaunchSpec) -> DockerInstance:
         self.check(spec)
@@ -200,10 +224,12 @@ class DockerLauncher(Launcher):
             elif remote:
                 wiring = _Wiring.published(publish_network(self.client), address)
             else:
+                # A replica publishing ports needs a bridge; its session keeps the socket.
+                bridge = serve_network(self.client) if spec.ports else "none"
                 socket_dir = self._socket_dir(spec.session_id, access.uid, access.gid)
                 mounts.append(docker.types.Mount(SOCKET_DIR_IN_CONTAINER,
                                                  self._socket_source(socket_dir), type="bind"))
-                wiring = _Wiring.unix(os.path.join(socket_dir, SOCKET_NAME))
+                wiring = _Wiring.unix(os.path.join(socket_dir, SOCKET_NAME), bridge)
             container = self._create(spec, image, f"{access.uid}:{access.gid}", mounts, wiring)
         except BaseException:
             if socket_dir:
@@ -215,6 +241,8 @@ class DockerLauncher(Launcher):
                 self.client.api.start(container)
             if wiring.endpoint is None:
                 instance.endpoint = self._tcp_endpoint(instance, wiring)
+            if spec.ports:
+                instance.ports = self._ports(instance, spec, wiring)
         except BaseException:
             instance.cleanup()
             raise
@@ -306,6 +334,23 @@ class DockerLauncher(Launcher):
                           f"{detail}", status.exit_code if status else None,
                           status.oom_killed if status else False)
 
+    def _ports(self, instance: DockerInstance, spec: LaunchSpec,
+               wiring: _Wiring) -> dict[int, tuple[str, int]]:
+        """Where this process reaches each of the spec's ports, read back from the engine."""
+        with engine_errors(f"cannot inspect container {instance.id[:12]}"):
+            try:
+                attrs = self.client.api.inspect_container(instance.id)
+            except docker.errors.NotFound:
+                attrs = {}
+        found = published_ports(attrs, spec.ports, wiring.network, self.engine.location.host)
+        if found is not None:
+            return found
+        status = instance.poll()
+        detail = f": {status.describe()}" if status else ""
+        raise SessionDied(f"the engine did not publish the ports of container "
+                          f"{instance.id[:12]}{detail}", status.exit_code if status else None,
+                          status.oom_killed if status else False)
+
     def _collect_orphans_once(self) -> None:
         """At a process's first start, remove what dead pyhost processes left (in the
         background: it must not delay the session)."""
@@ -327,13 +372,21 @@ class DockerLauncher(Launcher):
     def _create(self, spec: LaunchSpec, image: str, user: str, mounts: list[Any],
                 wiring: _Wiring) -> str:
         api = self.client.api
-        port_bindings = None
+        port_bindings: dict[int, tuple[Any, ...]] = {}
         if wiring.publish_address is not None:
             # No host port: the engine picks a free one, read back after the start.
-            port_bindings = {SERVER_PORT: (wiring.publish_address,)}
+            port_bindings[SERVER_PORT] = (wiring.publish_address,)
+        for port in spec.ports:
+            if port.host_address is not None:
+                port_bindings[port.container_port] = (
+                    (port.host_address, port.host_port) if port.host_port
+                    else (port.host_address,))
+        exposed = [*port_bindings] + [port.container_port for port in spec.ports
+                                      if port.host_address is None]
         host_config = api.create_host_config(
+            auto_remove=spec.auto_remove,
             network_mode=wiring.network_mode,
-            port_bindings=port_bindings,
+            port_bindings=port_bindings or None,
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_size},mode=1777",
                    **{v.target: f"rw,nosuid,nodev,size={v.size or spec.tmp_size},mode=1777"
@@ -355,7 +408,7 @@ class DockerLauncher(Launcher):
                 environment=server_env(spec, wiring.listen),
                 labels=self.owner.labels(spec.session_id), host_config=host_config,
                 network_disabled=False, working_dir="/io" if has_io else None,
-                ports=[SERVER_PORT] if port_bindings else None,
+                ports=exposed or None,
             )
         return str(created["Id"])
 
@@ -404,9 +457,9 @@ class _Wiring:
     publish_address: str | None = None
 
     @classmethod
-    def unix(cls, host_path: str) -> _Wiring:
-        return cls("none", f"unix:{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}",
-                   Endpoint("unix", host_path))
+    def unix(cls, host_path: str, network: str = "none") -> _Wiring:
+        return cls(network, f"unix:{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}",
+                   Endpoint("unix", host_path), network=network)
 
     @classmethod
     def on_network(cls, network: str) -> _Wiring:

@@ -8,11 +8,15 @@ Two cases beside the default Unix socket (see ``docs/security.md`` for what each
   port on ``publish_address`` of its host. Publishing needs a network, so sessions join
   :data:`PUBLISH_NETWORK`, a bridge that pyhost makes on demand with outbound NAT and traffic
   between containers turned off.
+
+A serve replica on a local engine keeps its Unix socket for the session and joins
+:data:`SERVE_NETWORK`, a bridge made the same way, so that its HTTP port can be published.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Any
 
 import docker
@@ -26,16 +30,20 @@ __all__ = [
     "NETWORK_LABEL",
     "PUBLISH_NETWORK",
     "SERVER_PORT",
+    "SERVE_NETWORK",
     "check_network_name",
     "check_publish_address",
     "network_endpoint",
     "publish_network",
     "published_endpoint",
+    "published_ports",
+    "serve_network",
     "session_network",
 ]
 
 SERVER_PORT = 5151  # where the server listens inside a session that is reached over TCP
 PUBLISH_NETWORK = "pyhost-sessions"
+SERVE_NETWORK = "pyhost-serve"
 NETWORK_LABEL = "org.pyhost.network"
 
 _PUBLISH_OPTIONS = {
@@ -89,30 +97,58 @@ def publish_network(client: docker.DockerClient) -> str:
         ConfigurationError: a network of that name exists that pyhost did not make.
         EngineUnavailable: the engine refused to list or make it.
     """
+    return _own_bridge(client, PUBLISH_NETWORK, "publish")
+
+
+def serve_network(client: docker.DockerClient) -> str:
+    """The id of the pyhost bridge network serve replicas publish their HTTP port from (no
+    outbound NAT, no traffic between containers), made the first time it is needed.
+
+    An id, not the name: two processes making it at once can leave two networks of that
+    name (the engine does not refuse the second), and every replica then takes the oldest.
+
+    Raises:
+        ConfigurationError: a network of that name exists that pyhost did not make.
+        EngineUnavailable: the engine refused to list or make it.
+    """
+    return _own_bridge(client, SERVE_NETWORK, "serve", by_id=True)
+
+
+_making = threading.Lock()  # threads of this process make a network once, not once each
+
+
+def _own_bridge(client: docker.DockerClient, name: str, purpose: str,
+                by_id: bool = False) -> str:
+    with _making:
+        return _find_or_make(client, name, purpose, by_id)
+
+
+def _find_or_make(client: docker.DockerClient, name: str, purpose: str, by_id: bool) -> str:
     for attempt in range(2):
         with engine_errors("cannot list networks"):
-            found = client.api.networks(names=[PUBLISH_NETWORK])
-        for attrs in found:
-            if attrs.get("Name") != PUBLISH_NETWORK:
-                continue  # the names filter matches substrings
-            if (attrs.get("Labels") or {}).get(NETWORK_LABEL) != "publish":
+            found = client.api.networks(names=[name])
+        same = sorted((attrs for attrs in found if attrs.get("Name") == name),
+                      key=lambda attrs: str(attrs.get("Created")))  # substrings match too
+        for attrs in same:
+            if (attrs.get("Labels") or {}).get(NETWORK_LABEL) != purpose:
                 raise ConfigurationError(
-                    f"a network named {PUBLISH_NETWORK!r} exists but pyhost did not make it; "
+                    f"a network named {name!r} exists but pyhost did not make it; "
                     "remove or rename it")
-            return PUBLISH_NETWORK
+        if same:
+            return str(same[0]["Id"]) if by_id else name
         if attempt:
             break
-        with engine_errors(f"cannot create network {PUBLISH_NETWORK}"):
+        with engine_errors(f"cannot create network {name}"):
             try:
-                client.api.create_network(PUBLISH_NETWORK, driver="bridge",
-                                          options=_PUBLISH_OPTIONS,
-                                          labels={NETWORK_LABEL: "publish"},
-                                          check_duplicate=True)
-                return PUBLISH_NETWORK
+                made = client.api.create_network(name, driver="bridge",
+                                                 options=_PUBLISH_OPTIONS,
+                                                 labels={NETWORK_LABEL: purpose},
+                                                 check_duplicate=True)
+                return str(made["Id"]) if by_id else name
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: another process made it first; look again
                     raise
-    raise EngineUnavailable(f"network {PUBLISH_NETWORK} was made and then vanished")
+    raise EngineUnavailable(f"network {name} was made and then vanished")
 
 
 def check_publish_address(address: str) -> str:
@@ -150,3 +186,27 @@ def published_endpoint(attrs: dict[str, Any], publish_address: str,
     if ipaddress.IPv4Address(publish_address).is_unspecified:
         host = engine_host or "127.0.0.1"
     return Endpoint("tcp", (host, int(bindings[0]["HostPort"])))
+
+
+def published_ports(attrs: dict[str, Any], ports: Any, network: str,
+                    engine_host: str | None) -> dict[int, tuple[str, int]] | None:
+    """Where each of ``ports`` (:class:`~pyhost.launchers.base.PublishedPort`) is reached,
+    from a container inspect: its published address, or its address on ``network`` for a
+    port that is not published; None while the engine has not told them all."""
+    found: dict[int, tuple[str, int]] = {}
+    settings = attrs.get("NetworkSettings") or {}
+    for port in ports:
+        if port.host_address is None:
+            address = ((settings.get("Networks") or {}).get(network) or {}).get("IPAddress")
+            if not address:
+                return None
+            found[port.container_port] = (address, port.container_port)
+            continue
+        bindings = (settings.get("Ports") or {}).get(f"{port.container_port}/tcp") or []
+        if not bindings or not bindings[0].get("HostPort"):
+            return None
+        host = port.host_address
+        if ipaddress.IPv4Address(host).is_unspecified:
+            host = engine_host or "127.0.0.1"
+        found[port.container_port] = (host, int(bindings[0]["HostPort"]))
+    return found

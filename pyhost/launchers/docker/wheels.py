@@ -13,7 +13,9 @@ and a build has no network. So the host's own pip does the work, in two steps:
 The image itself therefore needs no pip. Requirements may be anything pip takes: names with
 versions, a local wheel file, or a name found through ``find_links`` (a local directory of
 wheels) or ``index_url``. Only wheels are accepted: an sdist would have to be built for the
-image's interpreter, which the host cannot do.
+image's interpreter, which the host cannot do. pip judges a dependency's environment markers
+(``; python_version < "3.11"``) by the host's interpreter, not ``--python-version``: a
+dependency only an older interpreter needs must be listed among the requirements.
 """
 
 from __future__ import annotations

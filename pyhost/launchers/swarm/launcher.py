@@ -17,6 +17,12 @@ Secrets (``LaunchSpec.secrets``) become Swarm secrets made for the session, moun
 1000 alone and read into the server's environment at its start (``HXPY_SECRETS_DIR``); the
 service's spec never holds their values, and they are removed with the service.
 
+Ports the user code listens on (``LaunchSpec.ports``: a serve replica's HTTP port) are
+published in ``host`` mode too, on the task's node, at ``host_port`` or one the engine picks:
+Swarm binds such a port on every address of the node (it has no per-port address), so
+``host_address`` only says that the port is published. A port with no host address (ClusterIP)
+is reached at the task's address on its network.
+
 What a cluster cannot give: a directory of this machine at ``/io`` (use ``io_volume=``, a
 volume on the node) and a Unix socket.
 """
@@ -49,7 +55,7 @@ from ..docker.iodir import SANDBOX_UID
 from ..docker.launcher import check_volumes
 from ..docker.networking import SERVER_PORT, check_network_name
 from ..ownership import SESSION_LABEL, Owner
-from .cluster import SESSION_NETWORK, ensure_network, require_manager
+from .cluster import SESSION_NETWORK, ensure_network, ipvs_available, require_manager
 
 __all__ = ["SwarmInstance", "SwarmLauncher"]
 
@@ -181,7 +187,21 @@ class SwarmLauncher(Launcher):
                                      "swarm use io_volume=")
         if spec.network:
             check_network_name(spec.network)
+        for port in spec.ports:
+            if port.host_address is None and not spec.network:
+                raise ConfigurationError(
+                    f"port {port.container_port} is not published (no host address): it is "
+                    "reached only on an overlay network pyhost is on too; pass network=")
         check_volumes(spec.volumes)
+
+    def load_balancer_problem(self) -> str | None:
+        """The routing mesh needs IPVS in the kernel; and serve replicas here are one task
+        each (each carries its own session channel), which the mesh cannot front."""
+        if ipvs_available() is False:
+            return ("the kernel has no IPVS, so the swarm's routing mesh (ingress ports, "
+                    "service VIPs) cannot answer (`pyhost doctor` shows it)")
+        return ("serve replicas on this launcher are one task each, supervised over their "
+                "own session channel, which the routing mesh cannot front yet")
 
     def python_version(self, image: str | None) -> str | None:
         attrs = inspect_image(self.client, resolve_image(self.client, image))
@@ -206,6 +226,8 @@ class SwarmLauncher(Launcher):
         try:
             instance.endpoint = self._endpoint(instance, network, not spec.network,
                                                spec.placement)
+            if spec.ports:
+                instance.ports = self._ports(instance, spec, network)
         except BaseException:
             instance.cleanup()
             raise
@@ -254,13 +276,16 @@ class SwarmLauncher(Launcher):
             placement=Placement(constraints=list(spec.placement)) if spec.placement else None,
             networks=[network],
             log_driver={"Name": "json-file", "Options": {"max-size": "1m", "max-file": "1"}})
-        ports = None if spec.network else [{"Protocol": "tcp", "TargetPort": SERVER_PORT,
-                                            "PublishMode": "host"}]
+        ports = [] if spec.network else [{"Protocol": "tcp", "TargetPort": SERVER_PORT,
+                                          "PublishMode": "host"}]
+        ports += [{"Protocol": "tcp", "TargetPort": port.container_port, "PublishMode": "host",
+                   **({"PublishedPort": port.host_port} if port.host_port else {})}
+                  for port in spec.ports if port.host_address is not None]
         with engine_errors(f"the swarm could not create a service from {image}"):
             created = self.client.api.create_service(
                 template, name=f"pyhost-{spec.session_id}", labels=labels,
                 mode=ServiceMode("replicated-job", concurrency=1, replicas=1),
-                endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports))
+                endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports or None))
         return str(created["ID"])
 
     def _endpoint(self, instance: SwarmInstance, network: str, published: bool,
@@ -297,12 +322,34 @@ class SwarmLauncher(Launcher):
             time.sleep(_POLL)
 
     def _published(self, task: Any) -> Endpoint | None:
-        ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
-        port = next((p.get("PublishedPort") for p in ports
-                     if p.get("TargetPort") == SERVER_PORT and p.get("PublishedPort")), None)
+        port = _published_port(task, SERVER_PORT)
         if not port:
             return None
-        return Endpoint("tcp", (self._node_address(str(task.get("NodeID"))), int(port)))
+        return Endpoint("tcp", (self._node_address(str(task.get("NodeID"))), port))
+
+    def _ports(self, instance: SwarmInstance, spec: LaunchSpec,
+               network: str) -> dict[int, tuple[str, int]]:
+        """Where each of the spec's ports is reached: the node's address and published port,
+        or the task's address on its network."""
+        task = instance.task() or {}
+        found: dict[int, tuple[str, int]] = {}
+        for port in spec.ports:
+            if port.host_address is None:
+                on_network = _network_address(task, network)
+                if on_network is not None:
+                    found[port.container_port] = (str(on_network.address[0]),
+                                                  port.container_port)
+                continue
+            published = _published_port(task, port.container_port)
+            if published:
+                found[port.container_port] = (self._node_address(str(task.get("NodeID"))),
+                                              published)
+        missing = [port.container_port for port in spec.ports
+                   if port.container_port not in found]
+        if missing:
+            raise SessionDied(f"the swarm did not tell where port(s) {missing} of service "
+                              f"{instance.id[:12]} are reached", None, False)
+        return found
 
     def _node_address(self, node_id: str) -> str:
         with engine_errors(f"cannot inspect node {node_id[:12]}"):
@@ -344,6 +391,13 @@ def remove_secrets(client: docker.DockerClient, secret_ids: tuple[str, ...]) -> 
                 client.api.remove_secret(secret_id)
             except docker.errors.NotFound:
                 pass
+
+
+def _published_port(task: Any, target: int) -> int:
+    """The node port a task's ``target`` port is published on; 0 while it is not."""
+    ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
+    return next((int(p["PublishedPort"]) for p in ports
+                 if p.get("TargetPort") == target and p.get("PublishedPort")), 0)
 
 
 def _network_address(task: Any, network: str) -> Endpoint | None:

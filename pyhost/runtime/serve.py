@@ -1,0 +1,368 @@
+"""The ``serve`` task: ``replicas`` long-running sessions serving the handler over HTTP,
+supervised by this process.
+
+Everything that can be checked is checked before anything starts (:mod:`.serve_settings`).
+Then the run is CREATED and READY; each replica gets a supervising thread that starts a
+session and evaluates ``serve(__serve__)`` (:mod:`hxpy.runtime.serve`) in it, a batch that
+lasts the replica's life, answering its calls meanwhile: ``context.project``/``context.run``
+calls (the job's :class:`~.host_calls.HostCalls`), its logs and its health. Once every
+replica has said it listens the run is RUNNING with ``status.service`` (the URLs) and
+``status.replicas``. A replica whose session breaks (its container killed, OOM) is started
+again, with a back-off, and its restarts counted. ``run.stop()`` removes every replica: the
+run is STOPPED. When this process ends, the replicas go with it: each server exits when its
+host connection drops and its container is removed by the engine (``auto_remove``); a run
+left RUNNING that way is settled STOPPED by the next process that opens the catalog.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hxpy.runtime import calls as call_names
+
+from ..api import py
+from ..errors import PyHostError, PythonError
+from .catalog import Record, StaleState
+from .host_calls import HostCalls
+from .job import _masker
+from .runs import (
+    ACTIVE,
+    ERROR,
+    READY,
+    RUNNING,
+    STOPPED,
+    Run,
+    create_run,
+    executing,
+    finished,
+    transition,
+)
+from .serve_settings import CONTAINER_PORT, ServeSettings, check_serve
+from .service_client import forget, remember
+from .sources import PYTHON_VERSIONS
+
+if TYPE_CHECKING:
+    from ..session.blocking import Session
+    from .context import Runtime
+    from .function import Function
+
+__all__ = ["Service", "live_service", "start_serve"]
+
+log = logging.getLogger("pyhost.runtime")
+
+_STATUS_EVERY = 5.0  # seconds between two status writes carrying only new counters
+_BACKOFF = (0.5, 30.0)  # first and longest pause before a broken replica starts again
+
+
+def start_serve(function: Function, runtime: Runtime, **task: Any) -> Run:
+    """Check everything, record the run, start the replicas; the run once every replica
+    listens (RUNNING), or once the start failed (ERROR, ``status.error`` says why).
+
+    Args (all keywords; see :func:`.serve_settings.check_serve`):
+        replicas: how many replicas (>= 1).
+        service_type: ``"NodePort"`` (a published port per replica on ``address``),
+            ``"ClusterIP"`` (on the engine network ``network`` only); ``"LoadBalancer"``
+            needs the cluster launcher.
+        port: host port of the first replica (replica i gets port + i); 0: any free port.
+        address: the host address ports are published on (default 127.0.0.1).
+        network: an engine network the replicas join (ClusterIP's, or Docker-in-Docker).
+        init_function: ``name`` or ``module:name``, called once per replica as
+            ``init_function(context, **init_parameters)`` (default: the function's field).
+        init_parameters: its keyword arguments.
+        workers: threads per replica the handler runs in.
+        ready_timeout: seconds the replicas have to start listening.
+        launcher, envs, secrets, resources, volumes, node_selector, affinity, tolerations:
+            as for a job.
+
+    Raises:
+        ConfigurationError: a bad setting; raised before anything starts.
+    """
+    settings = check_serve(function, runtime, **task)
+    record = create_run(runtime, function, "serve", settings.record())
+    service = Service(runtime, record, function, settings)
+    service.start()
+    return Run(service.wait_ready(), runtime)
+
+
+def live_service(run_id: str) -> Service | None:
+    """The service this process supervises for ``run_id``, if any."""
+    with _services_lock:
+        return _services.get(run_id)
+
+
+_services: dict[str, Service] = {}
+_services_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """A process that ends normally stops its services: STOPPED, every replica removed."""
+    for service in _live_services():
+        service.stop()
+
+
+def _live_services() -> list[Service]:
+    with _services_lock:
+        return list(_services.values())
+
+
+@dataclass
+class _Replica:
+    index: int
+    state: str = "starting"  # starting, ready, restarting, stopped
+    restarts: int = 0
+    container: str | None = None
+    url: str | None = None
+    host_port: int = 0  # kept across restarts, so a replica keeps its URL
+    health: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    session: Session | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index, "state": self.state, "restarts": self.restarts,
+                "container": self.container, "url": self.url, "error": self.error,
+                **{key: self.health.get(key, 0) for key in ("requests", "errors",
+                                                             "rejected")}}
+
+
+class Service:
+    """The replicas of one serve run, supervised by threads of this process."""
+
+    def __init__(self, runtime: Runtime, record: Record, function: Function,
+                 settings: ServeSettings) -> None:
+        self.runtime = runtime
+        self.run_id = record.id
+        self.function = function
+        self.settings = settings
+        self.replicas = [_Replica(index) for index in range(settings.replicas)]
+        self._record = record
+        self._execution = executing(record.id)
+        self._execution.stopper = self._kill_all
+        self._calls = HostCalls(runtime, function.project, record.id, record.document["key"])
+        self._mask = _masker(settings.task.secrets)
+        self._lock = threading.RLock()
+        self._settled = threading.Event()  # every replica listens, or the start failed
+        self._failure: dict[str, str] | None = None
+        self._running = False
+        self._last_write = 0.0
+        self._threads: list[threading.Thread] = []
+        self._log_path = runtime.store.path(record.project, "run", record.id, "logs") / \
+            "logs.txt"
+        self._log_path.touch()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        with _services_lock:
+            _services[self.run_id] = self
+        remember(self.run_id, self.urls)
+        self._write(READY, logs=str(self._log_path.relative_to(self.runtime.store.root)))
+        for replica in self.replicas:
+            thread = threading.Thread(target=self._supervise, args=(replica,), daemon=True,
+                                      name=f"pyhost-serve-{self.run_id[:8]}-{replica.index}")
+            self._threads.append(thread)
+            thread.start()
+        threading.Thread(target=self._settle_at_end, daemon=True,
+                         name=f"pyhost-serve-{self.run_id[:8]}").start()
+
+    def wait_ready(self) -> Record:
+        """Wait until every replica listens (RUNNING) or the start failed; the record."""
+        if not self._settled.wait(self.settings.ready_timeout):
+            self._fail({"type": "TimeoutError", "traceback": "",
+                        "message": f"the replicas did not all listen within "
+                                   f"{self.settings.ready_timeout:g} s"})
+        if self._failure is not None:  # recorded once every replica is gone
+            self._execution.done.wait(30)
+        return self.runtime.get("run", self.run_id)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Remove every replica and wait for the run to end (STOPPED)."""
+        self._execution.stop_requested = True
+        self._kill_all()
+        self._execution.done.wait(timeout)
+
+    def urls(self) -> list[str]:
+        """The URLs of the replicas that listen now."""
+        with self._lock:
+            return [r.url for r in self.replicas if r.url and r.state == "ready"]
+
+    def _kill_all(self) -> None:
+        for replica in self.replicas:
+            session = replica.session
+            if session is not None:
+                session.kill()
+
+    @property
+    def _stopping(self) -> bool:
+        return self._execution.stop_requested or self._failure is not None
+
+    def _fail(self, error: dict[str, str]) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = {key: self._mask(value) for key, value in error.items()}
+        self._settled.set()
+        self._kill_all()
+
+    def _settle_at_end(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        try:
+            with self._lock:
+                for replica in self.replicas:
+                    replica.state, replica.url = "stopped", None
+                changes: dict[str, Any] = {"replicas": self._replica_status(),
+                                           "service": self._service(),
+                                           "metrics": self._calls.metrics,
+                                           "produced": self._calls.produced}
+                if self._failure is not None:
+                    changes.update(error=self._failure, message=f"{self._failure['type']}: "
+                                   f"{self._failure['message']}")
+                    state = ERROR
+                else:
+                    state, changes["message"] = STOPPED, "stopped"
+                transition(self.runtime, self.runtime.get("run", self.run_id), state, ACTIVE,
+                           **changes)
+        except StaleState:
+            log.warning("serve run %s was settled by another process", self.run_id)
+        except Exception:
+            log.exception("serve run %s: recording its end failed", self.run_id)
+        finally:
+            with _services_lock:
+                _services.pop(self.run_id, None)
+            forget(self.run_id)
+            self._settled.set()
+            finished(self.run_id)
+
+    # -- one replica ---------------------------------------------------------------------
+
+    def _supervise(self, replica: _Replica) -> None:
+        pause = _BACKOFF[0]
+        while not self._stopping:
+            started = time.monotonic()
+            broke = self._serve_once(replica)
+            if self._stopping:
+                break
+            with self._lock:
+                replica.restarts += 1
+                replica.state, replica.url, replica.error = "restarting", None, broke
+            log.warning("serve run %s: replica %d ended (%s); starting it again in %.1f s",
+                        self.run_id, replica.index, broke, pause)
+            self._append_log(replica.index, f"replica ended ({broke}); restarting\n")
+            self._write()
+            # A replica that served a while restarts at once; one that keeps failing waits.
+            pause = _BACKOFF[0] if time.monotonic() - started > 60 else \
+                min(pause * 2, _BACKOFF[1])
+            self._execution.done.wait(pause if replica.restarts > 1 else 0.1)
+
+    def _serve_once(self, replica: _Replica) -> str:
+        """Run the replica's session until it ends; why it ended."""
+        task = self.settings.task
+        port = self.settings.published(replica.index)
+        if replica.host_port and port.host_address is not None and not port.host_port:
+            port = type(port)(port.container_port, port.host_address, replica.host_port)
+        session = py(launcher=task.launcher, io=None, timeout=None,
+                     env=task.envs, secrets=task.secrets, image=task.image,
+                     mem_limit=task.mem_limit or "1g", cpus=task.cpus, volumes=task.volumes,
+                     network=self.settings.network, ports=(port,), auto_remove=True)
+        replica.session = session
+        try:
+            if self._stopping:
+                return "stopped"
+            for name, handler in self._calls.table().items():
+                session.handle(name, handler)
+            session.handle(call_names.SERVE_LOGS, self._append_log)
+            session.handle(call_names.SERVE_HEALTH, self._on_health)
+            session.init(lambda started: self._on_start(replica, started))
+            session.define("__serve__", self._job(replica))
+            session.exec("from hxpy.runtime.serve import serve").eval("serve(__serve__)")
+            return "its server stopped"
+        except PythonError as exc:
+            self._append_log(replica.index, f"replica failed: {exc}\n")
+            if not self._running:  # the start itself fails: the run cannot serve
+                self._fail({"type": exc.remote_type, "message": exc.remote_message,
+                            "traceback": exc.remote_traceback})
+            return f"{exc.remote_type}: {exc.remote_message}"
+        except PyHostError as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if not self._running and not self._stopping:  # the start fails: no restart
+                self._fail({"type": type(exc).__name__, "message": str(exc),
+                            "traceback": ""})
+            return reason
+        finally:
+            replica.session = None
+            session.close()
+
+    def _job(self, replica: _Replica) -> dict[str, Any]:
+        info = self.function.handler_info()
+        return {"files": self.function.source().files, "module": info.module,
+                "function": info.function, "project": self.function.project,
+                "run_id": self.run_id, "replica": replica.index,
+                "init_function": self.settings.init_function,
+                "init_parameters": self.settings.init_parameters, "port": CONTAINER_PORT,
+                "workers": self.settings.workers,
+                "python": PYTHON_VERSIONS[self.function.spec["python_version"]]}
+
+    def _on_start(self, replica: _Replica, session: Session) -> None:
+        host, port = session.ports.get(CONTAINER_PORT, ("", 0))
+        with self._lock:
+            replica.container = session.container_id
+            replica.url = f"http://{host}:{port}" if host else None
+            if self.settings.service_type == "NodePort":
+                replica.host_port = port
+
+    # -- what replicas report ------------------------------------------------------------
+
+    def _append_log(self, index: int, text: str) -> None:
+        lines = self._mask(str(text)).splitlines(keepends=True)
+        with self._lock, open(self._log_path, "a", encoding="utf-8") as out:
+            out.writelines(f"[replica {index}] {line}" for line in lines)
+            if lines and not lines[-1].endswith("\n"):
+                out.write("\n")
+
+    def _on_health(self, index: int, health: dict[str, Any]) -> None:
+        replica = self.replicas[int(index)]
+        became_ready = False
+        with self._lock:
+            replica.health = dict(health or {})
+            if replica.health.get("ready") and replica.state != "ready":
+                replica.state, replica.error, became_ready = "ready", None, True
+            everyone = all(r.state == "ready" for r in self.replicas)
+        if became_ready and everyone and not self._running and not self._stopping:
+            self._running = True
+            self._write(RUNNING, message=f"serving on {', '.join(self.urls())}")
+            self._settled.set()
+        elif became_ready or time.monotonic() - self._last_write > _STATUS_EVERY:
+            self._write()
+
+    # -- the record ----------------------------------------------------------------------
+
+    def _service(self) -> dict[str, Any]:
+        return {"type": self.settings.service_type, "urls": self.urls(),
+                "port": CONTAINER_PORT}
+
+    def _replica_status(self) -> list[dict[str, Any]]:
+        return [replica.describe() for replica in self.replicas]
+
+    def _write(self, state: str | None = None, **changes: Any) -> None:
+        """Record the replicas and the service (and a new state, or the current one)."""
+        with self._lock:
+            self._last_write = time.monotonic()
+            try:
+                record = self.runtime.get("run", self.run_id)
+                current = record.state
+                if current not in ACTIVE:
+                    return
+                changes = {"replicas": self._replica_status(), "service": self._service(),
+                           **changes}
+                self._record = transition(self.runtime, record, state or current, current,
+                                          **changes)
+            except StaleState:
+                log.warning("serve run %s was moved by another process", self.run_id)
+            except Exception:
+                log.exception("serve run %s: recording its status failed", self.run_id)
+
