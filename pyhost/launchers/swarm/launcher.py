@@ -157,7 +157,7 @@ class SwarmInstance(Instance):
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:  # 409: its removal is under way already
                         raise
-        remove_secrets(self.client, self.secret_ids)
+        _remove_secrets(self.client, self.secret_ids)
 
 
 class SwarmLauncher(Launcher):
@@ -216,11 +216,11 @@ class SwarmLauncher(Launcher):
             self._check_attachable(spec.network)
         else:
             ensure_network(self.client)
-        secrets = make_secrets(self.client, spec.secrets, self.owner.labels(spec.session_id))
+        secrets = _make_secrets(self.client, spec.secrets, self.owner.labels(spec.session_id))
         try:
             service_id = self._create(spec, image, network, secrets)
         except BaseException:
-            remove_secrets(self.client, tuple(secrets.values()))
+            _remove_secrets(self.client, tuple(secrets.values()))
             raise
         instance = SwarmInstance(self.client, service_id, tuple(secrets.values()))
         try:
@@ -365,7 +365,7 @@ def _secret_name(session_id: str, name: str) -> str:
     return f"pyhost-{session_id}-{name}"
 
 
-def make_secrets(client: docker.DockerClient, values: Any, labels: dict[str, str]
+def _make_secrets(client: docker.DockerClient, values: Any, labels: dict[str, str]
                  ) -> dict[str, str]:
     """Create one Swarm secret per value; name -> secret id. Their names carry the session id
     and their labels the owner, so ``pyhost gc`` finds those a dead process left."""
@@ -378,12 +378,12 @@ def make_secrets(client: docker.DockerClient, values: Any, labels: dict[str, str
                                                    value.encode("utf-8"), labels=labels)
             made[name] = str(created["ID"])
     except BaseException:
-        remove_secrets(client, tuple(made.values()))
+        _remove_secrets(client, tuple(made.values()))
         raise
     return made
 
 
-def remove_secrets(client: docker.DockerClient, secret_ids: tuple[str, ...]) -> None:
+def _remove_secrets(client: docker.DockerClient, secret_ids: tuple[str, ...]) -> None:
     """Remove secrets (idempotent)."""
     for secret_id in secret_ids:
         with engine_errors(f"cannot remove secret {secret_id[:12]}"):
