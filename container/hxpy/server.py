@@ -16,6 +16,8 @@ Configuration comes from the environment (the host launcher sets it):
                     0 never polls; see ``hxpy.wire.FrameReader``)
 ``HXPY_LOG_LEVEL``    server log level (default WARNING), logged to the container's stderr
 ``HXPY_FAULT``        test-only fault mode: ``crash``, ``hang``, ``garbage``, ``oversize``
+``HXPY_SECRETS_DIR``  a directory of secret files (a Swarm task's ``/run/secrets``): each
+                    file ``NAME`` becomes the environment variable ``NAME`` at start
 """
 
 from __future__ import annotations
@@ -430,6 +432,17 @@ def _exit_when_peer_hangs_up(conn: socket.socket) -> None:
     threading.Thread(target=watch, name="hxpy-hangup", daemon=True).start()
 
 
+def load_secrets(directory: str) -> None:
+    """Put each file of ``directory`` into the environment under its name: user code sees a
+    secret the same way on every launcher."""
+    if not directory:
+        return
+    for entry in sorted(os.scandir(directory), key=lambda found: found.name):
+        if entry.name.isidentifier() and entry.is_file():
+            with open(entry.path, "rb") as secret:
+                os.environ[entry.name] = secret.read().decode("utf-8", "surrogateescape")
+
+
 def listener_path(listener: socket.socket) -> str | None:
     try:
         name = listener.getsockname()
@@ -452,6 +465,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
     listener = listen(listen_on)  # first thing: the host is already trying to connect
+    load_secrets(os.environ.pop("HXPY_SECRETS_DIR", ""))
     logging.basicConfig(level=os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper(),
                         format="hxpy %(levelname)s %(message)s", stream=sys.__stderr__)
     server = Server(

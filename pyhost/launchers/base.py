@@ -111,6 +111,9 @@ class LaunchSpec:
     ports: tuple[PublishedPort, ...] = ()
     # Remove the server's container as soon as it ends (a replica whose supervisor died).
     auto_remove: bool = False
+    # name -> value for the server's environment, kept apart from ``env`` so that a cluster
+    # launcher can hand them over as the engine's own secrets; never shown by ``repr``.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,12 @@ class Launcher(abc.ABC):
         run, when it can be known before starting one; None when it cannot."""
         return None
 
+    def load_balancer_problem(self) -> str | None:
+        """Why this launcher cannot give one address balanced over a service's replicas (a
+        serve run's ``service_type="LoadBalancer"``); None when it can."""
+        return (f"the {self.name or type(self).__name__} launcher has no load balancer; "
+                "LoadBalancer needs a cluster launcher (swarm) whose routing mesh works")
+
     def image_for_python(self, version: str) -> str | None:
         """The image servers of Python ``version`` ("3.9") run in; None: the launcher's
         default (which has that Python, or whose Python cannot be known before a start).
@@ -317,9 +326,11 @@ def bind_env(container_port: int) -> str:
     return f"HXPY_BIND_{int(container_port)}"
 
 
-def server_env(spec: LaunchSpec, listen: str) -> dict[str, str]:
-    """The environment that configures ``python -m hxpy`` (see ``hxpy.server``)."""
+def server_env(spec: LaunchSpec, listen: str, with_secrets: bool = True) -> dict[str, str]:
+    """The environment that configures ``python -m hxpy`` (see ``hxpy.server``), with the
+    secrets in it unless ``with_secrets`` is False (a launcher that mounts them as files)."""
     env = {
+        **(spec.secrets if with_secrets else {}),
         **spec.env,
         "HXPY_KEY": spec.key,
         "HXPY_LISTEN": listen,

@@ -254,7 +254,7 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
                     function: Function, execution: Any,
                     started: Callable[[str | None], None]) -> _Outcome:
     session = py(launcher=settings.launcher, io=None, timeout=settings.timeout,
-                 env={**settings.envs, **settings.secrets}, image=settings.image,
+                 env=settings.envs, secrets=settings.secrets, image=settings.image,
                  mem_limit=settings.mem_limit or "1g", cpus=settings.cpus,
                  volumes=settings.volumes, placement=settings.constraints())
     execution.stopper = session.kill

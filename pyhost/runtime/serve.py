@@ -266,7 +266,7 @@ class Service:
         if replica.host_port and port.host_address is not None and not port.host_port:
             port = type(port)(port.container_port, port.host_address, replica.host_port)
         session = py(launcher=task.launcher, io=None, timeout=None,
-                     env={**task.envs, **task.secrets}, image=task.image,
+                     env=task.envs, secrets=task.secrets, image=task.image,
                      mem_limit=task.mem_limit or "1g", cpus=task.cpus, volumes=task.volumes,
                      network=self.settings.network, ports=(port,), auto_remove=True)
         replica.session = session

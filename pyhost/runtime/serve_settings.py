@@ -122,11 +122,11 @@ def _check_service(settings: ServeSettings, launcher: Any) -> None:
     kind = settings.service_type
     if kind not in SERVICE_TYPES:
         raise ConfigurationError(f"service_type={kind!r}: one of {', '.join(SERVICE_TYPES)}")
-    if kind == "LoadBalancer":
+    problem = get_launcher(launcher).load_balancer_problem() if kind == "LoadBalancer" else None
+    if problem:
         raise ConfigurationError(
-            "service_type='LoadBalancer' needs the cluster (swarm) launcher, which spreads "
-            "one address over the replicas; on a plain engine use 'NodePort' (a published "
-            "port per replica) or 'ClusterIP' (on an engine network)")
+            f"service_type='LoadBalancer': {problem}; use 'NodePort' (a published port per "
+            "replica, spread by run.invoke) or 'ClusterIP' (on an engine network)")
     if kind == "ClusterIP" and not settings.network:
         raise ConfigurationError(
             "service_type='ClusterIP' exposes the replicas only on an engine network: pass "

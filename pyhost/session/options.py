@@ -75,6 +75,9 @@ class SessionOptions:
     volumes: tuple[Volume, ...] = ()
     """Docker only: more mounts (:class:`~pyhost.launchers.base.Volume`): named volumes,
     read-only unless asked, or scratch tmpfs."""
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Environment variables whose values are secret: set like ``env``, never shown by
+    ``repr``; on a swarm they travel as Swarm secrets instead of in the service's spec."""
     placement: tuple[str, ...] = ()
     """Swarm only: placement constraints for the server's task (``node.labels.gpu==true``);
     a single-engine launcher ignores them."""
@@ -115,13 +118,9 @@ class SessionOptions:
             raise ConfigurationError(f"log_level={self.log_level!r} is not a log level; use "
                                      "DEBUG, INFO, WARNING, ERROR or CRITICAL")
         object.__setattr__(self, "log_level", level)
-        env = dict(self.env or {})
-        bad = [key for key, value in env.items()
-               if not isinstance(key, str) or not isinstance(value, str)]
-        if bad:
-            raise ConfigurationError(f"env: names and values must be str; {bad[0]!r} is not "
-                                     f"(got {env[bad[0]]!r})")
-        object.__setattr__(self, "env", env)
+        object.__setattr__(self, "env", _str_map("env", self.env, show_values=True))
+        object.__setattr__(self, "secrets", _str_map("secrets", self.secrets,
+                                                     show_values=False))
         for port in self.ports:
             if not isinstance(port, PublishedPort) or not all(
                     isinstance(number, int) and 0 <= number <= 65535
@@ -167,7 +166,7 @@ class SessionOptions:
             io_host_path=self.io_host_path, io_volume=self.io_volume, network=self.network,
             publish_address=self.publish_address, volumes=tuple(self.volumes),
             placement=tuple(self.placement), ports=tuple(self.ports),
-            auto_remove=self.auto_remove)
+            auto_remove=self.auto_remove, secrets=dict(self.secrets))
 
     def pool_key(self) -> tuple[Any, ...]:
         """What a ready server depends on: sessions with equal keys may share a warm pool."""
@@ -180,6 +179,17 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return tuple(sorted(value.items()))
     return tuple(value) if isinstance(value, list) else value
+
+
+def _str_map(what: str, value: Mapping[str, str] | None, show_values: bool) -> dict[str, str]:
+    mapping = dict(value or {})
+    bad = [key for key, item in mapping.items()
+           if not isinstance(key, str) or not isinstance(item, str)]
+    if bad:
+        shown = repr(mapping[bad[0]]) if show_values else type(mapping[bad[0]]).__name__
+        raise ConfigurationError(f"{what}: names and values must be str; {bad[0]!r} is not "
+                                 f"(got {shown})")
+    return mapping
 
 
 def _positive_or_none(name: str, value: float | None) -> None:

@@ -157,7 +157,7 @@ def test_ending_the_supervising_process_removes_every_replica(tmp_path, client):
 
 @pytest.mark.parametrize("settings, message", [
     ({"replicas": 0}, "replicas must be an int >= 1"),
-    ({"service_type": "LoadBalancer"}, "needs the cluster (swarm) launcher"),
+    ({"service_type": "LoadBalancer"}, "LoadBalancer needs a cluster launcher"),
     ({"service_type": "ClusterIP"}, "pass network="),
     ({"service_type": "Ingress"}, "service_type='Ingress'"),
     ({"init_parameters": {"greeting": "x"}}, "no init_function"),

@@ -172,3 +172,68 @@ def test_the_swarm_state_is_reported(client, swarm):
     state = swarm_state(client)
     assert state.manager and state.nodes >= 1
     assert "manager" in state.describe()
+
+
+def test_a_secret_travels_as_a_swarm_secret_and_goes_with_the_session(client):
+    value = "sw4rm-" + os.urandom(8).hex()
+    with py(launcher="swarm", secrets={"API_TOKEN": value}) as session:
+        assert session.eval("__import__('os').environ['API_TOKEN']") == value
+        (service,) = _our_services(client)
+        assert value not in repr(client.api.inspect_service(service["ID"]))
+        (secret,) = client.api.secrets(
+            filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
+        assert value not in repr(secret)
+    assert not client.api.secrets(filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
+
+
+def test_a_job_secret_reaches_the_handler_and_nowhere_else(client, tmp_path, monkeypatch):
+    value = "j0b-" + os.urandom(8).hex()
+    monkeypatch.setenv("API_TOKEN", value)
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("demo")
+    fn = project.new_function(name="secret", kind="python",
+                              code_src=str(FUNCTIONS / "main.py"), handler="secret_user")
+    run = fn.run(secrets=["API_TOKEN"], launcher="swarm", wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("result") == len(value)
+    assert "***" in run.logs() and value not in run.logs()
+    for path in (tmp_path / "home").rglob("*"):
+        if path.is_file():
+            assert value.encode() not in path.read_bytes(), path
+
+
+SERVING = Path(__file__).resolve().parents[1] / "support" / "serving" / "main.py"
+
+
+def test_a_serve_run_on_the_swarm_spreads_over_two_replicas(client, tmp_path):
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("serving")
+    fn = project.new_function(name="srv", kind="python", code_src=str(SERVING),
+                              handler="handler", init_function="init_context")
+    run = fn.run(action="serve", replicas=2, launcher="swarm",
+                 init_parameters={"greeting": "hi", "factor": 3})
+    try:
+        assert run.status.state == "RUNNING", run.status.error
+        assert len(run.status.service["urls"]) == 2
+        bodies = [run.invoke(method="POST", path="/echo", json={"n": i}).json()
+                  for i in range(6)]
+        assert {body["replica"] for body in bodies} == {0, 1}
+        assert len({body["hostname"] for body in bodies}) == 2  # two tasks
+        assert {body["greeting"] for body in bodies} == {"hi"}
+        assert len(_our_services(client)) == 2
+    finally:
+        run.stop()
+    assert run.status.state == "STOPPED"
+
+
+def test_load_balancer_names_the_missing_ipvs(client, tmp_path):
+    from pyhost.launchers.swarm.cluster import ipvs_available
+
+    dh.configure(tmp_path / "home")
+    project = dh.get_or_create_project("serving")
+    fn = project.new_function(name="srv", kind="python", code_src=str(SERVING),
+                              handler="handler")
+    cause = "no IPVS" if ipvs_available() is False else "cannot front"
+    with pytest.raises(ConfigurationError, match=cause):
+        fn.run(action="serve", service_type="LoadBalancer", launcher="swarm")
+    assert not _our_services(client)

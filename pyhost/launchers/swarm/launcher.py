@@ -13,6 +13,16 @@ is reached in one of two ways:
 * ``network=NAME`` (pyhost itself runs in a container on that attachable overlay): the host
   connects to the task's address on it.
 
+Secrets (``LaunchSpec.secrets``) become Swarm secrets made for the session, mounted for uid
+1000 alone and read into the server's environment at its start (``HXPY_SECRETS_DIR``); the
+service's spec never holds their values, and they are removed with the service.
+
+Ports the user code listens on (``LaunchSpec.ports``: a serve replica's HTTP port) are
+published in ``host`` mode too, on the task's node, at ``host_port`` or one the engine picks:
+Swarm binds such a port on every address of the node (it has no per-port address), so
+``host_address`` only says that the port is published. A port with no host address (ClusterIP)
+is reached at the task's address on its network.
+
 What a cluster cannot give: a directory of this machine at ``/io`` (use ``io_volume=``, a
 volume on the node) and a Unix socket.
 """
@@ -32,6 +42,7 @@ from docker.types import (
     Placement,
     Resources,
     RestartPolicy,
+    SecretReference,
     ServiceMode,
     TaskTemplate,
 )
@@ -43,8 +54,8 @@ from ..docker.image import image_python, resolve_image
 from ..docker.iodir import SANDBOX_UID
 from ..docker.launcher import check_volumes
 from ..docker.networking import SERVER_PORT, check_network_name
-from ..ownership import Owner
-from .cluster import SESSION_NETWORK, ensure_network, require_manager
+from ..ownership import SESSION_LABEL, Owner
+from .cluster import SESSION_NETWORK, ensure_network, ipvs_available, require_manager
 
 __all__ = ["SwarmInstance", "SwarmLauncher"]
 
@@ -54,14 +65,17 @@ log = logging.getLogger("pyhost")
 _ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
 _START_TIMEOUT = 120.0  # pulling is impossible here; a slow scheduler or a busy node is not
 _POLL = 0.02
+_SECRETS_DIR = "/run/secrets"
 
 
 class SwarmInstance(Instance):
     """A service whose one task runs the session server."""
 
-    def __init__(self, client: docker.DockerClient, service_id: str) -> None:
+    def __init__(self, client: docker.DockerClient, service_id: str,
+                 secret_ids: tuple[str, ...] = ()) -> None:
         self.client = client
         self.id = service_id
+        self.secret_ids = secret_ids
         self.endpoint = Endpoint("tcp", ("", 0))  # known once the task runs
         self.container_id = ""  # the task's container, once it runs
         self._removed = False
@@ -143,6 +157,7 @@ class SwarmInstance(Instance):
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:  # 409: its removal is under way already
                         raise
+        _remove_secrets(self.client, self.secret_ids)
 
 
 class SwarmLauncher(Launcher):
@@ -172,7 +187,21 @@ class SwarmLauncher(Launcher):
                                      "swarm use io_volume=")
         if spec.network:
             check_network_name(spec.network)
+        for port in spec.ports:
+            if port.host_address is None and not spec.network:
+                raise ConfigurationError(
+                    f"port {port.container_port} is not published (no host address): it is "
+                    "reached only on an overlay network pyhost is on too; pass network=")
         check_volumes(spec.volumes)
+
+    def load_balancer_problem(self) -> str | None:
+        """The routing mesh needs IPVS in the kernel; and serve replicas here are one task
+        each (each carries its own session channel), which the mesh cannot front."""
+        if ipvs_available() is False:
+            return ("the kernel has no IPVS, so the swarm's routing mesh (ingress ports, "
+                    "service VIPs) cannot answer (`pyhost doctor` shows it)")
+        return ("serve replicas on this launcher are one task each, supervised over their "
+                "own session channel, which the routing mesh cannot front yet")
 
     def python_version(self, image: str | None) -> str | None:
         attrs = inspect_image(self.client, resolve_image(self.client, image))
@@ -187,11 +216,18 @@ class SwarmLauncher(Launcher):
             self._check_attachable(spec.network)
         else:
             ensure_network(self.client)
-        service_id = self._create(spec, image, network)
-        instance = SwarmInstance(self.client, service_id)
+        secrets = _make_secrets(self.client, spec.secrets, self.owner.labels(spec.session_id))
+        try:
+            service_id = self._create(spec, image, network, secrets)
+        except BaseException:
+            _remove_secrets(self.client, tuple(secrets.values()))
+            raise
+        instance = SwarmInstance(self.client, service_id, tuple(secrets.values()))
         try:
             instance.endpoint = self._endpoint(instance, network, not spec.network,
                                                spec.placement)
+            if spec.ports:
+                instance.ports = self._ports(instance, spec, network)
         except BaseException:
             instance.cleanup()
             raise
@@ -209,7 +245,8 @@ class SwarmLauncher(Launcher):
             raise ConfigurationError(f"network={name!r} is a {attrs.get('Driver')} network; "
                                      "a swarm task joins an overlay network")
 
-    def _create(self, spec: LaunchSpec, image: str, network: str) -> str:
+    def _create(self, spec: LaunchSpec, image: str, network: str,
+                secrets: dict[str, str]) -> str:
         mounts = [Mount("/tmp", None, type="tmpfs", tmpfs_size=_bytes(spec.tmp_size))]
         mounts += [Mount(v.target, None, type="tmpfs", tmpfs_size=_bytes(v.size or
                                                                             spec.tmp_size))
@@ -220,9 +257,15 @@ class SwarmLauncher(Launcher):
         if spec.io_volume:
             mounts.append(Mount("/io", spec.io_volume, type="volume"))
         labels = self.owner.labels(spec.session_id)
-        listen = f"tcp:0.0.0.0:{SERVER_PORT}"
+        env = server_env(spec, f"tcp:0.0.0.0:{SERVER_PORT}", with_secrets=False)
+        if secrets:
+            env["HXPY_SECRETS_DIR"] = _SECRETS_DIR
+        references = [SecretReference(secret_id, _secret_name(spec.session_id, name),
+                                      filename=name, uid=str(SANDBOX_UID),
+                                      gid=str(SANDBOX_UID), mode=0o400)
+                      for name, secret_id in secrets.items()]
         container = ContainerSpec(
-            image, user=f"{SANDBOX_UID}:{SANDBOX_UID}", env=server_env(spec, listen),
+            image, user=f"{SANDBOX_UID}:{SANDBOX_UID}", env=env, secrets=references,
             labels=labels, mounts=mounts, read_only=True, cap_drop=["ALL"], init=True,
             workdir="/io" if spec.io_volume else "/tmp")
         resources = Resources(cpu_limit=int(spec.cpus * 1e9) if spec.cpus else None,
@@ -233,13 +276,16 @@ class SwarmLauncher(Launcher):
             placement=Placement(constraints=list(spec.placement)) if spec.placement else None,
             networks=[network],
             log_driver={"Name": "json-file", "Options": {"max-size": "1m", "max-file": "1"}})
-        ports = None if spec.network else [{"Protocol": "tcp", "TargetPort": SERVER_PORT,
-                                            "PublishMode": "host"}]
+        ports = [] if spec.network else [{"Protocol": "tcp", "TargetPort": SERVER_PORT,
+                                          "PublishMode": "host"}]
+        ports += [{"Protocol": "tcp", "TargetPort": port.container_port, "PublishMode": "host",
+                   **({"PublishedPort": port.host_port} if port.host_port else {})}
+                  for port in spec.ports if port.host_address is not None]
         with engine_errors(f"the swarm could not create a service from {image}"):
             created = self.client.api.create_service(
                 template, name=f"pyhost-{spec.session_id}", labels=labels,
                 mode=ServiceMode("replicated-job", concurrency=1, replicas=1),
-                endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports))
+                endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports or None))
         return str(created["ID"])
 
     def _endpoint(self, instance: SwarmInstance, network: str, published: bool,
@@ -276,12 +322,34 @@ class SwarmLauncher(Launcher):
             time.sleep(_POLL)
 
     def _published(self, task: Any) -> Endpoint | None:
-        ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
-        port = next((p.get("PublishedPort") for p in ports
-                     if p.get("TargetPort") == SERVER_PORT and p.get("PublishedPort")), None)
+        port = _published_port(task, SERVER_PORT)
         if not port:
             return None
-        return Endpoint("tcp", (self._node_address(str(task.get("NodeID"))), int(port)))
+        return Endpoint("tcp", (self._node_address(str(task.get("NodeID"))), port))
+
+    def _ports(self, instance: SwarmInstance, spec: LaunchSpec,
+               network: str) -> dict[int, tuple[str, int]]:
+        """Where each of the spec's ports is reached: the node's address and published port,
+        or the task's address on its network."""
+        task = instance.task() or {}
+        found: dict[int, tuple[str, int]] = {}
+        for port in spec.ports:
+            if port.host_address is None:
+                on_network = _network_address(task, network)
+                if on_network is not None:
+                    found[port.container_port] = (str(on_network.address[0]),
+                                                  port.container_port)
+                continue
+            published = _published_port(task, port.container_port)
+            if published:
+                found[port.container_port] = (self._node_address(str(task.get("NodeID"))),
+                                              published)
+        missing = [port.container_port for port in spec.ports
+                   if port.container_port not in found]
+        if missing:
+            raise SessionDied(f"the swarm did not tell where port(s) {missing} of service "
+                              f"{instance.id[:12]} are reached", None, False)
+        return found
 
     def _node_address(self, node_id: str) -> str:
         with engine_errors(f"cannot inspect node {node_id[:12]}"):
@@ -291,6 +359,45 @@ class SwarmLauncher(Launcher):
             raise SessionDied(f"the swarm does not tell the address of node {node_id[:12]}",
                               None, False)
         return address
+
+
+def _secret_name(session_id: str, name: str) -> str:
+    return f"pyhost-{session_id}-{name}"
+
+
+def _make_secrets(client: docker.DockerClient, values: Any, labels: dict[str, str]
+                 ) -> dict[str, str]:
+    """Create one Swarm secret per value; name -> secret id. Their names carry the session id
+    and their labels the owner, so ``pyhost gc`` finds those a dead process left."""
+    session_id = labels.get(SESSION_LABEL, "")
+    made: dict[str, str] = {}
+    try:
+        for name, value in values.items():
+            with engine_errors(f"the swarm refused to make the secret for {name}"):
+                created = client.api.create_secret(_secret_name(session_id, name),
+                                                   value.encode("utf-8"), labels=labels)
+            made[name] = str(created["ID"])
+    except BaseException:
+        _remove_secrets(client, tuple(made.values()))
+        raise
+    return made
+
+
+def _remove_secrets(client: docker.DockerClient, secret_ids: tuple[str, ...]) -> None:
+    """Remove secrets (idempotent)."""
+    for secret_id in secret_ids:
+        with engine_errors(f"cannot remove secret {secret_id[:12]}"):
+            try:
+                client.api.remove_secret(secret_id)
+            except docker.errors.NotFound:
+                pass
+
+
+def _published_port(task: Any, target: int) -> int:
+    """The node port a task's ``target`` port is published on; 0 while it is not."""
+    ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
+    return next((int(p["PublishedPort"]) for p in ports
+                 if p.get("TargetPort") == target and p.get("PublishedPort")), 0)
 
 
 def _network_address(task: Any, network: str) -> Endpoint | None:

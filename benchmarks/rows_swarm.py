@@ -1,0 +1,154 @@
+"""Rows about the Swarm launcher: a cold session, a job end to end, and jobs in flight, each
+against the same thing on the plain engine in the same run.
+
+The engine must be a swarm manager; when it is not, it is made a single-node one for the
+rows (``swarm_up``) and leaves the swarm again afterwards. Swarm tasks run the bench's image
+by tag (a service names its image; the plain-engine baselines use the same image).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyhost
+from benchmarks.bench import Bench, perf_counter, row
+from benchmarks.report import Baseline, Result, Unavailable
+from benchmarks.rows_runtime import _catalog, _completed
+
+HANDLER = "def f(x):\n    return x + 1\n"
+IN_FLIGHT = 8
+
+
+@contextlib.contextmanager
+def _swarm(bench: Bench) -> Iterator[Any]:
+    """A Swarm launcher on the bench's engine, a manager for the block. It remembers how
+    long each ``start`` took (``.starts``: the service created until its task runs and its
+    port is known), so a cold open can be split into scheduling and the rest."""
+    try:
+        from pyhost.launchers.swarm.cluster import swarm_leave, swarm_up
+        from pyhost.launchers.swarm.launcher import SwarmLauncher
+    except ImportError as exc:
+        raise Unavailable(f"no swarm launcher: {exc}") from None
+
+    class Timed(SwarmLauncher):
+        starts: list[float] = []
+
+        def start(self, spec: Any) -> Any:
+            started = perf_counter()
+            try:
+                return super().start(spec)
+            finally:
+                self.starts.append(perf_counter() - started)
+
+    state, made = swarm_up(bench.client)
+    if not state.manager:
+        raise Unavailable(state.describe())
+    try:
+        yield Timed(client=bench.client)
+    finally:
+        if made:
+            swarm_leave(bench.client)
+
+
+@row("swarm_cold_open", issue="13")
+def swarm_cold_open(bench: Bench) -> list[Result]:
+    """``py(launcher="swarm")`` to the first eval answered, against ``py()`` on the plain
+    engine; interleaved. Split: the launcher's start (service created until its task runs and
+    the node's published port is known) and the rest (connect, handshake, the eval)."""
+    warmup, n = 1, bench.n(12, 6)
+    swarm_ms, plain_ms, start_ms = [], [], []
+    with _swarm(bench) as launcher:
+        for index in range(warmup + n):
+            with bench.session() as session:
+                started = perf_counter()
+                session.eval("1")
+                plain = perf_counter() - started
+            with pyhost.py(launcher=launcher, io=None, image=bench.image_tag) as session:
+                started = perf_counter()
+                session.eval("1")
+                elapsed = perf_counter() - started
+            if index >= warmup:
+                swarm_ms.append(elapsed * 1e3)
+                plain_ms.append(plain * 1e3)
+                start_ms.append(launcher.starts[-1] * 1e3)
+    rest = [total - start for total, start in zip(swarm_ms, start_ms)]
+    return [
+        Result("swarm_cold_open", "ms", swarm_ms,
+               baseline=Baseline("py() on the plain engine + eval('1'); ms", tuple(plain_ms)),
+               note="ratio reported, no target: Swarm scheduling adds latency"),
+        Result("swarm_cold_open[start]", "ms", start_ms,
+               note="SwarmLauncher.start: create the service, the scheduler assigns the "
+                    "task, the node creates the container and joins it to the overlay, the "
+                    "task's published port read back (polled every 20 ms)"),
+        Result("swarm_cold_open[rest]", "ms", rest,
+               note="connect to the node's port, handshake, the eval"),
+    ]
+
+
+@row("swarm_job", issue="13")
+def swarm_job(bench: Bench) -> list[Result]:
+    """``fn.run(launcher="swarm", wait=True)`` of ``f(x) = x + 1`` to COMPLETED, against the
+    same job on the plain engine; interleaved."""
+    warmup, n = 1, bench.n(12, 6)
+    swarm_ms, plain_ms = [], []
+    with _swarm(bench) as swarm, _catalog():
+        function = _function(bench)
+        for index in range(warmup + n):
+            started = perf_counter()
+            run = function.run(wait=True, launcher=bench.launcher, parameters={"x": index})
+            plain = perf_counter() - started
+            _completed(run, index + 1)
+            started = perf_counter()
+            run = function.run(wait=True, launcher=swarm, parameters={"x": index})
+            elapsed = perf_counter() - started
+            _completed(run, index + 1)
+            if index >= warmup:
+                swarm_ms.append(elapsed * 1e3)
+                plain_ms.append(plain * 1e3)
+    return [Result("swarm_job", "ms", swarm_ms,
+                   baseline=Baseline("the same job on the plain engine; ms", tuple(plain_ms)),
+                   note="end to end: checks, catalog records, the service, the handler, "
+                        "the result recorded; ratio reported, no target")]
+
+
+@row("swarm_jobs_per_s", issue="13")
+def swarm_jobs_per_s(bench: Bench) -> list[Result]:
+    """Jobs per second with :data:`IN_FLIGHT` in flight on the swarm, against the same on the
+    plain engine; rounds of each alternate."""
+    rounds, per_round = bench.n(3, 2), 2 * IN_FLIGHT
+    swarm_rate, plain_rate = [], []
+    with _swarm(bench) as swarm, _catalog():
+        function = _function(bench)
+        _in_flight(function, bench.launcher, IN_FLIGHT)  # warm-up
+        for _ in range(rounds):
+            plain_rate.append(_in_flight(function, bench.launcher, per_round))
+            swarm_rate.append(_in_flight(function, swarm, per_round))
+    return [Result("swarm_jobs_per_s", "jobs/s", swarm_rate, higher_is_better=True,
+                   baseline=Baseline("the same on the plain engine; jobs/s",
+                                     tuple(plain_rate)),
+                   note=f"{per_round} jobs per round, {IN_FLIGHT} in flight (threads "
+                        "calling fn.run(wait=True)); ratio reported, no target")]
+
+
+def _function(bench: Bench) -> Any:
+    import pyhost.runtime as dh
+
+    project = dh.get_or_create_project("bench")
+    return project.new_function(name="increment", kind="python", code=HANDLER, handler="f",
+                                image=bench.image_tag)
+
+
+def _in_flight(function: Any, launcher: Any, count: int) -> float:
+    """Run ``count`` jobs, :data:`IN_FLIGHT` at a time; jobs per second."""
+    def one(index: int) -> None:
+        _completed(function.run(wait=True, launcher=launcher, parameters={"x": index}),
+                   index + 1)
+
+    started = perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT) as pool:
+        list(pool.map(one, range(count)))
+    return count / (perf_counter() - started)
+
