@@ -7,6 +7,8 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from . import cli_runtime, cli_serve
 from .errors import ConfigurationError, EngineUnavailable, PyHostError
@@ -100,26 +102,26 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _collect_orphans() -> tuple[str, bool]:
-    from .launchers.docker.client import docker_client
     from .launchers.docker.orphans import collect
+
+    return _on_engine(collect)
+
+
+def _collect_swarm_orphans() -> tuple[str, bool]:
+    from .launchers.swarm.orphans import collect_swarm
+
+    return _on_engine(collect_swarm)
+
+
+def _on_engine(collect: Callable[[Any], Any]) -> tuple[str, bool]:
+    """Run a gc part on the engine: skipped (no failure) when none answers."""
+    from .launchers.docker.client import docker_client
 
     try:
         client = docker_client()
     except EngineUnavailable as exc:
         return f"skipped: {exc}", True
     report = collect(client)
-    return str(report), not report.failed
-
-
-def _collect_swarm_orphans() -> tuple[str, bool]:
-    from .launchers.docker.client import docker_client
-    from .launchers.swarm.orphans import collect_swarm
-
-    try:
-        client = docker_client()
-    except EngineUnavailable as exc:
-        return f"skipped: {exc}", True
-    report = collect_swarm(client)
     return str(report), not report.failed
 
 
