@@ -78,6 +78,30 @@ def runtime_demo(home: str) -> None:
     lines = failed.status.error["traceback"].strip().splitlines()
     last = max(i for i, line in enumerate(lines) if line.startswith("Traceback"))
     print("   " + "\n   ".join(lines[last:last + 3] + ["   ...", lines[-1]]))
+    build_and_serve_demo(project)
+
+
+def build_and_serve_demo(project: dh.Project) -> None:
+    """The function's own image (built offline, a no-op when unchanged), then served by two
+    supervised replicas over HTTP."""
+    fn = project.new_function(name="scorer", handler="scorer", init_function="init_scorer",
+                              code_src=os.path.join(HERE, "functions", "main.py"))
+    print("8. build: the function's image, with an instruction run as root (no network)")
+    for attempt in ("first", "unchanged"):
+        built = fn.run(action="build", instructions=["echo scored > /opt/marker"], wait=True,
+                       progress=False)
+        print(f"   {attempt}: {built.status.state} {built.status.image} "
+              f"(built={built.status.built}, {built.status.seconds:.2f} s)")
+    print("9. serve: two replicas on loopback, init_function once per replica")
+    served = fn.run(action="serve", replicas=2, init_parameters={"factor": 3})
+    try:
+        print(f"   {served.status.state} at {', '.join(served.status.service['urls'])}")
+        for _ in range(2):
+            answer = served.invoke(method="POST", json={"values": [1, 2.5]}).json()
+            print(f"   POST {{'values': [1, 2.5]}} -> {answer}")
+    finally:
+        served.stop()
+    print(f"   {served.status.state}: every replica removed")
 
 
 if __name__ == "__main__":

@@ -17,3 +17,15 @@ def score(project, run, readings, factor):
 
 def broken(readings):
     return readings.as_df()["missing column"]
+
+
+def init_scorer(context, factor=1):
+    """Runs once per serve replica: what it leaves in user_data every request uses."""
+    context.user_data.factor = factor
+
+
+def scorer(context, event):
+    """Serve: score the posted values with the replica's factor."""
+    values = event.json()["values"]
+    return {"scores": [value * context.user_data.factor for value in values],
+            "replica": context.replica}
