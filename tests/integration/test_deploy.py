@@ -8,15 +8,11 @@ by id; session containers started inside the host container are removed by their
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
-import tarfile
-import textwrap
 
 import docker
 import docker.errors
@@ -30,11 +26,9 @@ from pyhost.launchers.docker.launcher import DockerLauncher
 from pyhost.launchers.docker.networking import PUBLISH_NETWORK, SERVER_PORT
 from pyhost.launchers.ownership import LABEL_PREFIX
 from pyhost.session.handshake import open_server
+from tests.support.dind import ROOT, TEST_LABELS, dind_host_image, host_result, run_host
 from tests.support.forwarder import UnixForwarder
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TEST_LABELS = {"org.pyhost.test": "1"}
-HOST_DEPS = ("docker", "requests", "urllib3", "idna", "certifi", "charset_normalizer")
 DESIGN_EXAMPLE = ('.timeout(10).define("a", 100).define("b", 2)'
                   '.exec("def mult(x, y): return x * y\\n").eval("mult(a, b)")')
 
@@ -53,84 +47,8 @@ def network(client):
 @pytest.fixture(scope="module")
 def host_image(client):
     """An image FROM the session image that can run pyhost as the trusted host."""
-    tag = f"pyhost-test-dind:{secrets.token_hex(4)}"
-    image_id = _build(client, tag, _host_context())
-    yield tag
-    client.api.remove_image(image_id, force=True)
-
-
-def _host_context() -> io.BytesIO:
-    import docker as docker_package
-
-    site = os.path.dirname(os.path.dirname(docker_package.__file__))
-    dockerfile = textwrap.dedent(f"""\
-        FROM {DEFAULT_TAG}
-        COPY host /opt/pyhost-host
-        # not a session image: this value is no source hash
-        LABEL org.pyhost.hash=test-host
-        ENV PYTHONPATH=/opt/pyhost-host
-        USER 0
-        WORKDIR /
-        ENTRYPOINT ["python3"]
-        """).encode()
-    buffer = io.BytesIO()
-    skip = lambda info: None if "__pycache__" in info.name else info  # noqa: E731
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        entry = tarfile.TarInfo("Dockerfile")
-        entry.size = len(dockerfile)
-        tar.addfile(entry, io.BytesIO(dockerfile))
-        tar.add(os.path.join(ROOT, "pyhost"), "host/pyhost", filter=skip)
-        tar.add(os.path.join(ROOT, "container", "hxpy"), "host/hxpy", filter=skip)
-        for name in HOST_DEPS:
-            tar.add(os.path.join(site, name), f"host/{name}", filter=skip)
-    buffer.seek(0)
-    return buffer
-
-
-def _build(client, tag: str, context: io.BytesIO) -> str:
-    image_id = None
-    log = []
-    for chunk in client.api.build(fileobj=context, custom_context=True, tag=tag,
-                                  labels=TEST_LABELS, rm=True, forcerm=True, pull=False,
-                                  decode=True):
-        assert "error" not in chunk, f"building {tag} failed: {chunk['error']}\n{''.join(log)}"
-        log.append(str(chunk.get("stream", "")))
-        if isinstance(chunk.get("aux"), dict) and chunk["aux"].get("ID"):
-            image_id = chunk["aux"]["ID"]
-    assert image_id, f"building {tag} gave no image\n{''.join(log)}"
-    return image_id
-
-
-def _run_host(client, image: str, script: str, network: str | None, data_dir: str,
-              env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``script`` in a host container with the engine socket and ``data_dir`` at /data;
-    its exit code and output. Removes it and any session container it left."""
-    hostname = f"dind-host-{secrets.token_hex(4)}"
-    host_config = client.api.create_host_config(
-        mounts=[docker.types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind"),
-                docker.types.Mount("/data", data_dir, type="bind")],
-        network_mode=network or "none",
-    )
-    container = client.api.create_container(
-        image, command=["-c", script], hostname=hostname, user="0", labels=TEST_LABELS,
-        environment={"PYHOST_IMAGE": DEFAULT_TAG, **(env or {})}, host_config=host_config,
-    )["Id"]
-    try:
-        client.api.start(container)
-        code = client.api.wait(container, timeout=180)["StatusCode"]
-        output = client.api.logs(container, stdout=True, stderr=True).decode("utf-8", "replace")
-    finally:
-        client.api.remove_container(container, force=True)
-        for left in client.api.containers(
-                all=True, filters={"label": f"{LABEL_PREFIX}.owner.host={hostname}"}):
-            client.api.remove_container(left["Id"], force=True)
-    return code, output
-
-
-def _result(output: str) -> dict:
-    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"the host script printed no result:\n{output}"
-    return json.loads(lines[-1][len("RESULT "):])
+    with dind_host_image(client) as tag:
+        yield tag
 
 
 # -- network= from this machine ---------------------------------------------------------------
@@ -213,10 +131,10 @@ print("RESULT " + json.dumps({
 
 def test_docker_in_docker_runs_the_design_example_and_writes_through_io(
         client, host_image, network, tmp_path):
-    code, output = _run_host(client, host_image, DIND_SCRIPT, network, str(tmp_path),
+    code, output = run_host(client, host_image, DIND_SCRIPT, network, str(tmp_path),
                              {"NET": network})
     assert code == 0, output
-    result = _result(output)
+    result = host_result(output)
     assert result["value"] == 200
     assert result["network"] == network
     assert result["io_source"] == [str(tmp_path / "io")]  # the path as the engine sees it
@@ -238,9 +156,9 @@ except PyHostError as exc:
 
 def test_docker_in_docker_without_network_says_the_socket_dir_is_not_shared(
         client, host_image, tmp_path):
-    code, output = _run_host(client, host_image, DIND_NO_NETWORK_SCRIPT, None, str(tmp_path))
+    code, output = run_host(client, host_image, DIND_NO_NETWORK_SCRIPT, None, str(tmp_path))
     assert code == 0, output
-    error = _result(output)["error"]
+    error = host_result(output)["error"]
     assert error and "socket directory" in error
     assert "network=" in error and "PYHOST_RUNTIME_DIR" in error
 
@@ -261,10 +179,10 @@ print("RESULT " + json.dumps({
 
 def test_docker_in_docker_over_a_unix_socket_in_a_shared_runtime_dir(client, host_image,
                                                                     tmp_path):
-    code, output = _run_host(client, host_image, DIND_RUNTIME_DIR_SCRIPT, None, str(tmp_path),
+    code, output = run_host(client, host_image, DIND_RUNTIME_DIR_SCRIPT, None, str(tmp_path),
                              {"PYHOST_RUNTIME_DIR": "/data/run"})
     assert code == 0, output
-    result = _result(output)
+    result = host_result(output)
     assert result["value"] == 42
     assert result["network"] == "none"
     assert len(result["sockets"]) == 1
@@ -284,10 +202,10 @@ except PyHostError as exc:
 
 def test_docker_in_docker_io_in_the_containers_own_filesystem_is_a_clear_error(
         client, host_image, network, tmp_path):
-    code, output = _run_host(client, host_image, DIND_PRIVATE_IO_SCRIPT, network,
+    code, output = run_host(client, host_image, DIND_PRIVATE_IO_SCRIPT, network,
                              str(tmp_path), {"NET": network})
     assert code == 0, output
-    error = _result(output)["error"]
+    error = host_result(output)["error"]
     assert error and "/srv/private-io" in error and "io_host_path=" in error
 
 
@@ -345,7 +263,7 @@ def test_a_remote_engine_publishes_the_port_on_loopback(client, remote, tmp_path
                 all=True, filters={"label": f"{LABEL_PREFIX}.owner.pid={proc.pid}"}):
             client.api.remove_container(left["Id"], force=True)
     assert proc.returncode == 0, output
-    result = _result(output)
+    result = host_result(output)
     assert result["value"] == 200
     assert result["network"] == PUBLISH_NETWORK
     binding = result["ports"][f"{SERVER_PORT}/tcp"]

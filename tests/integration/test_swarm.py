@@ -237,3 +237,24 @@ def test_load_balancer_names_the_missing_ipvs(client, tmp_path):
     with pytest.raises(ConfigurationError, match=cause):
         fn.run(action="serve", service_type="LoadBalancer", launcher="swarm")
     assert not _our_services(client)
+
+
+OVERLAY_SCRIPT = """
+import json
+from pyhost import py
+value = py(launcher="swarm", network="pyhost-swarm", io=None).timeout(10) \\
+    .define("a", 100).define("b", 2).exec("def mult(x, y): return x * y\\n") \\
+    .eval("mult(a, b)")
+print("RESULT " + json.dumps({"value": value}))
+"""
+
+
+def test_pyhost_in_a_container_on_the_overlay_reaches_its_session_there(client, tmp_path):
+    """pyhost itself in a container on the attachable overlay: the session task is reached
+    at its address on the overlay, with no port published."""
+    from tests.support.dind import dind_host_image, host_result, run_host
+
+    with dind_host_image(client) as image:
+        code, output = run_host(client, image, OVERLAY_SCRIPT, "pyhost-swarm", str(tmp_path))
+    assert code == 0, output
+    assert host_result(output)["value"] == 200
