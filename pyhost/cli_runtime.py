@@ -22,7 +22,8 @@ from .errors import ConfigurationError, NotInCatalog
 if TYPE_CHECKING:
     from .runtime import Run, Runtime
 
-__all__ = ["add_commands", "settle_runs", "split_target"]
+__all__ = ["Pairs", "add_commands", "json_pair", "parse_pair", "parse_target", "settle_runs",
+           "split_target"]
 
 _RUN_HELP = """\
 SOURCE is a local file or directory (the function's code_src, recorded as an absolute
@@ -62,16 +63,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                             "Save SOURCE:HANDLER as a python function (a new version if it "
                             "changed) and run it, waiting for the end.", _RUN_HELP)
     run.add_argument("--action", default="job", choices=["job"], help="what to run (job)")
-    run.add_argument("--param", dest="parameters", metavar="NAME=VALUE", type=_json_pair,
-                     action=_Pairs, help="a handler argument; VALUE as JSON if it parses")
-    run.add_argument("--input", dest="inputs", metavar="NAME=KEY", type=_pair,
-                     action=_Pairs, help="a handler argument from an entity, "
+    run.add_argument("--param", dest="parameters", metavar="NAME=VALUE", type=json_pair,
+                     action=Pairs, help="a handler argument; VALUE as JSON if it parses")
+    run.add_argument("--input", dest="inputs", metavar="NAME=KEY", type=parse_pair,
+                     action=Pairs, help="a handler argument from an entity, "
                                          "store://<project>/<type>/<kind>/<name>[:<id>]")
-    run.add_argument("--output", dest="outputs", metavar="OUTPUT=ENTITY", type=_pair,
-                     action=_Pairs, help="name the entity an output becomes")
+    run.add_argument("--output", dest="outputs", metavar="OUTPUT=ENTITY", type=parse_pair,
+                     action=Pairs, help="name the entity an output becomes")
     run.add_argument("--secret", dest="secrets", metavar="NAME", action="append",
                      help="pass this environment variable to the handler (never recorded)")
-    run.add_argument("--env", dest="envs", metavar="NAME=VALUE", type=_pair, action=_Pairs,
+    run.add_argument("--env", dest="envs", metavar="NAME=VALUE", type=parse_pair, action=Pairs,
                      help="an environment variable for the handler")
     run.add_argument("--timeout", type=_seconds, metavar="S",
                      help="seconds the handler may run (enforced in a session, not --local)")
@@ -134,7 +135,7 @@ def _function_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     """A command on ``SOURCE:HANDLER`` with ``--project`` and ``--name``."""
     parser = commands.add_parser(name, help=help, description=description, epilog=epilog,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
+    parser.add_argument("target", metavar="SOURCE:HANDLER", type=parse_target)
     parser.add_argument("--project", default="default", help="the project (default: "
                                                               "default; made if missing)")
     parser.add_argument("--name", help="the function's name (default: the handler's name)")
@@ -161,22 +162,22 @@ def split_target(target: str) -> tuple[str, str]:
                      f"to {os.getcwd()}); give SOURCE:HANDLER")
 
 
-def _target(text: str) -> tuple[str, str]:
+def parse_target(text: str) -> tuple[str, str]:
     try:
         return split_target(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _pair(text: str) -> tuple[str, str]:
+def parse_pair(text: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
     if not equals or not name:
         raise argparse.ArgumentTypeError(f"{text!r}: give NAME=VALUE")
     return name, value
 
 
-def _json_pair(text: str) -> tuple[str, Any]:
-    name, value = _pair(text)
+def json_pair(text: str) -> tuple[str, Any]:
+    name, value = parse_pair(text)
     try:
         return name, json.loads(value)
     except ValueError:
@@ -199,7 +200,7 @@ def _count(text: str) -> int:
     return int(text)
 
 
-class _Pairs(argparse.Action):
+class Pairs(argparse.Action):
     """Collect a repeated ``NAME=VALUE`` option into a dict; a name given twice is an error
     (which one was meant is a guess)."""
 

@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Any
 
-from .cli_runtime import _json_pair, _pair, _Pairs, _target
+from .cli_runtime import Pairs, json_pair, parse_pair, parse_target
 
 __all__ = ["add_serve_command"]
 
@@ -34,7 +34,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="serve a python function over HTTP, in the foreground",
         description="Save SOURCE:HANDLER as a python function and serve it with REPLICAS "
                     "sandboxed replicas until interrupted.")
-    serve.add_argument("target", metavar="SOURCE:HANDLER", type=_target)
+    serve.add_argument("target", metavar="SOURCE:HANDLER", type=parse_target)
     serve.add_argument("--project", default="default", help="the project (default: default)")
     serve.add_argument("--name", help="the function's name (default: the handler's name)")
     serve.add_argument("--replicas", type=int, default=1, help="replicas (default 1)")
@@ -47,11 +47,11 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--init-function", metavar="NAME",
                        help="called once per replica as NAME(context, **init_parameters)")
     serve.add_argument("--init-param", dest="init_parameters", metavar="NAME=VALUE",
-                       type=_json_pair, action=_Pairs,
+                       type=json_pair, action=Pairs,
                        help="an init_function argument; VALUE as JSON if it parses")
     serve.add_argument("--secret", dest="secrets", metavar="NAME", action="append",
                        help="pass this environment variable to the handler (never recorded)")
-    serve.add_argument("--env", dest="envs", metavar="NAME=VALUE", type=_pair, action=_Pairs,
+    serve.add_argument("--env", dest="envs", metavar="NAME=VALUE", type=parse_pair, action=Pairs,
                        help="an environment variable for the handler")
     serve.add_argument("--launcher", choices=["docker", "process"], default="docker",
                        help="where the replicas run (default: docker)")

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["start_job"]
+__all__ = ["masker", "start_job"]
 
 log = logging.getLogger("pyhost.runtime")
 
@@ -279,7 +279,7 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
 
 def _finish(runtime: Runtime, record: Record, settings: JobSettings, calls: HostCalls,
             outcome: _Outcome, attempts: list[dict[str, Any]], execution: Any) -> None:
-    mask = _masker(settings.secrets)
+    mask = masker(settings.secrets)
     state = STOPPED if execution.stop_requested else outcome.state
     changes: dict[str, Any] = {"attempts": attempts, "metrics": calls.metrics,
                                "produced": calls.produced, "consumed": calls.consumed,
@@ -310,7 +310,7 @@ def _record_outputs(calls: HostCalls, answer: dict[str, Any],
     return results, outputs
 
 
-def _masker(secrets: dict[str, str]) -> Any:
+def masker(secrets: dict[str, str]) -> Any:
     """Replace each secret value in a text by ``***``."""
     values = sorted((value for value in secrets.values() if value), key=len, reverse=True)
 

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["VOLUME_TYPES", "JobSettings", "check_job", "parse_resources", "parse_volumes",
-           "run_image"]
+__all__ = ["VOLUME_TYPES", "JobSettings", "as_mapping", "check_envs", "check_job",
+           "check_placement", "check_python_version", "parse_resources", "parse_volumes",
+           "resolve_secrets", "run_image"]
 
 # A node label or its value, as node_selector may name them.
 _LABEL_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
@@ -98,11 +99,11 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         inputs=_check_inputs(runtime, function.project, inputs or {}),
         parameters=_check_parameters(parameters or {}),
         outputs=_check_outputs(outputs or {}, info),
-        envs=_check_envs(envs or []), secrets=_resolve_secrets(secrets or []),
+        envs=check_envs(envs or []), secrets=resolve_secrets(secrets or []),
         volumes=parse_volumes(volumes or []),
         backoff_limit=_check_count("backoff_limit", backoff_limit),
         timeout=timeout, launcher=launcher, local_execution=bool(local_execution),
-        placement=_check_placement(launcher, node_selector, affinity, tolerations))
+        placement=check_placement(launcher, node_selector, affinity, tolerations))
     settings.cpus, settings.mem_limit = parse_resources(resources or {})
     settings.image = None if settings.local_execution else run_image(function,
                                                                       settings.launcher)
@@ -111,15 +112,15 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
             raise ConfigurationError("volumes: a local run has no container to mount them in")
         get_launcher(settings.launcher).check(LaunchSpec("check", volumes=settings.volumes))
     _check_signature(info, settings)
-    _check_python_version(function, settings)
+    check_python_version(function, settings)
     return settings
 
 
-def _check_placement(launcher: Any, node_selector: Any, affinity: Any,
+def check_placement(launcher: Any, node_selector: Any, affinity: Any,
                      tolerations: Any) -> dict[str, Any]:
     """``node_selector`` must be ``{label: value}`` of plain words; Swarm places by node labels
     only, so on it ``affinity`` and ``tolerations`` are refused rather than ignored."""
-    for key, value in _mapping("node_selector", node_selector or {}).items():
+    for key, value in as_mapping("node_selector", node_selector or {}).items():
         if not (isinstance(value, (str, int, bool)) and _LABEL_WORD.match(str(key))
                 and _LABEL_WORD.match(str(value))):
             raise ConfigurationError(f"node_selector: {key!r}: {value!r} is not a node label "
@@ -133,7 +134,7 @@ def _check_placement(launcher: Any, node_selector: Any, affinity: Any,
 
 def _check_inputs(runtime: Runtime, project: str, inputs: dict[str, Any]) -> dict[str, str]:
     checked = {}
-    for name, value in _mapping("inputs", inputs).items():
+    for name, value in as_mapping("inputs", inputs).items():
         key = value.key if isinstance(value, Entity) else value
         if not isinstance(key, str):
             raise ConfigurationError(f"input {name!r}: an entity key (store://...) or an "
@@ -152,7 +153,7 @@ def _check_inputs(runtime: Runtime, project: str, inputs: dict[str, Any]) -> dic
 
 
 def _check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    for name, value in _mapping("parameters", parameters).items():
+    for name, value in as_mapping("parameters", parameters).items():
         try:
             to_json(value)
         except Exception as exc:
@@ -162,7 +163,7 @@ def _check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
 
 def _check_outputs(outputs: dict[str, str], info: HandlerInfo) -> dict[str, str]:
     declared = info.outputs or (("result",) if info.params is not None else None)
-    for name, entity_name in _mapping("outputs", outputs).items():
+    for name, entity_name in as_mapping("outputs", outputs).items():
         if declared is not None and name not in declared:
             raise ConfigurationError(f"outputs: the handler has no output {name!r} (its "
                                      f"outputs are {', '.join(declared)})")
@@ -217,7 +218,7 @@ def run_image(function: Function, launcher: Any) -> str | None:
         raise type(exc)(f"python_version={version!r}: {exc}") from exc
 
 
-def _check_python_version(function: Function, settings: JobSettings) -> None:
+def check_python_version(function: Function, settings: JobSettings) -> None:
     """Refuse a python_version the run's Python is not, where that is known before a start
     (this interpreter for a local run; the launcher's answer otherwise). A container whose
     Python the launcher could not tell is checked when it starts (:func:`_run_in_session`)."""
@@ -235,7 +236,7 @@ def _check_python_version(function: Function, settings: JobSettings) -> None:
             f"PYTHON{have.replace('.', '_')}")
 
 
-def _check_envs(envs: list[dict[str, str]]) -> dict[str, str]:
+def check_envs(envs: list[dict[str, str]]) -> dict[str, str]:
     checked = {}
     for entry in envs if isinstance(envs, list) else [envs]:
         if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
@@ -246,7 +247,7 @@ def _check_envs(envs: list[dict[str, str]]) -> dict[str, str]:
     return checked
 
 
-def _resolve_secrets(names: list[str]) -> dict[str, str]:
+def resolve_secrets(names: list[str]) -> dict[str, str]:
     """The values of ``names``: from ``$PYHOST_SECRETS_DIR/<name>`` (a file per secret, as
     Docker and Kubernetes mount them) when that directory is set and holds it, else from
     this process's environment.
@@ -279,7 +280,7 @@ def parse_resources(resources: dict[str, Any]) -> tuple[float | None, int | None
     Raises:
         ConfigurationError: an unknown resource or a malformed quantity.
     """
-    unknown = sorted(set(_mapping("resources", resources)) - {"cpu", "memory"})
+    unknown = sorted(set(as_mapping("resources", resources)) - {"cpu", "memory"})
     if unknown:
         raise ConfigurationError(f"resources: unknown {', '.join(unknown)}; give cpu and "
                                  "memory")
@@ -343,7 +344,7 @@ def _check_count(name: str, value: Any) -> int:
     return value
 
 
-def _mapping(what: str, value: Any) -> dict[str, Any]:
+def as_mapping(what: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise ConfigurationError(f"{what} must be a dict with str keys, not {value!r}")
     return value

@@ -29,7 +29,7 @@ from ..api import py
 from ..errors import PyHostError, PythonError
 from .catalog import Record, StaleState
 from .host_calls import HostCalls
-from .job import _masker
+from .job import masker
 from .runs import (
     ACTIVE,
     ERROR,
@@ -144,7 +144,7 @@ class Service:
         self._execution = executing(record.id)
         self._execution.stopper = self._kill_all
         self._calls = HostCalls(runtime, function.project, record.id, record.document["key"])
-        self._mask = _masker(settings.task.secrets)
+        self._mask = masker(settings.task.secrets)
         self._lock = threading.RLock()
         self._settled = threading.Event()  # every replica listens, or the start failed
         self._failure: dict[str, str] | None = None

@@ -13,13 +13,13 @@ from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, PublishedPort
 from .job_settings import (
     JobSettings,
-    _check_envs,
-    _check_placement,
-    _check_python_version,
-    _mapping,
-    _resolve_secrets,
+    as_mapping,
+    check_envs,
+    check_placement,
+    check_python_version,
     parse_resources,
     parse_volumes,
+    resolve_secrets,
     run_image,
 )
 from .sources import HandlerInfo, resolve_handler
@@ -91,9 +91,9 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
     if unknown:
         raise ConfigurationError(f"fn.run(action='serve'): unknown setting(s) "
                                  f"{', '.join(sorted(unknown))}")
-    task = JobSettings(envs=_check_envs(envs or []), secrets=_resolve_secrets(secrets or []),
+    task = JobSettings(envs=check_envs(envs or []), secrets=resolve_secrets(secrets or []),
                        volumes=parse_volumes(volumes or []), launcher=launcher,
-                       placement=_check_placement(launcher, node_selector, affinity,
+                       placement=check_placement(launcher, node_selector, affinity,
                                                   tolerations))
     task.cpus, task.mem_limit = parse_resources(resources or {})
     task.image = run_image(function, launcher)
@@ -101,7 +101,7 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
         task, replicas=_positive("replicas", replicas), service_type=service_type,
         port=_port(port), address=address, network=network,
         init_function=init_function or function.spec.get("init_function") or None,
-        init_parameters=dict(_mapping("init_parameters", init_parameters or {})),
+        init_parameters=dict(as_mapping("init_parameters", init_parameters or {})),
         workers=_positive("workers", workers), ready_timeout=float(ready_timeout))
     _check_service(settings, launcher)
     _check_handler(function.handler_info())
@@ -114,7 +114,7 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
     get_launcher(launcher).check(LaunchSpec("check", volumes=task.volumes,
                                             network=settings.network,
                                             ports=(settings.published(0),)))
-    _check_python_version(function, task)
+    check_python_version(function, task)
     return settings
 
 
