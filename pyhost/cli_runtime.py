@@ -79,7 +79,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     where = run.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true",
                        help="run in this process: no container, NOT a sandbox")
-    where.add_argument("--launcher", choices=["docker", "process"],
+    where.add_argument("--launcher", choices=["docker", "process", "swarm"],
                        help="where the session runs (default: docker)")
     run.set_defaults(run=_run)
 

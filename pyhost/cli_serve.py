@@ -53,7 +53,7 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="pass this environment variable to the handler (never recorded)")
     serve.add_argument("--env", dest="envs", metavar="NAME=VALUE", type=parse_pair, action=Pairs,
                        help="an environment variable for the handler")
-    serve.add_argument("--launcher", choices=["docker", "process"], default="docker",
+    serve.add_argument("--launcher", choices=["docker", "process", "swarm"], default="docker",
                        help="where the replicas run (default: docker)")
     serve.set_defaults(run=_serve)
 
