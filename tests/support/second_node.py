@@ -135,18 +135,18 @@ class SecondNode:
         keeps its tasks), or when the block ends, so other people's tasks have only that
         moment to land on it.
         """
-        placed = threading.Event()
         done = threading.Event()
+        before = self._our_tasks()  # finished ones of earlier blocks may linger
 
         def watch() -> None:
-            while not done.is_set():
-                if self._has_our_task():
-                    break
+            while not done.is_set() and not self._our_tasks() - before:
                 time.sleep(settle)
             self.set_availability("pause")
-            placed.set()
+            self.timings["opened"] = (self.timings.get("opened", 0.0)
+                                      + time.monotonic() - opened)
 
         self.set_availability("active")
+        opened = time.monotonic()
         watcher = threading.Thread(target=watch, name=f"{self.names.netns}-watch", daemon=True)
         watcher.start()
         try:
@@ -164,11 +164,13 @@ class SecondNode:
         made for it. Idempotent."""
         self._undo.close()
 
-    def _has_our_task(self) -> bool:
+    def _our_tasks(self) -> set[str]:
+        """Ids of the tasks of this process's services that Swarm put on the node."""
         tasks = self.manager.api.tasks(filters={"node": self.node_id})
         pid = str(os.getpid())
-        return any(((task.get("Spec") or {}).get("ContainerSpec") or {}).get(
-            "Labels", {}).get(f"{LABEL_PREFIX}.owner.pid") == pid for task in tasks)
+        return {str(task["ID"]) for task in tasks
+                if ((task.get("Spec") or {}).get("ContainerSpec") or {}).get(
+                    "Labels", {}).get(f"{LABEL_PREFIX}.owner.pid") == pid}
 
     def _update(self, change: object) -> None:
         with self._lock:
