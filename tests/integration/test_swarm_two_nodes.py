@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,15 +61,22 @@ def _on(node: SecondNode, hostname: str) -> bool:
     return any(str(container["Id"]).startswith(hostname) for container in node.containers())
 
 
+def _constraints(tasks: list[dict[str, Any]]) -> list[list[str]]:
+    return [((task["Spec"].get("Placement") or {}).get("Constraints") or []) for task in tasks]
+
+
 def test_a_job_forced_onto_the_second_node_runs_there_and_logs(client, node2, tmp_path):
     dh.configure(tmp_path / "home")
     project = dh.get_or_create_project("two-nodes")
     fn = project.new_function(name="where", kind="python",
                               code_src=str(FUNCTIONS / "whereabouts.py"), handler="whereabouts")
-    with node2.accepting():
+    with node2.accepting() as placed:
         run = fn.run(parameters={"param1": "node2"}, launcher="swarm", wait=True,
                      node_selector=LABEL)
     assert run.status.state == "COMPLETED", run.status.error
+    # node_selector became the constraint of the task Swarm put there ...
+    assert _constraints(placed) == [[CONSTRAINT]]
+    # ... and the handler ran in a container of the node's engine, not the manager's.
     hostname = run.result("result")
     assert _on(node2, hostname), f"{hostname} is not a container of the second node"
     assert not any(str(c["Id"]).startswith(hostname)
@@ -84,8 +92,9 @@ def test_the_design_example_as_a_session_on_the_second_node(client, node2):
         assert py(launcher="swarm", placement=(CONSTRAINT,)).timeout(10).define("a", 100) \
             .define("b", 2).exec("def mult(x, y): return x * y\n").eval("mult(a, b)") == 200
     with py(launcher="swarm", placement=(CONSTRAINT,)) as session:
-        with node2.accepting():  # the container starts at the first eval
+        with node2.accepting() as placed:  # the container starts at the first eval
             hostname = session.eval("__import__('socket').gethostname()")
+        assert _constraints(placed) == [[CONSTRAINT]]
         assert _on(node2, hostname)
         (service,) = client.api.services(
             filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})

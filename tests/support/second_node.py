@@ -32,9 +32,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -128,18 +129,24 @@ class SecondNode:
         self._update(lambda spec: {**spec, "Availability": availability})
 
     @contextlib.contextmanager
-    def accepting(self, settle: float = 0.02) -> Iterator[None]:
+    def accepting(self, settle: float = 0.02) -> Iterator[list[dict[str, Any]]]:
         """Let Swarm place tasks on the node until one of this process's tasks is there.
 
         The node is paused again as soon as such a task is assigned to it (a paused node
         keeps its tasks), or when the block ends, so other people's tasks have only that
-        moment to land on it.
+        moment to land on it. Yields a list that then holds the tasks of ours placed on it
+        (as the manager lists them: their spec says which constraints they had).
         """
         done = threading.Event()
-        before = self._our_tasks()  # finished ones of earlier blocks may linger
+        before = set(self._our_tasks())  # finished ones of earlier blocks may linger
+        placed: list[dict[str, Any]] = []
 
         def watch() -> None:
-            while not done.is_set() and not self._our_tasks() - before:
+            while not done.is_set():
+                placed.extend(task for task_id, task in self._our_tasks().items()
+                              if task_id not in before)
+                if placed:
+                    break
                 time.sleep(settle)
             self.set_availability("pause")
             self.timings["opened"] = (self.timings.get("opened", 0.0)
@@ -150,7 +157,7 @@ class SecondNode:
         watcher = threading.Thread(target=watch, name=f"{self.names.netns}-watch", daemon=True)
         watcher.start()
         try:
-            yield
+            yield placed
         finally:
             done.set()
             watcher.join(timeout=30)
@@ -164,18 +171,18 @@ class SecondNode:
         made for it. Idempotent."""
         self._undo.close()
 
-    def _our_tasks(self) -> set[str]:
-        """Ids of the tasks of this process's services that Swarm put on the node."""
+    def _our_tasks(self) -> dict[str, dict[str, Any]]:
+        """The tasks of this process's services that Swarm put on the node, by id."""
         tasks = self.manager.api.tasks(filters={"node": self.node_id})
         pid = str(os.getpid())
-        return {str(task["ID"]) for task in tasks
+        return {str(task["ID"]): task for task in tasks
                 if ((task.get("Spec") or {}).get("ContainerSpec") or {}).get(
                     "Labels", {}).get(f"{LABEL_PREFIX}.owner.pid") == pid}
 
-    def _update(self, change: object) -> None:
+    def _update(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         with self._lock:
             node = self.manager.api.inspect_node(self.node_id)
-            spec = change(node["Spec"])  # type: ignore[operator]
+            spec = change(node["Spec"])
             self.manager.api.update_node(self.node_id, node["Version"]["Index"], spec)
 
 
