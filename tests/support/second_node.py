@@ -399,7 +399,9 @@ def _stop_dockerd(names: Names, proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
     else:
         with contextlib.suppress(ValueError, OSError):
-            os.kill(int(names.pidfile.read_text().strip()), signal.SIGKILL)
+            pid = int(names.pidfile.read_text().strip())
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd":
+                os.kill(pid, signal.SIGKILL)
     for _ in range(50):
         pids = _quiet(["ip", "netns", "pids", names.netns]).split()
         if not pids:
