@@ -258,3 +258,36 @@ def test_pyhost_in_a_container_on_the_overlay_reaches_its_session_there(client, 
         code, output = run_host(client, image, OVERLAY_SCRIPT, "pyhost-swarm", str(tmp_path))
     assert code == 0, output
     assert host_result(output)["value"] == 200
+
+
+def test_volumes_become_swarm_mounts(client):
+    from pyhost.launchers.base import Volume
+
+    name = f"pyhost-test-{os.urandom(4).hex()}"
+    client.api.create_volume(name, labels={"org.pyhost.test": "1"})
+    try:
+        volumes = (Volume("tmpfs", "/scratch", size="16m"), Volume("volume", "/data", name),
+                   Volume("volume", "/shared", name, read_only=False))
+        with py(launcher="swarm", volumes=volumes) as session:
+            session.exec("import os\n"
+                         "def try_write(path):\n"
+                         "    try:\n"
+                         "        open(path, 'w').write('x')\n"
+                         "        return 'written'\n"
+                         "    except OSError as exc:\n"
+                         "        return exc.strerror\n")
+            assert session.eval("try_write('/scratch/a')") == "written"
+            assert session.eval("try_write('/data/a')") == "Read-only file system"
+            (service,) = _our_services(client)
+            mounts = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Mounts"]
+            assert {(m["Type"], m["Target"], bool(m.get("ReadOnly"))) for m in mounts} >= {
+                ("tmpfs", "/scratch", False), ("volume", "/data", True),
+                ("volume", "/shared", False)}
+    finally:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.api.remove_volume(name)
+                break
+            except Exception:  # still held by the task's container for a moment
+                time.sleep(0.2)
