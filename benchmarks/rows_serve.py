@@ -25,6 +25,8 @@ from benchmarks.report import Baseline, Result, Target, Unavailable
 from pyhost.launchers.docker.networking import serve_network
 
 HANDLER = "def hello(context, event):\n    return 'hello'\n"
+# The same as an async def: awaited on the replica's event loop, no worker thread.
+ASYNC_HANDLER = "async def hello(context, event):\n    return 'hello'\n"
 BARE_APP = """
 import uvicorn
 
@@ -52,35 +54,45 @@ def serve_rps_2(bench: Bench) -> list[Result]:
     return _serve_rows(bench, 2)
 
 
-def _serve_rows(bench: Bench, replicas: int) -> list[Result]:
+@row("serve_rps_async[1]", issue="12")
+def serve_rps_async_1(bench: Bench) -> list[Result]:
+    """The same with the handler written ``async def``: what the worker-thread hop of a
+    plain ``def`` handler costs."""
+    return _serve_rows(bench, 1, ASYNC_HANDLER, "serve_rps_async")
+
+
+def _serve_rows(bench: Bench, replicas: int, handler: str = HANDLER,
+                prefix: str = "serve_rps") -> list[Result]:
     if shutil.which("wrk") is None:
         raise Unavailable("wrk is not installed (apt-get install wrk)")
     trials, seconds = bench.n(3, 1), 2 if bench.quick else 4
     served: list[tuple[float, float, float]] = []
     bare: list[tuple[float, float, float]] = []
-    with _serve_run(bench, replicas) as urls, _bare_servers(bench, replicas) as bare_urls:
+    with _serve_run(bench, replicas, handler) as urls, \
+            _bare_servers(bench, replicas) as bare_urls:
         _load(urls, 1)  # warm-up of both
         _load(bare_urls, 1)
         for _ in range(trials):
             served.append(_load(urls, seconds))
             bare.append(_load(bare_urls, seconds))
-    name = f"serve_rps[{replicas}]"
+    name = f"{prefix}[{replicas}]"
+    detail = prefix.replace("serve_rps", "serve")
     base = f"uvicorn hello-world ASGI app, {replicas} container(s) of the same image"
     note = f"wrk, {CONNECTIONS} keep-alive connections over loopback, {seconds} s a trial"
     return [
         Result(name, "req/s", [s[0] for s in served], higher_is_better=True,
                target=Target(0.8, relative=True, higher_is_better=True),
                baseline=Baseline(f"{base}; req/s", tuple(b[0] for b in bare)), note=note),
-        Result(f"serve_p50[{replicas}]", "ms", [s[1] for s in served],
+        Result(f"{detail}_p50[{replicas}]", "ms", [s[1] for s in served],
                baseline=Baseline(f"{base}; p50 ms", tuple(b[1] for b in bare))),
-        Result(f"serve_p99[{replicas}]", "ms", [s[2] for s in served],
+        Result(f"{detail}_p99[{replicas}]", "ms", [s[2] for s in served],
                target=Target(2.0, relative=True),
                baseline=Baseline(f"{base}; p99 ms", tuple(b[2] for b in bare))),
     ]
 
 
 @contextlib.contextmanager
-def _serve_run(bench: Bench, replicas: int) -> Iterator[list[str]]:
+def _serve_run(bench: Bench, replicas: int, handler: str) -> Iterator[list[str]]:
     import pyhost.runtime as dh
 
     home = Path(tempfile.mkdtemp(prefix="pyhost-bench-serve-"))
@@ -88,7 +100,7 @@ def _serve_run(bench: Bench, replicas: int) -> Iterator[list[str]]:
     try:
         dh.configure(home)
         function = dh.get_or_create_project("bench").new_function(
-            name="hello", kind="python", code=HANDLER, handler="hello", image=bench.image)
+            name="hello", kind="python", code=handler, handler="hello", image=bench.image)
         run = function.run(action="serve", replicas=replicas, launcher=bench.launcher)
         if run.status.state != "RUNNING":
             raise Unavailable(f"the serve run ended {run.status.state}: {run.status.message}")

@@ -172,6 +172,10 @@ def _check_outputs(outputs: dict[str, str], info: HandlerInfo) -> dict[str, str]
 
 
 def _check_signature(info: HandlerInfo, settings: JobSettings) -> None:
+    if info.awaitable:
+        raise ConfigurationError(f"handler {info.function!r} is async def: a job calls its "
+                                 "handler once and waits, so define it with def (async "
+                                 "handlers are for serve)")
     if info.params is None:
         return  # not a plain def: the container checks the call
     names = {param.name for param in info.params}

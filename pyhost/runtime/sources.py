@@ -203,6 +203,7 @@ class HandlerInfo:
             ``def`` (then only the container can check the call).
         takes_kwargs: whether it takes ``**kwargs``.
         outputs: the names ``@handler(outputs=...)`` gives its values, if it says.
+        awaitable: it is ``async def`` (a serve handler may be; a job's may not).
     """
 
     module: str
@@ -211,6 +212,7 @@ class HandlerInfo:
     params: tuple[Param, ...] | None
     takes_kwargs: bool
     outputs: tuple[str, ...] | None
+    awaitable: bool = False
 
 
 def resolve_handler(source: Source, handler: str) -> HandlerInfo:
@@ -232,9 +234,6 @@ def resolve_handler(source: Source, handler: str) -> HandlerInfo:
         raise ConfigurationError(f"handler {handler!r}: {path} does not parse: {exc}") from None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
-            if isinstance(node, ast.AsyncFunctionDef):
-                raise ConfigurationError(f"handler {handler!r}: async handlers are not "
-                                         "supported; define it with def")
             return _describe(module, function, path, node)
     if function in _other_bindings(tree):
         return HandlerInfo(module, function, path, None, True, None)
@@ -264,7 +263,8 @@ def _module_path(source: Source, module: str, handler: str) -> str:
                              f"(it has {', '.join(modules) or 'no Python files'})")
 
 
-def _describe(module: str, function: str, path: str, node: ast.FunctionDef) -> HandlerInfo:
+def _describe(module: str, function: str, path: str,
+              node: ast.FunctionDef | ast.AsyncFunctionDef) -> HandlerInfo:
     args = node.args
     positional = args.posonlyargs + args.args
     first_default = len(positional) - len(args.defaults)
@@ -272,10 +272,10 @@ def _describe(module: str, function: str, path: str, node: ast.FunctionDef) -> H
     params += [Param(arg.arg, default is None)
                for arg, default in zip(args.kwonlyargs, args.kw_defaults)]
     return HandlerInfo(module, function, path, tuple(params), args.kwarg is not None,
-                       _declared_outputs(node))
+                       _declared_outputs(node), isinstance(node, ast.AsyncFunctionDef))
 
 
-def _declared_outputs(node: ast.FunctionDef) -> tuple[str, ...] | None:
+def _declared_outputs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...] | None:
     for decorator in node.decorator_list:
         if isinstance(decorator, ast.Call) and _called(decorator.func) == "handler":
             for keyword in decorator.keywords:

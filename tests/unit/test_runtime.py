@@ -354,3 +354,10 @@ def test_the_host_logs_a_directory_artifact_in_chunks(project, tmp_path):
     assert (out / "sub" / "b.bin").read_bytes() == b"B" * (3 * 1024 * 1024 + 1)
     with pytest.raises(ConfigurationError, match="no such file"):
         project.log_artifact(name="missing", source=str(tmp_path / "nope"))
+
+
+def test_an_async_handler_is_refused_for_a_job_before_anything_starts(project):
+    fn = project.new_function(name="a", code="async def f():\n    return 1\n", handler="f")
+    with pytest.raises(ConfigurationError, match="async def: a job calls its handler once"):
+        fn.run(wait=True, local_execution=True)
+    assert not project.list_runs()

@@ -216,3 +216,32 @@ def test_pyhost_serve_runs_in_the_foreground_until_sigint(tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_an_async_handler_is_awaited_on_the_event_loop():
+    seen = {}
+
+    async def handler(event):
+        seen["thread"] = threading.current_thread().name
+        if event.path == "/boom":
+            raise ValueError("broke")
+        await asyncio.sleep(0)
+        return {"path": event.path}
+
+    app, errors = _app(handler, awaitable=True)
+    assert _request(app, path="/a")[::2] == (200, b'{"path": "/a"}')
+    assert not seen["thread"].startswith("hxpy-serve")  # no worker thread
+    status, _, body = _request(app, path="/boom")
+    assert status == 500 and b"broke" not in body and "ValueError: broke" in errors[0][1]
+
+
+def test_an_async_handler_serves_on_the_process_launcher(project):
+    fn = project.new_function(name="asrv", kind="python", code_src=str(SERVING),
+                              handler="async_handler")
+    run = fn.run(action="serve", launcher="process")
+    try:
+        assert run.status.state == "RUNNING", run.status.error
+        answer = run.invoke(path="/").json()
+        assert answer["replica"] == 0 and not answer["thread"].startswith("hxpy-serve")
+    finally:
+        run.stop()

@@ -18,6 +18,7 @@ that runs for weeks never fills the batch's capped output.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -143,9 +144,10 @@ class Reporter(threading.Thread):
 
 
 def load_replica(job: dict[str, Any], call: Callable[..., Any], buffer: LogBuffer
-                 ) -> tuple[Callable[[Event], Any], Context]:
+                 ) -> tuple[Callable[[Event], Any], Context, bool]:
     """Load the handler, make the context, run ``init_function`` once: the function that
-    answers one event, and the context.
+    answers one event, the context, and whether the handler is ``async def`` (its answer
+    is then awaited).
 
     Raises:
         whatever ``init_function`` raises; TypeError: a handler or init_function that does
@@ -171,10 +173,15 @@ def load_replica(job: dict[str, Any], call: Callable[..., Any], buffer: LogBuffe
         raise TypeError(f"the handler's argument(s) {', '.join(missing)} have no value: a "
                         "serve handler takes context and event")
     if names[:2] == ["context", "event"] or names == ["context"]:
-        return (lambda event: handler(context, event)), context
-    if "context" in names:
-        return (lambda event: handler(context=context, event=event)), context
-    return (lambda event: handler(event=event)), context
+        def handle(event: Event) -> Any:
+            return handler(context, event)
+    elif "context" in names:
+        def handle(event: Event) -> Any:
+            return handler(context=context, event=event)
+    else:
+        def handle(event: Event) -> Any:
+            return handler(event=event)
+    return handle, context, inspect.iscoroutinefunction(handler)
 
 
 def _handler(buffer: LogBuffer) -> logging.Handler:
@@ -223,12 +230,13 @@ def serve(job: dict[str, Any], call: Callable[..., Any] | None = None) -> dict[s
     reporter = Reporter(call, replica, buffer, health)
     reporter.start()
     try:
-        handle, context = load_replica(job, call, buffer)
+        handle, context, awaitable = load_replica(job, call, buffer)
 
         def log_error(error_id: str, text: str) -> None:
             context.logger.error("error %s in the handler:\n%s", error_id, text.rstrip())
 
-        app = ServeApp(handle, log_error, workers=int(job.get("workers") or 4))
+        app = ServeApp(handle, log_error, workers=int(job.get("workers") or 4),
+                       awaitable=awaitable)
         config = uvicorn.Config(app, host=host, port=int(bind_port), log_config=None,
                                 access_log=False, lifespan="off", log_level="warning",
                                 server_header=False)

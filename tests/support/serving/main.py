@@ -58,3 +58,12 @@ def needs_more(context, event, extra):
 
 def init_fails(context):
     raise RuntimeError("init_function failed on purpose")
+
+
+async def async_handler(context, event):
+    """An async def handler: awaited on the replica's event loop."""
+    import asyncio
+    import threading
+
+    await asyncio.sleep(0)
+    return {"thread": threading.current_thread().name, "replica": context.replica}
