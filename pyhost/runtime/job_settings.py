@@ -230,6 +230,8 @@ def check_python_version(function: Function, settings: JobSettings) -> None:
     if settings.local_execution:
         have: str | None = f"{sys.version_info.major}.{sys.version_info.minor}"
         where = "this process runs"
+    elif not (function.built_image() or function.spec.get("image")):
+        return  # run_image took the launcher's image for this very version
     else:
         have = get_launcher(settings.launcher).python_version(settings.image)
         where = f"the session image {settings.image or '(default)'} has"

@@ -11,6 +11,7 @@ import pytest
 
 from pyhost.errors import ConfigurationError, ImageBuildError, ImageNotFound
 from pyhost.launchers.docker import python_images
+from pyhost.launchers.docker.client import inspect_image
 from pyhost.launchers.docker.debian_base import RECIPES, base_packages
 from pyhost.launchers.docker.image import image_python
 from pyhost.launchers.docker.python_images import (
@@ -42,6 +43,11 @@ class _Client:
 
 def _client(images: dict[str, dict[str, str]]) -> Any:
     return _Client(images)
+
+
+def _default_image(client: Any) -> tuple[str, Any]:
+    """What find_image answers when hxpy:latest is the default (None: not present)."""
+    return "hxpy:latest", inspect_image(client, "hxpy:latest")
 
 
 @pytest.mark.parametrize(("version", "suite"), [("3.9", "bullseye"), ("3.11", "bookworm"),
@@ -88,25 +94,25 @@ def test_image_python_reads_the_label_first_then_the_base():
 
 def test_the_versions_own_tag_is_taken_when_present(monkeypatch):
     client = _client({"hxpy:py3.9": {}, "hxpy:latest": {"org.pyhost.python": "3.11"}})
-    monkeypatch.setattr(python_images, "resolve_image", lambda client: "hxpy:latest")
+    monkeypatch.setattr(python_images, "find_image", _default_image)
     assert image_for_python(client, "3.9") == "hxpy:py3.9"
 
 
 def test_the_default_image_comes_first_for_its_own_python(monkeypatch):
     client = _client({"hxpy:py3.11": {}, "hxpy:latest": {"org.pyhost.python": "3.11"}})
-    monkeypatch.setattr(python_images, "resolve_image", lambda client: "hxpy:latest")
+    monkeypatch.setattr(python_images, "find_image", _default_image)
     assert image_for_python(client, "3.11") is None
 
 
 def test_the_default_image_serves_its_own_python(monkeypatch):
     client = _client({"hxpy:latest": {"org.pyhost.base": "pyhost-base:bookworm"}})
-    monkeypatch.setattr(python_images, "resolve_image", lambda client: "hxpy:latest")
+    monkeypatch.setattr(python_images, "find_image", _default_image)
     assert image_for_python(client, "3.11") is None
 
 
 def test_a_buildable_version_without_its_image_names_the_command(monkeypatch):
     client = _client({"hxpy:latest": {"org.pyhost.python": "3.11"}})
-    monkeypatch.setattr(python_images, "resolve_image", lambda client: "hxpy:latest")
+    monkeypatch.setattr(python_images, "find_image", _default_image)
     with pytest.raises(ImageNotFound, match=r"pyhost image build --python 3\.13"):
         image_for_python(client, "3.13")
 
@@ -114,7 +120,7 @@ def test_a_buildable_version_without_its_image_names_the_command(monkeypatch):
 @pytest.mark.parametrize("version", ["3.10", "3.12"])
 def test_a_version_no_route_provides_says_what_to_pass(monkeypatch, version):
     client = _client({"hxpy:latest": {"org.pyhost.python": "3.11"}})
-    monkeypatch.setattr(python_images, "resolve_image", lambda client: "hxpy:latest")
+    monkeypatch.setattr(python_images, "find_image", _default_image)
     with pytest.raises(ConfigurationError) as caught:
         image_for_python(client, version)
     assert f"Python {version}" in str(caught.value)
@@ -123,7 +129,7 @@ def test_a_version_no_route_provides_says_what_to_pass(monkeypatch, version):
 
 def test_a_present_registry_image_makes_the_version_buildable(monkeypatch):
     client = _client({"python:3.12-slim": {}})
-    monkeypatch.setattr(python_images, "resolve_image", lambda client: "hxpy:latest")
+    monkeypatch.setattr(python_images, "find_image", _default_image)
     with pytest.raises(ImageNotFound, match=r"--python 3\.12"):
         image_for_python(client, "3.12")
 

@@ -59,6 +59,7 @@ __all__ = [
     "follow_build",
     "image_labels",
     "image_python",
+    "find_image",
     "find_sources",
     "image_status",
     "resolve_base",
@@ -436,7 +437,13 @@ def try_pull(client: docker.DockerClient, reference: str, progress: Progress) ->
 # -- choosing the image a session runs -------------------------------------------------------
 
 def resolve_image(client: docker.DockerClient, requested: str | None = None) -> str:
-    """Choose the image a session runs.
+    """Choose the image a session runs (see :func:`find_image`); its reference."""
+    return find_image(client, requested)[0]
+
+
+def find_image(client: docker.DockerClient,
+               requested: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Choose the image a session runs, and the engine's description of it.
 
     An image asked for by name must be present: nothing is pulled, and running user code in
     another image than the one asked for would be a surprise. Otherwise the first present of
@@ -444,27 +451,33 @@ def resolve_image(client: docker.DockerClient, requested: str | None = None) -> 
     label under any tag.
 
     Returns:
-        An image reference the engine knows (a tag, or an id for an untagged image).
+        An image reference the engine knows (a tag, or an id for an untagged image), and
+        its inspect answer (so that callers need not ask again).
 
     Raises:
         ImageNotFound: no such image; the message says to run ``pyhost image build``.
         EngineUnavailable: the engine refused a request.
     """
     if requested:
-        if inspect_image(client, requested) is not None:
-            return requested
+        attrs = inspect_image(client, requested)
+        if attrs is not None:
+            return requested, attrs
         raise ImageNotFound(f"image {requested!r} is not present on this engine (images are "
                             "not pulled); build it with `pyhost image build`")
     for candidate in IMAGE_CANDIDATES:
-        if inspect_image(client, candidate) is not None:
-            return candidate
+        attrs = inspect_image(client, candidate)
+        if attrs is not None:
+            return candidate, attrs
     with engine_errors("the engine refused to list images"):
         ours = client.api.images(filters={"label": HASH_LABEL})
     for image in sorted(ours, key=lambda found: found.get("Created", 0), reverse=True):
         if BUILD_LABEL in (image.get("Labels") or {}):
             continue  # a function's image (it inherits the label): not a default for all
         tags = [tag for tag in image.get("RepoTags") or () if tag != "<none>:<none>"]
-        return tags[0] if tags else str(image["Id"])
+        reference = tags[0] if tags else str(image["Id"])
+        attrs = inspect_image(client, reference)
+        if attrs is not None:
+            return reference, attrs
     raise ImageNotFound(f"no session image is present (looked for {', '.join(IMAGE_CANDIDATES)} "
                         f"and images labelled {HASH_LABEL}); run `pyhost image build`")
 

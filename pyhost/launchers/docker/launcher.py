@@ -42,9 +42,9 @@ from ..base import (
     server_env,
 )
 from ..ownership import Owner
-from .client import docker_client, engine_errors, inspect_image
+from .client import docker_client, engine_errors
 from .function_image import build_function_image, check_recipe
-from .image import image_python, resolve_image
+from .image import find_image, image_python, resolve_image
 from .iodir import SANDBOX_UID, IoAccess, io_access, sandbox_user
 from .networking import (
     SERVER_PORT,
@@ -189,8 +189,7 @@ class DockerLauncher(Launcher):
 
     def python_version(self, image: str | None) -> str | None:
         """Read from the labels ``pyhost image build`` puts on the image (its base)."""
-        attrs = inspect_image(self.client, resolve_image(self.client, image))
-        return image_python(attrs) if attrs is not None else None
+        return image_python(find_image(self.client, image)[1])
 
     def check_recipe(self, recipe: ImageRecipe) -> None:
         """The recipe's checks that need no engine (see :mod:`.function_image`)."""

@@ -39,9 +39,9 @@ from .engine import ensure_engine
 from .image import (
     DEFAULT_TAG,
     build_image,
+    find_image,
     image_labels,
     image_python,
-    resolve_image,
     try_pull,
 )
 from .system import Progress, say
@@ -200,10 +200,10 @@ def image_for_python(client: docker.DockerClient, version: str) -> str | None:
     """
     route = python_route(version)
     try:
-        default = resolve_image(client)
+        default: str | None
+        default, attrs = find_image(client)
     except ImageNotFound:
-        default = None
-    attrs = inspect_image(client, default) if default else None
+        default, attrs = None, None
     if attrs is not None and image_python(attrs) == version:
         return None
     if inspect_image(client, route.tag) is not None:

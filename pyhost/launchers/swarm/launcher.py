@@ -49,11 +49,12 @@ from docker.types import (
 
 from ...errors import ConfigurationError, EngineUnavailable, SessionDied
 from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
-from ..docker.client import docker_client, engine_errors, inspect_image
-from ..docker.image import image_python, resolve_image
+from ..docker.client import docker_client, engine_errors
+from ..docker.image import find_image, image_python, resolve_image
 from ..docker.iodir import SANDBOX_UID
 from ..docker.launcher import check_volumes
 from ..docker.networking import SERVER_PORT, check_network_name
+from ..docker.python_images import image_for_python
 from ..ownership import SESSION_LABEL, Owner
 from .cluster import SESSION_NETWORK, ensure_network, ipvs_available, require_manager
 
@@ -204,8 +205,13 @@ class SwarmLauncher(Launcher):
                 "own session channel, which the routing mesh cannot front yet")
 
     def python_version(self, image: str | None) -> str | None:
-        attrs = inspect_image(self.client, resolve_image(self.client, image))
-        return image_python(attrs) if attrs is not None else None
+        """Read from the image's labels on the manager (each node holds the same image)."""
+        return image_python(find_image(self.client, image)[1])
+
+    def image_for_python(self, version: str) -> str | None:
+        """As on a plain engine: ``hxpy:py<version>``, or the default image for its own
+        Python."""
+        return image_for_python(self.client, version)
 
     def start(self, spec: LaunchSpec) -> SwarmInstance:
         self.check(spec)
