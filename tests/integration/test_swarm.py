@@ -291,3 +291,31 @@ def test_volumes_become_swarm_mounts(client):
                 break
             except Exception:  # still held by the task's container for a moment
                 time.sleep(0.2)
+
+
+def test_gc_removes_the_exited_container_swarm_keeps_after_its_service(client):
+    """Swarm keeps a finished job task's container after the service is removed; gc
+    (run against the node's engine) removes it, though its owner (this process) lives."""
+    from docker.types import ContainerSpec, RestartPolicy, ServiceMode, TaskTemplate
+
+    from pyhost.launchers.docker.orphans import collect
+    from pyhost.launchers.ownership import Owner
+
+    labels = Owner.current().labels("gc-probe")
+    spec = ContainerSpec("hxpy:latest", command=["python3", "-c", "pass"], labels=labels)
+    service = client.api.create_service(
+        TaskTemplate(spec, restart_policy=RestartPolicy(condition="none")), labels=labels,
+        mode=ServiceMode("replicated-job", concurrency=1, replicas=1))
+    deadline = time.monotonic() + 60
+    while True:
+        tasks = client.api.tasks(filters={"service": service["ID"]})
+        if tasks and tasks[0]["Status"]["State"] == "complete":
+            break
+        assert time.monotonic() < deadline, tasks
+        time.sleep(0.1)
+    container = tasks[0]["Status"]["ContainerStatus"]["ContainerID"]
+    client.api.remove_service(service["ID"])
+    time.sleep(1)
+    assert client.api.inspect_container(container)["State"]["Status"] == "exited"
+    report = collect(client)
+    assert container in report.containers

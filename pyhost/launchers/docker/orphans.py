@@ -1,8 +1,11 @@
 """Remove what dead pyhost processes left behind: containers and socket directories.
 
 Every container pyhost starts is labelled with its owner (host, pid, process start); a
-container whose owner process is gone is an orphan. Socket directories are named
-``pyhost-<session id>-*`` and are orphans once no container of that session exists.
+container whose owner process is gone is an orphan. So is the exited container of a Swarm
+task of ours, whoever owns it: a session's task never runs again, and Swarm (20.10) keeps
+such containers on each node even after their service is removed (``pyhost gc`` against a
+worker's engine clears them there). Socket directories are named ``pyhost-<session id>-*``
+and are orphans once no container of that session exists.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class GcReport:
         return text
 
 
+_SWARM_TASK = "com.docker.swarm.task.id"  # the engine's label on a Swarm task's container
 # A socket dir younger than this is left alone: its session may still be starting.
 _YOUNG = 60.0
 
@@ -64,7 +68,8 @@ def collect(client: docker.DockerClient | None = None,
         labels = info.get("Labels") or {}
         session_id = labels.get(SESSION_LABEL, "")
         owner = Owner.from_labels(labels)
-        if owner is None or owner_alive(owner):
+        finished_task = _SWARM_TASK in labels and info.get("State") == "exited"
+        if not finished_task and (owner is None or owner_alive(owner)):
             live_sessions.add(session_id)
             continue
         try:
@@ -78,8 +83,8 @@ def collect(client: docker.DockerClient | None = None,
             report.failed.append(info["Id"])
             live_sessions.add(session_id)
             continue
-        log.info("gc: removed orphaned container %s (owner pid %d gone)", info["Id"][:12],
-                 owner.pid)
+        log.info("gc: removed %s %s", "the finished swarm task container" if finished_task
+                 else "orphaned container", info["Id"][:12])
         report.containers.append(info["Id"])
     base = runtime_dir or os.environ.get("PYHOST_RUNTIME_DIR") or tempfile.gettempdir()
     for path in glob.glob(os.path.join(base, "pyhost-*-*")):
