@@ -28,8 +28,8 @@ def _swarm(bench: Bench) -> Iterator[Any]:
     long each ``start`` took (``.starts``: the service created until its task runs and its
     port is known), so a cold open can be split into scheduling and the rest."""
     try:
-        from pyhost.launchers.swarm.cluster import swarm_leave, swarm_up
-        from pyhost.launchers.swarm.launcher import SwarmLauncher
+        from pyhost.launchers.docker.swarm.cluster import swarm_leave, swarm_up
+        from pyhost.launchers.docker.swarm.launcher import SwarmLauncher
     except ImportError as exc:
         raise Unavailable(f"no swarm launcher: {exc}") from None
 

@@ -59,7 +59,7 @@ def _image_build(args: argparse.Namespace) -> int:
 
 def _engine_swarm_up(args: argparse.Namespace) -> int:
     from .launchers.docker.engine import ensure_engine
-    from .launchers.swarm.cluster import swarm_up
+    from .launchers.docker.swarm.cluster import swarm_up
 
     state, made = swarm_up(ensure_engine(install=not args.no_install, progress=_say),
                            args.advertise_addr)
@@ -70,7 +70,7 @@ def _engine_swarm_up(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from .launchers.docker.client import docker_client
     from .launchers.docker.doctor import diagnose
-    from .launchers.swarm.doctor import diagnose_swarm
+    from .launchers.docker.swarm.doctor import diagnose_swarm
 
     checks = diagnose(args.io, args.tag)
     if checks[0].ok:  # the engine answers
@@ -108,7 +108,7 @@ def _collect_orphans() -> tuple[str, bool]:
 
 
 def _collect_swarm_orphans() -> tuple[str, bool]:
-    from .launchers.swarm.orphans import collect_swarm
+    from .launchers.docker.swarm.orphans import collect_swarm
 
     return _on_engine(collect_swarm)
 

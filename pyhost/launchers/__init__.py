@@ -20,7 +20,7 @@ __all__ = ["Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher", "get_
 BUILTIN = {
     "docker": ".docker.launcher:DockerLauncher",
     "process": ".process:ProcessLauncher",
-    "swarm": ".swarm.launcher:SwarmLauncher",
+    "swarm": ".docker.swarm.launcher:SwarmLauncher",
 }
 
 _shared: dict[str, Launcher] = {}

@@ -20,9 +20,9 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost import ConfigurationError, py
+from pyhost.launchers.docker.swarm.cluster import swarm_leave, swarm_state, swarm_up
+from pyhost.launchers.docker.swarm.orphans import collect_swarm
 from pyhost.launchers.ownership import LABEL_PREFIX, SESSION_LABEL
-from pyhost.launchers.swarm.cluster import swarm_leave, swarm_state, swarm_up
-from pyhost.launchers.swarm.orphans import collect_swarm
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,7 +227,7 @@ def test_a_serve_run_on_the_swarm_spreads_over_two_replicas(client, tmp_path):
 
 
 def test_load_balancer_names_the_missing_ipvs(client, tmp_path):
-    from pyhost.launchers.swarm.cluster import ipvs_available
+    from pyhost.launchers.docker.swarm.cluster import ipvs_available
 
     dh.configure(tmp_path / "home")
     project = dh.get_or_create_project("serving")

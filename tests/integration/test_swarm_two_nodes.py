@@ -19,8 +19,8 @@ import pytest
 import pyhost.runtime as dh
 from pyhost import py
 from pyhost.launchers.docker.image import resolve_image
+from pyhost.launchers.docker.swarm.cluster import swarm_leave, swarm_up
 from pyhost.launchers.ownership import LABEL_PREFIX
-from pyhost.launchers.swarm.cluster import swarm_leave, swarm_up
 from tests.support.second_node import (
     SecondNode,
     missing_prerequisite,

@@ -370,12 +370,12 @@ def test_gc_in_process_settles_and_then_has_nothing_to_do(home, handlers, capsys
 
 def test_gc_fails_when_a_part_that_ran_failed(home, capsys, monkeypatch):
     from pyhost.launchers.docker.orphans import GcReport
-    from pyhost.launchers.swarm.orphans import SwarmGcReport
+    from pyhost.launchers.docker.swarm.orphans import SwarmGcReport
 
     monkeypatch.setattr("pyhost.launchers.docker.client.docker_client", lambda: object())
     monkeypatch.setattr("pyhost.launchers.docker.orphans.collect",
                         lambda client: GcReport(containers=["a"], failed=["b"]))
-    monkeypatch.setattr("pyhost.launchers.swarm.orphans.collect_swarm",
+    monkeypatch.setattr("pyhost.launchers.docker.swarm.orphans.collect_swarm",
                         lambda client: SwarmGcReport(manager=False))
     assert main(["gc"]) == 1
     captured = capsys.readouterr()

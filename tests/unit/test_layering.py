@@ -3,12 +3,11 @@
 The wings, lowest first (a module may import its own layer and those below)::
 
     hxpy  <-  errors  <-  launchers, launchers.base, launchers.ownership
-          <-  session.*  <-  launchers.process, launchers.docker.*, launchers.swarm.*
-          <-  api  <-  runtime.*
+          <-  session.*  <-  launchers.process, launchers.docker.*  <-  api  <-  runtime.*
           <-  cli, pyhost
 
-hxpy never imports pyhost or docker; only the Docker wing (launchers.docker, and
-launchers.swarm: Swarm is the Docker engine's own cluster mode) imports docker (or requests); no
+hxpy never imports pyhost or docker; only launchers.docker (with its swarm package: Swarm is the
+Docker engine's own cluster mode) imports docker (or requests); no
 module imports itself back through others. Imports inside functions count: a lazy import is
 still a dependency.
 """
@@ -42,7 +41,7 @@ def _layer(module: str) -> int:
         return 2
     if name.startswith("session"):
         return 3
-    if name == "launchers.process" or name.startswith(("launchers.docker", "launchers.swarm")):
+    if name == "launchers.process" or name.startswith("launchers.docker"):
         return 4
     if name == "api":
         return 5
@@ -115,7 +114,7 @@ def test_imports_point_down(module):
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_only_the_docker_wing_imports_docker(module):
     third = {target.split(".")[0] for target in GRAPH[module]}
-    if module.startswith(("pyhost.launchers.docker", "pyhost.launchers.swarm")):
+    if module.startswith("pyhost.launchers.docker"):
         return
     assert not third & {"docker", "requests"}, f"{module} imports docker"
 

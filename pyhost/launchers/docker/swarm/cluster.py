@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from ...errors import ConfigurationError
-from ..docker.client import engine_errors
-from ..ownership import LABEL_PREFIX
+from ....errors import ConfigurationError
+from ...ownership import LABEL_PREFIX
+from ..client import engine_errors
 
 __all__ = [
     "GWBRIDGE",

@@ -47,15 +47,15 @@ from docker.types import (
     TaskTemplate,
 )
 
-from ...errors import ConfigurationError, EngineUnavailable, SessionDied
-from ..base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
-from ..docker.client import docker_client, engine_errors
-from ..docker.image import find_image, image_python, resolve_image
-from ..docker.iodir import SANDBOX_UID
-from ..docker.launcher import check_volumes
-from ..docker.networking import SERVER_PORT, check_network_name
-from ..docker.python_images import image_for_python
-from ..ownership import SESSION_LABEL, Owner
+from ....errors import ConfigurationError, EngineUnavailable, SessionDied
+from ...base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
+from ...ownership import SESSION_LABEL, Owner
+from ..client import docker_client, engine_errors
+from ..image import find_image, image_python, resolve_image
+from ..iodir import SANDBOX_UID
+from ..launcher import check_volumes
+from ..networking import SERVER_PORT, check_network_name
+from ..python_images import image_for_python
 from .cluster import SESSION_NETWORK, ensure_network, ipvs_available, require_manager
 
 __all__ = ["SwarmInstance", "SwarmLauncher"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import docker
 
-from ...errors import PyHostError
-from ..docker.doctor import Check
-from ..docker.paths import EngineView
+from ....errors import PyHostError
+from ..doctor import Check
+from ..paths import EngineView
 from .cluster import ipvs_available, swarm_state
 
 __all__ = ["diagnose_swarm"]

@@ -15,9 +15,9 @@ from typing import Any
 import docker
 import docker.errors
 
-from ...errors import EngineUnavailable
-from ..docker.client import engine_errors
-from ..ownership import SESSION_LABEL, Owner, owner_alive
+from ....errors import EngineUnavailable
+from ...ownership import SESSION_LABEL, Owner, owner_alive
+from ..client import engine_errors
 from .cluster import swarm_state
 
 __all__ = ["SwarmGcReport", "collect_swarm"]
