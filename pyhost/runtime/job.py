@@ -253,10 +253,7 @@ def _captured() -> Any:
 def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings,
                     function: Function, execution: Any,
                     started: Callable[[str | None], None]) -> _Outcome:
-    session = py(launcher=settings.launcher, io=None, timeout=settings.timeout,
-                 env=settings.envs, secrets=settings.secrets, image=settings.image,
-                 mem_limit=settings.mem_limit or "1g", cpus=settings.cpus,
-                 volumes=settings.volumes, placement=settings.constraints())
+    session = py(timeout=settings.timeout, **settings.session_options())
     execution.stopper = session.kill
     session.__enter__()  # kept across evals; closed by the caller once the run is recorded
     try:

@@ -45,7 +45,8 @@ class JobSettings:
     parameters: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     envs: dict[str, str] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)  # name -> value: never recorded
+    # name -> value: never recorded, never shown by repr
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
     cpus: float | None = None
     mem_limit: int | None = None
     volumes: tuple[Volume, ...] = ()
@@ -71,6 +72,14 @@ class JobSettings:
             "launcher": self.launcher if isinstance(self.launcher, str) else
             type(self.launcher).__name__, **self.placement,
         }
+
+    def session_options(self) -> dict[str, Any]:
+        """The options (for ``py()``) of the session a run with these settings opens: the
+        one place a job and a serve replica take them from."""
+        return {"launcher": self.launcher, "io": None, "env": self.envs,
+                "secrets": self.secrets, "image": self.image,
+                "mem_limit": self.mem_limit or "1g", "cpus": self.cpus,
+                "volumes": self.volumes, "placement": self.constraints()}
 
     def constraints(self) -> tuple[str, ...]:
         """``node_selector`` as Swarm placement constraints (``node.labels.K==V``)."""
@@ -125,7 +134,7 @@ def check_placement(launcher: Any, node_selector: Any, affinity: Any,
                 and _LABEL_WORD.match(str(value))):
             raise ConfigurationError(f"node_selector: {key!r}: {value!r} is not a node label "
                                      "and value (letters, digits, '.', '-', '_', '/')")
-    if launcher == "swarm" and (affinity or tolerations):
+    if get_launcher(launcher).name == "swarm" and (affinity or tolerations):
         what = "affinity" if affinity else "tolerations"
         raise ConfigurationError(f"{what}: Swarm places tasks by node labels only; express it "
                                  "as node_selector={label: value} on labelled nodes")

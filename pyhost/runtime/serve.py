@@ -147,6 +147,7 @@ class Service:
         self._mask = masker(settings.task.secrets)
         self._lock = threading.RLock()
         self._settled = threading.Event()  # every replica listens, or the start failed
+        self._ending = threading.Event()  # stop() or a failure: supervisors stop waiting
         self._failure: dict[str, str] | None = None
         self._running = False
         self._last_write = 0.0
@@ -183,6 +184,7 @@ class Service:
     def stop(self, timeout: float = 30.0) -> None:
         """Remove every replica and wait for the run to end (STOPPED)."""
         self._execution.stop_requested = True
+        self._ending.set()
         self._kill_all()
         self._execution.done.wait(timeout)
 
@@ -206,11 +208,13 @@ class Service:
             if self._failure is None:
                 self._failure = {key: self._mask(value) for key, value in error.items()}
         self._settled.set()
+        self._ending.set()
         self._kill_all()
 
     def _settle_at_end(self) -> None:
         for thread in self._threads:
             thread.join()
+        self._calls.abort_uploads()  # a replica killed mid-upload leaves a staged file
         try:
             with self._lock:
                 for replica in self.replicas:
@@ -244,7 +248,7 @@ class Service:
         pause = _BACKOFF[0]
         while not self._stopping:
             started = time.monotonic()
-            broke = self._serve_once(replica)
+            broke = self._mask(self._serve_once(replica))  # it goes into the status
             if self._stopping:
                 break
             with self._lock:
@@ -257,7 +261,7 @@ class Service:
             # A replica that served a while restarts at once; one that keeps failing waits.
             pause = _BACKOFF[0] if time.monotonic() - started > 60 else \
                 min(pause * 2, _BACKOFF[1])
-            self._execution.done.wait(pause if replica.restarts > 1 else 0.1)
+            self._ending.wait(pause if replica.restarts > 1 else 0.1)
 
     def _serve_once(self, replica: _Replica) -> str:
         """Run the replica's session until it ends; why it ended."""
@@ -265,10 +269,8 @@ class Service:
         port = self.settings.published(replica.index)
         if replica.host_port and port.host_address is not None and not port.host_port:
             port = type(port)(port.container_port, port.host_address, replica.host_port)
-        session = py(launcher=task.launcher, io=None, timeout=None,
-                     env=task.envs, secrets=task.secrets, image=task.image,
-                     mem_limit=task.mem_limit or "1g", cpus=task.cpus, volumes=task.volumes,
-                     network=self.settings.network, ports=(port,), auto_remove=True)
+        session = py(timeout=None, network=self.settings.network, ports=(port,),
+                     auto_remove=True, **task.session_options())
         replica.session = session
         try:
             if self._stopping:

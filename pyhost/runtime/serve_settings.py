@@ -135,7 +135,7 @@ def _check_service(settings: ServeSettings, launcher: Any) -> None:
     if kind == "NodePort" and settings.port and settings.port + settings.replicas - 1 > 65535:
         raise ConfigurationError(f"port={settings.port}: replicas take ports {settings.port} "
                                  f"to {settings.port + settings.replicas - 1}, past 65535")
-    if settings.network and launcher == "process":
+    if settings.network and get_launcher(launcher).name == "process":
         raise ConfigurationError("network=: the process launcher has no engine network; use "
                                  "launcher='docker'")
 

@@ -106,14 +106,26 @@ def invoke(run_id: str, urls: list[str], method: str | None = None, path: str = 
                                         headers=sent_headers, retries=False,
                                         timeout=urllib3.Timeout(connect=5.0, read=timeout),
                                         preload_content=True)
-        except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
+        except (urllib3.exceptions.NewConnectionError,
                 urllib3.exceptions.ConnectTimeoutError) as exc:
+            failures.append(f"{url}: {type(exc).__name__}")  # never sent: the next one
+            continue
+        except urllib3.exceptions.ProtocolError as exc:
+            # The connection broke after the request may have reached the handler: only a
+            # request that may be repeated goes to the next replica.
+            if method not in _IDEMPOTENT:
+                raise ServiceUnavailable(f"run {run_id}: {url}{target}: the connection broke "
+                                         f"({exc}); the {method} may have been handled, so "
+                                         "it is not sent again") from exc
             failures.append(f"{url}: {type(exc).__name__}")
             continue
         except urllib3.exceptions.HTTPError as exc:
             raise ServiceUnavailable(f"run {run_id}: {url}{target}: {exc}") from exc
         return ServiceResponse(answer.status, dict(answer.headers), answer.data, url)
     raise ServiceUnavailable(f"run {run_id}: no replica answered ({'; '.join(failures)})")
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _manager() -> urllib3.PoolManager:

@@ -294,8 +294,8 @@ def test_volumes_become_swarm_mounts(client):
 
 
 def test_gc_removes_the_exited_container_swarm_keeps_after_its_service(client):
-    """Swarm keeps a finished job task's container after the service is removed; gc
-    (run against the node's engine) removes it, though its owner (this process) lives."""
+    """Swarm keeps a finished job task's container after the service is removed; gc (run
+    against the node's engine) removes it then, though its owner (this process) lives."""
     from docker.types import ContainerSpec, RestartPolicy, ServiceMode, TaskTemplate
 
     from pyhost.launchers.docker.orphans import collect
@@ -314,6 +314,8 @@ def test_gc_removes_the_exited_container_swarm_keeps_after_its_service(client):
         assert time.monotonic() < deadline, tasks
         time.sleep(0.1)
     container = tasks[0]["Status"]["ContainerStatus"]["ContainerID"]
+    # While its service exists, its live owner may still read its logs: it stays.
+    assert container not in collect(client).containers
     client.api.remove_service(service["ID"])
     time.sleep(1)
     assert client.api.inspect_container(container)["State"]["Status"] == "exited"

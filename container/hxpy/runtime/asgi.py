@@ -202,6 +202,8 @@ class ServeApp:
             await send({"type": "websocket.close", "code": 1003})
             return
         body = await self._read_body(scope, receive)
+        if body is None:
+            return
         if isinstance(body, tuple):
             status, headers, payload = body
         else:
@@ -243,7 +245,8 @@ class ServeApp:
         return 500, _JSON, body.encode("utf-8")
 
     async def _read_body(self, scope: dict[str, Any], receive: Callable[..., Any]
-                         ) -> bytes | tuple[int, Headers, bytes]:
+                         ) -> bytes | tuple[int, Headers, bytes] | None:
+        """The request body; a 4xx to answer instead; None when the client left."""
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -255,7 +258,7 @@ class ServeApp:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                return None  # the client left mid-body: the handler must not see a part
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:

@@ -2,14 +2,17 @@
 
 Every container pyhost starts is labelled with its owner (host, pid, process start); a
 container whose owner process is gone is an orphan. So is the exited container of a Swarm
-task of ours, whoever owns it: a session's task never runs again, and Swarm (20.10) keeps
-such containers on each node even after their service is removed (``pyhost gc`` against a
-worker's engine clears them there). Socket directories are named ``pyhost-<session id>-*``
-and are orphans once no container of that session exists.
+task of ours whose service is gone (asked where the engine is a manager) or that ended over
+:data:`_TASK_KEPT` seconds ago (on a worker, which cannot ask): a session's task never runs
+again, and Swarm (20.10) keeps such containers on each node even after their service is
+removed (``pyhost gc`` against a worker's engine clears them there). Its live owner may still
+read its logs just after it ends, hence the wait. Socket directories are named
+``pyhost-<session id>-*`` and are orphans once no container of that session exists.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import logging
 import os
@@ -47,7 +50,9 @@ class GcReport:
         return text
 
 
-_SWARM_TASK = "com.docker.swarm.task.id"  # the engine's label on a Swarm task's container
+_SWARM_TASK = "com.docker.swarm.task.id"  # the engine's labels on a Swarm task's container
+_SWARM_SERVICE = "com.docker.swarm.service.id"
+_TASK_KEPT = 600.0  # seconds an exited task container of a live service is kept on a worker
 # A socket dir younger than this is left alone: its session may still be starting.
 _YOUNG = 60.0
 
@@ -68,7 +73,8 @@ def collect(client: docker.DockerClient | None = None,
         labels = info.get("Labels") or {}
         session_id = labels.get(SESSION_LABEL, "")
         owner = Owner.from_labels(labels)
-        finished_task = _SWARM_TASK in labels and info.get("State") == "exited"
+        finished_task = _SWARM_TASK in labels and info.get("State") == "exited" and \
+            _task_is_over(client, info["Id"], labels)
         if not finished_task and (owner is None or owner_alive(owner)):
             live_sessions.add(session_id)
             continue
@@ -96,3 +102,29 @@ def collect(client: docker.DockerClient | None = None,
         shutil.rmtree(path, ignore_errors=True)
         report.socket_dirs.append(path)
     return report
+
+
+def _task_is_over(client: docker.DockerClient, container_id: str,
+                  labels: dict[str, str]) -> bool:
+    """Whether an exited Swarm task container is no use to anyone: its service is gone, or
+    (where the service cannot be asked) it ended over :data:`_TASK_KEPT` seconds ago."""
+    try:
+        with engine_errors("cannot inspect a swarm task"):
+            try:
+                client.api.inspect_service(labels.get(_SWARM_SERVICE, ""))
+                return False
+            except docker.errors.NotFound:
+                return True
+            except docker.errors.APIError as exc:
+                if exc.status_code != 503:  # 503: this engine is no swarm manager
+                    raise
+            finished = client.api.inspect_container(container_id)["State"]["FinishedAt"]
+    except (EngineUnavailable, docker.errors.NotFound):
+        return False
+    return time.time() - _timestamp(finished) > _TASK_KEPT
+
+
+def _timestamp(text: str) -> float:
+    """Seconds since the epoch of the engine's RFC 3339 time (nanoseconds cut)."""
+    whole = text.split(".")[0].rstrip("Z")
+    return dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc).timestamp()

@@ -3,8 +3,10 @@
 Swarm places the task on a node; pyhost never picks one. A session is a ``replicated-job``
 service (one task, never restarted: a session that ended is over, and a job's retries are the
 runtime's ``backoff_limit``, never also Swarm's). The task keeps the session sandbox: uid
-1000, read-only root, every capability dropped, ``no-new-privileges`` as the engine applies it
-to tasks, memory/CPU/pids limits. It joins the attachable overlay :data:`SESSION_NETWORK` and
+1000, read-only root, every capability dropped, memory/CPU/pids limits. One setting cannot
+follow: the engine's service API (1.41 on Docker 20.10) has no ``no-new-privileges`` for a
+task (set it daemon-wide, ``"no-new-privileges": true`` in daemon.json, on nodes where it
+matters; docs/security.md). It joins the attachable overlay :data:`SESSION_NETWORK` and
 is reached in one of two ways:
 
 * from outside the cluster (the default): its server port is published in ``host`` mode on
@@ -29,6 +31,7 @@ volume on the node) and a Unix socket.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -46,6 +49,7 @@ from docker.types import (
     ServiceMode,
     TaskTemplate,
 )
+from docker.utils import parse_bytes
 
 from ....errors import ConfigurationError, EngineUnavailable, SessionDied
 from ...base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server_env
@@ -141,11 +145,17 @@ class SwarmInstance(Instance):
     def cleanup(self) -> None:
         if self._removed:
             return
-        with engine_errors(f"cannot remove service {self.id[:12]}"):
-            try:
-                self.client.api.remove_service(self.id)
-            except docker.errors.NotFound:
-                pass
+        try:
+            with engine_errors(f"cannot remove service {self.id[:12]}"):
+                try:
+                    self.client.api.remove_service(self.id)
+                except docker.errors.NotFound:
+                    pass
+        finally:
+            # Even when the service could not be removed: a secret in use stays (the engine
+            # refuses), one no longer used goes now rather than at the owner's death.
+            with contextlib.suppress(EngineUnavailable):
+                _remove_secrets(self.client, self.secret_ids)
         self._removed = True
         # Swarm keeps the exited container of a finished job task after its service goes;
         # remove it when it is on this engine (on another node its engine keeps it).
@@ -158,7 +168,6 @@ class SwarmInstance(Instance):
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:  # 409: its removal is under way already
                         raise
-        _remove_secrets(self.client, self.secret_ids)
 
 
 class SwarmLauncher(Launcher):
@@ -415,17 +424,9 @@ def _network_address(task: Any, network: str) -> Endpoint | None:
     return None
 
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
 def _bytes(size: str | int) -> int:
     """Bytes of a Docker size (``512m``, ``1g``, an int); Swarm wants numbers."""
-    if isinstance(size, int):
-        return size
-    text = size.strip().lower()
-    unit = text[-1] if text and text[-1] in _UNITS else ""
     try:
-        return int(float(text[:len(text) - len(unit)]) * _UNITS[unit])
-    except ValueError:
-        raise ConfigurationError(f"size {size!r} is not a number of bytes such as 512m or "
-                                 "1g") from None
+        return int(parse_bytes(size))
+    except docker.errors.DockerException as exc:
+        raise ConfigurationError(f"size {size!r}: {exc}") from None
