@@ -69,17 +69,17 @@ def _serve(args: argparse.Namespace) -> int:
     function = project.new_function(name=args.name or handler.rpartition(":")[2],
                                     kind="python", code_src=os.path.abspath(code_src),
                                     handler=handler, **fields)
+    # Ctrl-C while the replicas start is a KeyboardInterrupt (exit 130; the replicas go at
+    # exit); once they serve, it stops the run cleanly.
+    run = function.run(action="serve", replicas=args.replicas, port=args.port,
+                       address=args.address, service_type=args.service_type,
+                       network=args.network, init_parameters=args.init_parameters or {},
+                       secrets=args.secrets or [], launcher=args.launcher,
+                       envs=[{"name": k, "value": v} for k, v in (args.envs or {}).items()])
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set())
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run = function.run(action="serve", replicas=args.replicas, port=args.port,
-                           address=args.address, service_type=args.service_type,
-                           network=args.network,
-                           init_parameters=args.init_parameters or {},
-                           secrets=args.secrets or [], launcher=args.launcher,
-                           envs=[{"name": k, "value": v}
-                                 for k, v in (args.envs or {}).items()])
         if run.status.state != "RUNNING":
             print(f"pyhost: serve run {run.id} ended {run.status.state}: "
                   f"{run.status.message}", file=sys.stderr)

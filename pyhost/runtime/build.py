@@ -90,7 +90,8 @@ def start_build(function: Function, runtime: Runtime, *,
     record = create_run(runtime, function, "build", {
         "image": recipe.tag, "base_image": recipe.base_image,
         "requirements": list(recipe.requirements), "instructions": list(recipe.instructions),
-        "find_links": list(recipe.find_links), "index_url": _redacted(recipe.index_url),
+        "find_links": [_redacted(link) for link in recipe.find_links],
+        "index_url": _redacted(recipe.index_url),
         "offline": recipe.offline, "allow_network": recipe.allow_network, "force": force,
         "launcher": launcher if isinstance(launcher, str) else type(launcher).__name__})
     executing(record.id)

@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,16 +120,30 @@ def _pip(args: list[str], progress: Progress, what: str) -> None:
     except OSError as exc:
         raise ImageBuildError(f"{what}: cannot run pip: {exc}") from exc
     lines: list[str] = []
-    assert done.stdout is not None
-    for line in done.stdout:
-        lines = (lines + [line.rstrip()])[-30:]
-        if line.strip():
-            say(progress, line.rstrip())
-    try:
-        code = done.wait(timeout=_PIP_TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
+    # Reading its output blocks until pip ends: a timer kills a pip that hangs, and a
+    # progress callback that raises leaves no pip behind.
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
         done.kill()
-        raise ImageBuildError(f"{what}: pip ran past {_PIP_TIMEOUT:.0f} s") from exc
+
+    deadline = threading.Timer(_PIP_TIMEOUT, stop)
+    deadline.start()
+    try:
+        assert done.stdout is not None
+        for line in done.stdout:
+            lines = (lines + [line.rstrip()])[-30:]
+            if line.strip():
+                say(progress, line.rstrip())
+        code = done.wait()
+    finally:
+        deadline.cancel()
+        if done.poll() is None:
+            done.kill()
+            done.wait()
+    if expired.is_set():
+        raise ImageBuildError(f"{what}: pip ran past {_PIP_TIMEOUT:.0f} s and was stopped")
     if code != 0:
         tail = "\n".join(line for line in lines if line.strip())
         raise ImageBuildError(f"{what} failed (pip exited with {code}); only wheels built for "
