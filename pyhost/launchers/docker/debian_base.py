@@ -22,6 +22,7 @@ import docker
 
 from ...errors import EngineUnavailable, ImageBuildError
 from .client import engine_errors, inspect_image
+from .probe import PYTHON_PROBE, parse_facts
 from .system import SYSTEM_PATH, Progress, apt_install, say
 from .wheels import SITE_DIR, install_wheels
 
@@ -42,8 +43,6 @@ PACKAGES_LABEL = "org.pyhost.packages"  # the Debian packages a base was made wi
 PYTHON_LABEL = "org.pyhost.python"  # "3.9": the python3 of an image or base
 GLIBC_LABEL = "org.pyhost.glibc"  # "2.31": its C library, which bounds the wheels it can use
 _DEBOOTSTRAP_TIMEOUT = 1800.0
-_PROBE = ("import platform, sys; "
-          "print('%d.%d' % sys.version_info[:2], platform.libc_ver()[1])")
 
 
 @dataclass(frozen=True)
@@ -178,12 +177,10 @@ def base_packages(suite: str = DEFAULT_SUITE) -> str:
 
 def _probe_rootfs(rootfs: Path) -> tuple[str, str]:
     """The rootfs's python3 "major.minor" and glibc version, asked of that python3 itself."""
-    words = _in_rootfs(rootfs, ["python3", "-c", _PROBE], "telling its python3's version",
-                       60).split()
-    if len(words) != 2:
-        raise ImageBuildError(f"python3 in the new rootfs {rootfs} did not tell its version "
-                              f"and glibc: {words!r}")
-    return words[0], words[1]
+    output = _in_rootfs(rootfs, ["python3", "-c", PYTHON_PROBE],
+                        "telling its python3's version", 60)
+    facts = parse_facts(output, f"the new rootfs {rootfs}")
+    return facts.python, facts.glibc_text
 
 
 def _in_rootfs(rootfs: Path, argv: list[str], what: str, timeout: float) -> str:

@@ -43,7 +43,6 @@ import docker.errors
 
 from ...errors import ConfigurationError, ImageBuildError
 from ..base import FUNCTION_DIR, BuildProgress, BuiltImage, ImageRecipe, parse_step
-from ..ownership import Owner
 from .client import engine_errors, inspect_image
 from .debian_base import BASE_LABEL, SUITE_PYTHON
 from .image import (
@@ -61,6 +60,7 @@ from .image import (
     resolve_image,
     snapshot_sources,
 )
+from .probe import probe_python
 from .system import say
 from .wheels import SITE_DIR, install_wheels
 
@@ -76,17 +76,10 @@ SUITE_GLIBC = {"bullseye": (2, 31), "bookworm": (2, 36), "trixie": (2, 41)}
 DEFAULT_GLIBC = SUITE_GLIBC["bookworm"]
 _FORMAT = b"pyhost-function-image-1"  # bumped when the layout of an image changes
 _BUILD_TIMEOUT = 3600
-_PROBE_TIMEOUT = 60
 # A Docker reference's repository path (lower case) and tag.
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                          r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_PROBE = ("import importlib.util, platform, sys\n"
-          "missing = [m for m in ('numpy', 'pandas', 'msgpack') "
-          "if importlib.util.find_spec(m) is None]\n"
-          "print('%d.%d' % sys.version_info[:2], platform.libc_ver()[1] or '-', "
-          "','.join(missing) or '-')\n")
-
 
 # -- checks that need no engine ----------------------------------------------------------------
 
@@ -379,9 +372,12 @@ def _interpreter(client: docker.DockerClient, base_ref: str, base: dict[str, Any
         suite = labels.get("org.pyhost.suite") or labels.get(BASE_LABEL, "").rpartition(":")[2]
         glibc = SUITE_GLIBC.get(suite)
     if plan.add_hxpy or (python is None and recipe.requirements):
-        probed_python, probed_glibc = _probe(client, base_ref, str(base["Id"]))
-        python = python or probed_python
-        glibc = glibc or probed_glibc
+        facts = probe_python(client, str(base["Id"]), _NEEDS)
+        if facts.missing:
+            raise ImageBuildError(f"base image {base_ref!r} lacks {', '.join(facts.missing)} "
+                                  f"for Python {facts.python}; {_NEEDS}")
+        python = python or facts.python
+        glibc = glibc or facts.glibc
     if python is None:  # a session image whose base does not tell: bookworm's
         python = SUITE_PYTHON["bookworm"] if HASH_LABEL in labels else None
     if recipe.python and python and python != recipe.python:
@@ -392,44 +388,13 @@ def _interpreter(client: docker.DockerClient, base_ref: str, base: dict[str, Any
     return python, glibc or DEFAULT_GLIBC
 
 
+_NEEDS = ("a base image that is not a pyhost session image must provide python3 with "
+          "numpy, pandas and msgpack (the hxpy server is added to it)")
+
+
 def _parse_glibc(text: str) -> tuple[int, int] | None:
     match = re.fullmatch(r"(\d+)\.(\d+)", text.strip())
     return (int(match[1]), int(match[2])) if match else None
-
-
-def _probe(client: docker.DockerClient, base_ref: str,
-           image_id: str) -> tuple[str, tuple[int, int] | None]:
-    """Run ``python3`` once in the base (no network, read-only, no capabilities): its
-    version, glibc, and whether numpy, pandas and msgpack are there."""
-    needs = ("a base image that is not a pyhost session image must provide python3 with "
-             "numpy, pandas and msgpack (the hxpy server is added to it)")
-    api = client.api
-    with engine_errors(f"cannot probe base image {base_ref}"):
-        host_config = api.create_host_config(network_mode="none", read_only=True,
-                                             cap_drop=["ALL"],
-                                             security_opt=["no-new-privileges"])
-        container = api.create_container(
-            image_id, entrypoint=["python3", "-c", _PROBE], command=[], user=SANDBOX_UID,
-            labels=Owner.current().labels(f"probe-{os.urandom(4).hex()}"),
-            host_config=host_config, network_disabled=True)["Id"]
-        try:
-            try:
-                api.start(container)
-            except docker.errors.APIError as exc:  # no python3 to execute
-                raise ImageBuildError(f"base image {base_ref!r} cannot run python3 "
-                                      f"({exc.explanation or exc}); {needs}") from exc
-            code = api.wait(container, timeout=_PROBE_TIMEOUT).get("StatusCode")
-            out = api.logs(container, stdout=True, stderr=True).decode("utf-8", "replace")
-        finally:
-            api.remove_container(container, force=True)
-    words = out.split()
-    if code != 0 or len(words) != 3 or not re.fullmatch(r"\d+\.\d+", words[0]):
-        raise ImageBuildError(f"base image {base_ref!r}: python3 did not run (exit code "
-                              f"{code}): {out.strip()[-500:]}; {needs}")
-    if words[2] != "-":
-        raise ImageBuildError(f"base image {base_ref!r} lacks {words[2].replace(',', ', ')} "
-                              f"for Python {words[0]}; {needs}")
-    return words[0], _parse_glibc(words[1])
 
 
 # -- context files -----------------------------------------------------------------------------

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import docker
 
 from ...errors import ConfigurationError, ImageBuildError, ImageNotFound
-from ..ownership import Owner
-from .client import engine_errors, inspect_image
+from .client import inspect_image
 from .debian_base import (
     GLIBC_LABEL,
     PACKAGES_LABEL,
@@ -44,6 +43,7 @@ from .image import (
     image_python,
     try_pull,
 )
+from .probe import probe_python
 from .system import Progress, say
 
 __all__ = ["BASE_ID_LABEL", "DEBIAN_VERSIONS", "SUPPORTED_VERSIONS", "PythonRoute",
@@ -55,8 +55,6 @@ SUPPORTED_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 # The versions a Debian suite provides, so `--python all` can build them with no registry.
 DEBIAN_VERSIONS = tuple(sorted(SUITE_PYTHON.values(), key=lambda v: tuple(map(int,
                                                                                v.split(".")))))
-_PROBE = ("import platform, sys; "
-          "print('%d.%d' % sys.version_info[:2], platform.libc_ver()[1])")
 
 
 @dataclass(frozen=True)
@@ -172,15 +170,8 @@ def _base_facts(client: docker.DockerClient, base: str, tag: str) -> tuple[str, 
         if (labels.get(PYTHON_LABEL) and labels.get(GLIBC_LABEL)
                 and labels.get(BASE_ID_LABEL, base_id) == base_id):
             return labels[PYTHON_LABEL], labels[GLIBC_LABEL], base_id
-    with engine_errors(f"cannot run python3 in {base} to learn its version"):
-        output = client.containers.run(
-            str(attrs["Id"]), ["python3", "-c", _PROBE], entrypoint=[], remove=True,
-            network_mode="none", user="0", labels=Owner.current().labels("probe"))
-    words = output.decode(errors="replace").split() if isinstance(output, bytes) else []
-    if len(words) != 2:
-        raise ImageBuildError(f"python3 in {base} did not tell its version and glibc: "
-                              f"{words!r}")
-    return words[0], words[1], base_id
+    facts = probe_python(client, base_id)
+    return facts.python, facts.glibc_text, base_id
 
 
 def image_for_python(client: docker.DockerClient, version: str) -> str | None:
