@@ -9,15 +9,15 @@ from pathlib import Path
 
 
 def make_wheel(directory: Path, name: str = "pyhost_testpkg", version: str = "1.0",
-               source: str = "VALUE = 42\n") -> Path:
+               source: str = "VALUE = 42\n", requires: tuple[str, ...] = ()) -> Path:
     """Write ``<name>-<version>-py3-none-any.whl`` (a package ``name`` whose
-    ``__init__.py`` is ``source``) into ``directory``; its path."""
+    ``__init__.py`` is ``source``, depending on ``requires``) into ``directory``; its path."""
     directory.mkdir(parents=True, exist_ok=True)
     info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": source.encode(),
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                            .encode(),
+        f"{info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                             + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: pyhost-tests\nRoot-Is-Purelib: true\n"
                          b"Tag: py3-none-any\n",
     }

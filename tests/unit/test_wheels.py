@@ -72,3 +72,27 @@ def test_platform_tags_go_from_the_images_glibc_down():
     assert not any(tag.startswith("manylinux_2_37_") for tag in tags)
     with pytest.raises(ImageBuildError):
         platform_tags((2, 5))
+
+
+def test_what_the_image_has_pins_the_resolution_and_is_left_out(tmp_path):
+    links = tmp_path / "wheels"
+    make_wheel(links, name="basedep", version="1.0", source="V = 1\n")
+    make_wheel(links, name="basedep", version="2.0", source="V = 2\n")
+    make_wheel(links, name="app", version="1.0", requires=("basedep",))
+    make_wheel(links, name="needs_new", version="1.0", requires=("basedep>=2",))
+    target = tmp_path / "site"
+    # The image has basedep 1.0 (a Debian-style local version label): app takes it, and
+    # the directory does not carry a second copy of it.
+    installed = install_wheels(["app"], "3.11", target, glibc=(2, 36),
+                               find_links=[str(links)], offline=True,
+                               provided={"basedep": "1.0+dfsg1", "unrelated": "3.2"})
+    assert installed == ["app==1.0"]
+    assert (target / "app" / "__init__.py").is_file() and not (target / "basedep").exists()
+    # A requirement that needs another version than the image's fails, naming it.
+    with pytest.raises(ImageBuildError, match="basedep"):
+        install_wheels(["needs_new"], "3.11", tmp_path / "other", glibc=(2, 36),
+                       find_links=[str(links)], offline=True, provided={"basedep": "1.0"})
+    # Without the pin, the newest is taken, into the directory.
+    assert install_wheels(["app"], "3.11", tmp_path / "free", glibc=(2, 36),
+                          find_links=[str(links)], offline=True) == ["app==1.0",
+                                                                     "basedep==2.0"]

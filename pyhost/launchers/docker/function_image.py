@@ -278,7 +278,7 @@ def build_function_image(client: docker.DockerClient, recipe: ImageRecipe,
                           image_python(existing), digest, False,
                           tuple(labels.get(PACKAGES_LABEL, "").split()),
                           time.perf_counter() - started)
-    python, glibc = _interpreter(client, base_ref, base, plan, recipe)
+    python, glibc, provided = _interpreter(client, base_ref, base, plan, recipe)
     say(progress, f"building {recipe.tag} from {base_ref} (Python {python or '?'}, glibc "
                   f"{glibc[0]}.{glibc[1]}; content {digest[:12]})")
     with tempfile.TemporaryDirectory(prefix="pyhost-build-") as work:
@@ -292,7 +292,7 @@ def build_function_image(client: docker.DockerClient, recipe: ImageRecipe,
             packages = tuple(install_wheels(
                 recipe.requirements, python, target, glibc=glibc,
                 find_links=recipe.find_links, index_url=recipe.index_url,
-                offline=recipe.offline, progress=progress))
+                offline=recipe.offline, provided=provided, progress=progress))
             site = _directory_files(target, "site")
         context = [("Dockerfile", plan.render().encode(), False), *hxpy, *site,
                    *((f"function/{name}", bytes(data), False)
@@ -361,19 +361,23 @@ def _failure(recipe: ImageRecipe, plan: DockerfilePlan, step: tuple[int, int, st
 # -- the base's interpreter --------------------------------------------------------------------
 
 def _interpreter(client: docker.DockerClient, base_ref: str, base: dict[str, Any],
-                 plan: DockerfilePlan, recipe: ImageRecipe) -> tuple[str | None,
-                                                                     tuple[int, int]]:
-    """The base's Python ("3.11") and glibc, from its labels where they tell; a base that
-    is not a session image is probed (which also checks it has what the server needs)."""
+                 plan: DockerfilePlan, recipe: ImageRecipe
+                 ) -> tuple[str | None, tuple[int, int], dict[str, str]]:
+    """The base's Python ("3.11"), glibc and installed distributions. Its labels tell the
+    first two where they can; a base is probed when it is not a session image (which also
+    checks it has what the server needs) or when requirements are to be installed on it
+    (their resolution must keep what it has)."""
     labels = image_labels(base)
     python = image_python(base)
     glibc = _parse_glibc(labels.get(GLIBC_LABEL, ""))
     if glibc is None:
         suite = labels.get("org.pyhost.suite") or labels.get(BASE_LABEL, "").rpartition(":")[2]
         glibc = SUITE_GLIBC.get(suite)
-    if plan.add_hxpy or (python is None and recipe.requirements):
+    provided: dict[str, str] = {}
+    if plan.add_hxpy or recipe.requirements:
         facts = probe_python(client, str(base["Id"]), _NEEDS)
-        if facts.missing:
+        provided = facts.installed
+        if plan.add_hxpy and facts.missing:
             raise ImageBuildError(f"base image {base_ref!r} lacks {', '.join(facts.missing)} "
                                   f"for Python {facts.python}; {_NEEDS}")
         python = python or facts.python
@@ -385,7 +389,7 @@ def _interpreter(client: docker.DockerClient, base_ref: str, base: dict[str, Any
             f"base image {base_ref!r} has Python {python}, the function wants "
             f"{recipe.python}; pass base_image= of an image with Python {recipe.python}, or "
             f"python_version='PYTHON{python.replace('.', '_')}'")
-    return python, glibc or DEFAULT_GLIBC
+    return python, glibc or DEFAULT_GLIBC, provided
 
 
 _NEEDS = ("a base image that is not a pyhost session image must provide python3 with "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import docker
 import docker.errors
@@ -23,13 +23,16 @@ from .iodir import SANDBOX_UID
 
 __all__ = ["PYTHON_PROBE", "PythonFacts", "parse_facts", "probe_python"]
 
-# Prints "3.11 2.36 -" : the version, the glibc ("-": none, e.g. musl) and the missing
-# packages of the server ("-": none; else comma-separated).
-PYTHON_PROBE = ("import importlib.util, platform, sys\n"
-                "missing = [m for m in ('numpy', 'pandas', 'msgpack') "
-                "if importlib.util.find_spec(m) is None]\n"
+# Prints "3.11 2.36 - numpy==1.24.2,pandas==1.5.3,...": the version, the glibc ("-": none,
+# e.g. musl), the missing packages of the server ("-": none; else comma-separated) and every
+# distribution installed, with its version ("-": none).
+PYTHON_PROBE = ("import importlib.util, importlib.metadata as m, platform, sys\n"
+                "missing = [n for n in ('numpy', 'pandas', 'msgpack') "
+                "if importlib.util.find_spec(n) is None]\n"
+                "have = sorted({'%s==%s' % (d.metadata['Name'], d.version) "
+                "for d in m.distributions() if d.metadata['Name'] and ' ' not in d.version})\n"
                 "print('%d.%d' % sys.version_info[:2], platform.libc_ver()[1] or '-', "
-                "','.join(missing) or '-')\n")
+                "','.join(missing) or '-', ','.join(have) or '-')\n")
 _TIMEOUT = 60
 
 
@@ -40,6 +43,7 @@ class PythonFacts:
     python: str  # "3.11"
     glibc: tuple[int, int] | None  # None: not glibc
     missing: tuple[str, ...]  # of numpy, pandas, msgpack
+    installed: dict[str, str] = field(default_factory=dict)  # distribution -> version
 
     @property
     def glibc_text(self) -> str:
@@ -53,12 +57,13 @@ def parse_facts(output: str, where: str) -> PythonFacts:
         ImageBuildError: the output is not what the probe prints (naming ``where``).
     """
     words = output.split()
-    if len(words) != 3 or not re.fullmatch(r"\d+\.\d+", words[0]):
+    if len(words) != 4 or not re.fullmatch(r"\d+\.\d+", words[0]):
         raise ImageBuildError(f"python3 in {where} did not tell its version and glibc: "
                               f"{output.strip()[-500:]!r}")
     glibc = re.fullmatch(r"(\d+)\.(\d+)", words[1])
+    installed = dict(item.split("==", 1) for item in words[3].split(",") if "==" in item)
     return PythonFacts(words[0], (int(glibc[1]), int(glibc[2])) if glibc else None,
-                       tuple(name for name in words[2].split(",") if name != "-"))
+                       tuple(name for name in words[2].split(",") if name != "-"), installed)
 
 
 def probe_python(client: docker.DockerClient, image: str, needs: str = "") -> PythonFacts:

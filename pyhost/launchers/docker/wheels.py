@@ -10,23 +10,30 @@ and a build has no network. So the host's own pip does the work, in two steps:
 2. ``pip install --no-index --find-links <wheelhouse> --target <dir>`` unpacks them into a
    directory that the image build copies to :data:`SITE_DIR` (on the image's ``PYTHONPATH``).
 
-The image itself therefore needs no pip. Requirements may be anything pip takes: names with
-versions, a local wheel file, or a name found through ``find_links`` (a local directory of
-wheels) or ``index_url``. Only wheels are accepted: an sdist would have to be built for the
-image's interpreter, which the host cannot do. pip judges a dependency's environment markers
-(``; python_version < "3.11"``) by the host's interpreter, not ``--python-version``: a
-dependency only an older interpreter needs must be listed among the requirements.
+What the image already has (``provided``: its installed distributions, as its own python3
+reports them) constrains the resolution to the same versions and is then left out of the
+directory: a requirement's dependency never shadows the base's numpy with another one that
+the base's pandas was not built against; a requirement that needs another version fails to
+resolve, naming the conflict. The image itself needs no pip.
+
+Requirements may be anything pip takes: names with versions, a local wheel file, or a name
+found through ``find_links`` (a local directory of wheels) or ``index_url``. Only wheels are
+accepted: an sdist would have to be built for the image's interpreter, which the host cannot
+do. pip judges a dependency's environment markers (``; python_version < "3.11"``) by the
+host's interpreter, not ``--python-version``: a dependency only an older interpreter needs
+must be listed among the requirements.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ...errors import ImageBuildError
@@ -35,6 +42,7 @@ from .system import Progress, say
 __all__ = ["SITE_DIR", "install_wheels", "platform_tags", "wheelhouse_dir"]
 
 SITE_DIR = "/opt/pyhost/site"  # where an image keeps the packages installed here
+_VERSION = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?")  # a pin pip reads
 _PIP_TIMEOUT = 1800.0
 _OLDEST_GLIBC = (2, 17)  # manylinux2014, the oldest tag wheels are still commonly built for
 
@@ -60,6 +68,7 @@ def platform_tags(glibc: tuple[int, int]) -> list[str]:
 def install_wheels(requirements: Sequence[str], python: str, target: Path, *,
                    glibc: tuple[int, int] = (2, 31), find_links: Sequence[str] = (),
                    index_url: str | None = None, offline: bool = False,
+                   provided: Mapping[str, str] | None = None,
                    progress: Progress = None) -> list[str]:
     """Install ``requirements`` for Python ``python`` ("3.9") into the directory ``target``.
 
@@ -72,6 +81,7 @@ def install_wheels(requirements: Sequence[str], python: str, target: Path, *,
         find_links: local wheel directories (or URLs) to look in besides the index.
         index_url: the package index (pip's default, or its configuration, when None).
         offline: use no index at all: only ``find_links`` and the wheelhouse.
+        provided: distribution -> version the image already has (see the module docstring).
         progress: called with each line pip prints.
 
     Returns:
@@ -90,6 +100,8 @@ def install_wheels(requirements: Sequence[str], python: str, target: Path, *,
                    "--only-binary=:all:"]
     for tag in platform_tags(glibc):
         target_args += ["--platform", tag]
+    pins = _constraints(provided or {}, house)
+    target_args += pins
     download = ["download", "--dest", str(house), *target_args, *_links(links)]
     if offline:
         download.append("--no-index")
@@ -103,7 +115,41 @@ def install_wheels(requirements: Sequence[str], python: str, target: Path, *,
                "--no-compile", "--no-warn-script-location"]
     _pip([*install, *requirements], progress, f"unpacking wheels for Python {python}")
     shutil.rmtree(target / "bin", ignore_errors=True)
+    for name in provided or {}:
+        _uninstall(target, name)
     return sorted(_installed(target))
+
+
+def _constraints(provided: Mapping[str, str], house: Path) -> list[str]:
+    """pip arguments pinning what the image has (its local version labels, such as Debian's
+    ``+dfsg``, dropped: ``==1.2`` accepts them; a version pip cannot read is left out)."""
+    pins = [f"{name}=={version.split('+')[0]}" for name, version in sorted(provided.items())
+            if _VERSION.fullmatch(version.split("+")[0])]
+    if not pins:
+        return []
+    path = house / f"constraints-{os.getpid()}-{threading.get_ident()}.txt"
+    path.write_text("\n".join(pins) + "\n", encoding="utf-8")
+    return ["--constraint", str(path)]
+
+
+def _uninstall(target: Path, name: str) -> None:
+    """Remove distribution ``name`` from a ``--target`` directory: the files its RECORD lists,
+    then its metadata directory."""
+    wanted = re.sub(r"[-_.]+", "_", name).lower()
+    for info in target.glob("*.dist-info"):
+        dist = info.name[:-len(".dist-info")].rpartition("-")[0]
+        if re.sub(r"[-_.]+", "_", dist).lower() != wanted:
+            continue
+        record = info / "RECORD"
+        lines = record.read_text(encoding="utf-8").splitlines() if record.exists() else []
+        for line in lines:
+            path = (target / line.split(",")[0]).resolve()
+            if path.is_relative_to(target.resolve()) and path.is_file():
+                path.unlink()
+        shutil.rmtree(info, ignore_errors=True)
+    for directory in sorted(target.rglob("*"), reverse=True):  # the emptied ones
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
 
 
 def _links(links: Sequence[str]) -> list[str]:
