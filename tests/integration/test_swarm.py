@@ -321,3 +321,31 @@ def test_gc_removes_the_exited_container_swarm_keeps_after_its_service(client):
     assert client.api.inspect_container(container)["State"]["Status"] == "exited"
     report = collect(client)
     assert container in report.containers
+
+
+RACE_SCRIPT = """
+import sys, time
+from pyhost.launchers.docker.client import docker_client
+from pyhost.launchers.docker.swarm.cluster import ensure_network
+client = docker_client()
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(ensure_network(client, sys.argv[1]))
+"""
+
+
+def test_processes_racing_to_make_the_overlay_all_get_it(client):
+    """Several processes make the network at the same moment (as 8 jobs in flight on a new
+    swarm do): one makes it, the others find it; none fails."""
+    name = f"pyhost-race-{os.urandom(4).hex()}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "container")])}
+    start = time.time() + 2.0
+    racers = [subprocess.Popen([sys.executable, "-c", RACE_SCRIPT, name, str(start)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env) for _ in range(4)]
+    try:
+        answers = [racer.communicate(timeout=60) for racer in racers]
+        assert all(racer.returncode == 0 for racer in racers), answers
+        assert len({out.strip() for out, _ in answers}) == 1
+    finally:
+        for network in client.api.networks(names=[name]):
+            client.api.remove_network(network["Id"])

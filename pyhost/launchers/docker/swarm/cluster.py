@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
 from dataclasses import dataclass
 
 import docker
@@ -142,7 +143,7 @@ def ensure_network(client: docker.DockerClient, name: str = SESSION_NETWORK) -> 
     Raises:
         EngineUnavailable: the engine refused.
     """
-    with engine_errors(f"cannot make the overlay network {name}"):
+    with _network_lock, engine_errors(f"cannot make the overlay network {name}"):
         try:
             return str(client.api.inspect_network(name)["Id"])
         except docker.errors.NotFound:
@@ -152,9 +153,15 @@ def ensure_network(client: docker.DockerClient, name: str = SESSION_NETWORK) -> 
                                              labels={MADE_LABEL: "pyhost"})
             return str(made["Id"])
         except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # another process made it first
-                raise
-            return str(client.api.inspect_network(name)["Id"])
+            # Another process made it first: the manager answers 409, or 500 "name
+            # conflicts with an existing object". If it is there now, that is the answer.
+            try:
+                return str(client.api.inspect_network(name)["Id"])
+            except docker.errors.NotFound:
+                raise exc from None  # it is not: the refusal is the error
+
+
+_network_lock = threading.Lock()  # threads of one process make the network once
 
 
 def ipvs_available(proc: str = "/proc") -> bool | None:
