@@ -34,7 +34,9 @@ def _swarm(bench: Bench) -> Iterator[Any]:
         raise Unavailable(f"no swarm launcher: {exc}") from None
 
     class Timed(SwarmLauncher):
-        starts: list[float] = []
+        def __init__(self, client: Any) -> None:
+            super().__init__(client=client)
+            self.starts: list[float] = []
 
         def start(self, spec: Any) -> Any:
             started = perf_counter()
@@ -47,7 +49,7 @@ def _swarm(bench: Bench) -> Iterator[Any]:
     if not state.manager:
         raise Unavailable(state.describe())
     try:
-        yield Timed(client=bench.client)
+        yield Timed(bench.client)
     finally:
         if made:
             swarm_leave(bench.client)
