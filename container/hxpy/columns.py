@@ -8,6 +8,10 @@ A column is one of:
   timedelta64), with an optional boolean ``na`` mask (True where the cell is null) and, for
   datetime64 holding UTC instants, the time zone. It travels as one raw buffer.
 * :class:`CategoryColumn`: integer codes into a column of categories (``-1`` is null).
+* :class:`TextColumn`: a column of str cells (and nulls) as Arrow lays one out: the UTF-8
+  bytes of every cell end to end, and where each begins. It travels as two raw buffers, so a
+  peer with pyarrow turns it into an Arrow string array without a Python object per cell.
+  Only sent to a peer that asked for it (:func:`send_text_columns`).
 
 Cells are materialised as Python values only when rows are asked for. Nothing here imports
 numpy at module level; only an array column needs it, and it exists only when numpy does.
@@ -28,10 +32,13 @@ __all__ = [
     "CategoryColumn",
     "Column",
     "ListColumn",
+    "TextColumn",
     "column_from_wire",
     "dtype_problem",
     "same_cells",
     "same_value",
+    "send_text_columns",
+    "text_column",
     "tz_from_wire",
 ]
 
@@ -39,6 +46,16 @@ _UTC = _dt.timezone.utc
 _FLOAT_SIZES = {"f": (2, 4, 8), "c": (8, 16)}
 # Units finer than a microsecond: Python's datetime and timedelta stop at microseconds.
 _FINE_UNITS = ("ns", "ps", "fs", "as")
+# Below this many cells a list is as quick as two buffers, and smaller on the wire.
+_TEXT_MIN_CELLS = 1024
+_send_text = False
+
+
+def send_text_columns(enabled: bool) -> None:
+    """Whether this process sends str columns of pandas as :class:`TextColumn` (to a peer
+    that said, in its hello, that it reads them; see ``docs/protocol.md``) or as lists."""
+    global _send_text
+    _send_text = enabled
 
 
 def dtype_problem(dtype: Any) -> Optional[str]:
@@ -119,6 +136,98 @@ class ListColumn(Column):
         if self.pandas:
             wire.update(self.pandas)
         return wire
+
+
+class TextColumn(Column):
+    """Cells that are all str (or null), kept as UTF-8 bytes end to end.
+
+    Attributes:
+        data: uint8 array, the UTF-8 bytes of every cell in order.
+        offsets: int64 array of ``len + 1`` entries; cell ``i`` is ``data[offsets[i]:
+            offsets[i + 1]]``.
+        na: None, or a bool array, True where the cell is null (its bytes are empty).
+        pandas: the dtype hint, as for :class:`ListColumn`.
+    """
+
+    __slots__ = ("data", "offsets", "na", "pandas", "_cells")
+
+    def __init__(self, data: Any, offsets: Any, na: Any = None,
+                 pandas: Optional[dict[str, Any]] = None) -> None:
+        self.data = data
+        self.offsets = offsets
+        self.na = na
+        self.pandas = pandas
+        self._cells: Optional[list[Any]] = None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def cells(self) -> list[Any]:
+        if self._cells is None:
+            raw = self.data.tobytes()
+            text = raw.decode("utf-8")
+            bounds = self.offsets.tolist()
+            # All ASCII: a character is a byte, so the text slices at the same offsets.
+            source: Any = text if len(text) == len(raw) else raw
+            values = [source[start:stop] for start, stop in zip(bounds, bounds[1:])]
+            if source is raw:
+                values = [value.decode("utf-8") for value in values]
+            if self.na is not None:
+                values = [None if missing else value
+                          for value, missing in zip(values, self.na.tolist())]
+            self._cells = values
+        return self._cells
+
+    def cell(self, index: int) -> Any:
+        if self._cells is not None:
+            return self._cells[index]
+        index = range(len(self))[index]
+        if self.na is not None and self.na[index]:
+            return None
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        return self.data[start:stop].tobytes().decode("utf-8")
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"enc": "text", "data": self.data, "offsets": self.offsets}
+        if self.na is not None:
+            wire["na"] = self.na
+        if self.pandas:
+            wire.update(self.pandas)
+        return wire
+
+
+def text_column(values: list[Any], pandas: Optional[dict[str, Any]]) -> Column:
+    """The column for the cells of a pandas str or object column: a :class:`TextColumn` when
+    sending them is on, there are enough cells, and every cell is a str or None; else a
+    :class:`ListColumn`."""
+    if not _send_text or len(values) < _TEXT_MIN_CELLS:
+        return ListColumn(values, pandas)
+    np = _numpy()
+    na = None
+    try:
+        joined = "".join(values)
+    except TypeError:  # a cell that is not a str: nulls are fine, anything else is a list
+        missing = [value is None for value in values]
+        texts = ["" if absent else value for value, absent in zip(values, missing)]
+        try:
+            joined = "".join(texts)
+        except TypeError:
+            return ListColumn(values, pandas)
+        na = np.array(missing, dtype=bool)
+    else:
+        texts = values
+    try:
+        data = joined.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: refused as for any list column
+        return ListColumn(values, pandas)
+    count = len(texts)
+    if len(data) == len(joined):
+        lengths = np.fromiter(map(len, texts), np.int64, count)
+    else:
+        lengths = np.fromiter((len(text.encode("utf-8")) for text in texts), np.int64, count)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return TextColumn(np.frombuffer(data, dtype=np.uint8), offsets, na, pandas)
 
 
 class ArrayColumn(Column):
@@ -244,6 +353,8 @@ def column_from_wire(wire: Any, size: Optional[int]) -> Column:
             raise ValueError("a list column needs 'cells', a list with one value per row")
         pandas = {key: wire[key] for key in ("dtype", "storage") if key in wire}
         return ListColumn(values, pandas or None)
+    if enc == "text":
+        return _text_from_wire(wire, size)
     if enc == "array":
         np = _numpy()
         data = wire.get("data")
@@ -270,6 +381,30 @@ def column_from_wire(wire: Any, size: Optional[int]) -> Column:
             raise ValueError("category codes out of range")
         return CategoryColumn(codes, categories, bool(wire.get("ordered", False)))
     raise ValueError(f"unknown column encoding {enc!r}")
+
+
+def _text_from_wire(wire: dict[str, Any], size: Optional[int]) -> TextColumn:
+    """Check a text column fully: a peer's bad offsets or bytes must not reach pyarrow."""
+    np = _numpy()
+    offsets = wire.get("offsets")
+    length = len(offsets) if size is None and isinstance(offsets, np.ndarray) else (size or 0) + 1
+    offsets = _array(wire, "offsets", length, "i")
+    data = wire.get("data")
+    data = _array(wire, "data", len(data) if isinstance(data, np.ndarray) else 0, "u")
+    if offsets.dtype != np.int64 or data.dtype != np.uint8 or len(offsets) == 0:
+        raise ValueError("a text column needs int64 offsets and uint8 data")
+    if offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) < 0).any():
+        raise ValueError("text column offsets must rise from 0 to the length of its data")
+    try:
+        data.tobytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"text column data is not UTF-8: {exc}") from None
+    starts = offsets[:-1][offsets[:-1] < len(data)]
+    if ((data[starts] & 0xC0) == 0x80).any():  # a cell that begins inside a character
+        raise ValueError("text column offsets split a UTF-8 character")
+    na = _array(wire, "na", len(offsets) - 1, "b") if "na" in wire else None
+    pandas: dict[str, Any] = {key: wire[key] for key in ("dtype", "storage") if key in wire}
+    return TextColumn(data, offsets, na, pandas or None)
 
 
 def same_value(a: Any, b: Any) -> bool:

@@ -18,8 +18,10 @@ from .columns import (
     CategoryColumn,
     Column,
     ListColumn,
+    TextColumn,
     column_from_wire,
     dtype_problem,
+    text_column,
 )
 from .zones import fixed_zone, zone_name
 
@@ -76,7 +78,7 @@ def column_from_pandas(obj: Any) -> Column:
     dtype = obj.dtype
     if isinstance(dtype, np.dtype):
         if dtype.kind == "O":
-            return ListColumn(obj.tolist(), {"dtype": "object"})
+            return text_column(obj.tolist(), {"dtype": "object"})
         problem = dtype_problem(dtype)
         if problem is not None:
             raise ValueError(f"column of dtype {dtype} is not marshallable")
@@ -91,7 +93,7 @@ def column_from_pandas(obj: Any) -> Column:
         hint = {"dtype": "string" if getattr(dtype, "na_value", pd.NA) is pd.NA else "str"}
         if str(getattr(dtype, "storage", "python")).startswith("pyarrow"):
             hint["storage"] = "pyarrow"
-        return ListColumn(obj.to_numpy(dtype=object, na_value=None).tolist(), hint)
+        return text_column(obj.to_numpy(dtype=object, na_value=None).tolist(), hint)
     array = obj.array
     if isinstance(array, (pd.arrays.IntegerArray, pd.arrays.FloatingArray,
                           pd.arrays.BooleanArray)):
@@ -192,11 +194,60 @@ def _object_array(values: list[Any]) -> Any:
     return _numpy().fromiter(values, dtype=object, count=len(values))
 
 
-def column_to_pandas(column: Column) -> Any:
-    """An array (or unindexed Series) for one DataFrame column, in its remembered dtype."""
+def _arrow_strings(column: TextColumn) -> Any:
+    """The cells as a pyarrow ``large_string`` array over the column's own buffers (no copy);
+    None where pyarrow is not installed."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return None
+    bitmap = None
+    if column.na is not None:
+        bitmap = pa.py_buffer(_numpy().packbits(~column.na, bitorder="little"))
+    return pa.LargeStringArray.from_buffers(len(column), pa.py_buffer(column.offsets),
+                                            pa.py_buffer(column.data), bitmap)
+
+
+def _text_to_pandas(column: TextColumn, text_as_str: bool) -> Any:
+    """The column through Arrow, without a Python str per cell where the dtype allows; None
+    when this pandas or the dtype needs the cells (python-backed strings, no pyarrow)."""
+    pd = _pandas()
+    kind = "str" if text_as_str else (column.pandas or {}).get("dtype")
+    storage = "pyarrow" if text_as_str else (column.pandas or {}).get("storage")
+    if kind in ("str", "string") and storage != "pyarrow":
+        return None
+    if kind not in ("str", "string", "object"):
+        return None
+    arrow = _arrow_strings(column)
+    if arrow is None:
+        return None
+    if kind == "object":
+        return pd.Series(arrow.to_numpy(zero_copy_only=False), dtype=object, copy=False)
+    dtype = _str_dtype("pyarrow", kind == "str")
+    if dtype is None or dtype.storage != "pyarrow":
+        return None
+    return pd.array(arrow, dtype=dtype)
+
+
+def _all_text(values: list[Any]) -> bool:
+    return all(type(value) is str or value is None for value in values)
+
+
+def column_to_pandas(column: Column, text_as_str: bool = False) -> Any:
+    """An array (or unindexed Series) for one DataFrame column, in its remembered dtype; with
+    ``text_as_str``, a column of str cells (and nulls) in pandas' string dtype instead."""
     pd, np = _pandas(), _numpy()
+    if isinstance(column, TextColumn):
+        fast = _text_to_pandas(column, text_as_str)
+        if fast is not None:
+            return fast
+        column = ListColumn(column.cells(), column.pandas)
     if isinstance(column, ListColumn):
         kind = (column.pandas or {}).get("dtype")
+        if text_as_str and kind in ("object", "string") and _all_text(column.values):
+            dtype = _str_dtype("pyarrow", True) or _str_dtype("pyarrow", False)
+            if dtype is not None:
+                return pd.array(column.values, dtype=dtype)
         if kind in ("str", "string"):
             dtype = _str_dtype((column.pandas or {}).get("storage"), kind == "str")
             if dtype is not None:
@@ -267,15 +318,17 @@ def _index_to_pandas(info: Optional[dict[str, Any]], size: int) -> Any:
 
 
 def dataframe_from_parts(names: list[str], columns: list[Column],
-                         info: Optional[dict[str, Any]], size: int) -> Any:
-    """Rebuild a DataFrame from grid columns and the ``pandas`` map."""
+                         info: Optional[dict[str, Any]], size: int,
+                         text_as_str: bool = False) -> Any:
+    """Rebuild a DataFrame from grid columns and the ``pandas`` map (``text_as_str``: see
+    :meth:`hxpy.grid.Grid.to_dataframe`)."""
     pd = _pandas()
     info = info or {}
     index = _index_to_pandas(info.get("index"), size)
     if not names:
         df = pd.DataFrame(index=index)
     else:
-        df = pd.DataFrame({name: column_to_pandas(column)
+        df = pd.DataFrame({name: column_to_pandas(column, text_as_str)
                            for name, column in zip(names, columns)})
         df.index = index  # set, not passed: passing would align Series on their labels
     if info.get("columns_name") is not None:

@@ -243,14 +243,20 @@ class Grid:
         names, columns, info = frames.parts_from_series(series)
         return cls._from_columns({}, [Col(names[0])], columns, len(series), info)
 
-    def to_dataframe(self) -> Any:
+    def to_dataframe(self, text_as_str: bool = False) -> Any:
         """A pandas DataFrame with one column per grid column.
 
         Columns that came from pandas get their dtype back, and the index too; columns of a
         grid built row by row get pandas' usual inference. Grid and column meta are dropped.
+
+        Args:
+            text_as_str: give every object or ``string`` column whose cells are all str (or
+                null) pandas' ``str`` dtype (``string`` before pandas 2.3), Arrow-backed where
+                pyarrow is installed: what a Parquet file gives back anyway, so a table bound
+                for one skips a Python object per cell. The index keeps its dtype.
         """
         return frames.dataframe_from_parts(self.col_names, list(self._columns), self._pandas,
-                                           self._size)
+                                           self._size, text_as_str)
 
     def to_series(self) -> Any:
         """The single column of this grid as a pandas Series (the inverse of sending one).

@@ -36,6 +36,7 @@ from typing import Any
 
 from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
 from .capture import CappedOutput
+from .columns import send_text_columns
 
 log = logging.getLogger("hxpy")
 
@@ -139,6 +140,9 @@ class Server:
             except (OSError, ValueError, codec.MarshalError) as exc:
                 reason = f"bad hello: {exc}"
             if reason is None:
+                # Text columns as two buffers only for a host that reads them without a
+                # Python object per cell (it has pyarrow); lists for every other host.
+                send_text_columns("text" in (hello.get("columns") or ()))
                 break
             log.warning("refused a client: %s", reason)
             try:

@@ -195,9 +195,11 @@ class HostCalls:
 
 
 def _as_dataframe(data: Any) -> Any:
-    """A DataFrame from what came over the channel (a Grid) or locally (a DataFrame)."""
+    """A DataFrame from what came over the channel (a Grid) or locally (a DataFrame).
+    Text columns become pandas' str dtype, as the Parquet file gives them back anyway; that
+    spares a Python str per cell on the way to Arrow."""
     if hasattr(data, "to_dataframe"):
-        return data.to_dataframe()
+        return data.to_dataframe(text_as_str=True)
     if type(data).__name__ == "DataFrame":
         return data
     raise ConfigurationError(

@@ -7,6 +7,8 @@ the asyncio session speak the same handshake.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import secrets
 import time
@@ -37,9 +39,18 @@ class Opened:
 
 
 def hello(key: str) -> bytes:
-    """The encoded hello frame body."""
-    return codec.encode({"type": protocol.HELLO, "version": protocol.PROTOCOL_VERSION,
-                         "key": key})
+    """The encoded hello frame body. It asks for text columns as buffers when this process
+    has pyarrow to read them with (see ``docs/protocol.md``)."""
+    message: dict[str, Any] = {"type": protocol.HELLO, "version": protocol.PROTOCOL_VERSION,
+                               "key": key}
+    if _reads_text_columns():
+        message["columns"] = ["text"]
+    return codec.encode(message)
+
+
+@functools.cache
+def _reads_text_columns() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def check_welcome(reply: Any, session_id: str) -> dict[str, Any]:

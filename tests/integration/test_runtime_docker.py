@@ -3,6 +3,7 @@ session; every call the handler makes on its project travels back over that chan
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -61,6 +62,19 @@ def test_the_design_usage_in_a_container(project, client):
     while _our_containers(client):
         assert time.monotonic() < deadline, "the run's container was not removed"
         time.sleep(0.05)
+
+
+def test_a_text_table_logged_in_the_container_reads_back_cell_for_cell(project):
+    spec = importlib.util.spec_from_file_location("test_functions", FUNCTIONS / "main.py")
+    assert spec is not None and spec.loader is not None
+    functions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(functions)
+    run = function(project, "text_table").run(wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    df = project.get_dataitem("texts").as_df()
+    expected = functions.text_cells(5000)
+    assert df["t"].isna().tolist() == [cell is None for cell in expected]
+    assert df["t"].dropna().tolist() == [cell for cell in expected if cell is not None]
 
 
 def test_an_artifact_logged_in_the_container_arrives_with_its_bytes(project, tmp_path):

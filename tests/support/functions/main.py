@@ -92,3 +92,17 @@ def careful(project):
     model = project.log_model(name="m", source=out.name, framework="sklearn",
                               metrics={"accuracy": 0.93})
     return refused, model
+
+
+def text_cells(rows):
+    """Text of every width of character, and nulls; the same list on both sides."""
+    kinds = ["plain", "é", "日本語", "🙂", None]
+    return [kind if kind is None else f"{kind}{index}"
+            for index, kind in zip(range(rows), kinds * rows)]
+
+
+def text_table(project, rows=5000):
+    """A table of text logged from the container (large enough to travel as buffers)."""
+    import pandas as pd
+
+    project.log_dataitem("texts", kind="table", data=pd.DataFrame({"t": text_cells(rows)}))
