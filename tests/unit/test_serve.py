@@ -58,6 +58,10 @@ def test_what_cannot_be_a_response_is_a_type_error(value, message):
 # -- the ASGI app, driven without a server ---------------------------------------------------
 
 def _request(app, method="GET", path="/", body=b"", headers=(), query=b"", chunks=None):
+    return asyncio.run(_answer(app, method, path, body, headers, query, chunks))
+
+
+async def _answer(app, method="GET", path="/", body=b"", headers=(), query=b"", chunks=None):
     sent = []
     parts = chunks if chunks is not None else [body]
 
@@ -70,7 +74,7 @@ def _request(app, method="GET", path="/", body=b"", headers=(), query=b"", chunk
 
     scope = {"type": "http", "method": method, "path": path, "query_string": query,
              "headers": [(k.encode(), v.encode()) for k, v in headers]}
-    asyncio.run(app(scope, receive, send))
+    await app(scope, receive, send)
     start, body_message = sent
     return start["status"], dict(start["headers"]), body_message["body"]
 
@@ -100,6 +104,41 @@ def test_the_handler_gets_the_request_as_an_event_in_a_worker_thread():
     assert seen["content_type"] == "application/json"
     assert seen["thread"].startswith("hxpy-serve")
     assert app.stats.snapshot() == {"requests": 1, "errors": 0, "rejected": 0}
+
+
+def test_a_blocking_def_handler_holds_up_no_other_request():
+    gate = threading.Event()
+
+    def handler(event):
+        if event.path == "/open":
+            gate.set()
+            return "opened"
+        return "waited" if gate.wait(5) else "timed out"
+
+    async def both(app):
+        return await asyncio.gather(_answer(app, path="/wait"), _answer(app, path="/open"))
+
+    app, _ = _app(handler, workers=2)
+    waited, opened = asyncio.run(both(app))
+    assert (waited[2], opened[2]) == (b"waited", b"opened")
+    app.workers.shutdown()
+
+
+def test_even_a_system_exit_in_a_def_handler_is_a_500_and_the_worker_serves_on():
+    def handler(event):
+        if event.path == "/exit":
+            raise SystemExit(3)
+        return "still here"
+
+    app, errors = _app(handler, workers=1)
+    assert _request(app, path="/exit")[0] == 500
+    assert "SystemExit: 3" in errors[0][1]
+    assert _request(app)[::2] == (200, b"still here")
+    threads = list(app.workers._threads)
+    app.workers.shutdown()
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
 
 
 def test_a_handler_exception_is_a_500_with_an_id_and_the_traceback_goes_to_the_log():

@@ -250,7 +250,7 @@ def serve(job: dict[str, Any], call: Callable[..., Any] | None = None) -> dict[s
     finally:
         reporter.stop()
         if app is not None:
-            app.executor.shutdown(wait=False)
+            app.workers.shutdown()
         sys.stdout, sys.stderr = saved
 
 
