@@ -90,7 +90,7 @@ def _completed(run: Run, expected: int) -> None:
                              f"{expected!r}")
 
 
-@row("job_local")
+@row("job_local", issue="11")
 def job_local(bench: Bench) -> list[Result]:
     """``fn.run(local_execution=True, wait=True)`` of ``f(x) = x + 1``, end to end with its
     catalog writes, against calling ``f`` directly; interleaved, one of each per sample."""
@@ -126,7 +126,7 @@ def job_local(bench: Bench) -> list[Result]:
     ]
 
 
-@row("job_cold")
+@row("job_cold", issue="11")
 def job_cold(bench: Bench) -> list[Result]:
     """``fn.run(wait=True)`` of the same function in a new container, to COMPLETED, against
     a bare create + start of the image; interleaved."""
@@ -150,7 +150,7 @@ def job_cold(bench: Bench) -> list[Result]:
                         "after, so neither time includes a removal")]
 
 
-@row("job_warm")
+@row("job_warm", issue="11")
 def job_warm(bench: Bench) -> list[Result]:
     """The same job with a warm pool for the options its session is opened with, the pool
     full before each; against a session taken from the same pool: ``py()`` + ``eval`` +
@@ -237,7 +237,7 @@ print(json.dumps({"seconds": seconds, "rows": len(frame),
 """
 
 
-@row("dataitem_1m")
+@row("dataitem_1m", issue="11")
 def dataitem_1m(bench: Bench) -> list[Result]:
     """A 1M-row x 5-column DataFrame logged from inside a job
     (``project.log_dataitem(name, kind="table", data=df)``, timed in the handler), then
@@ -316,7 +316,7 @@ def _read_elsewhere(how: str, home: Path, what: str) -> dict[str, Any]:
     return result
 
 
-@row("build_noop")
+@row("build_noop", issue="12")
 def build_noop(bench: Bench) -> list[Result]:
     """``fn.run(action="build", wait=True)`` of a function whose image is current (same
     base, requirements, instructions and source): no engine build, the run recorded; against

@@ -65,6 +65,7 @@ __all__ = ["DockerInstance", "DockerLauncher", "check_volumes"]
 
 SOCKET_DIR_IN_CONTAINER = "/run/hxpy"
 SOCKET_NAME = "hxpy.sock"
+REMOVAL_WAIT = 10.0  # seconds to see an engine-side removal (auto-remove) end
 
 log = logging.getLogger("pyhost")
 
@@ -108,6 +109,13 @@ class DockerInstance(Instance):
             return ""
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
+    def _await_removal(self) -> None:
+        try:
+            with engine_errors("waiting for the container's removal"):
+                self.client.api.wait(self.id, timeout=REMOVAL_WAIT, condition="removed")
+        except EngineUnavailable:
+            pass  # gone already (404), or the engine is slow: gc takes what is left
+
     def kill(self) -> None:
         with engine_errors(f"cannot kill container {self.id[:12]}"):
             try:
@@ -127,13 +135,17 @@ class DockerInstance(Instance):
                     except docker.errors.NotFound:
                         pass
                     except docker.errors.APIError as exc:
-                        # 409: removal already in progress. An auto-removed container that
-                        # the engine is removing as it exits can also refuse with a 500
-                        # ("could not kill running container"): look again a moment later.
-                        if exc.status_code != 409:
-                            if attempt < 2:
-                                time.sleep(0.1)
-                                continue
+                        # 409: removal already in progress (the engine's auto-remove); it is
+                        # seen to its end, so the container is gone when this returns. An
+                        # auto-removed container that the engine is removing as it exits can
+                        # also refuse with a 500 ("could not kill running container"): look
+                        # again a moment later.
+                        if exc.status_code == 409:
+                            self._await_removal()
+                        elif attempt < 2:
+                            time.sleep(0.1)
+                            continue
+                        else:
                             raise
                     break
             self._removed = True
