@@ -17,6 +17,7 @@ from ..errors import ConfigurationError, ImageNotFound
 from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, Volume
 from .entities import Entity, check_name, parse_key
+from .placement import affinity_constraints, as_mapping, check_tolerations, label_constraint
 from .sources import PYTHON_VERSIONS, HandlerInfo
 from .values import to_json
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["VOLUME_TYPES", "JobSettings", "as_mapping", "check_envs", "check_job",
            "check_placement", "check_python_version", "parse_resources", "parse_volumes",
            "resolve_secrets", "run_image"]
-
-# A node label or its value, as node_selector may name them.
-_LABEL_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 _SERVE_ONLY = ("context", "event", "events")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
@@ -82,9 +80,12 @@ class JobSettings:
                 "volumes": self.volumes, "placement": self.constraints()}
 
     def constraints(self) -> tuple[str, ...]:
-        """``node_selector`` as Swarm placement constraints (``node.labels.K==V``)."""
+        """``node_selector`` and ``affinity`` as Swarm placement constraints
+        (``node.labels.K==V``; see :mod:`.placement`)."""
         selector = self.placement.get("node_selector") or {}
-        return tuple(f"node.labels.{key}=={value}" for key, value in sorted(selector.items()))
+        return tuple([label_constraint("node_selector", key, value)
+                      for key, value in sorted(selector.items())]
+                     + affinity_constraints(self.placement.get("affinity")))
 
 
 def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | None,
@@ -127,17 +128,15 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
 
 def check_placement(launcher: Any, node_selector: Any, affinity: Any,
                      tolerations: Any) -> dict[str, Any]:
-    """``node_selector`` must be ``{label: value}`` of plain words; Swarm places by node labels
-    only, so on it ``affinity`` and ``tolerations`` are refused rather than ignored."""
+    """``node_selector`` must be ``{label: value}`` of plain words and ``tolerations`` a list
+    of tolerations; ``affinity`` must be a mapping, and on Swarm one it can express as
+    constraints (:mod:`.placement`; a plain engine records it for a cluster launcher)."""
     for key, value in as_mapping("node_selector", node_selector or {}).items():
-        if not (isinstance(value, (str, int, bool)) and _LABEL_WORD.match(str(key))
-                and _LABEL_WORD.match(str(value))):
-            raise ConfigurationError(f"node_selector: {key!r}: {value!r} is not a node label "
-                                     "and value (letters, digits, '.', '-', '_', '/')")
-    if get_launcher(launcher).name == "swarm" and (affinity or tolerations):
-        what = "affinity" if affinity else "tolerations"
-        raise ConfigurationError(f"{what}: Swarm places tasks by node labels only; express it "
-                                 "as node_selector={label: value} on labelled nodes")
+        label_constraint("node_selector", key, value)
+    check_tolerations(tolerations)
+    as_mapping("affinity", affinity or {})
+    if get_launcher(launcher).name == "swarm":
+        affinity_constraints(affinity)
     return {"node_selector": node_selector, "affinity": affinity, "tolerations": tolerations}
 
 
@@ -356,10 +355,4 @@ def parse_volumes(volumes: list[dict[str, Any]]) -> tuple[Volume, ...]:
 def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigurationError(f"{name} must be an int >= 0, not {value!r}")
-    return value
-
-
-def as_mapping(what: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise ConfigurationError(f"{what} must be a dict with str keys, not {value!r}")
     return value

@@ -117,7 +117,14 @@ def test_a_runtime_job_on_the_swarm(client, tmp_path):
     assert got == "report for s\n" * 1000
 
 
-def test_node_selector_places_the_job_and_affinity_is_refused(client, swarm, tmp_path):
+def _required(operator, *values):
+    """A Kubernetes node affinity on the test label, as DigitalHub passes it."""
+    expression = {"key": "pyhost-test", "operator": operator, "values": list(values)}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [expression]}]}}}
+
+
+def test_node_selector_and_affinity_place_the_job(client, swarm, tmp_path):
     dh.configure(tmp_path / "home")
     project = dh.get_or_create_project("demo")
     fn = project.new_function(name="f1", kind="python", code_src=str(FUNCTIONS / "main.py"),
@@ -135,12 +142,22 @@ def test_node_selector_places_the_job_and_affinity_is_refused(client, swarm, tmp
                      node_selector={"pyhost-test": "elsewhere"})
         assert run.status.state == "ERROR"
         assert "no node of the swarm can run" in run.status.message
+        run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
+                     affinity=_required("In", "here"), tolerations=[{"operator": "Exists"}])
+        assert run.status.state == "COMPLETED", run.status.error
+        run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
+                     affinity=_required("NotIn", "there", "here"))
+        assert run.status.state == "ERROR"
+        assert "node.labels.pyhost-test!=here" in run.status.message
     finally:
         node = client.api.inspect_node(swarm.node_id)
         client.api.update_node(swarm.node_id, node["Version"]["Index"],
                                {**node["Spec"], "Labels": labels})
-    with pytest.raises(ConfigurationError, match="affinity: Swarm places tasks by node labels"):
-        fn.run(parameters={"param1": "x"}, launcher="swarm", affinity={"x": 1})
+    with pytest.raises(ConfigurationError, match="podAntiAffinity: Swarm places tasks by node"):
+        fn.run(parameters={"param1": "x"}, launcher="swarm", affinity={"podAntiAffinity": {}})
+    with pytest.raises(ConfigurationError, match="In with 2 values"):
+        fn.run(parameters={"param1": "x"}, launcher="swarm",
+               affinity=_required("In", "here", "there"))
 
 
 def test_gc_removes_the_service_of_a_killed_host(client):
