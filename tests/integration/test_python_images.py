@@ -77,6 +77,11 @@ def test_dataframe_ndarray_and_grid_round_trip_in_each_image(image):
         back_m, back_g = session.eval("m"), session.eval("g")
         made = session.eval("import pandas as pd\n"
                             "pd.DataFrame({'n': [1, 2], 'w': ['a', 'b']})").to_dataframe()
+        # Large enough to come back as a text column (two buffers), with nulls and wide
+        # characters, made by this image's pandas.
+        texts = session.eval("cells = ['x', None, 'é', '日本', '🙂'] * 500\n"
+                             "pd.DataFrame({'t': [c if c is None else c + str(i)\n"
+                             "                    for i, c in enumerate(cells)]})")
     pd.testing.assert_frame_equal(back_df, df, check_freq=False)
     np.testing.assert_array_equal(back_m, matrix)
     assert back_m.dtype == matrix.dtype and back_m.shape == (3, 4)
@@ -85,6 +90,10 @@ def test_dataframe_ndarray_and_grid_round_trip_in_each_image(image):
     assert back_g.val(1, "site") == NA() and back_g.val(0, "area") == Number(2.5, "ft²")
     assert back_g.val(0, "at") == datetime.datetime(2024, 3, 10, 3, 0, tzinfo=NY)
     assert list(made["n"]) == [1, 2] and list(made["w"]) == ["a", "b"]
+    cells = ["x", None, "é", "日本", "🙂"] * 500
+    assert type(texts._columns[0]).__name__ == "TextColumn"
+    assert texts.to_dataframe()["t"].tolist() == [
+        cell if cell is None else cell + str(index) for index, cell in enumerate(cells)]
 
 
 # -- runtime jobs choose the image by python_version -------------------------------------
