@@ -143,12 +143,18 @@ def test_node_selector_and_affinity_place_the_job(client, swarm, tmp_path):
         assert run.status.state == "ERROR"
         assert "no node of the swarm can run" in run.status.message
         run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
-                     affinity=_required("In", "here"), tolerations=[{"operator": "Exists"}])
-        assert run.status.state == "COMPLETED", run.status.error
-        run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
                      affinity=_required("NotIn", "there", "here"))
         assert run.status.state == "ERROR"
         assert "node.labels.pyhost-test!=here" in run.status.message
+        run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
+                     affinity=_required("In", "here"), tolerations=[{"operator": "Exists"}])
+        assert run.status.state == "COMPLETED", run.status.error
+        # Once the label goes, `!=here` holds: a task of a service still being removed would
+        # be placed then. Its services are gone first.
+        deadline = time.monotonic() + 10
+        while _our_services(client):
+            assert time.monotonic() < deadline, _our_services(client)
+            time.sleep(0.05)
     finally:
         node = client.api.inspect_node(swarm.node_id)
         client.api.update_node(swarm.node_id, node["Version"]["Index"],
@@ -186,9 +192,13 @@ def test_an_explicit_io_dir_is_refused_before_anything_starts(client, tmp_path):
 
 
 def test_the_swarm_state_is_reported(client, swarm):
+    from pyhost.launchers.docker.swarm.doctor import diagnose_swarm
+
     state = swarm_state(client)
     assert state.manager and state.nodes >= 1
     assert "manager" in state.describe()
+    checks = {check.name: check for check in diagnose_swarm(client)}
+    assert checks["swarm"].ok and checks["gateway"].ok, checks  # swarm-up's gateway
 
 
 def test_a_secret_travels_as_a_swarm_secret_and_goes_with_the_session(client):

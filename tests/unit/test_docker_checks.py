@@ -45,3 +45,14 @@ def test_launchers_are_chosen_by_name():
         get_launcher("pyhost.nowhere:Launcher")
     with pytest.raises(ConfigurationError, match="is not a Launcher class"):
         get_launcher("pyhost.errors:PyHostError")
+
+
+def test_the_gateway_check_says_whether_swarm_tasks_have_a_route_out():
+    from pyhost.launchers.docker.swarm.doctor import gateway_check
+
+    masquerade = "com.docker.network.bridge.enable_ip_masquerade"
+    assert gateway_check({masquerade: "false"}).ok
+    for options in ({masquerade: "true"}, {}):  # Docker's default masquerades
+        check = gateway_check(options)
+        assert not check.ok and "route out" in check.detail
+    assert not gateway_check(None).ok

@@ -1,15 +1,20 @@
-"""``pyhost doctor``'s swarm lines: is the engine a manager, and can its routing mesh answer."""
+"""``pyhost doctor``'s swarm lines: is the engine a manager, can its routing mesh answer, and
+do its tasks have a route out (through a ``docker_gwbridge`` that masquerades)."""
 
 from __future__ import annotations
 
 import docker
+import docker.errors
 
 from ....errors import PyHostError
+from ..client import engine_errors
 from ..doctor import Check
 from ..paths import EngineView
-from .cluster import ipvs_available, swarm_state
+from .cluster import GWBRIDGE, ipvs_available, swarm_state
 
-__all__ = ["diagnose_swarm"]
+__all__ = ["diagnose_swarm", "gateway_check"]
+
+_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 
 
 def diagnose_swarm(client: docker.DockerClient) -> list[Check]:
@@ -36,4 +41,27 @@ def diagnose_swarm(client: docker.DockerClient) -> list[Check]:
     else:
         checks.append(Check("mesh", True, "the engine is remote: whether its kernel has IPVS "
                                           "cannot be told from here"))
-    return checks
+    try:
+        with engine_errors(f"cannot inspect {GWBRIDGE}"):
+            try:
+                options = client.api.inspect_network(GWBRIDGE).get("Options") or {}
+            except docker.errors.NotFound:
+                options = None
+    except PyHostError as exc:
+        return [*checks, Check("gateway", False, str(exc))]
+    return [*checks, gateway_check(options)]
+
+
+def gateway_check(options: dict[str, str] | None) -> Check:
+    """Whether this node's tasks have a route out, from ``docker_gwbridge``'s options (None:
+    the engine has none yet)."""
+    if options is None:
+        return Check("gateway", False, f"no {GWBRIDGE} yet: Docker will make one that "
+                                       "masquerades, giving tasks a route out; make it "
+                                       "without (docs/scale-out.md) before the first task")
+    if options.get(_MASQUERADE, "true") != "false":
+        return Check("gateway", False, f"{GWBRIDGE} masquerades: swarm tasks on this node "
+                                       "have a route out of the sandbox; recreate it without "
+                                       "masquerading while the node is out of the swarm "
+                                       "(docs/scale-out.md)")
+    return Check("gateway", True, f"{GWBRIDGE} does not masquerade: tasks have no route out")
