@@ -24,6 +24,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REFUSED",
     "RESULT",
+    "SECRETS",
     "WELCOME",
     "check_hello",
     "error_info",
@@ -36,6 +37,7 @@ __all__ = [
 # host -> server
 HELLO = "hello"
 BATCH = "batch"
+SECRETS = "secrets"  # the session's secrets, once, right after the handshake
 CALL_RESULT = "call_result"
 CALL_ERROR = "call_error"
 # server -> host

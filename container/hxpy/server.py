@@ -8,7 +8,10 @@ connection drops, so no container outlives its session.
 
 Configuration comes from the environment (the host launcher sets it):
 
-``HXPY_KEY``          session key the hello must carry (removed from ``os.environ`` once read)
+``HXPY_KEY_FROM``     where the session key the hello must carry comes from: ``stdin`` (one
+                    line on standard input, which is then closed) or ``file:PATH``; never
+                    the environment, so ``docker inspect`` and ``/proc/<pid>/environ`` do
+                    not show it
 ``HXPY_LISTEN``       ``unix:/run/hxpy/hxpy.sock`` (default) or ``tcp:0.0.0.0:8888``
 ``HXPY_MAX_FRAME``    maximum frame size in bytes (default 1 GiB)
 ``HXPY_OUTPUT_CAP``   captured stdout+stderr per batch, in bytes (default 1 MiB)
@@ -18,6 +21,10 @@ Configuration comes from the environment (the host launcher sets it):
 ``HXPY_FAULT``        test-only fault mode: ``crash``, ``hang``, ``garbage``, ``oversize``
 ``HXPY_SECRETS_DIR``  a directory of secret files (a Swarm task's ``/run/secrets``): each
                     file ``NAME`` becomes the environment variable ``NAME`` at start
+
+Other secrets come over the channel after the handshake (a ``secrets`` message) and are put
+into ``os.environ`` in this process; ``/proc/<pid>/environ`` shows only the environment the
+process started with, so they never appear there.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ log = logging.getLogger("hxpy")
 
 DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
+MAX_KEY_BYTES = 4096  # a key line or file is a few dozen bytes: never read more
 
 
 class SoftTimeout(BaseException):
@@ -188,10 +196,26 @@ class Server:
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == protocol.BATCH:
                 self.run_batch(message)
+            elif kind == protocol.SECRETS:
+                self.set_secrets(message)
             else:
                 self._reply_error(message.get("id") if isinstance(message, dict) else None,
                                   protocol.KIND_PROTOCOL,
                                   ValueError(f"unexpected message type {kind!r}"), "")
+
+    def set_secrets(self, message: dict[str, Any]) -> None:
+        """Put the host's secrets into ``os.environ`` (this process only: they are not in
+        the environment it started with) and acknowledge with an empty result."""
+        values = message.get("values")
+        if not isinstance(values, dict) or not all(
+                isinstance(name, str) and name.isidentifier() and isinstance(value, str)
+                and "\0" not in value for name, value in values.items()):
+            self._reply_error(message.get("id"), protocol.KIND_PROTOCOL,
+                              ValueError("secrets: a map of identifier -> str without NUL"), "")
+            return
+        os.environ.update(values)
+        self._send({"type": protocol.RESULT, "id": message.get("id"), "output": "",
+                    "truncated": False, "value": len(values)})
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.conn is not None
@@ -447,6 +471,27 @@ def load_secrets(directory: str) -> None:
                 os.environ[entry.name] = secret.read().decode("utf-8", "surrogateescape")
 
 
+def read_key(source: str) -> str:
+    """The session key from ``source`` (``HXPY_KEY_FROM``): ``stdin`` reads one line from
+    standard input and leaves ``/dev/null`` there, ``file:PATH`` reads a file; "" when there
+    is none."""
+    if source == "stdin":
+        data = b""
+        while b"\n" not in data and len(data) < MAX_KEY_BYTES:
+            chunk = os.read(0, MAX_KEY_BYTES - len(data))
+            if not chunk:
+                break
+            data += chunk
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # user code reading stdin gets EOF, never the launcher's pipe
+        os.close(null)
+        return data.partition(b"\n")[0].decode("ascii", "replace").strip()
+    if source.startswith("file:"):
+        with open(source[len("file:"):], "rb") as key_file:
+            return key_file.read(MAX_KEY_BYTES).decode("ascii", "replace").strip()
+    return ""
+
+
 def listener_path(listener: socket.socket) -> str | None:
     try:
         name = listener.getsockname()
@@ -463,12 +508,17 @@ def max_frame_for_hello(max_frame: int) -> int:
 def main() -> int:
     """Entry point of ``python -m hxpy``."""
     listen_on = os.environ.get("HXPY_LISTEN", DEFAULT_LISTEN)
-    key = os.environ.pop("HXPY_KEY", "")
-    if not key:
-        print("hxpy: HXPY_KEY is not set; refusing to serve without a session key",
-              file=sys.stderr)
-        return 2
+    key_from = os.environ.pop("HXPY_KEY_FROM", "")
     listener = listen(listen_on)  # first thing: the host is already trying to connect
+    try:
+        key = read_key(key_from)
+    except OSError as exc:
+        key = ""
+        key_from += f" ({exc})"
+    if not key:
+        print(f"hxpy: no session key from HXPY_KEY_FROM={key_from!r} (stdin or file:PATH); "
+              "refusing to serve without one", file=sys.stderr)
+        return 2
     load_secrets(os.environ.pop("HXPY_SECRETS_DIR", ""))
     logging.basicConfig(level=os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper(),
                         format="hxpy %(levelname)s %(message)s", stream=sys.__stderr__)

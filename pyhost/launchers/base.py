@@ -20,9 +20,9 @@ from hxpy import wire
 
 from ..errors import ConfigurationError
 
-__all__ = ["FUNCTION_DIR", "BuildProgress", "BuiltImage", "Endpoint", "ExitStatus",
-           "ImageRecipe", "Instance", "LaunchSpec", "Launcher", "PublishedPort", "Volume",
-           "bind_env", "parse_step", "server_env"]
+__all__ = ["FUNCTION_DIR", "KEY_FROM_STDIN", "BuildProgress", "BuiltImage", "Endpoint",
+           "ExitStatus", "ImageRecipe", "Instance", "LaunchSpec", "Launcher", "PublishedPort",
+           "Volume", "bind_env", "key_line", "parse_step", "server_env"]
 
 #: Called with each line a build prints. Lines of the form ``Step N/M : what`` (Docker's own
 #: form, which every launcher's build writes the same way) mark the build's steps, so a
@@ -32,6 +32,12 @@ BuildProgress = Optional[Callable[[str], None]]
 #: Where a function's files are in an image built for it: root-owned, read-only to the
 #: session user, NOT on ``PYTHONPATH`` (jobs still get the files over the session channel).
 FUNCTION_DIR = "/opt/function"
+
+#: ``HXPY_KEY_FROM`` telling the server to read its session key from its standard input: one
+#: line (:func:`key_line`), written by the launcher and then closed. The key is never in the
+#: server's environment or command line, so neither ``docker inspect`` nor
+#: ``/proc/<pid>/environ`` shows it (docs/security.md, "Secrets and the session key").
+KEY_FROM_STDIN = "stdin"
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
@@ -111,8 +117,10 @@ class LaunchSpec:
     ports: tuple[PublishedPort, ...] = ()
     # Remove the server's container as soon as it ends (a replica whose supervisor died).
     auto_remove: bool = False
-    # name -> value for the server's environment, kept apart from ``env`` so that a cluster
-    # launcher can hand them over as the engine's own secrets; never shown by ``repr``.
+    # name -> value for user code's environment, kept apart from ``env``: never in the
+    # container's configuration. The host sends them over the channel after the handshake
+    # (docs/protocol.md, "Secrets"), unless the launcher delivered them itself (a cluster's
+    # own secrets: Instance.secrets_delivered). Never shown by ``repr``.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -152,6 +160,20 @@ class Instance(abc.ABC):
     id: str
     endpoint: Endpoint
     ports: Mapping[int, tuple[str, int]] = MappingProxyType({})
+    #: True when the launcher gave the server the spec's secrets itself (as files of the
+    #: engine's own secret store); otherwise the handshake sends them over the channel.
+    secrets_delivered: bool = False
+
+    def connected(self) -> None:
+        """Called once the host's connection passed the handshake, before the host sends
+        anything else (so before any user code runs): take back what the server needed only
+        to start (the Docker launcher locks the socket directory). Nothing by default.
+
+        Raises:
+            EngineUnavailable: what was to be taken back could not be (the session is not
+                used then).
+        """
+        return None
 
     @abc.abstractmethod
     def poll(self) -> ExitStatus | None:
@@ -326,13 +348,17 @@ def bind_env(container_port: int) -> str:
     return f"HXPY_BIND_{int(container_port)}"
 
 
-def server_env(spec: LaunchSpec, listen: str, with_secrets: bool = True) -> dict[str, str]:
-    """The environment that configures ``python -m hxpy`` (see ``hxpy.server``), with the
-    secrets in it unless ``with_secrets`` is False (a launcher that mounts them as files)."""
+def server_env(spec: LaunchSpec, listen: str, key_from: str = KEY_FROM_STDIN
+               ) -> dict[str, str]:
+    """The environment that configures ``python -m hxpy`` (see ``hxpy.server``).
+
+    It holds nothing secret: the key comes from ``key_from`` (:data:`KEY_FROM_STDIN`, or
+    ``file:PATH`` of a file the launcher mounts), and the spec's secrets are sent over the
+    channel or mounted as files, never put here.
+    """
     env = {
-        **(spec.secrets if with_secrets else {}),
         **spec.env,
-        "HXPY_KEY": spec.key,
+        "HXPY_KEY_FROM": key_from,
         "HXPY_LISTEN": listen,
         "HXPY_MAX_FRAME": str(spec.max_frame),
         "HXPY_OUTPUT_CAP": str(spec.output_cap),
@@ -342,3 +368,8 @@ def server_env(spec: LaunchSpec, listen: str, with_secrets: bool = True) -> dict
     if spec.fault:
         env["HXPY_FAULT"] = spec.fault
     return env
+
+
+def key_line(spec: LaunchSpec) -> bytes:
+    """What a launcher writes to the server's standard input for :data:`KEY_FROM_STDIN`."""
+    return spec.key.encode("ascii") + b"\n"

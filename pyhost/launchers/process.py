@@ -6,7 +6,8 @@ without an engine where the code is trusted anyway, and for the unit tests, whic
 real server, wire and session without Docker. ``py(launcher="process")`` selects it.
 
 The server listens on a Unix socket in a private temporary directory; ``io`` is its working
-directory (no ``/io`` mount: a process sees the host's paths as they are).
+directory (no ``/io`` mount: a process sees the host's paths as they are). Its session key
+goes down a pipe to its standard input, and secrets over the channel, as for a container.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ import tempfile
 import hxpy
 
 from ..errors import ConfigurationError
-from .base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, bind_env, server_env
+from .base import (
+    Endpoint,
+    ExitStatus,
+    Instance,
+    Launcher,
+    LaunchSpec,
+    bind_env,
+    key_line,
+    server_env,
+)
 
 __all__ = ["HXPY_PATH", "ProcessInstance", "ProcessLauncher"]
 
@@ -113,10 +123,16 @@ class ProcessLauncher(Launcher):
         try:
             os.makedirs(cwd, exist_ok=True)
             proc = subprocess.Popen([sys.executable, "-m", "hxpy"], env=env, cwd=cwd,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.PIPE)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ConfigurationError(f"cannot start the hxpy server in {cwd}: {exc}") from exc
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(key_line(spec))  # a pipe holds it even before the child reads
+            proc.stdin.close()
+        except OSError:
+            pass  # the child died at once: the handshake reports how it ended
         instance = ProcessInstance(proc, Endpoint("unix", path), tmp)
         instance.ports = ports
         self.started.append(instance)

@@ -1,6 +1,11 @@
 """The handshake: bringing a server up to a connection that proved the session key, shared
 by both sessions and the warm pool.
 
+After the welcome, and before anything else is sent (so before any user code runs), the
+launcher takes back what the server needed only to start (:meth:`Instance.connected`), and
+the session's secrets go over the channel (a ``secrets`` message) unless the launcher
+delivered them itself: they are never in the container's configuration.
+
 The hello and the judgement of the welcome are pure functions, so the blocking session and
 the asyncio session speak the same handshake.
 """
@@ -21,7 +26,8 @@ from ..errors import ProtocolError, SessionDied
 from ..launchers.base import Instance, Launcher, LaunchSpec
 from .transport import Received, Transport, connect
 
-__all__ = ["Opened", "check_welcome", "hello", "open_server"]
+__all__ = ["Opened", "check_secrets_reply", "check_welcome", "hello", "open_server",
+           "secrets_message"]
 
 log = logging.getLogger("pyhost")
 
@@ -63,6 +69,28 @@ def check_welcome(reply: Any, session_id: str) -> dict[str, Any]:
     return _raise(ProtocolError(f"session {session_id}: expected a welcome, got {reply!r:.200}"))
 
 
+def secrets_message(values: dict[str, str]) -> bytes:
+    """The encoded ``secrets`` message: names and values for user code's environment."""
+    return codec.encode({"type": protocol.SECRETS, "id": 0, "values": dict(values)})
+
+
+def check_secrets_reply(reply: Any, session_id: str) -> None:
+    """Accept the server's acknowledgement of the secrets; anything else is an error (an
+    older server that does not know the message answers with an error: it must not start
+    without the secrets its user code expects).
+
+    Raises:
+        ProtocolError: the server did not take them.
+    """
+    if isinstance(reply, dict) and reply.get("type") == protocol.RESULT:
+        return
+    detail = reply.get("error", {}).get("message") if isinstance(reply, dict) and \
+        isinstance(reply.get("error"), dict) else f"{reply!r:.200}"
+    raise ProtocolError(f"session {session_id}: the server did not take the session's "
+                        f"secrets ({detail}); its image may predate secrets over the "
+                        "channel: rebuild it with `pyhost image build`")
+
+
 def _raise(exc: Exception) -> Any:
     raise exc
 
@@ -98,6 +126,9 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
             raise ProtocolError(f"session {spec.session_id}: unreadable frame during the "
                                 f"handshake: {exc}") from exc
         info = check_welcome(reply, spec.session_id)
+        instance.connected()
+        if spec.secrets and not instance.secrets_delivered:
+            _send_secrets(transport, spec, deadline)
     except BaseException:
         if transport is not None:
             transport.close()
@@ -105,6 +136,19 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
         raise
     log.info("session %s: ready in %.3f s", spec.session_id, time.monotonic() - started)
     return Opened(instance, transport, info, spec.session_id)
+
+
+def _send_secrets(transport: Transport, spec: LaunchSpec, deadline: float) -> None:
+    """Send the spec's secrets and wait for the server to take them."""
+    try:
+        transport.send(secrets_message(dict(spec.secrets)))
+        body, buffers = transport.recv(max(deadline - time.monotonic(), 0.0))
+        reply = codec.decode(body, buffers)
+    except (TimeoutError, ConnectionError, OSError, wire.FrameTooLarge,
+            codec.MarshalError) as exc:
+        raise ProtocolError(f"session {spec.session_id}: sending the session's secrets "
+                            f"failed: {type(exc).__name__}: {exc}") from exc
+    check_secrets_reply(reply, spec.session_id)
 
 
 # A port proxy (docker-proxy for a published port) accepts at once and closes the connection

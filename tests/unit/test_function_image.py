@@ -67,13 +67,13 @@ def test_a_custom_base_gets_the_server_a_user_and_a_workdir():
     assert "COPY hxpy /opt/hxpy/hxpy" in found
     assert f'ENV PYTHONPATH="/opt/hxpy:{SITE_DIR}"' in found
     assert f"RUN python3 -m compileall -q /opt/hxpy {SITE_DIR}" in found
-    assert found[-4:] == ["USER 1000", "WORKDIR /io", 'ENTRYPOINT ["python3", "-m", "hxpy"]',
+    assert found[-4:] == ["USER 61000", "WORKDIR /io", 'ENTRYPOINT ["python3", "-m", "hxpy"]',
                           "CMD []"]
 
 
-@pytest.mark.parametrize("user, kept", [("root", "1000"), ("0:0", "1000"), ("app", "app"),
+@pytest.mark.parametrize("user, kept", [("root", "61000"), ("0:0", "61000"), ("app", "app"),
                                         ("1000:1000", "1000:1000")])
-def test_a_base_running_as_root_drops_to_uid_1000(user, kept):
+def test_a_base_running_as_root_drops_to_the_sandbox_uid(user, kept):
     base = {**CUSTOM_BASE, "Config": {**CUSTOM_BASE["Config"], "User": user,
                                       "WorkingDir": "/srv"}}
     plan = plan_dockerfile(recipe(), base)
@@ -90,6 +90,8 @@ def test_a_step_line_names_the_instruction_it_runs():
 
 @pytest.mark.parametrize("change, message", [
     ({"instructions": ("echo a\necho b",)}, "one line"),
+    ({"instructions": ("echo a \\",)}, r"instruction 1 'echo a \\\\' ends with a line continuat"),
+    ({"instructions": ("true", "apt-get install -y \\  ")}, "instruction 2 .* continuation"),
     ({"instructions": ("  ",)}, "non-empty"),
     ({"tag": "Pyhost/Demo:1"}, "lower-case"),
     ({"tag": "pyhost/demo"}, "lower-case"),

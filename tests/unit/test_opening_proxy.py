@@ -99,9 +99,12 @@ class ProxiedLauncher(Launcher):
         with socket.create_server(("127.0.0.1", 0)) as probe:
             port = probe.getsockname()[1]
         env = {**os.environ, "PYTHONPATH": HXPY_PATH,
-               "HXPY_KEY": self.server_key or spec.key, "HXPY_LISTEN": f"tcp:127.0.0.1:{port}"}
+               "HXPY_KEY_FROM": "stdin", "HXPY_LISTEN": f"tcp:127.0.0.1:{port}"}
         proc = subprocess.Popen([sys.executable, "-m", "hxpy"], env=env,
-                                stderr=subprocess.DEVNULL)
+                                stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdin is not None
+        proc.stdin.write((self.server_key or spec.key).encode() + b"\n")
+        proc.stdin.close()
         instance = ProxiedInstance(proc, EarlyClosingProxy(("127.0.0.1", port), self.drop),
                                    tempfile.mkdtemp(prefix="hxpy-test-"))
         self.instances.append(instance)

@@ -15,8 +15,8 @@ image on the engine, in three steps:
    the build copies to :data:`.wheels.SITE_DIR`. A requirement with no wheel fails here,
    before any engine build.
 3. The engine builds the generated Dockerfile with network mode ``none`` (unless the
-   recipe allows network): instructions run as root, then the base's user (uid 1000 when
-   the base runs as root) is restored, with its entrypoint, working directory and
+   recipe allows network): instructions run as root, then the base's user (the sandbox uid
+   when the base runs as root) is restored, with its entrypoint, working directory and
    environment, ``PYTHONPATH`` extended by the site directory.
 
 A base that is not a pyhost session image (no ``org.pyhost.hash`` or ``org.pyhost.build``
@@ -60,6 +60,7 @@ from .image import (
     resolve_image,
     snapshot_sources,
 )
+from .iodir import SANDBOX_UID, sandbox_uid
 from .probe import probe_python
 from .system import say
 from .wheels import SITE_DIR, install_wheels
@@ -69,7 +70,6 @@ __all__ = ["DEFAULT_GLIBC", "FUNCTION_BASE_LABEL", "PACKAGES_LABEL", "SUITE_GLIB
            "plan_dockerfile", "requirement_fingerprint"]
 
 HXPY_DIR = "/opt/hxpy"
-SANDBOX_UID = "1000"
 FUNCTION_BASE_LABEL = "org.pyhost.function.base"  # the base as it was named
 PACKAGES_LABEL = "org.pyhost.wheels"  # what the requirements installed, name==version
 SUITE_GLIBC = {"bullseye": (2, 31), "bookworm": (2, 36), "trixie": (2, 41)}
@@ -100,6 +100,10 @@ def check_recipe(recipe: ImageRecipe) -> None:
         if any(char in instruction for char in "\n\r\0"):
             raise ConfigurationError(f"instruction {index} {instruction!r}: one line (join "
                                      "commands with && or give several instructions)")
+        if instruction.rstrip().endswith("\\"):
+            # A continuation would swallow the next line of the generated Dockerfile.
+            raise ConfigurationError(f"instruction {index} {instruction!r} ends with a line "
+                                     "continuation (\\); end it with the command itself")
     for requirement in recipe.requirements:
         if not isinstance(requirement, str) or not requirement.strip() or \
                 any(char in requirement for char in "\n\r\0"):
@@ -132,6 +136,7 @@ class DockerfilePlan:
         has_files: the function has files (the context holds ``function/``).
         instructions: the user's commands, each one ``RUN`` step.
         workdir: the working directory to set (None: the base's is kept).
+        sandbox_uid: the uid that owns ``/io`` when the server is added.
     """
 
     base_id: str
@@ -142,6 +147,7 @@ class DockerfilePlan:
     has_files: bool
     instructions: tuple[str, ...]
     workdir: str | None = None
+    sandbox_uid: int = SANDBOX_UID
 
     def render(self) -> str:
         """The Dockerfile's text."""
@@ -164,7 +170,7 @@ class DockerfilePlan:
         if compiled:
             lines.append(f"RUN python3 -m compileall -q {' '.join(compiled)}")
         if self.add_hxpy:
-            lines.append(f"RUN mkdir -p /io && chown {SANDBOX_UID}:{SANDBOX_UID} /io")
+            lines.append(f"RUN mkdir -p /io && chown {self.sandbox_uid}:{self.sandbox_uid} /io")
         lines.append(f"USER {self.user}")
         if self.workdir:
             lines.append(f"WORKDIR {self.workdir}")
@@ -194,12 +200,13 @@ def plan_dockerfile(recipe: ImageRecipe, base: Mapping[str, Any]) -> DockerfileP
     changed = entries != [entry for entry in env.get("PYTHONPATH", "").split(":") if entry]
     user = str(config.get("User") or "")
     if user.partition(":")[0] in ("", "root", "0"):
-        user = SANDBOX_UID  # never leave a function's image running as root
+        user = str(sandbox_uid())  # never leave a function's image running as root
     return DockerfilePlan(
         base_id=str(base["Id"]), user=user, pythonpath=tuple(entries) if changed else (),
         add_hxpy=add_hxpy, has_site=bool(recipe.requirements), has_files=bool(recipe.files),
         instructions=tuple(recipe.instructions),
-        workdir="/io" if add_hxpy and not config.get("WorkingDir") else None)
+        workdir="/io" if add_hxpy and not config.get("WorkingDir") else None,
+        sandbox_uid=sandbox_uid())
 
 
 # -- what decides the image --------------------------------------------------------------------

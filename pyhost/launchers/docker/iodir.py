@@ -8,8 +8,9 @@ directory's owner or mode. So, on a local engine:
 * pyhost root, the directory owned by someone else: the session runs as the directory's
   owner and group, so it has the owner's access and what it writes is the owner's.
 * pyhost root, a root-owned directory (e.g. from ``tempfile.mkdtemp()``, mode 0700): the
-  session runs as :data:`SANDBOX_UID`, and that uid gets the owner's permissions on the
-  directory itself through a POSIX ACL entry (``user:1000:rwx``); mode bits, owner and the
+  session runs as the sandbox uid (:func:`sandbox_uid`, :data:`SANDBOX_UID` unless
+  ``PYHOST_SANDBOX_UID`` says otherwise), and that uid gets the owner's permissions on the
+  directory itself through a POSIX ACL entry (``user:61000:rwx``); mode bits, owner and the
   files already inside stay as they were. Root reads and deletes what the session writes.
 * a directory the session cannot write even so (no write bit for the owner, a read-only
   filesystem, or one this user cannot write) is mounted read-only: inputs can be read, and a
@@ -31,10 +32,17 @@ from dataclasses import dataclass
 
 from ...errors import ConfigurationError
 
-__all__ = ["SANDBOX_UID", "IoAccess", "grant_user", "io_access", "plan_io_access",
-           "sandbox_user"]
+__all__ = ["SANDBOX_UID", "SANDBOX_UID_ENV", "IoAccess", "grant_user", "io_access",
+           "plan_io_access", "sandbox_uid", "sandbox_user"]
 
-SANDBOX_UID = 1000  # the image's non-root user
+#: The uid (and gid) sessions run as when pyhost is root: no account on the host. Below 65536,
+#: so an engine with user-namespace remapping or a rootless engine (which map 65536 ids) can
+#: run it; above useradd's UID_MAX (60000) and in the gap systemd leaves unused between its
+#: homed (60001-60513) and dynamic-user (61184-65519) ranges, so no tool hands it out. The
+#: image knows it as ``hxpy`` (Dockerfile.hxpy). docs/security.md, "Who the session runs as".
+SANDBOX_UID = 61000
+#: The environment variable that picks another sandbox uid (a number, 1 to 2**31 - 2).
+SANDBOX_UID_ENV = "PYHOST_SANDBOX_UID"
 
 log = logging.getLogger("pyhost")
 
@@ -50,10 +58,32 @@ class IoAccess:
     grant: int = 0
 
 
+def sandbox_uid() -> int:
+    """The uid (also the gid) sessions run as when pyhost is root, or the engine is remote:
+    ``PYHOST_SANDBOX_UID`` when set, else :data:`SANDBOX_UID`.
+
+    Raises:
+        ConfigurationError: the variable is not a number from 1 to 2**31 - 2 (0 is root, which
+            is never the session user; larger ids break tools that store them signed).
+    """
+    text = os.environ.get(SANDBOX_UID_ENV, "").strip()
+    if not text:
+        return SANDBOX_UID
+    try:
+        uid = int(text)
+    except ValueError:
+        uid = -1
+    if not 0 < uid < 2**31 - 1:
+        raise ConfigurationError(f"{SANDBOX_UID_ENV}={text!r}: the sandbox uid is a number "
+                                 "from 1 to 2147483646 (never 0: sessions do not run as root)")
+    return uid
+
+
 def sandbox_user() -> tuple[int, int]:
-    """The session user when no io directory decides: this user unless root, else uid 1000."""
+    """The session user when no io directory decides: this user unless root, else the
+    sandbox uid (:func:`sandbox_uid`) as uid and gid."""
     if os.getuid() == 0:
-        return SANDBOX_UID, SANDBOX_UID
+        return sandbox_uid(), sandbox_uid()
     return os.getuid(), os.getgid()
 
 
@@ -81,11 +111,12 @@ def plan_io_access(path: str) -> IoAccess:
     if info.st_uid != 0:
         owner_can_write = bool(info.st_mode & stat.S_IWUSR)
         return IoAccess(info.st_uid, info.st_gid, not owner_can_write or _read_only_fs(path))
+    uid = sandbox_uid()
     owner_bits = (info.st_mode >> 6) & 0o7
     read_only = not owner_bits & 0o2 or _read_only_fs(path)
     wanted = owner_bits & (0o5 if read_only else 0o7)
-    needs = 0 if info.st_mode & wanted == wanted or _granted(path, wanted) else wanted
-    return IoAccess(SANDBOX_UID, SANDBOX_UID, read_only, needs)
+    needs = 0 if info.st_mode & wanted == wanted or _granted(path, uid, wanted) else wanted
+    return IoAccess(uid, uid, read_only, needs)
 
 
 def _make(path: str) -> None:
@@ -93,7 +124,7 @@ def _make(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
         if os.getuid() == 0:
-            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+            os.chown(path, sandbox_uid(), sandbox_uid())
     except OSError as exc:
         raise ConfigurationError(f"io={path!r}: cannot create the io directory: "
                                  f"{exc.strerror}; create it yourself or pass io=None") from exc
@@ -148,14 +179,14 @@ def grant_user(path: str, uid: int, perms: int) -> None:
              stat.filemode(perms)[-3:])
 
 
-def _granted(path: str, wanted: int) -> bool:
+def _granted(path: str, uid: int, wanted: int) -> bool:
     """Whether an ACL entry already gives the session user ``wanted`` (and the mask lets it)."""
     try:
         entries = {(tag, id_): perm for tag, perm, id_ in _read_acl(path)}
     except ConfigurationError:
         return False
     mask = entries.get((_MASK, _NO_ID), 0o7)
-    return entries.get((_USER, SANDBOX_UID), 0) & mask & wanted == wanted
+    return entries.get((_USER, uid), 0) & mask & wanted == wanted
 
 
 def _read_acl(path: str) -> list[tuple[int, int, int]]:

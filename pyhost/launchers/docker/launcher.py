@@ -3,10 +3,15 @@
 A session is reached in one of three ways (the sandbox is the same in each):
 
 * local engine (default): network ``none``; the server listens on a Unix socket in a private
-  0700 directory bind-mounted at ``/run/hxpy``;
+  0700 directory bind-mounted at ``/run/hxpy``. The directory is the session user's only
+  until the handshake (the server makes its socket there, and unlinks it once the host is
+  connected); then a root host makes it root's, so the session can write nothing there;
 * ``network=NAME`` (Docker-in-Docker): the container joins that network and the server listens
   on TCP :data:`~pyhost.networking.SERVER_PORT`; the host connects to its address there;
 * remote engine: the engine publishes that port on ``publish_address`` of its host.
+
+The session key reaches the server on its standard input (attached before the start, closed
+once written), never in its environment: ``docker inspect`` does not show it.
 
 Bind-mount sources are paths as the engine sees them (:mod:`pyhost.engine_paths`).
 Talks to the engine only through the docker SDK. Every container, socket directory and temp
@@ -16,6 +21,7 @@ directory it makes carries the owner's (host, pid, process start) and the sessio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -39,13 +45,14 @@ from ..base import (
     Launcher,
     LaunchSpec,
     Volume,
+    key_line,
     server_env,
 )
 from ..ownership import Owner
 from .client import docker_client, engine_errors
 from .function_image import build_function_image, check_recipe
 from .image import find_image, image_python, resolve_image
-from .iodir import SANDBOX_UID, IoAccess, io_access, sandbox_user
+from .iodir import IoAccess, io_access, sandbox_uid, sandbox_user
 from .networking import (
     SERVER_PORT,
     check_network_name,
@@ -61,7 +68,7 @@ from .orphans import collect
 from .paths import EngineView
 from .python_images import image_for_python
 
-__all__ = ["DockerInstance", "DockerLauncher", "check_volumes"]
+__all__ = ["DockerInstance", "DockerLauncher", "check_volumes", "lock_socket_dir"]
 
 SOCKET_DIR_IN_CONTAINER = "/run/hxpy"
 SOCKET_NAME = "hxpy.sock"
@@ -116,6 +123,12 @@ class DockerInstance(Instance):
         except EngineUnavailable:
             pass  # gone already (404), or the engine is slow: gc takes what is left
 
+    def connected(self) -> None:
+        """Lock the socket directory: the server unlinked its socket before the welcome, and
+        from now on the session may create nothing there (see :func:`lock_socket_dir`)."""
+        if self.socket_dir:
+            lock_socket_dir(self.socket_dir)
+
     def kill(self) -> None:
         with engine_errors(f"cannot kill container {self.id[:12]}"):
             try:
@@ -150,6 +163,8 @@ class DockerInstance(Instance):
                     break
             self._removed = True
         if self.socket_dir:
+            with contextlib.suppress(OSError):  # locked 0500 by a non-root host: open it
+                os.chmod(self.socket_dir, 0o700)
             shutil.rmtree(self.socket_dir, ignore_errors=True)
             self.socket_dir = None
 
@@ -248,8 +263,13 @@ class DockerLauncher(Launcher):
             raise
         instance = DockerInstance(self.client, container, wiring.endpoint, socket_dir)
         try:
-            with engine_errors("the engine could not start the session container"):
-                self.client.api.start(container)
+            stdin = self._attach_stdin(container)
+            try:
+                with engine_errors("the engine could not start the session container"):
+                    self.client.api.start(container)
+                _send_key(stdin, key_line(spec))
+            finally:
+                stdin.close()
             if wiring.endpoint is None:
                 instance.endpoint = self._tcp_endpoint(instance, wiring)
             if spec.ports:
@@ -274,10 +294,11 @@ class DockerLauncher(Launcher):
         remote = self.engine.location.remote
         # Our uids mean nothing to a remote engine, and a fresh volume is the image's /io,
         # owned by the image's user.
-        fixed = IoAccess(SANDBOX_UID, SANDBOX_UID) if remote or spec.io_volume else None
+        uid = sandbox_uid()
+        fixed = IoAccess(uid, uid) if remote or spec.io_volume else None
         if spec.io_volume:
             return [docker.types.Mount("/io", spec.io_volume, type="volume")], fixed or \
-                IoAccess(SANDBOX_UID, SANDBOX_UID)
+                IoAccess(uid, uid)
         if spec.io_dir is None:
             return [], fixed or IoAccess(*sandbox_user())
         source = spec.io_host_path
@@ -287,7 +308,7 @@ class DockerLauncher(Launcher):
                     log.info("the engine at %s is remote: the default io dir %s is not "
                              "mounted (use io_volume= for an /io)", self.engine.location.url,
                              spec.io_dir)
-                    return [], IoAccess(SANDBOX_UID, SANDBOX_UID)
+                    return [], IoAccess(uid, uid)
                 raise ConfigurationError(
                     f"io={spec.io_dir!r} is a directory on this machine, but the engine at "
                     f"{self.engine.location.url} is remote and cannot mount it; use "
@@ -322,6 +343,11 @@ class DockerLauncher(Launcher):
                 "container and the sessions share), or set PYHOST_RUNTIME_DIR to a directory "
                 "mounted into this container from the engine host")
         return source
+
+    def _attach_stdin(self, container: str) -> Any:
+        """The container's standard input, attached before it starts: where its key goes."""
+        with engine_errors("the engine could not attach to the session container's stdin"):
+            return self.client.api.attach_socket(container, params={"stdin": 1, "stream": 1})
 
     def _tcp_endpoint(self, instance: DockerInstance, wiring: _Wiring) -> Endpoint:
         """Read the session's address (network) or published port back from the engine."""
@@ -420,8 +446,41 @@ class DockerLauncher(Launcher):
                 labels=self.owner.labels(spec.session_id), host_config=host_config,
                 network_disabled=False, working_dir="/io" if has_io else None,
                 ports=exposed or None,
+                # The key comes on stdin (closed after it), never in the configuration.
+                stdin_open=True, stdin_once=True,
             )
         return str(created["Id"])
+
+
+def _send_key(stdin: Any, line: bytes) -> None:
+    """Write the key line to an attached stdin (docker-py's socket, or its wrapper)."""
+    raw = getattr(stdin, "_sock", stdin)
+    try:
+        raw.sendall(line)
+    except OSError as exc:
+        raise EngineUnavailable(f"could not hand the session key to the container: {exc}") \
+            from exc
+
+
+def lock_socket_dir(path: str) -> None:
+    """Make the session's socket directory one it can create nothing in.
+
+    As root: owned by root, mode 0700 (the host, root, still reaches it; the session user
+    gets EACCES for any new file or directory there). As another user the session runs as
+    this user, who owns the directory: the mode becomes 0500, which stops a write, but the
+    session could change it back; what it could fill is this user's own temp space.
+    """
+    try:
+        if os.getuid() == 0:
+            os.chown(path, 0, 0)
+            os.chmod(path, 0o700)
+        else:
+            os.chmod(path, 0o500)
+    except FileNotFoundError:
+        pass  # cleaned up already
+    except OSError as exc:
+        raise EngineUnavailable(f"cannot lock the session socket directory {path}: "
+                                f"{exc.strerror}") from exc
 
 
 # Where a volume may not go: the sandbox's own mounts and the system's directories.

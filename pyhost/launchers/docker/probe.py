@@ -19,7 +19,7 @@ import docker.errors
 from ...errors import ImageBuildError
 from ..ownership import Owner
 from .client import engine_errors
-from .iodir import SANDBOX_UID
+from .iodir import sandbox_uid
 
 __all__ = ["PYTHON_PROBE", "PythonFacts", "parse_facts", "probe_python"]
 
@@ -81,7 +81,7 @@ def probe_python(client: docker.DockerClient, image: str, needs: str = "") -> Py
                                              cap_drop=["ALL"],
                                              security_opt=["no-new-privileges"])
         container = api.create_container(
-            image, entrypoint=["python3", "-c", PYTHON_PROBE], command=[], user=SANDBOX_UID,
+            image, entrypoint=["python3", "-c", PYTHON_PROBE], command=[], user=sandbox_uid(),
             labels=Owner.current().labels(f"probe-{os.urandom(4).hex()}"),
             host_config=host_config, network_disabled=True)["Id"]
         try:

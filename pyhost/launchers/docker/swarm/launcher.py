@@ -2,12 +2,12 @@
 
 Swarm places the task on a node; pyhost never picks one. A session is a ``replicated-job``
 service (one task, never restarted: a session that ended is over, and a job's retries are the
-runtime's ``backoff_limit``, never also Swarm's). The task keeps the session sandbox: uid
-1000, read-only root, every capability dropped, memory/CPU/pids limits. One setting cannot
-follow: the engine's service API (1.41 on Docker 20.10) has no ``no-new-privileges`` for a
-task (set it daemon-wide, ``"no-new-privileges": true`` in daemon.json, on nodes where it
-matters; docs/security.md). It joins the attachable overlay :data:`SESSION_NETWORK` and
-is reached in one of two ways:
+runtime's ``backoff_limit``, never also Swarm's). The task keeps the session sandbox: the
+sandbox uid (61000 unless ``PYHOST_SANDBOX_UID``), read-only root, every capability
+dropped, memory/CPU/pids limits. One setting cannot follow: the engine's service API (1.41
+on Docker 20.10) has no ``no-new-privileges`` for a task (set it daemon-wide,
+``"no-new-privileges": true`` in daemon.json, on nodes where it matters; docs/security.md).
+It joins the attachable overlay :data:`SESSION_NETWORK` and is reached in one of two ways:
 
 * from outside the cluster (the default): its server port is published in ``host`` mode on
   the node running it (the routing mesh is not used, so no IPVS is needed) and the host
@@ -15,9 +15,12 @@ is reached in one of two ways:
 * ``network=NAME`` (pyhost itself runs in a container on that attachable overlay): the host
   connects to the task's address on it.
 
-Secrets (``LaunchSpec.secrets``) become Swarm secrets made for the session, mounted for uid
-1000 alone and read into the server's environment at its start (``HXPY_SECRETS_DIR``); the
-service's spec never holds their values, and they are removed with the service.
+Secrets (``LaunchSpec.secrets``) become Swarm secrets made for the session, mounted for the
+sandbox uid alone and read into the server's environment at its start (``HXPY_SECRETS_DIR``);
+the session key is one more such secret, read by the server from its file
+(``HXPY_KEY_FROM=file:...``). The service's spec never holds a value (Swarm carries secrets
+over its own TLS, which a session's published port lacks), and they are removed with the
+service.
 
 Ports the user code listens on (``LaunchSpec.ports``: a serve replica's HTTP port) are
 published in ``host`` mode too, on the task's node, at ``host_port`` or one the engine picks:
@@ -56,7 +59,7 @@ from ...base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server
 from ...ownership import SESSION_LABEL, Owner
 from ..client import docker_client, engine_errors
 from ..image import find_image, image_python, resolve_image
-from ..iodir import SANDBOX_UID
+from ..iodir import sandbox_uid
 from ..launcher import check_volumes
 from ..networking import SERVER_PORT, check_network_name
 from ..python_images import image_for_python
@@ -71,6 +74,8 @@ _ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
 _START_TIMEOUT = 120.0  # pulling is impossible here; a slow scheduler or a busy node is not
 _POLL = 0.02
 _SECRETS_DIR = "/run/secrets"
+# Not an identifier, so the server does not put it into the environment with the others.
+_KEY_SECRET = "hxpy-key"
 
 
 class SwarmInstance(Instance):
@@ -231,13 +236,15 @@ class SwarmLauncher(Launcher):
             self._check_attachable(spec.network)
         else:
             ensure_network(self.client)
-        secrets = _make_secrets(self.client, spec.secrets, self.owner.labels(spec.session_id))
+        secrets = _make_secrets(self.client, {**spec.secrets, _KEY_SECRET: spec.key},
+                                self.owner.labels(spec.session_id))
         try:
             service_id = self._create(spec, image, network, secrets)
         except BaseException:
             _remove_secrets(self.client, tuple(secrets.values()))
             raise
         instance = SwarmInstance(self.client, service_id, tuple(secrets.values()))
+        instance.secrets_delivered = True
         try:
             instance.endpoint = self._endpoint(instance, network, not spec.network,
                                                spec.placement)
@@ -272,15 +279,16 @@ class SwarmLauncher(Launcher):
         if spec.io_volume:
             mounts.append(Mount("/io", spec.io_volume, type="volume"))
         labels = self.owner.labels(spec.session_id)
-        env = server_env(spec, f"tcp:0.0.0.0:{SERVER_PORT}", with_secrets=False)
-        if secrets:
+        env = server_env(spec, f"tcp:0.0.0.0:{SERVER_PORT}",
+                         key_from=f"file:{_SECRETS_DIR}/{_KEY_SECRET}")
+        if spec.secrets:
             env["HXPY_SECRETS_DIR"] = _SECRETS_DIR
+        uid = sandbox_uid()
         references = [SecretReference(secret_id, _secret_name(spec.session_id, name),
-                                      filename=name, uid=str(SANDBOX_UID),
-                                      gid=str(SANDBOX_UID), mode=0o400)
+                                      filename=name, uid=str(uid), gid=str(uid), mode=0o400)
                       for name, secret_id in secrets.items()]
         container = ContainerSpec(
-            image, user=f"{SANDBOX_UID}:{SANDBOX_UID}", env=env, secrets=references,
+            image, user=f"{uid}:{uid}", env=env, secrets=references,
             labels=labels, mounts=mounts, read_only=True, cap_drop=["ALL"], init=True,
             workdir="/io" if spec.io_volume else "/tmp")
         resources = Resources(cpu_limit=int(spec.cpus * 1e9) if spec.cpus else None,
