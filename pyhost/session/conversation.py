@@ -111,6 +111,7 @@ class Conversation:
         self._init_fn: InitFn | None = None
         self._handlers: dict[str, HostHandler] = {}
         self._instance: Instance | None = None
+        self._key = ""
         self._transport: Any = None  # the driver's: a Transport or an AsyncTransport
         self._closed = False
         self._starts = 0
@@ -219,6 +220,7 @@ class Conversation:
         restarting = self._starts > 0
         self._starts += 1
         self._instance = opened.instance
+        self._key = opened.key  # never sent anywhere again; tests check it leaks nowhere
         self.server_info = opened.server_info
         if restarting:
             self.stats.restarts += 1

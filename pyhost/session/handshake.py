@@ -17,7 +17,7 @@ import importlib.util
 import logging
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hxpy import codec, protocol, wire
@@ -42,6 +42,8 @@ class Opened:
     transport: Transport
     server_info: dict[str, Any]
     session_id: str
+    #: The key this server was started with (kept for checks that it leaks nowhere).
+    key: str = field(default="", repr=False)
 
 
 def hello(key: str) -> bytes:
@@ -135,7 +137,7 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
         instance.cleanup()
         raise
     log.info("session %s: ready in %.3f s", spec.session_id, time.monotonic() - started)
-    return Opened(instance, transport, info, spec.session_id)
+    return Opened(instance, transport, info, spec.session_id, spec.key)
 
 
 def _send_secrets(transport: Transport, spec: LaunchSpec, deadline: float) -> None:

@@ -65,9 +65,10 @@ from .probe import probe_python
 from .system import say
 from .wheels import SITE_DIR, install_wheels
 
-__all__ = ["DEFAULT_GLIBC", "FUNCTION_BASE_LABEL", "PACKAGES_LABEL", "SUITE_GLIBC",
-           "DockerfilePlan", "build_function_image", "check_recipe", "content_hash",
-           "plan_dockerfile", "requirement_fingerprint"]
+__all__ = ["BUILD_MEMORY", "BUILD_TIMEOUT", "DEFAULT_GLIBC", "FUNCTION_BASE_LABEL",
+           "PACKAGES_LABEL", "SUITE_GLIBC", "DockerfilePlan", "build_function_image",
+           "build_limits", "check_recipe", "content_hash", "plan_dockerfile",
+           "requirement_fingerprint"]
 
 HXPY_DIR = "/opt/hxpy"
 FUNCTION_BASE_LABEL = "org.pyhost.function.base"  # the base as it was named
@@ -75,7 +76,14 @@ PACKAGES_LABEL = "org.pyhost.wheels"  # what the requirements installed, name==v
 SUITE_GLIBC = {"bullseye": (2, 31), "bookworm": (2, 36), "trixie": (2, 41)}
 DEFAULT_GLIBC = SUITE_GLIBC["bookworm"]
 _FORMAT = b"pyhost-function-image-1"  # bumped when the layout of an image changes
-_BUILD_TIMEOUT = 3600
+#: Each build step's container gets this much memory, swap included (``PYHOST_BUILD_MEMORY``,
+#: a Docker size such as ``2g``): a step that allocates past it is OOM-killed and the build
+#: fails naming it. Twice a session's default: compilers and pip need more than user code.
+BUILD_MEMORY = "2g"
+#: Seconds a build may take (``PYHOST_BUILD_TIMEOUT``); past it, or when the engine says
+#: nothing for that long, the build is abandoned: the connection drops and the engine
+#: cancels the step (the classic builder does on a client's hang-up).
+BUILD_TIMEOUT = 1800.0
 # A Docker reference's repository path (lower case) and tag.
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                          r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
@@ -118,6 +126,32 @@ def check_recipe(recipe: ImageRecipe) -> None:
         if not parts or Path(name).is_absolute() or ".." in parts:
             raise ConfigurationError(f"function file {name!r}: a relative path inside the "
                                      "function's source")
+
+
+def build_limits() -> tuple[int, float]:
+    """``(memory bytes, timeout seconds)`` for a build's steps: :data:`BUILD_MEMORY` and
+    :data:`BUILD_TIMEOUT`, or ``PYHOST_BUILD_MEMORY`` / ``PYHOST_BUILD_TIMEOUT`` when set.
+
+    Raises:
+        ConfigurationError: a variable is not a size (at least 64 MiB) or a positive number.
+    """
+    memory_text = os.environ.get("PYHOST_BUILD_MEMORY", "").strip() or BUILD_MEMORY
+    try:
+        memory = int(docker.utils.parse_bytes(memory_text))
+    except docker.errors.DockerException:
+        memory = -1
+    if memory < 64 << 20:
+        raise ConfigurationError(f"PYHOST_BUILD_MEMORY={memory_text!r}: a Docker size of at "
+                                 "least 64m (e.g. 2g)")
+    timeout_text = os.environ.get("PYHOST_BUILD_TIMEOUT", "").strip() or str(BUILD_TIMEOUT)
+    try:
+        timeout = float(timeout_text)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < float("inf"):
+        raise ConfigurationError(f"PYHOST_BUILD_TIMEOUT={timeout_text!r}: seconds, a positive "
+                                 "number")
+    return memory, timeout
 
 
 # -- the Dockerfile ----------------------------------------------------------------------------
@@ -322,8 +356,14 @@ def _engine_build(client: docker.DockerClient, recipe: ImageRecipe, plan: Docker
     step: tuple[int, int, str] | None = None
     output: list[str] = []  # the current step's lines
 
+    memory, timeout = build_limits()
+    deadline = time.monotonic() + timeout
+
     def line(text: str) -> None:
         nonlocal step
+        if time.monotonic() > deadline:
+            raise ImageBuildError(f"the build of {recipe.tag} ran past its {timeout:.0f} s "
+                                  f"(PYHOST_BUILD_TIMEOUT){_in_step(step)}; abandoned")
         found = parse_step(text)
         if found is not None:
             step = found
@@ -336,8 +376,12 @@ def _engine_build(client: docker.DockerClient, recipe: ImageRecipe, plan: Docker
         stream = client.api.build(
             fileobj=context_tar(context), custom_context=True, dockerfile="Dockerfile",
             tag=recipe.tag, labels=labels, rm=True, forcerm=True, pull=False, decode=True,
-            network_mode=None if recipe.allow_network else "none", timeout=_BUILD_TIMEOUT)
-        image_id, error = follow_build(stream, line)
+            network_mode=None if recipe.allow_network else "none", timeout=timeout,
+            container_limits={"memory": memory, "memswap": memory})  # no swap beyond it
+        try:
+            image_id, error = follow_build(stream, line)
+        finally:
+            stream.close()  # abandoned: drop the connection, so the engine cancels it
     if error is not None:
         raise ImageBuildError(_failure(recipe, plan, step, error, output))
     if image_id is None:
@@ -348,10 +392,17 @@ def _engine_build(client: docker.DockerClient, recipe: ImageRecipe, plan: Docker
     return image_id
 
 
+def _in_step(step: tuple[int, int, str] | None) -> str:
+    return f" in step {step[0]}/{step[1]} ({step[2]})" if step else ""
+
+
 def _failure(recipe: ImageRecipe, plan: DockerfilePlan, step: tuple[int, int, str] | None,
              error: str, output: list[str]) -> str:
     code = re.search(r"non-zero code: (\d+)", error)
     ended = f"exited with code {code[1]}" if code else f"failed: {error}"
+    if code and code[1] == "137":  # SIGKILL: the memory limit, most likely
+        ended += (f" (killed: a build step has {build_limits()[0] >> 20} MiB of memory, "
+                  "PYHOST_BUILD_MEMORY)")
     shown = "\n".join(output).rstrip() or "(no output)"
     if step is None:
         return f"building {recipe.tag} failed: {error}\n{shown}"

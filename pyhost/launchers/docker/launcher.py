@@ -446,8 +446,9 @@ class DockerLauncher(Launcher):
                 labels=self.owner.labels(spec.session_id), host_config=host_config,
                 network_disabled=False, working_dir="/io" if has_io else None,
                 ports=exposed or None,
-                # The key comes on stdin (closed after it), never in the configuration.
-                stdin_open=True, stdin_once=True,
+                # The key comes on stdin, never in the configuration. Not detached, so
+                # docker-py also sets StdinOnce: stdin closes when our attach ends.
+                stdin_open=True,
             )
         return str(created["Id"])
 
