@@ -66,7 +66,7 @@ def test_a_built_image_carries_the_wheel_and_the_instruction_and_jobs_run_on_it(
     assert build.status.image == f"pyhost/{project.name}/uses-the-package:{fn.id[:12]}"
     attrs = client.api.inspect_image(build.status.image)
     assert attrs["Id"] == build.status.image_id
-    assert attrs["Config"]["User"] == "1000"  # dropped back after the root steps
+    assert attrs["Config"]["User"] == "61000"  # dropped back after the root steps
     assert attrs["Config"]["Entrypoint"] == ["python3", "-m", "hxpy"]
     assert attrs["Config"]["Labels"][PYTHON_LABEL] == "3.11"
     assert "Step" in build.logs() and "echo built > /opt/marker" in build.logs()
@@ -145,7 +145,7 @@ def test_a_custom_base_gets_the_server(project, tmp_path, client, images):
     images.append(run.spec["image"])
     assert run.status.state == "COMPLETED", run.status.error
     attrs = client.api.inspect_image(run.status.image)["Config"]
-    assert attrs["Entrypoint"] == ["python3", "-m", "hxpy"] and attrs["User"] == "1000"
+    assert attrs["Entrypoint"] == ["python3", "-m", "hxpy"] and attrs["User"] == "61000"
     job = fn.run(wait=True)
     assert job.status.state == "COMPLETED", job.status.error
     assert job.result("result") == 1

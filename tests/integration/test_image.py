@@ -83,19 +83,19 @@ def test_the_image_is_labelled_with_the_current_source_hash(client: docker.Docke
 def test_the_image_is_configured_for_sessions(client: docker.DockerClient) -> None:
     config = client.api.inspect_image(DEFAULT_TAG)["Config"]
     assert config["Entrypoint"] == ["python3", "-m", "hxpy"]
-    assert config["User"] == "1000"
+    assert config["User"] == "61000"  # SANDBOX_UID: no account on a host
     assert config["WorkingDir"] == "/io"
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
 
 
-def test_it_runs_as_uid_1000_not_root(run_in_image: RunInImage) -> None:
+def test_it_runs_as_the_sandbox_uid_not_root(run_in_image: RunInImage) -> None:
     code, output = run_in_image(
         ["python3", "-c", "import os, pwd; print(os.getuid(), os.getgid(), "
                           "pwd.getpwuid(os.getuid()).pw_name, os.getcwd())"])
     assert code == 0, output
-    assert output.split() == ["1000", "1000", "hxpy", "/io"]
+    assert output.split() == ["61000", "61000", "hxpy", "/io"]
 
 
 def test_numpy_pandas_msgpack_and_hxpy_import_on_a_read_only_root(

@@ -73,7 +73,7 @@ def test_the_design_example_as_a_swarm_session(client):
 
 def test_a_swarm_session_keeps_the_sandbox(client):
     with py(launcher="swarm", mem_limit="256m", cpus=0.5) as session:
-        assert session.eval("__import__('os').getuid()") == 1000
+        assert session.eval("__import__('os').getuid()") == 61000
         (service,) = _our_services(client)
         attrs = _task_container(client, service["ID"])
         host = attrs["HostConfig"]
@@ -207,9 +207,12 @@ def test_a_secret_travels_as_a_swarm_secret_and_goes_with_the_session(client):
         assert session.eval("__import__('os').environ['API_TOKEN']") == value
         (service,) = _our_services(client)
         assert value not in repr(client.api.inspect_service(service["ID"]))
-        (secret,) = client.api.secrets(
-            filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
-        assert value not in repr(secret)
+        made = client.api.secrets(filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
+        # The run secret and the session key (no key in the service's environment either).
+        assert sorted(secret["Spec"]["Name"].rsplit("-", 1)[-1] for secret in made) == \
+            ["API_TOKEN", "key"]
+        assert value not in repr(made)
+        assert "HXPY_KEY=" not in repr(client.api.inspect_service(service["ID"]))
     assert not client.api.secrets(filters={"label": f"{LABEL_PREFIX}.owner.pid={os.getpid()}"})
 
 

@@ -4,13 +4,14 @@ is wrong."""
 from __future__ import annotations
 
 import os
+import pwd
 from dataclasses import dataclass
 
 from ...errors import PyHostError
 from .client import docker_client
 from .engine import engine_status
 from .image import DEFAULT_TAG, image_status
-from .iodir import plan_io_access
+from .iodir import SANDBOX_UID_ENV, plan_io_access, sandbox_uid
 from .paths import EngineView
 from .python_images import DEBIAN_VERSIONS, python_images
 
@@ -71,8 +72,31 @@ def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
         checks.append(_check_pythons())
     else:
         checks.append(Check("image", False, "cannot be checked without an engine"))
+    checks.append(_check_sandbox_uid(local=sock is not None))
     checks.append(_check_io(os.path.abspath(io_dir)))
     return checks
+
+
+def _check_sandbox_uid(local: bool) -> Check:
+    """Whether the uid sessions run as is an account of the engine's host: that account
+    could then signal the sessions' processes and read what they write."""
+    try:
+        uid = sandbox_uid()
+    except PyHostError as exc:
+        return Check("sandbox uid", False, str(exc))
+    if local and os.getuid() != 0:
+        return Check("sandbox uid", True, f"pyhost is not root: sessions run as this user "
+                                          f"(uid {os.getuid()}), not uid {uid}")
+    if not local:
+        return Check("sandbox uid", True, f"uid {uid}; the engine is remote: make sure no "
+                                          "account of its host has that uid")
+    try:
+        account = pwd.getpwuid(uid)
+    except KeyError:
+        return Check("sandbox uid", True, f"uid {uid} is no account on this host")
+    return Check("sandbox uid", False, f"uid {uid} is the host account {account.pw_name!r}, "
+                                       "which could signal sessions and read their files; "
+                                       f"set {SANDBOX_UID_ENV} to a uid no account has")
 
 
 def _check_deployment() -> Check:
