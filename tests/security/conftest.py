@@ -52,7 +52,7 @@ def _status_kib(field: str) -> int:
 
 
 @pytest.fixture
-def home(tmp_path, client):
+def home(tmp_path, client):  # noqa: F811  (the fixture, by name)
     """A fresh runtime home (a real SQLite catalog and a store) for one attack."""
     import pyhost.runtime as dh
 
