@@ -338,10 +338,11 @@ class Conversation:
         cap = self.options.output_cap
         if not isinstance(output, str):
             output = ""
-        if len(output) > cap + 200:  # the server's cap, enforced here too (its marker fits)
-            output, message["truncated"] = output[:cap] + "\n[... output truncated by the " \
-                "host ...]\n", True
-            message["output"] = output
+        if len(output) > cap + 200:  # the server's cap, enforced here too: head and tail
+            half = cap // 2
+            output = (output[:half] + f"\n[... {len(output) - 2 * half} characters of output "
+                      "dropped by the host ...]\n" + output[len(output) - half:])
+            message["output"], message["truncated"] = output, True
         self.last_output = output
         self.last_output_truncated = bool(message.get("truncated"))
         if self.last_output:
