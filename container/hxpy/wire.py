@@ -188,6 +188,16 @@ class FrameReader:
         self._end = 0
         self._skip = 0  # reads left that sleep without polling
         self._backoff = 1  # reads to skip after the next poll that finds nothing
+        self._large_from = max_size  # see bound_large
+        self._large_prefixes: tuple[bytes, ...] = ()
+
+    def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:
+        """Accept a message of more than ``large_from`` bytes (body and buffers) only when
+        its body starts with one of ``prefixes``: any other is refused with
+        :class:`FrameTooLarge` once the first bytes of its body are read, before its body
+        is allocated. (Its out-of-band buffers come before the body, so they are read.)"""
+        self._large_from = min(large_from, self.max_size)
+        self._large_prefixes = tuple(prefixes)
 
     def read(self) -> tuple[Buffer, list[memoryview]]:
         """The next message: its body and the buffers sent before it.
@@ -209,7 +219,7 @@ class FrameReader:
         if start <= self._end:
             (size,) = HEADER.unpack_from(self._buf, self._start)
             end = start + size
-            if end <= self._end and size <= self.max_size:
+            if end <= self._end and size <= self._large_from:
                 self._start = end
                 return self._buf[start:end], []
         return self._read_frames()
@@ -250,8 +260,20 @@ class FrameReader:
             total += size
             check_size(total, self.max_size, "incoming")
             if not is_buffer:
+                if total > self._large_from:
+                    self._check_large(total, size)
                 return self._take(size), buffers
             buffers.append(self._take_into(allocate(size)))
+
+    def _check_large(self, total: int, body_size: int) -> None:
+        need = min(max(map(len, self._large_prefixes), default=0), body_size)
+        if self._end - self._start < need:
+            self._fill(need)
+        head = bytes(self._view[self._start:self._start + need])
+        if not any(head.startswith(prefix) for prefix in self._large_prefixes):
+            raise FrameTooLarge(f"incoming message of {total} bytes: only "
+                                f"{self._large_from} bytes are allowed for this kind of "
+                                "message")
 
     def _take(self, size: int) -> Buffer:
         if size <= self._end - self._start:

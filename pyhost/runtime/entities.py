@@ -22,10 +22,18 @@ if TYPE_CHECKING:
 
     from .context import Runtime
 
-__all__ = ["Artifact", "Dataitem", "Entity", "EntityKey", "Model", "check_name",
-           "entity_class", "new_id", "parse_key"]
+__all__ = ["KINDS", "Artifact", "Dataitem", "Entity", "EntityKey", "Model", "check_kind",
+           "check_name", "entity_class", "new_id", "parse_key"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_+-]{0,63}$")
+
+KINDS: dict[str, tuple[str, ...]] = {
+    "artifact": ("artifact",),
+    "dataitem": ("table", "dataitem"),
+    "model": ("model", "mlflow", "sklearn", "huggingface"),
+}
+"""The kinds each entity type may have, as DigitalHub names them."""
 _KEY = re.compile(r"^store://(?P<project>[^/]+)/(?P<type>[^/]+)/(?P<kind>[^/]+)/"
                   r"(?P<name>[^/:]+)(?::(?P<id>[0-9a-f]+))?$")
 
@@ -44,6 +52,24 @@ def check_name(what: str, name: str) -> str:
         raise ConfigurationError(f"{what} {name!r}: a name is 1-128 letters, digits, '.', '_' "
                                  "or '-', starting with a letter or digit")
     return name
+
+
+def check_kind(entity_type: str, kind: str) -> str:
+    """``kind`` if it is a kind of ``entity_type`` (:data:`KINDS`).
+
+    Raises:
+        ConfigurationError: it is not (a long or odd value is shown shortened).
+    """
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        shown = repr(kind)[:40] + ("..." if len(repr(kind)) > 40 else "")
+        raise ConfigurationError(f"{entity_type} kind {shown}: a kind is a short identifier "
+                                 "(a lowercase letter, then up to 63 of a-z, 0-9, '_', '+', "
+                                 "'-')")
+    known = KINDS.get(entity_type, ())
+    if kind not in known:
+        raise ConfigurationError(f"{entity_type} kind {kind!r}: the kinds of a {entity_type} "
+                                 f"are {', '.join(known)}")
+    return kind
 
 
 @dataclass(frozen=True)

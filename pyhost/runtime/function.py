@@ -171,9 +171,10 @@ def save_function(runtime: Runtime, project: str, name: str, kind: str = "python
     if latest is not None and latest.document["status"].get("digest") == digest:
         return Function(latest, runtime)
     # The id follows from the content and the version it replaces, so processes saving the
-    # same change at once make the same version, not two.
-    function_id = hashlib.sha256(f"{digest}:{latest.id if latest else ''}".encode()) \
-        .hexdigest()[:32]
+    # same change at once make the same version, not two; the project and the name are part
+    # of it, or two projects saving the same function would share one record.
+    function_id = hashlib.sha256(
+        f"{project}/{name}:{digest}:{latest.id if latest else ''}".encode()).hexdigest()[:32]
     directory = runtime.store.path(project, "function", name, function_id) / "source"
     for relative, data in source.files.items():
         target = directory / relative

@@ -4,12 +4,18 @@ store operation. Registered on the job's session (``session.handle``), or called
 a local run.
 
 What a job may do is checked here, on the host: only its own project's entities, names that
-can name an entity, files only through uploads the host stages itself.
+can name an entity and known kinds, files only through uploads the host stages itself, at
+most ``open_uploads`` of them open at once and at most ``store_quota`` bytes added to the
+store (:class:`~.limits.RunLimits`). A run that goes over a quota is refused the call that
+went over, and remembered (:attr:`HostCalls.exceeded`): it ends ERROR even if its handler
+swallowed the refusal. Secret values are masked in what is recorded (fields, metric names).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,7 +24,8 @@ from hxpy.runtime import calls
 
 from ..errors import ConfigurationError, NotInCatalog
 from .catalog import Record
-from .entities import check_name, entity_class, new_id, parse_key
+from .entities import check_kind, check_name, entity_class, new_id, parse_key
+from .limits import RunLimits, format_size
 
 if TYPE_CHECKING:
     from .context import Runtime
@@ -28,17 +35,33 @@ __all__ = ["HostCalls"]
 
 
 class HostCalls:
-    """The call table of one run; it remembers what the run produced and its metrics."""
+    """The call table of one run; it remembers what the run produced and its metrics.
 
-    def __init__(self, runtime: Runtime, project: str, run_id: str, run_key: str) -> None:
+    Args:
+        limits: the run's quotas; None (the host's own ``project.log_*``): none.
+        mask: masks secret values in what is recorded (default: nothing to mask).
+
+    Attributes:
+        stored: bytes the run added to the store so far.
+        exceeded: the message of the first quota the run went over, else None.
+    """
+
+    def __init__(self, runtime: Runtime, project: str, run_id: str, run_key: str,
+                 limits: RunLimits | None = None,
+                 mask: Callable[[Any], Any] | None = None) -> None:
         self.runtime = runtime
         self.project = project
         self.run_id = run_id
         self.run_key = run_key
+        self.limits = limits
+        self.mask = mask or (lambda value: value)
         self.produced: list[str] = []
         self.consumed: list[str] = []
         self.metrics: dict[str, Any] = {}
+        self.stored = 0
+        self.exceeded: str | None = None
         self._uploads: dict[str, tuple[str, Upload]] = {}
+        self._lock = threading.Lock()  # serve replicas share one table
 
     def table(self) -> dict[str, Callable[..., Any]]:
         """Call name -> handler."""
@@ -66,20 +89,33 @@ class HostCalls:
         """Record an entity made by the run: its fields, its uploaded files, its table."""
         cls = entity_class(entity_type)
         check_name(entity_type, name)
+        check_kind(entity_type, kind)
+        if self.mask(name) != name:
+            raise ConfigurationError(f"a {entity_type}'s name may not hold a secret's value")
         if not isinstance(fields, dict):
             raise ConfigurationError(f"{entity_type} {name!r}: fields must be a dict")
+        if not isinstance(uploads, list) or any(upload not in self._uploads
+                                                for upload in uploads):
+            raise ConfigurationError(f"{entity_type} {name!r}: uploads must name uploads "
+                                     "this run has open")
+        if data is not None and (entity_type != "dataitem" or kind != "table"):
+            raise ConfigurationError(f"{entity_type} {name!r}: data= is for table "
+                                     "dataitems; log files with source=")
         entity_id = new_id()
         store = self.runtime.store
         directory = store.path(self.project, entity_type, name, entity_id)
         status: dict[str, Any] = {"path": self._relative(directory), "files": []}
         if data is not None:
-            if entity_type != "dataitem" or kind != "table":
-                raise ConfigurationError(f"{entity_type} {name!r}: data= is for table "
-                                         "dataitems; log files with source=")
             status["table"] = store.write_table(self.project, name, entity_id,
                                                 _as_dataframe(data))
+            size = store.size(status["table"])
+            try:
+                self._count(size, f"the table {name!r}")
+            except ConfigurationError:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
             status["files"].append({"path": os.path.basename(status["table"]),
-                                    "size": store.size(status["table"])})
+                                    "size": size})
         for upload_id in uploads:
             relative, upload = self._uploads.pop(upload_id)
             staged = store.resolve(upload.commit())
@@ -87,7 +123,8 @@ class HostCalls:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
             status["files"].append({"path": relative, "size": target.stat().st_size})
-        document = cls.document(self.project, name, kind, spec=dict(fields), status=status,
+        document = cls.document(self.project, name, kind, spec=self.mask(dict(fields)),
+                                status=status,
                                 metadata={"produced_by": self.run_key}, id=entity_id)
         self._add(document)
         self.produced.append(document["key"])
@@ -123,6 +160,8 @@ class HostCalls:
                                                                                name_or_key))
         if record.project != self.project:
             raise NotInCatalog(f"{name_or_key} is not in project {self.project!r}")
+        if "://" in str(name_or_key) and record.name != parse_key(name_or_key).name:
+            raise NotInCatalog(f"{name_or_key}: its id is of another {entity_type}")
         return record.document
 
     def read_table(self, key: str) -> Any:
@@ -149,6 +188,13 @@ class HostCalls:
         parts = relative.split("/") if isinstance(relative, str) else []
         if not parts or any(part in ("", ".", "..") for part in parts):
             raise ConfigurationError(f"{relative!r} cannot name a file of an entity")
+        self._check_quota()
+        limits = self.limits
+        if limits is not None and len(self._uploads) >= limits.open_uploads:
+            raise ConfigurationError(
+                f"open_uploads={limits.open_uploads}: the run has {len(self._uploads)} "
+                "uploads open (begun, not yet logged); log them (project.log_*) before "
+                "beginning another")
         upload_id = new_id()
         upload = self.runtime.store.upload(self.project, "run", self.run_id, "uploads",
                                            upload_id)
@@ -156,11 +202,23 @@ class HostCalls:
         return upload_id
 
     def upload_chunk(self, upload_id: str, chunk: bytes) -> None:
-        if upload_id not in self._uploads:
+        """Append a chunk (at most :data:`~hxpy.runtime.calls.CHUNK_SIZE` bytes) to an open
+        upload, counted against the store quota: the chunk that would go over it is not
+        written, and the upload is dropped."""
+        if not isinstance(upload_id, str) or upload_id not in self._uploads:
             raise ConfigurationError(f"no upload {upload_id!r} is open")
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise ConfigurationError(f"a chunk is bytes, not {type(chunk).__name__}")
         if len(chunk) > calls.CHUNK_SIZE:
             raise ConfigurationError(f"a chunk is at most {calls.CHUNK_SIZE} bytes")
-        self._uploads[upload_id][1].write(chunk)
+        relative, upload = self._uploads[upload_id]
+        try:
+            self._count(len(chunk), f"the upload of {relative!r}")
+        except ConfigurationError:
+            self._uploads.pop(upload_id)
+            upload.abort()
+            raise
+        upload.write(chunk)
 
     def abort_uploads(self) -> None:
         """Drop what the run staged and never logged."""
@@ -171,16 +229,52 @@ class HostCalls:
     # -- the run -------------------------------------------------------------------------
 
     def log_metric(self, name: str, value: Any) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError("a metric needs a name")
-        if not isinstance(value, (int, float, list)):
-            raise ConfigurationError(f"metric {name!r}: a number or a list of numbers, not "
-                                     f"{type(value).__name__}")
-        self.metrics[name] = value
+        if not isinstance(name, str) or not name or len(name) > 256:
+            raise ConfigurationError("a metric needs a name of 1-256 characters")
+        if not isinstance(value, (int, float, list)) or isinstance(value, list) and (
+                len(value) > 100_000 or
+                not all(isinstance(item, (int, float)) for item in value)):
+            raise ConfigurationError(f"metric {self.mask(name)!r}: a number or a list of at "
+                                     "most 100000 numbers")
+        self.metrics[self.mask(name)] = value
 
     def log_table(self, name: str, data: Any) -> dict[str, Any]:
         """Record a table the handler returned (the host's half of an output)."""
         return self.log_entity("dataitem", name, "table", {}, [], data)
+
+    # -- quotas --------------------------------------------------------------------------
+
+    def count_logs(self, size: int) -> int:
+        """Count ``size`` bytes of logs against the store quota; how many may be kept (all,
+        or what the quota leaves)."""
+        with self._lock:
+            if self.limits is None:
+                return size
+            room = max(self.limits.store_quota - self.stored, 0)
+            kept = min(size, room)
+            self.stored += kept
+            return kept
+
+    def _count(self, size: int, what: str) -> None:
+        """Count ``size`` more bytes against the store quota.
+
+        Raises:
+            ConfigurationError: they would go over it (the run is marked as over it).
+        """
+        self._check_quota()
+        with self._lock:
+            limits = self.limits
+            if limits is not None and self.stored + size > limits.store_quota:
+                self.exceeded = (
+                    f"store_quota={format_size(limits.store_quota)} exceeded: {what} would "
+                    f"bring the bytes this run added to the store past "
+                    f"{limits.store_quota}; what it was writing was removed")
+                raise ConfigurationError(self.exceeded)
+            self.stored += size
+
+    def _check_quota(self) -> None:
+        if self.exceeded is not None:
+            raise ConfigurationError(f"refused: the run went over a quota ({self.exceeded})")
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from hxpy.runtime.job import run_job
 
 from ..api import py
-from ..errors import PyHostError, PythonError
+from ..errors import ConfigurationError, NotInCatalog, PyHostError, PythonError
 from .catalog import Record, StaleState
-from .entities import parse_key
+from .entities import entity_class, parse_key
 from .host_calls import HostCalls
 from .job_settings import JobSettings, check_job
+from .limits import cap_text, masker
 from .runs import (
     ACTIVE,
     COMPLETED,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["masker", "start_job"]
+__all__ = ["start_job"]
 
 log = logging.getLogger("pyhost.runtime")
 
@@ -60,7 +61,9 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
               resources: dict[str, Any] | None = None,
               volumes: list[dict[str, Any]] | None = None, backoff_limit: int = 0,
               timeout: float | None = None, node_selector: Any = None, affinity: Any = None,
-              tolerations: Any = None, **unknown: Any) -> Run:
+              tolerations: Any = None, store_quota: int | str | None = None,
+              log_cap: int | str | None = None, open_uploads: int | None = None,
+              **unknown: Any) -> Run:
     """Check everything, record the run, and execute it (in the background unless ``wait``).
 
     Args:
@@ -81,6 +84,10 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         backoff_limit: attempts after a failed one.
         timeout: seconds the handler may run (None: no limit).
         node_selector, affinity, tolerations: recorded for a cluster launcher; unused here.
+        store_quota: bytes the run may add to the store (uploads, tables, logs), e.g.
+            ``"2Gi"`` (default 10 GiB); going over it ends the run ERROR naming it.
+        log_cap: bytes of logs kept, the first and the last half (default ``"1Mi"``).
+        open_uploads: uploads the run may hold open at once (default 16).
 
     Raises:
         ConfigurationError: an unknown setting, a malformed one, or arguments that do not
@@ -92,7 +99,8 @@ def start_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
                          envs=envs, secrets=secrets, resources=resources, volumes=volumes,
                          backoff_limit=backoff_limit, timeout=timeout,
                          node_selector=node_selector, affinity=affinity,
-                         tolerations=tolerations, **unknown)
+                         tolerations=tolerations, store_quota=store_quota, log_cap=log_cap,
+                         open_uploads=open_uploads, **unknown)
     info = function.handler_info()
     record = create_run(runtime, function, "job", settings.record())
     execution = executing(record.id)
@@ -128,7 +136,8 @@ def _execute(runtime: Runtime, record: Record, function: Function, info: Handler
         for attempt in range(1, settings.backoff_limit + 2):
             record = transition(runtime, record, RUNNING, (READY, RUNNING),
                                 message=f"attempt {attempt}")
-            calls = HostCalls(runtime, function.project, record.id, record.document["key"])
+            calls = HostCalls(runtime, function.project, record.id, record.document["key"],
+                              settings.limits, masker(settings.secrets))
             started = time.time()
             outcome = _attempt(runtime, record, function, info, settings, calls, execution)
             session = outcome.session
@@ -253,7 +262,9 @@ def _captured() -> Any:
 def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings,
                     function: Function, execution: Any,
                     started: Callable[[str | None], None]) -> _Outcome:
-    session = py(timeout=settings.timeout, **settings.session_options())
+    # The container keeps at most log_cap of output too; the host cuts it again on saving.
+    session = py(timeout=settings.timeout, output_cap=settings.limits.log_cap,
+                 **settings.session_options())
     execution.stopper = session.kill
     session.__enter__()  # kept across evals; closed by the caller once the run is recorded
     try:
@@ -276,48 +287,82 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
 
 def _finish(runtime: Runtime, record: Record, settings: JobSettings, calls: HostCalls,
             outcome: _Outcome, attempts: list[dict[str, Any]], execution: Any) -> None:
-    mask = masker(settings.secrets)
+    mask = calls.mask
     state = STOPPED if execution.stop_requested else outcome.state
     changes: dict[str, Any] = {"attempts": attempts, "metrics": calls.metrics,
-                               "produced": calls.produced, "consumed": calls.consumed,
-                               "logs": save_logs(runtime, record, mask(outcome.logs))}
+                               "produced": calls.produced, "consumed": calls.consumed}
+    error = outcome.error
     if state == COMPLETED:
-        results, outputs = _record_outputs(calls, outcome.answer, settings.outputs)
-        changes.update(results=results, outputs=outputs, message="completed")
-    elif state == ERROR and outcome.error:
-        error = {key: mask(value) for key, value in outcome.error.items()}
+        try:
+            results, outputs = _record_outputs(calls, mask(outcome.answer), settings.outputs)
+            changes.update(results=results, outputs=outputs, message="completed")
+        except (ConfigurationError, NotInCatalog) as exc:
+            state, error = ERROR, {"type": type(exc).__name__, "message": str(exc),
+                                   "traceback": ""}
+    if calls.exceeded is not None and state != STOPPED:
+        # Over a quota is an error even when the handler caught the refusal.
+        state, error = ERROR, {"type": "ConfigurationError", "message": calls.exceeded,
+                               "traceback": (error or {}).get("traceback", "")}
+        changes.pop("results", None)
+        changes.pop("outputs", None)
+    if state == ERROR and error:
+        error = {key: mask(value) for key, value in error.items()}
         changes.update(error=error, message=f"{error['type']}: {error['message']}")
-    else:
+    elif state != COMPLETED:
         changes.update(message="stopped")
     for attempt in attempts:
         if attempt["error"]:
             attempt["error"] = {key: mask(value) for key, value in attempt["error"].items()}
+    changes["logs"] = _save_logs(runtime, record, settings, calls, mask(outcome.logs))
     transition(runtime, runtime.get("run", record.id), state, (RUNNING,), **changes)
+
+
+def _save_logs(runtime: Runtime, record: Record, settings: JobSettings, calls: HostCalls,
+               text: str) -> str | None:
+    """The logs cut to ``log_cap`` and to what the store quota leaves, then saved."""
+    text = cap_text(text, settings.limits.log_cap)
+    size = len(text.encode("utf-8", errors="replace"))
+    kept = calls.count_logs(size)
+    if kept < size:
+        text = cap_text(text, max(kept - 256, 0))  # room for the marker
+    return save_logs(runtime, record, text, settings.limits.log_cap)
 
 
 def _record_outputs(calls: HostCalls, answer: dict[str, Any],
                     mapping: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Results (JSON) and outputs (name -> key) of what the handler returned: its tables
+    recorded, the entity keys it returned checked to be entities of the run's project.
+
+    Raises:
+        ConfigurationError: an entity key of another project or an unknown type, or a table
+            over the store quota.
+        NotInCatalog: an entity key that names no entity.
+    """
+    if not isinstance(answer, dict):
+        raise ConfigurationError(f"the job answered with a {type(answer).__name__}, not the "
+                                 "results of its handler")
     results = {name: to_json(value) for name, value in (answer.get("results") or {}).items()}
     outputs: dict[str, str] = {}
+    for name, key in (answer.get("entities") or {}).items():
+        outputs[mapping.get(name, name)] = results[name] = _own_entity(calls, name, key)
     for name, table in (answer.get("tables") or {}).items():
         document = calls.log_table(mapping.get(name, name), table)
         outputs[mapping.get(name, name)] = results[name] = document["key"]
-    for name, key in (answer.get("entities") or {}).items():
-        outputs[mapping.get(name, name)] = results[name] = key
     return results, outputs
 
 
-def masker(secrets: dict[str, str]) -> Any:
-    """Replace each secret value in a text by ``***``."""
-    values = sorted((value for value in secrets.values() if value), key=len, reverse=True)
-
-    def mask(text: Any) -> Any:
-        if not isinstance(text, str):
-            return text
-        for value in values:
-            text = text.replace(value, "***")
-        return text
-
-    return mask
+def _own_entity(calls: HostCalls, output: str, key: Any) -> str:
+    """``key`` if it names an existing entity version of the run's project."""
+    parts = parse_key(key) if isinstance(key, str) else None
+    if parts is None or parts.project != calls.project or not parts.id:
+        raise ConfigurationError(f"output {output!r}: {str(key)[:300]!r} is not an entity "
+                                 f"version of project {calls.project!r}; a run's outputs are "
+                                 "entities of its own project")
+    entity_class(parts.entity_type)
+    record = calls.runtime.get(parts.entity_type, parts.id)
+    if record.project != calls.project or record.document.get("key") != key:
+        raise ConfigurationError(f"output {output!r}: {key} is not an entity of project "
+                                 f"{calls.project!r}")
+    return str(key)
 
 

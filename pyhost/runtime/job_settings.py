@@ -17,6 +17,7 @@ from ..errors import ConfigurationError, ImageNotFound
 from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, Volume
 from .entities import Entity, check_name, parse_key
+from .limits import RunLimits
 from .placement import affinity_constraints, as_mapping, check_tolerations, label_constraint
 from .sources import PYTHON_VERSIONS, HandlerInfo
 from .values import to_json
@@ -54,6 +55,7 @@ class JobSettings:
     local_execution: bool = False
     placement: dict[str, Any] = field(default_factory=dict)
     image: str | None = None  # the session image (:func:`run_image`); None: the default
+    limits: RunLimits = field(default_factory=RunLimits)  # store_quota, log_cap, open_uploads
 
     def record(self) -> dict[str, Any]:
         """What the run's spec records: everything but secret values."""
@@ -67,6 +69,7 @@ class JobSettings:
             "volumes": [dataclasses.asdict(volume) for volume in self.volumes],
             "backoff_limit": self.backoff_limit, "timeout": self.timeout,
             "local_execution": self.local_execution, "image": self.image,
+            **self.limits.record(),
             "launcher": self.launcher if isinstance(self.launcher, str) else
             type(self.launcher).__name__, **self.placement,
         }
@@ -94,6 +97,7 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
               secrets: list[str] | None, resources: dict[str, Any] | None,
               volumes: list[dict[str, Any]] | None, backoff_limit: int,
               timeout: float | None, node_selector: Any, affinity: Any, tolerations: Any,
+              store_quota: Any = None, log_cap: Any = None, open_uploads: Any = None,
               **unknown: Any) -> JobSettings:
     """The settings of a job of ``function`` (see :func:`.job.start_job`), checked.
 
@@ -113,7 +117,8 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         volumes=parse_volumes(volumes or []),
         backoff_limit=_check_count("backoff_limit", backoff_limit),
         timeout=timeout, launcher=launcher, local_execution=bool(local_execution),
-        placement=check_placement(launcher, node_selector, affinity, tolerations))
+        placement=check_placement(launcher, node_selector, affinity, tolerations),
+        limits=RunLimits.from_settings(store_quota, log_cap, open_uploads))
     settings.cpus, settings.mem_limit = parse_resources(resources or {})
     settings.image = None if settings.local_execution else run_image(function,
                                                                       settings.launcher)

@@ -44,9 +44,17 @@ class Project:
         return save_function(self._runtime, self.name, name, kind, **fields)
 
     def get_function(self, name: str, version: str | None = None) -> Function:
-        """The latest version of a function (or the one with id ``version``)."""
+        """The latest version of a function (or the one with id ``version``).
+
+        Raises:
+            NotInCatalog: no such function in this project (an id of another project's
+                function, or of another function, is none of this one's versions).
+        """
         record = (self._runtime.get("function", version) if version
                   else self._runtime.latest("function", self.name, name))
+        if record.project != self.name or record.name != name:
+            raise NotInCatalog(f"function {name!r} of project {self.name!r} has no version "
+                               f"{version}")
         return Function(record, self._runtime)
 
     def list_functions(self) -> list[Function]:

@@ -19,6 +19,7 @@ from ..errors import ConfigurationError, NotInCatalog
 from ..launchers.ownership import Owner, owner_alive
 from .catalog import Record, StaleState
 from .entities import Entity, EntityKey, entity_class, new_id, parse_key
+from .limits import DEFAULT_LOG_CAP, cap_text
 from .values import from_json
 
 if TYPE_CHECKING:
@@ -161,14 +162,25 @@ class Run:
 
         Raises:
             NotInCatalog: the run has no such output.
+            ConfigurationError: the output names an entity of another project (a record
+                tampered with: a run's outputs are checked when it ends).
         """
         outputs = self.status.outputs
         if name not in outputs:
             raise NotInCatalog(f"run {self.id} has no output {name!r} (it has "
                                f"{', '.join(outputs) or 'none'})")
         key = parse_key(outputs[name])
-        record = self._runtime.get(key.entity_type, key.id or "")
-        return entity_class(key.entity_type)(record.document, self._runtime)
+        cls = entity_class(key.entity_type)
+        if key.project != self.project or not key.id:
+            raise ConfigurationError(f"run {self.id} of project {self.project!r}: output "
+                                     f"{name!r} names {outputs[name]}, not a version of an "
+                                     "entity of its project; refused")
+        record = self._runtime.get(key.entity_type, key.id)
+        if record.project != self.project:
+            raise ConfigurationError(f"run {self.id} of project {self.project!r}: output "
+                                     f"{name!r} is an entity of project {record.project!r}; "
+                                     "refused")
+        return cls(record.document, self._runtime)
 
     def logs(self) -> str:
         """What the handler printed (stdout and stderr, captured)."""
@@ -254,13 +266,16 @@ def create_run(runtime: Runtime, function: Function, action: str,
     return transition(runtime, record, READY, CREATED)
 
 
-def save_logs(runtime: Runtime, record: Record, text: str) -> str | None:
-    """Keep a run's logs in the store; their path relative to the store (None: no text)."""
+def save_logs(runtime: Runtime, record: Record, text: str,
+              cap: int = DEFAULT_LOG_CAP) -> str | None:
+    """Keep a run's logs in the store, at most ``cap`` bytes of them (the first and the
+    last half, a marker between: :func:`~.limits.cap_text`); their path relative to the
+    store (None: no text)."""
     if not text:
         return None
     directory = runtime.store.path(record.project, "run", record.id, "logs")
     path = directory / "logs.txt"
-    path.write_text(text)
+    path.write_text(cap_text(text, cap), encoding="utf-8")
     return str(os.path.relpath(path, runtime.store.root))
 
 

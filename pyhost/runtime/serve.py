@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from hxpy.runtime import calls as call_names
 
 from ..api import py
-from ..errors import PyHostError, PythonError
+from ..errors import ConfigurationError, PyHostError, PythonError
 from .catalog import Record, StaleState
 from .host_calls import HostCalls
-from .job import masker
+from .limits import CappedLog, masker
 from .runs import (
     ACTIVE,
     ERROR,
@@ -143,8 +143,9 @@ class Service:
         self._record = record
         self._execution = executing(record.id)
         self._execution.stopper = self._kill_all
-        self._calls = HostCalls(runtime, function.project, record.id, record.document["key"])
         self._mask = masker(settings.task.secrets)
+        self._calls = HostCalls(runtime, function.project, record.id, record.document["key"],
+                                settings.task.limits, self._mask)
         self._lock = threading.RLock()
         self._settled = threading.Event()  # every replica listens, or the start failed
         self._ending = threading.Event()  # stop() or a failure: supervisors stop waiting
@@ -154,7 +155,8 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._log_path = runtime.store.path(record.project, "run", record.id, "logs") / \
             "logs.txt"
-        self._log_path.touch()
+        # Every replica's output, at most log_cap: the head stays, the tail rolls.
+        self._log = CappedLog(self._log_path, settings.task.limits.log_cap)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -277,8 +279,14 @@ class Service:
                 return "stopped"
             for name, handler in self._calls.table().items():
                 session.handle(name, handler)
-            session.handle(call_names.SERVE_LOGS, self._append_log)
-            session.handle(call_names.SERVE_HEALTH, self._on_health)
+            # Bound to this replica: a replica reports for itself only, whatever index it
+            # sends (each replica's session has its own handlers).
+            session.handle(call_names.SERVE_LOGS,
+                           lambda index, text: self._append_log(
+                               self._own_index(replica, index), text))
+            session.handle(call_names.SERVE_HEALTH,
+                           lambda index, health: self._on_health(
+                               self._own_index(replica, index), health))
             session.init(lambda started: self._on_start(replica, started))
             session.define("__serve__", self._job(replica))
             session.exec("from hxpy.runtime.serve import serve").eval("serve(__serve__)")
@@ -319,18 +327,37 @@ class Service:
 
     # -- what replicas report ------------------------------------------------------------
 
+    @staticmethod
+    def _own_index(replica: _Replica, index: Any) -> int:
+        """``index`` if it is the calling replica's own.
+
+        Raises:
+            ConfigurationError: another replica's index, or not an index at all.
+        """
+        if isinstance(index, bool) or not isinstance(index, int) or index != replica.index:
+            raise ConfigurationError(f"replica {replica.index} reports as replica "
+                                     f"{replica.index} only, not {str(index)[:40]!r}")
+        return index
+
     def _append_log(self, index: int, text: str) -> None:
-        lines = self._mask(str(text)).splitlines(keepends=True)
-        with self._lock, open(self._log_path, "a", encoding="utf-8") as out:
-            out.writelines(f"[replica {index}] {line}" for line in lines)
-            if lines and not lines[-1].endswith("\n"):
-                out.write("\n")
+        if not isinstance(text, str):
+            raise ConfigurationError(f"serve logs are text, not {type(text).__name__}")
+        lines = self._mask(text).splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        self._log.append("".join(f"[replica {index}] {line}" for line in lines))
 
     def _on_health(self, index: int, health: dict[str, Any]) -> None:
-        replica = self.replicas[int(index)]
+        if not isinstance(health, dict):
+            raise ConfigurationError(f"a replica's health is a dict, not "
+                                     f"{type(health).__name__}")
+        replica = self.replicas[index]
         became_ready = False
         with self._lock:
-            replica.health = dict(health or {})
+            # Only what the status shows, and only numbers: a replica's report is its own.
+            replica.health = {key: value for key, value in health.items()
+                              if key in ("ready", "requests", "errors", "rejected")
+                              and isinstance(value, (int, float))}
             if replica.health.get("ready") and replica.state != "ready":
                 replica.state, replica.error, became_ready = "ready", None, True
             everyone = all(r.state == "ready" for r in self.replicas)

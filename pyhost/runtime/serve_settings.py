@@ -22,6 +22,7 @@ from .job_settings import (
     resolve_secrets,
     run_image,
 )
+from .limits import RunLimits
 from .sources import HandlerInfo, resolve_handler
 from .values import to_json
 
@@ -79,7 +80,8 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
                 envs: list[dict[str, str]] | None = None, secrets: list[str] | None = None,
                 resources: dict[str, Any] | None = None,
                 volumes: list[dict[str, Any]] | None = None, node_selector: Any = None,
-                affinity: Any = None, tolerations: Any = None,
+                affinity: Any = None, tolerations: Any = None, store_quota: Any = None,
+                log_cap: Any = None, open_uploads: Any = None,
                 **unknown: Any) -> ServeSettings:
     """The settings of a serve run of ``function``, checked.
 
@@ -94,7 +96,8 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
     task = JobSettings(envs=check_envs(envs or []), secrets=resolve_secrets(secrets or []),
                        volumes=parse_volumes(volumes or []), launcher=launcher,
                        placement=check_placement(launcher, node_selector, affinity,
-                                                  tolerations))
+                                                  tolerations),
+                       limits=RunLimits.from_settings(store_quota, log_cap, open_uploads))
     task.cpus, task.mem_limit = parse_resources(resources or {})
     task.image = run_image(function, launcher)
     settings = ServeSettings(

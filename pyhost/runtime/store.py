@@ -209,21 +209,37 @@ class Upload:
     into place by :meth:`commit`, removed by :meth:`abort` (or when the upload is dropped
     unfinished). As a context manager it aborts unless committed inside the block.
 
+    :meth:`write` opens the temporary file, appends and closes it again, so an upload holds
+    no file descriptor between chunks (a run with many uploads open cannot exhaust the host's
+    descriptors); :attr:`file` opens it once for a writer that streams into it.
+
     Attributes:
-        file: the temporary file, open for writing bytes.
-        temporary: its path.
+        temporary: the temporary file's path.
+        written: bytes written so far.
     """
 
     def __init__(self, root: Path, target: Path) -> None:
         self._root = root
         self._target = target
         self._state = "open"
+        self._open_file: list[BinaryIO] = []  # shared with the finalizer, which closes it
+        self.written = 0
         with _os_errors(f"cannot start writing {target}"):
             handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
                                             suffix=".part")
+            os.close(handle)
         self.temporary = Path(name)
-        self.file: BinaryIO = os.fdopen(handle, "wb")
-        self._discard = weakref.finalize(self, _discard, self.file, self.temporary)
+        self._discard = weakref.finalize(self, _discard, self._open_file, self.temporary)
+
+    @property
+    def file(self) -> BinaryIO:
+        """The temporary file, open for appending bytes until :meth:`commit` or
+        :meth:`abort` (for a writer that streams into a file object)."""
+        self._check_open()
+        if not self._open_file:
+            with _os_errors(f"cannot write {self._target}"):
+                self._open_file.append(open(self.temporary, "ab"))  # noqa: SIM115
+        return self._open_file[0]
 
     def __enter__(self) -> Upload:
         return self
@@ -232,7 +248,7 @@ class Upload:
         self.abort()
 
     def write(self, chunk: bytes) -> None:
-        """Append ``chunk``.
+        """Append ``chunk`` (opening and closing the file, unless :attr:`file` is open).
 
         Raises:
             ValueError: the upload is already committed or aborted.
@@ -240,10 +256,15 @@ class Upload:
         """
         self._check_open()
         try:
-            self.file.write(chunk)
+            if self._open_file:
+                self._open_file[0].write(chunk)
+            else:
+                with open(self.temporary, "ab") as out:
+                    out.write(chunk)
         except OSError as exc:
             self.abort()
             raise StoreError(f"cannot write {self._target}: {exc}") from exc
+        self.written += len(chunk)
 
     def commit(self) -> str:
         """Make the file whole and put it in place; returns its path relative to the root.
@@ -254,10 +275,10 @@ class Upload:
         """
         self._check_open()
         try:
-            if not self.file.closed:
-                self.file.flush()
-                os.fsync(self.file.fileno())  # the data before the name, or a crash can
-                self.file.close()             # leave the new name on an empty file
+            with self.file as out:
+                out.flush()
+                os.fsync(out.fileno())  # the data before the name, or a crash can leave
+            self._open_file.clear()    # the new name on an empty file
             os.replace(self.temporary, self._target)
         except OSError as exc:
             self.abort()
@@ -277,8 +298,10 @@ class Upload:
             raise ValueError(f"the upload of {self._target} is {self._state}")
 
 
-def _discard(file: BinaryIO, temporary: Path) -> None:
-    file.close()
+def _discard(open_file: list[BinaryIO], temporary: Path) -> None:
+    for file in open_file:
+        file.close()
+    open_file.clear()
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
 

@@ -17,7 +17,7 @@ from ..errors import ProtocolError, PyHostError, SessionClosed
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
 from . import registry
-from .conversation import IO_ERRORS, Conversation, SessionStats, encode_eval
+from .conversation import IO_ERRORS, REPLY_PREFIXES, Conversation, SessionStats, encode_eval
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .pool import take_warm
@@ -110,6 +110,9 @@ class Session(Conversation):
         if opened is None:
             opened = self._open_fresh(self.id)
         self._transport = opened.transport
+        # A call from the container is small (a chunk and a few fields); only a reply to
+        # this session's batch may be as large as max_frame.
+        opened.transport.bound_large(self.options.max_call_frame, REPLY_PREFIXES)
         registry.remember(self)
         return self._started(opened)
 

@@ -36,8 +36,8 @@ from ..launchers.base import ExitStatus, Instance, Launcher
 from .handshake import Opened
 from .options import SessionOptions
 
-__all__ = ["IO_ERRORS", "Batch", "Conversation", "SessionStats", "call_reply",
-           "encode_define", "encode_eval", "encode_exec", "remote_error"]
+__all__ = ["IO_ERRORS", "REPLY_PREFIXES", "Batch", "Conversation", "SessionStats",
+           "call_reply", "encode_define", "encode_eval", "encode_exec", "remote_error"]
 
 log = logging.getLogger("pyhost")
 
@@ -66,6 +66,11 @@ class SessionStats:
 
 # What a transport raises when the connection fails; TimeoutError (an OSError) comes first.
 IO_ERRORS = (TimeoutError, wire.FrameTooLarge, wire.PeerClosed, OSError)
+
+# How the body of a reply to a batch begins, after its map header (the server writes "type"
+# first): the only messages that may be larger than ``max_call_frame``.
+REPLY_PREFIXES = tuple(bytes([0x80 | count]) + b"\xa4type" + codec.encode(kind)
+                       for count in range(1, 16) for kind in (protocol.RESULT, protocol.ERROR))
 
 
 class Batch:
@@ -263,6 +268,11 @@ class Conversation:
         message = self._decode(received)
         if message.get("type") == protocol.CALL:
             self.stats.host_calls += 1
+            size = wire.message_size(*received)
+            if size > self.options.max_call_frame:  # one whose "type" did not come first
+                raise ProtocolError(f"session {self.id}: a call from the container of {size} "
+                                    f"bytes, over max_call_frame="
+                                    f"{self.options.max_call_frame}")
             return call_reply(self._handlers, message, self.id)
         batch.reply = message
         return None
@@ -326,7 +336,16 @@ class Conversation:
         return not isinstance(exc, (TimeoutError, wire.FrameTooLarge))
 
     def _record_output(self, message: dict[str, Any]) -> None:
-        self.last_output = message.get("output") or ""
+        output = message.get("output") or ""
+        cap = self.options.output_cap
+        if not isinstance(output, str):
+            output = ""
+        if len(output) > cap + 200:  # the server's cap, enforced here too: head and tail
+            half = cap // 2
+            output = (output[:half] + f"\n[... {len(output) - 2 * half} characters of output "
+                      "dropped by the host ...]\n" + output[len(output) - half:])
+            message["output"], message["truncated"] = output, True
+        self.last_output = output
         self.last_output_truncated = bool(message.get("truncated"))
         if self.last_output:
             log.info("session %s output:\n%s", self.id, self.last_output.rstrip())
@@ -342,7 +361,9 @@ class Conversation:
                 f"not yield within {self.options.grace} s; the container was killed "
                 "(hard timeout)", kind="hard", seconds=self._timeout)
         if isinstance(exc, wire.FrameTooLarge):
-            return ProtocolError(f"session {self.id}: {exc}")
+            return ProtocolError(f"session {self.id}: {exc} (a call from the container is at "
+                                 f"most max_call_frame={self.options.max_call_frame} bytes, "
+                                 f"a reply at most max_frame={self.options.max_frame})")
         if self._closed:
             return SessionClosed(f"session {self.id} was closed during a batch")
         if status is None:

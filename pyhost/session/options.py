@@ -89,6 +89,11 @@ class SessionOptions:
     """Remove the container as soon as its server ends (it then leaves no exit status)."""
     max_frame: int = wire.DEFAULT_MAX_FRAME
     """Largest message (a frame and its buffers) either end accepts, in bytes."""
+    max_call_frame: int = 8 << 20
+    """Largest call from the container to the host (``call_host``: a file chunk, a metric,
+    a table logged from a handler), in bytes. A bigger one breaks the session with a
+    ``ProtocolError``, refused before its body is allocated; the replies to the host's own
+    evals may still take ``max_frame``."""
     output_cap: int = 1 << 20
     """Captured stdout+stderr per batch, in bytes; the rest is cut (``last_output_truncated``)."""
     spin: float = wire.DEFAULT_SPIN
@@ -104,7 +109,7 @@ class SessionOptions:
     def __post_init__(self) -> None:
         _positive_or_none("timeout", self.timeout)
         _positive_or_none("cpus", self.cpus)
-        for name in ("max_frame", "output_cap"):
+        for name in ("max_frame", "max_call_frame", "output_cap"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive int, not {value!r}")

@@ -56,6 +56,12 @@ class Transport(abc.ABC):
     def close(self) -> None:
         """Close; idempotent."""
 
+    def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:  # noqa: B027
+        """Refuse a received message over ``large_from`` bytes whose body does not start
+        with one of ``prefixes``, before its body is allocated where the transport can
+        (:meth:`hxpy.wire.FrameReader.bound_large`); by default the session checks the
+        message after receiving it."""
+
     @abc.abstractmethod
     def hung_up(self) -> bool:
         """Whether the peer has spoken or gone while nothing was asked of it (a server that
@@ -88,6 +94,12 @@ class AsyncTransport(abc.ABC):
     def close(self) -> None:
         """Close; idempotent."""
 
+    def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:  # noqa: B027
+        """Refuse a received message over ``large_from`` bytes whose body does not start
+        with one of ``prefixes``, before its body is allocated where the transport can
+        (:meth:`hxpy.wire.FrameReader.bound_large`); by default the session checks the
+        message after receiving it."""
+
 
 class SocketTransport(Transport):
     """A connected stream socket (Unix or TCP).
@@ -113,6 +125,9 @@ class SocketTransport(Transport):
 
     def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
         wire.send(self.sock, body, buffers, self.max_frame)
+
+    def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:
+        self._reader.bound_large(large_from, prefixes)
 
     def recv(self, timeout: float | None) -> Received:
         wait = 0.0 if timeout is None else max(timeout, 0.001)  # 0 would mean forever
