@@ -154,7 +154,7 @@ class _Budget:
 
     def read(self, stream: IO[bytes], name: str) -> bytes:
         """All of ``stream``, reading never more than the remaining budget plus one byte."""
-        parts = []
+        parts: list[bytes] = []
         while True:
             chunk = stream.read(min(_CHUNK, self.limits.max_bytes - self.bytes + 1))
             if not chunk:
@@ -335,7 +335,7 @@ def _read_archive(archive: IO[bytes], what: str, limits: SourceLimits) -> dict[s
             continue
         budget.entry()
         _check_entry(info, what)
-        parts = []
+        parts: list[bytes] = []
         try:
             with zipped.open(info) as entry:
                 while chunk := entry.read(min(_CHUNK, limits.max_bytes - budget.bytes + 1)):
@@ -409,8 +409,8 @@ def read_git(url: str, what: str, limits: SourceLimits | None = None) -> dict[st
     """
     limits = limits or SourceLimits.from_env()
     url, _, ref = url.partition("#")
-    scheme = urlsplit(url).scheme
-    if scheme not in _GIT_SCHEMES:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in _GIT_SCHEMES:  # nor ext::, nor anything git would take as an option
         raise ConfigurationError(f"{what}: git+{scheme}:// is not read; use git+https://, "
                                  "git+http://, git+ssh:// or git+file://")
     if ref and (not _REF.fullmatch(ref) or ".." in ref):
