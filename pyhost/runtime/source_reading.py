@@ -23,18 +23,19 @@ repository, a zip archive. What is read is data, never a path to follow out of t
   ``HEAD``), list its tree and check the caps against the listed sizes, then check it out
   with ``core.symlinks=true`` (links arrive as links, and the directory walk judges them). No
   hooks run, no submodule is fetched, no prompt is shown, Git LFS does not smudge, and the
-  fetched pack is capped in size (``RLIMIT_FSIZE`` through ``prlimit``).
+  fetched pack is capped in size (``RLIMIT_FSIZE`` through util-linux's ``prlimit``, found
+  on every Linux this runs on; without it, only the tree's listed sizes are checked).
 
-The caps, each a module constant overridden by an environment variable read at each call:
+The caps, each a module constant overridden by an environment variable read at each call
+(listed in ``docs/runtime.md``); a refusal names the cap, its value and the variable:
 
-===============================  ===============================  =========================
-setting                          environment variable             default
-===============================  ===============================  =========================
-``MAX_SOURCE_BYTES``             ``PYHOST_SOURCE_MAX_BYTES``      32 MiB, the files' total
-``MAX_SOURCE_FILES``             ``PYHOST_SOURCE_MAX_FILES``      10,000 entries walked
-``MAX_ZIP_RATIO``                ``PYHOST_SOURCE_MAX_ZIP_RATIO``  200 (inflated : archive)
-``MAX_FETCH_BYTES``              ``PYHOST_SOURCE_MAX_FETCH_BYTES``  64 MiB, a zip or git pack
-===============================  ===============================  =========================
+* ``MAX_SOURCE_BYTES`` (``PYHOST_SOURCE_MAX_BYTES``, 32 MiB): the bytes of all the files.
+* ``MAX_SOURCE_FILES`` (``PYHOST_SOURCE_MAX_FILES``, 10,000): entries walked in a directory
+  (files, links, directories), listed in a git tree, or held by a zip.
+* ``MAX_ZIP_RATIO`` (``PYHOST_SOURCE_MAX_ZIP_RATIO``, 200): bytes inflated per archive byte.
+* ``MAX_FETCH_BYTES`` (``PYHOST_SOURCE_MAX_FETCH_BYTES``, 64 MiB): a zip archive, downloaded
+  or local, and the pack a git fetch writes; twice the byte cap leaves room for stored
+  entries and headers, and a larger archive could not pass the byte cap anyway.
 
 The ratio cap applies to the bytes inflated from the whole archive against the archive's own
 size, once more than ``ZIP_RATIO_FLOOR`` (1 MiB) has come out: a small archive of code is
@@ -188,18 +189,23 @@ def read_directory(root: Path, what: str, limits: SourceLimits | None = None) ->
     pending = [""]  # relative directories still to list; a list, not recursion: depth is free
     while pending:
         relative_dir = pending.pop()
+        entries = []
         try:
             with os.scandir(os.path.join(real_root, relative_dir)) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+                for entry in listing:  # counted as listed: a huge directory is not held whole
+                    if entry.name in _SKIP_DIRS and entry.is_dir():  # nor read if a link
+                        continue
+                    budget.entry()
+                    entries.append(entry)
         except OSError as exc:
             raise ConfigurationError(f"{what}: cannot list {relative_dir or '.'!r}: "
                                      f"{exc.strerror}") from None
-        for entry in entries:
+        for entry in sorted(entries, key=lambda entry: entry.name):
             name = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
-            if entry.name in _SKIP_DIRS and entry.is_dir():  # a link named so is not read either
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except FileNotFoundError:  # gone since it was listed
                 continue
-            budget.entry()
-            mode = entry.stat(follow_symlinks=False).st_mode
             if stat.S_ISDIR(mode):
                 pending.append(name)
             elif stat.S_ISLNK(mode):

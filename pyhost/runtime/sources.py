@@ -1,7 +1,7 @@
 """A function's source, fetched on the host and shipped to the container as files.
 
 ``code`` (text), ``base64`` (text, encoded) or ``code_src``: a local file or directory,
-``git+https://...`` / ``git+file://...`` (``#ref`` for a branch, tag or commit), or
+``git+https://...`` / ``git+file://...`` (``#ref`` for a branch, tag or full commit sha), or
 ``zip+file://...`` / ``zip+https://...``. The container never fetches anything: it gets the
 files over the session channel. :func:`resolve_handler` finds the handler in the files by
 reading them (``ast``), never by running them, so a wrong name fails before any container
