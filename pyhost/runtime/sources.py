@@ -1,11 +1,15 @@
 """A function's source, fetched on the host and shipped to the container as files.
 
 ``code`` (text), ``base64`` (text, encoded) or ``code_src``: a local file or directory,
-``git+https://...`` / ``git+file://...`` (``#ref`` for a branch, tag or commit), or
+``git+https://...`` / ``git+file://...`` (``#ref`` for a branch, tag or full commit sha), or
 ``zip+file://...`` / ``zip+https://...``. The container never fetches anything: it gets the
 files over the session channel. :func:`resolve_handler` finds the handler in the files by
 reading them (``ast``), never by running them, so a wrong name fails before any container
 starts.
+
+What is read from a directory, a git repository or a zip, what is refused there, and the caps
+(bytes, files, zip ratio, fetch size; each an environment variable) are in
+:mod:`pyhost.runtime.source_reading`.
 """
 
 from __future__ import annotations
@@ -13,17 +17,12 @@ from __future__ import annotations
 import ast
 import base64 as b64
 import hashlib
-import io
 import os
-import subprocess
-import tempfile
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
+from .source_reading import read_directory, read_file, read_git, read_zip
 
 __all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source",
            "resolve_handler"]
@@ -31,8 +30,6 @@ __all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source",
 # python_version -> the interpreter's "major.minor" it names
 PYTHON_VERSIONS = {f"PYTHON3_{minor}": f"3.{minor}" for minor in range(9, 14)}
 
-MAX_SOURCE_BYTES = 32 << 20  # the source travels in one message; keep it well under a frame
-_SKIP_DIRS = {".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"}
 
 
 @dataclass(frozen=True)
@@ -83,104 +80,27 @@ def _text(what: str, value: object) -> str:
 
 def _fetch(code_src: str) -> Source:
     scheme = code_src.split("://", 1)[0] if "://" in code_src else ""
+    what = f"code_src={code_src!r}"
     if scheme in ("s3", "zip+s3"):
-        raise ConfigurationError(f"code_src={code_src!r}: no S3 store is configured; use a "
+        raise ConfigurationError(f"{what}: no S3 store is configured; use a "
                                  "local path, git+https://, git+file://, zip+file:// or "
                                  "zip+https://")
     if scheme.startswith("git+"):
-        return _git(code_src[len("git+"):])
+        return Source(read_git(code_src[len("git+"):], what))
     if scheme in ("zip+file", "zip+https", "zip+http"):
-        return _zip(code_src, code_src[len("zip+"):])
+        return Source(read_zip(code_src[len("zip+"):], what))
     if scheme:
-        raise ConfigurationError(f"code_src={code_src!r}: unknown scheme {scheme!r}; use a "
+        raise ConfigurationError(f"{what}: unknown scheme {scheme!r}; use a "
                                  "local path, git+https://, git+file://, zip+file:// or "
                                  "zip+https://")
     path = Path(code_src)
+    # the path the user names is theirs, so a link there is followed; nothing inside is
     if path.is_file():
-        return Source({path.name: _read(path)})
+        return Source({path.name: read_file(path, what)})
     if path.is_dir():
-        return _directory(path, code_src)
-    raise ConfigurationError(f"code_src={code_src!r}: no such file or directory "
+        return Source(read_directory(path, what))
+    raise ConfigurationError(f"{what}: no such file or directory "
                              f"(relative to {os.getcwd()})")
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"code_src: cannot read {path}: {exc.strerror}") from exc
-
-
-def _directory(root: Path, what: str) -> Source:
-    files: dict[str, bytes] = {}
-    total = 0
-    for directory, names, filenames in os.walk(root):
-        names[:] = sorted(name for name in names if name not in _SKIP_DIRS)
-        for filename in sorted(filenames):
-            if filename.endswith((".pyc", ".pyo")):
-                continue
-            path = Path(directory, filename)
-            data = _read(path)
-            total += len(data)
-            if total > MAX_SOURCE_BYTES:
-                raise ConfigurationError(f"code_src={what!r} holds more than "
-                                         f"{MAX_SOURCE_BYTES >> 20} MiB; a function's source "
-                                         "is code, not data (log data as a dataitem)")
-            files[path.relative_to(root).as_posix()] = data
-    if not files:
-        raise ConfigurationError(f"code_src={what!r} holds no files")
-    return Source(files)
-
-
-def _git(url: str) -> Source:
-    """Clone ``url`` (``#ref`` selects a branch, tag or commit) and take its files."""
-    url, _, ref = url.partition("#")
-    with tempfile.TemporaryDirectory(prefix="pyhost-git-") as scratch:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-        checkout = Path(scratch, "checkout")
-        steps = [["git", "clone", "--quiet", "--no-checkout", url, str(checkout)],
-                 ["git", "-C", str(checkout), "checkout", "--quiet", ref or "HEAD"]]
-        for argv in steps:
-            try:
-                done = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                      timeout=300, check=False)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise ConfigurationError(f"code_src=git+{url}: {exc}") from exc
-            if done.returncode != 0:
-                raise ConfigurationError(f"code_src=git+{url}{'#' + ref if ref else ''}: "
-                                         f"{' '.join(argv[:2] + argv[3:4])} failed: "
-                                         f"{done.stderr.strip()[-500:]}")
-        return _directory(checkout, f"git+{url}")
-
-
-def _zip(code_src: str, url: str) -> Source:
-    try:
-        if url.startswith("file://"):
-            data = Path(urlsplit(url).path).read_bytes()
-        else:
-            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
-                data = response.read(MAX_SOURCE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigurationError(f"code_src={code_src!r}: cannot read it: {exc}") from exc
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise ConfigurationError(f"code_src={code_src!r}: not a zip file ({exc})") from None
-    files = {}
-    for info in archive.infolist():
-        name = info.filename
-        if info.is_dir():
-            continue
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise ConfigurationError(f"code_src={code_src!r}: {name!r} would land outside "
-                                     "the source directory")
-        files[name] = archive.read(info)
-    if sum(map(len, files.values())) > MAX_SOURCE_BYTES:
-        raise ConfigurationError(f"code_src={code_src!r} holds more than "
-                                 f"{MAX_SOURCE_BYTES >> 20} MiB")
-    if not files:
-        raise ConfigurationError(f"code_src={code_src!r} holds no files")
-    return Source(files)
 
 
 @dataclass(frozen=True)
