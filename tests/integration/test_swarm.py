@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import docker.errors
 import pandas as pd
 import pytest
 
@@ -124,16 +125,30 @@ def _required(operator, *values):
         "nodeSelectorTerms": [{"matchExpressions": [expression]}]}}}
 
 
+def _set_node_labels(client, node_id, labels):
+    """Give the node exactly ``labels``. The manager bumps a node's version on its own (a
+    fresh swarm reports the node's description shortly after it is made), and an update
+    against the version read just before then is refused "out of sequence": read again."""
+    deadline = time.monotonic() + 10
+    while True:
+        node = client.api.inspect_node(node_id)
+        try:
+            client.api.update_node(node_id, node["Version"]["Index"],
+                                   {**node["Spec"], "Labels": labels})
+            return
+        except docker.errors.APIError as exc:
+            if "out of sequence" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def test_node_selector_and_affinity_place_the_job(client, swarm, tmp_path):
     dh.configure(tmp_path / "home")
     project = dh.get_or_create_project("demo")
     fn = project.new_function(name="f1", kind="python", code_src=str(FUNCTIONS / "main.py"),
                               handler="func1")
-    node = client.api.inspect_node(swarm.node_id)
-    spec = node["Spec"]
-    labels = dict(spec.get("Labels") or {})
-    client.api.update_node(swarm.node_id, node["Version"]["Index"],
-                           {**spec, "Labels": {**labels, "pyhost-test": "here"}})
+    labels = dict(client.api.inspect_node(swarm.node_id)["Spec"].get("Labels") or {})
+    _set_node_labels(client, swarm.node_id, {**labels, "pyhost-test": "here"})
     try:
         run = fn.run(parameters={"param1": "x"}, launcher="swarm", wait=True,
                      node_selector={"pyhost-test": "here"})
@@ -156,9 +171,7 @@ def test_node_selector_and_affinity_place_the_job(client, swarm, tmp_path):
             assert time.monotonic() < deadline, _our_services(client)
             time.sleep(0.05)
     finally:
-        node = client.api.inspect_node(swarm.node_id)
-        client.api.update_node(swarm.node_id, node["Version"]["Index"],
-                               {**node["Spec"], "Labels": labels})
+        _set_node_labels(client, swarm.node_id, labels)
     with pytest.raises(ConfigurationError, match="podAntiAffinity: Swarm places tasks by node"):
         fn.run(parameters={"param1": "x"}, launcher="swarm", affinity={"podAntiAffinity": {}})
     with pytest.raises(ConfigurationError, match="In with 2 values"):

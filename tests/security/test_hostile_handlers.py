@@ -14,6 +14,7 @@ import pyhost.runtime as dh
 from hxpy.runtime import calls
 from pyhost import ConfigurationError
 from tests.security.conftest import open_fds, peak_rss_bytes, rss_bytes, tree_bytes
+from tests.support.tamper import point_outputs_at
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 HOSTILE = SUPPORT / "functions" / "hostile.py"
@@ -108,10 +109,7 @@ def test_another_projects_entity_is_neither_an_output_nor_fetched(home):
     # a record tampered with afterwards: run.output() refuses it
     runtime = dh.get_runtime()
     honest = hostile(project, "small").run(wait=True)
-    record = runtime.get("run", honest.id)
-    document = dict(record.document)
-    document["status"] = {**document["status"], "outputs": {"stolen": theirs.key}}
-    runtime.update("run", honest.id, document, updated=record.updated)
+    point_outputs_at(runtime, honest.id, {"stolen": theirs.key})
     with pytest.raises(ConfigurationError, match="victim"):
         honest.refresh().output("stolen")
 

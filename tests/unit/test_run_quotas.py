@@ -16,6 +16,7 @@ from pyhost import ConfigurationError, NotInCatalog, ProtocolError
 from pyhost.runtime.entities import check_kind
 from pyhost.runtime.host_calls import HostCalls
 from pyhost.runtime.limits import CappedLog, RunLimits, cap_text, masker, parse_size
+from tests.support.tamper import point_outputs_at
 from tests.unit.conftest import session
 
 HOSTILE = Path(__file__).resolve().parents[1] / "support" / "functions" / "hostile.py"
@@ -225,15 +226,11 @@ def test_a_tampered_output_and_foreign_ids_are_refused(project, runtime):
     other = dh.get_or_create_project("victim")
     theirs = other.log_artifact(name="secret-report", kind="artifact")
     run = hostile(project, "small").run(local_execution=True, wait=True)
-    record = runtime.get("run", run.id)
-    document = dict(record.document)
-    document["status"] = {**document["status"], "outputs": {"stolen": theirs.key}}
-    runtime.update("run", run.id, document, updated=record.updated)
+    point_outputs_at(runtime, run.id, {"stolen": theirs.key})
     with pytest.raises(ConfigurationError, match="victim"):
         run.refresh().output("stolen")
     # the key rewritten to this project, the id still theirs
-    document["status"]["outputs"] = {"stolen": theirs.key.replace("victim", "attacked")}
-    runtime.update("run", run.id, document, updated=record.updated)
+    point_outputs_at(runtime, run.id, {"stolen": theirs.key.replace("victim", "attacked")})
     with pytest.raises(ConfigurationError, match="victim"):
         run.refresh().output("stolen")
     with pytest.raises(NotInCatalog):
