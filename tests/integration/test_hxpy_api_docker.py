@@ -52,7 +52,8 @@ def test_a_grid_built_with_hxpy_calls_in_the_container_comes_back(s):
                   ).eval("made")
     assert isinstance(back, Grid) and back.meta() == {"src": "frame"}
     assert [row.cells() for row in back.rows()] == [[1, "x"], [2, "y"]]
-    assert back.col("b").index() == 1 and Grid.from_dataframe(back.to_dataframe(), back.meta()) == back
+    assert back.col("b").index() == 1
+    assert Grid.from_dataframe(back.to_dataframe(), back.meta()) == back
     assert s.eval("Grid.empty_grid().is_empty() and Grid.empty_grid().first() is None")
 
 

@@ -17,7 +17,7 @@ import re
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 from zoneinfo import ZoneInfo
 
 import pandas as pd
