@@ -192,6 +192,8 @@ def check_a_row_of_the_wrong_length_names_its_index_and_both_counts() -> None:
     with raises(ValueError, match=r"row 1 has 4 cells but the grid has 3 columns"):
         builder.add_row([1, 2, 3, 4])
     assert builder.to_grid().size() == 1  # the refused rows left nothing behind
+    with raises(TypeError, match="list of names"):
+        GridBuilder().add_col_names("abc")  # would be three columns a, b, c
 
 
 def check_ref_id_and_dis_are_methods() -> None:
@@ -209,7 +211,8 @@ def check_coord_from_str() -> None:
     coord = Coord.from_str("C(37.55,-77.45)")
     assert coord == Coord(37.55, -77.45)
     assert Coord.from_str(str(Coord(-0.00001, 180.0))) == Coord(-0.00001, 180.0)
-    for bad in ("C(91,0)", "C(1;2)", "37.55,-77.45", "C(1,2"):
+    for bad in ("C(91,0)", "C(1;2)", "37.55,-77.45", "C(1,2", "C(nan,0)", "C(1e400,0)",
+                "C(1_0,0)", " C(1,2)"):
         with raises(ValueError):
             Coord.from_str(bad)
         assert Coord.from_str(bad, checked=False) is None
