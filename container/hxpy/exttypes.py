@@ -29,7 +29,7 @@ from .codec import (
 )
 from .columns import CategoryColumn, Column, ListColumn, column_from_wire, dtype_problem
 from .frames import column_from_pandas, column_name_problems, pandas_from_wire, pandas_to_wire
-from .grid import Col, Grid
+from .grid import Col, Grid, Row
 from .values import NA, Coord, Marker, Number, Ref, Remove, Symbol, Uri, XStr
 from .zones import fixed_zone, named_zone, zone_name
 
@@ -71,7 +71,7 @@ for _cls, _code in ((Marker, ExtCode.MARKER), (NA, ExtCode.NA), (Remove, ExtCode
 
 @ext_encoder(Ref, ExtCode.REF)
 def _encode_ref(ref: Ref) -> bytes:
-    return _pack([ref.id] if ref.dis is None else [ref.id, ref.dis])
+    return _pack([ref.id()] if ref.dis() is None else [ref.id(), ref.dis()])
 
 
 @ext_decoder(ExtCode.REF)
@@ -350,6 +350,10 @@ family_encoder(_pandas_type(lambda pd: pd.Timestamp))(
                                   _encode_datetime(stamp.to_pydatetime(warn=False))))
 
 
+# A row travels as the dict it reads as (and comes back as one): it is a view of its grid.
+family_encoder(lambda cls: issubclass(cls, Row))(lambda row: dict(row.items()))
+
+
 # -- Grid -------------------------------------------------------------------------------------
 
 
@@ -357,7 +361,7 @@ family_encoder(_pandas_type(lambda pd: pd.Timestamp))(
 def _encode_grid(grid: Grid) -> bytes:
     cols = []
     for col, column in zip(grid._cols, grid._columns):
-        wire = {"name": col.name, "meta": col.meta}
+        wire = {"name": col.name(), "meta": col.meta()}
         wire.update(column.to_wire())
         cols.append(wire)
     header: dict[str, Any] = {"meta": grid._meta, "rows": grid._size, "cols": cols}
@@ -407,14 +411,20 @@ def _cells(column: Column, around: tuple[str, str], categories_path: str) -> Mem
 
 
 def _grid_members(grid: Grid, path: str) -> Members:
-    yield grid._meta, f"{path}.meta"
+    yield grid._meta, f"{path}.meta()"
     for col, column in zip(grid._cols, grid._columns):
-        yield col.meta, f"{path}.col({col.name!r}).meta"
-        yield from _cells(column, (f"{path}.rows[", f"][{col.name!r}]"),
-                          f"{path}.col({col.name!r}) categories")
+        name = col.name()
+        yield col.meta(), f"{path}.col({name!r}).meta()"
+        yield from _cells(column, (f"{path}.rows()[", f"][{name!r}]"),
+                          f"{path}.col({name!r}) categories")
     for key, value in (grid._pandas or {}).items():
         if key != "index":
             yield value, f"{path} (pandas {key})"
+
+
+@ext_inspector(lambda cls: issubclass(cls, Row))
+def _inspect_row(row: Row, path: str) -> tuple[Optional[str], Optional[Members]]:
+    return None, ((value, f"{path}[{name!r}]") for name, value in row.items())
 
 
 @ext_inspector(lambda cls: issubclass(cls, Grid))

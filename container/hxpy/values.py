@@ -8,11 +8,16 @@ the remaining Haystack types. Use them through :mod:`hxpy.haystack`.
 from __future__ import annotations
 
 import numbers
+import re
 from typing import Any, ClassVar, Optional, Union
 
 __all__ = ["NA", "Coord", "Marker", "Number", "Ref", "Remove", "Symbol", "Uri", "XStr"]
 
 _singletons: dict[type, Any] = {}
+
+# What ``str(Coord)`` writes: two Python floats (an exponent included) in ``C(...)``.
+_DECIMAL = r"([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)"
+_COORD_TEXT = re.compile(rf"C\({_DECIMAL},{_DECIMAL}\)")
 
 
 class _Singleton:
@@ -140,40 +145,50 @@ class Number(_Frozen):
 class Ref(_Frozen):
     """A Haystack Ref: an entity id with an optional display name; equal (and hashed) by id.
 
+    ``id()`` and ``dis()`` are methods, as in Haxall's hxPy, whose users call them so.
+
     Raises:
         TypeError: ``id`` or ``dis`` is not a str.
         ValueError: ``id`` is empty.
     """
 
-    __slots__ = ("id", "dis")
-    id: str
-    dis: Optional[str]
+    __slots__ = ("_id", "_dis")
+    _id: str
+    _dis: Optional[str]
 
     def __init__(self, id: str, dis: Optional[str] = None) -> None:  # noqa: A002 (Haystack name)
         _check_str(id, "Ref id")
         _check_str(dis, "Ref dis", optional=True)
         if not id:
             raise ValueError("Ref id must not be empty")
-        self._set(id=id, dis=dis)
+        self._set(_id=id, _dis=dis)
+
+    def id(self) -> str:
+        """The entity id, without the ``@``."""
+        return self._id
+
+    def dis(self) -> Optional[str]:
+        """The display name, or None."""
+        return self._dis
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Ref):
-            return self.id == other.id
+            return self._id == other._id
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((Ref, self.id))
+        return hash((Ref, self._id))
 
     def __repr__(self) -> str:
-        if self.dis is None:
-            return f"Ref({self.id!r})"
-        return f"Ref({self.id!r}, {self.dis!r})"
+        if self._dis is None:
+            return f"Ref({self._id!r})"
+        return f"Ref({self._id!r}, {self._dis!r})"
 
     def __str__(self) -> str:
-        return f"@{self.id}"
+        return f"@{self._id}"
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        return (Ref, (self.id, self.dis))
+        return (Ref, (self._id, self._dis))
 
 
 class Uri(str):
@@ -204,6 +219,29 @@ class Coord(_Frozen):
             if not -limit <= float(value) <= limit:
                 raise ValueError(f"Coord {name} {value!r} is outside -{limit:g}..{limit:g}")
         self._set(lat=float(lat), lng=float(lng))
+
+    @staticmethod
+    def from_str(text: str, checked: bool = True) -> Optional[Coord]:
+        """The Coord written ``C(lat,lng)`` in decimal degrees, as ``str(coord)`` writes it.
+
+        Args:
+            text: e.g. ``"C(37.55,-77.45)"``.
+            checked: raise on a bad string (else return None).
+
+        Raises:
+            TypeError: ``text`` is not a str.
+            ValueError: ``text`` is not a Coord, or a coordinate is out of range (``checked``).
+        """
+        _check_str(text, "Coord text")
+        match = _COORD_TEXT.fullmatch(text)
+        try:
+            if match is None:
+                raise ValueError(f"invalid Coord {text!r}: expected C(lat,lng) in degrees")
+            return Coord(float(match[1]), float(match[2]))
+        except ValueError:
+            if checked:
+                raise
+            return None
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Coord):

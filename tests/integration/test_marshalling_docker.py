@@ -98,7 +98,7 @@ def test_design_example_grid_to_dataframe(s):
     assert "a" in text and "2.5" in text
     back = s.eval("grid")
     assert isinstance(back, Grid)
-    assert back.col_names == ["a", "b"] and back.meta["dis"] == "demo"
+    assert back.col_names() == ["a", "b"] and back.meta()["dis"] == "demo"
     assert back.val(0, "b") == 2.5
 
 

@@ -67,7 +67,7 @@ def test_dataframe_ndarray_and_grid_round_trip_in_each_image(image):
         seen = session.eval("d = df.to_dataframe()\n"
                             "{'dtypes': {c: str(t) for c, t in d.dtypes.items()},\n"
                             " 'sum': int(d['i'].sum()), 'm': [list(m.shape), str(m.dtype)],\n"
-                            " 'g': [type(g.val(0, 'site')).__name__, g.val(1, 'id').id]}")
+                            " 'g': [type(g.val(0, 'site')).__name__, g.val(1, 'id').id()]}")
         assert seen["sum"] == 2 and seen["m"] == [[3, 4], "float64"]
         # The host's pandas 3 sends its "str" dtype; a pandas without it keeps object.
         assert seen["dtypes"]["i"] == "int64" and seen["dtypes"]["s"] in ("str", "object")
@@ -85,7 +85,7 @@ def test_dataframe_ndarray_and_grid_round_trip_in_each_image(image):
     pd.testing.assert_frame_equal(back_df, df, check_freq=False)
     np.testing.assert_array_equal(back_m, matrix)
     assert back_m.dtype == matrix.dtype and back_m.shape == (3, 4)
-    assert isinstance(back_g, Grid) and back_g.meta["dis"] == "site"
+    assert isinstance(back_g, Grid) and back_g.meta()["dis"] == "site"
     assert back_g.val(0, "id") == Ref("p:demo:r:1", "One") and back_g.val(0, "site") == Marker()
     assert back_g.val(1, "site") == NA() and back_g.val(0, "area") == Number(2.5, "ft²")
     assert back_g.val(0, "at") == datetime.datetime(2024, 3, 10, 3, 0, tzinfo=NY)

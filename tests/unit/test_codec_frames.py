@@ -125,7 +125,7 @@ def frames(draw: Any) -> pd.DataFrame:
 def test_dataframe_becomes_a_grid_and_comes_back_with_dtypes(df: pd.DataFrame) -> None:
     grid = roundtrip(df)
     assert isinstance(grid, Grid)
-    assert grid.col_names == list(df.columns) and len(grid) == len(df)
+    assert grid.col_names() == list(df.columns) and len(grid) == len(df)
     pd.testing.assert_frame_equal(grid.to_dataframe(), df, check_exact=True,
                                   check_column_type=True, check_index_type=True)
 
@@ -139,7 +139,7 @@ def test_series_becomes_a_one_column_grid(pair: Any, name: Any) -> None:
     if index is not None:
         values.index = index
     grid = roundtrip(values)
-    assert grid.col_names == [name if name is not None else "val"]
+    assert grid.col_names() == [name if name is not None else "val"]
     pd.testing.assert_series_equal(grid.to_series(), values, check_exact=True,
                                    check_index_type=True)
 
@@ -154,7 +154,7 @@ def test_grid_cells_are_python_values() -> None:
         "naive": pd.to_datetime(["2020-01-01 00:00:00.123456789", None]),
     })
     grid = roundtrip(df)
-    first, second = grid.rows
+    first, second = grid.rows()
     assert first["i"] == 1 and type(first["i"]) is int and first["f"] == 1.5
     assert np.isnan(second["f"]) and first["b"] is True and first["s"] == "a"
     assert second["s"] is None and second["t"] is None and second["naive"] is None
@@ -162,7 +162,7 @@ def test_grid_cells_are_python_values() -> None:
     assert first["t"].tzinfo.key == "America/New_York"
     assert first["n"] is None and second["n"] == 7 and first["c"] == "x" and second["c"] is None
     assert first["naive"] == dt.datetime(2020, 1, 1, 0, 0, 0, 123456)
-    assert grid.get(-1) == second and grid.val(0, "i") == 1 and grid.first == first
+    assert grid.get(-1) == second and grid.val(0, "i") == 1 and grid.first() == first
     assert roundtrip(grid) == grid
 
 
@@ -181,7 +181,7 @@ def test_rebuilt_frames_are_writable() -> None:
 def test_from_dataframe_keeps_any_distinct_str_names_but_builder_checks() -> None:
     df = pd.DataFrame({"Temp (°F)": [70.5], "site name": ["HQ"]})
     grid = Grid.from_dataframe(df, meta={"dis": "Readings"})
-    assert grid.col_names == ["Temp (°F)", "site name"] and grid.meta == {"dis": "Readings"}
+    assert grid.col_names() == ["Temp (°F)", "site name"] and grid.meta() == {"dis": "Readings"}
     assert roundtrip(grid).to_dataframe().equals(df)
     with pytest.raises(ValueError, match="invalid column name 'Temp'"):
         GridBuilder().add_col("Temp")
@@ -189,12 +189,12 @@ def test_from_dataframe_keeps_any_distinct_str_names_but_builder_checks() -> Non
 
 def test_builder_from_dataframe_then_meta_and_rows() -> None:
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}, index=["p", "q"])
-    builder = GridBuilder().set_meta({"dis": "t"}).from_dataframe(df)
+    builder = GridBuilder.from_dataframe(df, meta={"dis": "t"})
     grid = builder.set_col_meta("a", {"unit": "kW"}).to_grid()
-    assert grid.meta == {"dis": "t"} and grid.col("a").meta == {"unit": "kW"}
+    assert grid.meta() == {"dis": "t"} and grid.col("a").meta() == {"unit": "kW"}
     pd.testing.assert_frame_equal(roundtrip(grid).to_dataframe(), df)
     grid = builder.add_row({"a": 3}).to_grid()
-    assert grid.rows[-1] == {"a": 3, "b": None} and len(grid) == 3
+    assert grid.rows()[-1] == {"a": 3, "b": None} and len(grid) == 3
     assert list(grid.to_dataframe().index) == [0, 1, 2]
 
 

@@ -51,7 +51,7 @@ def test_an_object_column_of_text_travels_as_text_and_comes_back_the_same(sendin
     back = grid.to_dataframe()
     assert back["name"].dtype == object
     assert back["name"].tolist() == df["name"].tolist()
-    assert [row["name"] for row in grid.rows] == df["name"].tolist()
+    assert [row["name"] for row in grid.rows()] == df["name"].tolist()
     assert [column.cell(i) for i in (0, 1, 3, 4, 5, -1)] == [
         df["name"][i] for i in (0, 1, 3, 4, 5, ROWS - 1)]
 

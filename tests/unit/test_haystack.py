@@ -28,8 +28,8 @@ from hxpy.haystack import (
 
 def test_public_names() -> None:
     assert sorted(haystack.__all__) == sorted([
-        "NA", "Col", "Coord", "Grid", "GridBuilder", "Marker", "Number", "Ref", "Remove",
-        "Symbol", "Uri", "XStr", "is_tag_name"])
+        "NA", "Col", "ColumnNotFound", "Coord", "Grid", "GridBuilder", "Marker", "Number",
+        "Ref", "Remove", "Row", "RowLengthError", "Symbol", "Uri", "XStr", "is_tag_name"])
     for name in haystack.__all__:
         assert getattr(haystack, name).__doc__
 
@@ -52,7 +52,7 @@ def test_ref_is_equal_and_hashed_by_id() -> None:
     with pytest.raises(TypeError):
         Ref(1)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
-        Ref("a").id = "b"  # type: ignore[misc]
+        Ref("a").id = "b"  # type: ignore[method-assign]
 
 
 def test_number() -> None:
@@ -103,32 +103,32 @@ def make_grid() -> Grid:
 
 def test_grid_api() -> None:
     grid = make_grid()
-    assert grid.meta == {"dis": "Sites"}
-    assert grid.cols == [Col("id"), Col("area", {"unit": "ft²"})]
-    assert grid.col_names == ["id", "area"] and grid.col("area").meta == {"unit": "ft²"}
+    assert grid.meta() == {"dis": "Sites"}
+    assert grid.cols() == [Col("id"), Col("area", {"unit": "ft²"})]
+    assert grid.col_names() == ["id", "area"] and grid.col("area").meta() == {"unit": "ft²"}
     assert grid.has("id") and not grid.has("x") and grid.col("x", checked=False) is None
     with pytest.raises(KeyError):
         grid.col("x")
     assert len(grid) == grid.size() == 2
-    assert grid.rows == [{"id": Ref("a"), "area": Number(1200, "ft²")},
+    assert grid.rows() == [{"id": Ref("a"), "area": Number(1200, "ft²")},
                          {"id": Ref("b"), "area": None}]
-    assert grid.first == grid.rows[0] and grid.get(-1) == grid.rows[1] == grid[1]
-    assert list(grid) == grid.rows
-    assert grid.val(0, "area") == Number(1200, "ft²") and grid.val(grid.rows[1], Col("id")) \
+    assert grid.first() == grid.rows()[0] and grid.get(-1) == grid.rows()[1] == grid[1]
+    assert list(grid) == grid.rows()
+    assert grid.val(0, "area") == Number(1200, "ft²") and grid.val(grid.rows()[1], Col("id")) \
         == Ref("b")
     with pytest.raises(IndexError):
         grid.get(2)
     with pytest.raises(KeyError):
         grid.val(0, "x")
-    assert Grid().first is None and len(Grid()) == 0
+    assert Grid().first() is None and len(Grid()) == 0
     assert repr(grid) == "<Grid 2 rows × 2 cols [id, area]>"
 
 
 def test_grid_constructor_takes_dict_or_list_rows() -> None:
     grid = Grid(meta={"m": Marker()}, rows=[{"a": 1}, {"b": 2}])
-    assert grid.col_names == ["a", "b"] and grid.rows == [{"a": 1, "b": None},
+    assert grid.col_names() == ["a", "b"] and grid.rows() == [{"a": 1, "b": None},
                                                           {"a": None, "b": 2}]
-    assert Grid(cols=["a", Col("b", {"x": 1})], rows=[[1, 2]]).rows == [{"a": 1, "b": 2}]
+    assert Grid(cols=["a", Col("b", {"x": 1})], rows=[[1, 2]]).rows() == [{"a": 1, "b": 2}]
 
 
 def test_grid_equality_treats_nan_as_equal() -> None:
@@ -144,7 +144,7 @@ def test_builder_rules() -> None:
         GridBuilder().add_col("a").add_col("a")
     with pytest.raises(ValueError, match="unknown column 'b'"):
         GridBuilder().add_col("a").add_row({"b": 1})
-    with pytest.raises(ValueError, match="2 values for 1 columns"):
+    with pytest.raises(ValueError, match="row 0 has 2 cells but the grid has 1 column"):
         GridBuilder().add_col("a").add_row([1, 2])
     with pytest.raises(TypeError):
         GridBuilder().add_col("a").add_row("x")
@@ -158,5 +158,5 @@ def test_builder_late_columns_and_snapshots() -> None:
     builder = GridBuilder().add_col("a").add_row([1])
     first = builder.to_grid()
     builder.add_col("b").add_row([2, 3])
-    assert first.rows == [{"a": 1}]
-    assert builder.to_grid().rows == [{"a": 1, "b": None}, {"a": 2, "b": 3}]
+    assert first.rows() == [{"a": 1}]
+    assert builder.to_grid().rows() == [{"a": 1, "b": None}, {"a": 2, "b": 3}]

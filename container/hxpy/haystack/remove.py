@@ -1,0 +1,5 @@
+"""``hxpy.haystack.remove``, hxPy's module path for :class:`~hxpy.values.Remove`."""
+
+from ..values import Remove
+
+__all__ = ["Remove"]
