@@ -13,11 +13,13 @@ swallowed the refusal. Secret values are masked in what is recorded (fields, met
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hxpy.runtime import calls
@@ -26,12 +28,15 @@ from ..errors import ConfigurationError, NotInCatalog
 from .catalog import Record
 from .entities import check_kind, check_name, entity_class, new_id, parse_key
 from .limits import RunLimits, format_size
+from .store import StoreError
 
 if TYPE_CHECKING:
     from .context import Runtime
     from .store import Upload
 
 __all__ = ["HostCalls"]
+
+log = logging.getLogger("pyhost.runtime")
 
 
 class HostCalls:
@@ -62,18 +67,53 @@ class HostCalls:
         self.exceeded: str | None = None
         self._uploads: dict[str, tuple[str, Upload]] = {}
         self._lock = threading.Lock()  # serve replicas share one table
+        self._table: dict[str, Callable[..., Any]] | None = None
 
     def table(self) -> dict[str, Callable[..., Any]]:
-        """Call name -> handler."""
-        return {
-            calls.LOG_ENTITY: self.log_entity,
-            calls.GET_ENTITY: self.get_entity,
-            calls.READ_TABLE: self.read_table,
-            calls.READ_CHUNK: self.read_chunk,
-            calls.UPLOAD_BEGIN: self.upload_begin,
-            calls.UPLOAD_CHUNK: self.upload_chunk,
-            calls.LOG_METRIC: self.log_metric,
-        }
+        """Call name -> handler, each one telling the container nothing of where the host
+        keeps its files (:meth:`without_host_paths`)."""
+        if self._table is None:
+            self._table = self._guarded_table()
+        return self._table
+
+    def _guarded_table(self) -> dict[str, Callable[..., Any]]:
+        return {name: self.without_host_paths(handler) for name, handler in (
+            (calls.LOG_ENTITY, self.log_entity),
+            (calls.GET_ENTITY, self.get_entity),
+            (calls.READ_TABLE, self.read_table),
+            (calls.READ_CHUNK, self.read_chunk),
+            (calls.UPLOAD_BEGIN, self.upload_begin),
+            (calls.UPLOAD_CHUNK, self.upload_chunk),
+            (calls.LOG_METRIC, self.log_metric),
+        )}
+
+    def without_host_paths(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler``, whose errors say ``<store>`` and ``<catalog>`` where they named the
+        host's directories: a handler learns that its call failed and why, not the host's
+        layout (the host's own log keeps the full message)."""
+        paths = [(str(self.runtime.store.root), "<store>")]
+        catalog_path = getattr(self.runtime.catalog, "path", None)
+        if catalog_path is not None:
+            paths.append((str(catalog_path), "<catalog>"))
+            paths.append((str(Path(catalog_path).parent), "<home>"))
+
+        def answer(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except Exception as exc:
+                text = str(exc)
+                scrubbed = text
+                for path, label in paths:
+                    scrubbed = scrubbed.replace(path, label)
+                if scrubbed == text:
+                    raise
+                log.info("run %s: host call failed: %s", self.run_id, text)
+                exc.args = (scrubbed,)
+                if str(exc) != scrubbed:  # an OSError's text comes from its filename
+                    raise StoreError(scrubbed) from None
+                raise
+
+        return answer
 
     def dispatch(self, method: str, *args: Any) -> Any:
         """Call a handler by name (a local run's ``call_host``)."""

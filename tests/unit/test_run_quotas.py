@@ -140,6 +140,21 @@ def test_the_seventeenth_open_upload_is_refused_and_holds_no_descriptor(runtime,
     assert host.exceeded is None  # a refused begin is not a quota gone over
 
 
+def test_errors_a_run_is_sent_name_no_host_directory(runtime, project):
+    host = calls_for(runtime)
+    # a file where the run's directory of uploads belongs: making it fails, naming the path
+    (runtime.store.root / "attacked").mkdir(parents=True, exist_ok=True)
+    (runtime.store.root / "attacked" / "run").write_text("in the way")
+    with pytest.raises(Exception) as caught:
+        host.table()[calls.UPLOAD_BEGIN]("f")
+    message = str(caught.value)
+    assert "<store>/attacked/run" in message
+    assert str(runtime.store.root) not in message
+    assert str(runtime.store.root.parent) not in message
+    with pytest.raises(Exception, match=str(runtime.store.root)):
+        host.upload_begin("f")  # the host's own calls keep the whole path
+
+
 def test_the_store_quota_counts_uploads_and_tables_and_removes_what_went_over(runtime,
                                                                              project):
     host = calls_for(runtime, store_quota="3Mi")
