@@ -192,10 +192,11 @@ class FrameReader:
         self._large_prefixes: tuple[bytes, ...] = ()
 
     def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:
-        """Accept a message of more than ``large_from`` bytes (body and buffers) only when
-        its body starts with one of ``prefixes``: any other is refused with
-        :class:`FrameTooLarge` once the first bytes of its body are read, before its body
-        is allocated. (Its out-of-band buffers come before the body, so they are read.)"""
+        """Accept a message whose body is more than ``large_from`` bytes only when the body
+        starts with one of ``prefixes``: any other is refused with :class:`FrameTooLarge`
+        once the first bytes of its body are read, before the body is allocated. The body
+        is what decoding copies; out-of-band buffers (array data, text columns) are received
+        once, into the memory their arrays then use, and stay bounded by ``max_size``."""
         self._large_from = min(large_from, self.max_size)
         self._large_prefixes = tuple(prefixes)
 
@@ -260,18 +261,18 @@ class FrameReader:
             total += size
             check_size(total, self.max_size, "incoming")
             if not is_buffer:
-                if total > self._large_from:
-                    self._check_large(total, size)
+                if size > self._large_from:
+                    self._check_large(size)
                 return self._take(size), buffers
             buffers.append(self._take_into(allocate(size)))
 
-    def _check_large(self, total: int, body_size: int) -> None:
+    def _check_large(self, body_size: int) -> None:
         need = min(max(map(len, self._large_prefixes), default=0), body_size)
         if self._end - self._start < need:
             self._fill(need)
         head = bytes(self._view[self._start:self._start + need])
         if not any(head.startswith(prefix) for prefix in self._large_prefixes):
-            raise FrameTooLarge(f"incoming message of {total} bytes: only "
+            raise FrameTooLarge(f"incoming message body of {body_size} bytes: only "
                                 f"{self._large_from} bytes are allowed for this kind of "
                                 "message")
 

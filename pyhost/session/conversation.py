@@ -268,10 +268,10 @@ class Conversation:
         message = self._decode(received)
         if message.get("type") == protocol.CALL:
             self.stats.host_calls += 1
-            size = wire.message_size(*received)
+            size = len(received[0])  # the body: buffers were received into their arrays
             if size > self.options.max_call_frame:  # one whose "type" did not come first
-                raise ProtocolError(f"session {self.id}: a call from the container of {size} "
-                                    f"bytes, over max_call_frame="
+                raise ProtocolError(f"session {self.id}: a call from the container with a "
+                                    f"body of {size} bytes, over max_call_frame="
                                     f"{self.options.max_call_frame}")
             return call_reply(self._handlers, message, self.id)
         batch.reply = message
@@ -361,8 +361,9 @@ class Conversation:
                 f"not yield within {self.options.grace} s; the container was killed "
                 "(hard timeout)", kind="hard", seconds=self._timeout)
         if isinstance(exc, wire.FrameTooLarge):
-            return ProtocolError(f"session {self.id}: {exc} (a call from the container is at "
-                                 f"most max_call_frame={self.options.max_call_frame} bytes, "
+            return ProtocolError(f"session {self.id}: {exc} (a call from the container has a "
+                                 f"body of at most max_call_frame="
+                                 f"{self.options.max_call_frame} bytes, "
                                  f"a reply at most max_frame={self.options.max_frame})")
         if self._closed:
             return SessionClosed(f"session {self.id} was closed during a batch")

@@ -90,10 +90,12 @@ class SessionOptions:
     max_frame: int = wire.DEFAULT_MAX_FRAME
     """Largest message (a frame and its buffers) either end accepts, in bytes."""
     max_call_frame: int = 8 << 20
-    """Largest call from the container to the host (``call_host``: a file chunk, a metric,
-    a table logged from a handler), in bytes. A bigger one breaks the session with a
-    ``ProtocolError``, refused before its body is allocated; the replies to the host's own
-    evals may still take ``max_frame``."""
+    """Largest msgpack body of a call from the container to the host (``call_host``: a file
+    chunk, a metric, an entity's fields), in bytes: the part decoding copies. A bigger one
+    breaks the session with a ``ProtocolError``, refused before the body is allocated. Array
+    data and text columns (a table logged from a handler) travel as out-of-band buffers,
+    received once into their arrays and bounded, with the body, by ``max_frame``, as the
+    replies to the host's own evals are."""
     output_cap: int = 1 << 20
     """Captured stdout+stderr per batch, in bytes; the rest is cut (``last_output_truncated``)."""
     spin: float = wire.DEFAULT_SPIN

@@ -283,6 +283,10 @@ def test_a_call_over_max_call_frame_breaks_the_session_clearly(launcher):
             s.eval("h.call_host('sink', b'x' * (20 << 20))")
         # a reply to the host's own eval may still be large
         assert len(s.eval("b'y' * (20 << 20)")) == 20 << 20
+        # and so may a call whose size is out-of-band array data (a logged table): it is
+        # received once, into its arrays, never copied
+        assert s.eval("import hxpy.server as h, numpy as np\n"
+                      "h.call_host('sink', np.zeros(4 << 20))") == 4 << 20
 
 
 def test_a_call_whose_type_comes_late_is_refused_after_decoding(launcher):
