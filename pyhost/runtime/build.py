@@ -37,7 +37,7 @@ from .runs import (
     save_logs,
     transition,
 )
-from .sources import PYTHON_VERSIONS
+from .sources import python_wanted
 
 if TYPE_CHECKING:
     from .context import Runtime
@@ -127,7 +127,8 @@ def _base_image(function: Function, launcher: Launcher) -> str | None:
     spec = function.spec
     if spec.get("base_image") or spec.get("image"):
         return str(spec.get("base_image") or spec.get("image"))
-    return launcher.image_for_python(PYTHON_VERSIONS[spec["python_version"]])
+    wanted = python_wanted(spec)
+    return launcher.image_for_python(wanted) if wanted else None
 
 
 def _recipe(function: Function, launcher: Launcher, instructions: Any, allow_network: Any,
@@ -156,13 +157,13 @@ def _recipe(function: Function, launcher: Launcher, instructions: Any, allow_net
         requirements=local, find_links=links, index_url=index_url, offline=offline,
         instructions=tuple(instructions or ()), files=function.source().files,
         labels={"org.pyhost.function": function.key}, allow_network=allow_network,
-        python=PYTHON_VERSIONS[function.spec["python_version"]], force=force)
+        python=python_wanted(function.spec), force=force)
 
 
 def _check_python(function: Function, launcher: Launcher, recipe: ImageRecipe) -> None:
     """Refuse a base whose Python is known (from its labels) and not the function's."""
     have = launcher.python_version(recipe.base_image)
-    if have is not None and have != recipe.python:
+    if have is not None and recipe.python is not None and have != recipe.python:
         raise ConfigurationError(
             f"python_version={function.spec['python_version']!r}: the base image "
             f"{recipe.base_image or '(default)'} has Python {have}; pass base_image= of an "

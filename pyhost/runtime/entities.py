@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
     from .context import Runtime
 
-__all__ = ["KINDS", "Artifact", "Dataitem", "Entity", "EntityKey", "Model", "check_kind",
-           "check_name", "entity_class", "new_id", "parse_key"]
+__all__ = ["KINDS", "TABLE_FORMATS", "Artifact", "Dataitem", "Entity", "EntityKey", "Model",
+           "check_kind", "check_name", "entity_class", "iso_time", "new_id", "parse_key"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_+-]{0,63}$")
@@ -40,6 +41,13 @@ _KEY = re.compile(r"^store://(?P<project>[^/]+)/(?P<type>[^/]+)/(?P<kind>[^/]+)/
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def iso_time(seconds: float) -> str:
+    """``seconds`` since the epoch as DigitalHub writes an entity's ``created``/``updated``:
+    ISO 8601 in UTC, e.g. ``2025-01-31T09:30:00.123+00:00`` (the catalog keeps the float
+    beside it, in the record, for its queries)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def check_name(what: str, name: str) -> str:
@@ -129,7 +137,7 @@ class Entity:
         """A new entity document (JSON-able), with its key."""
         id = id or new_id()
         key = str(EntityKey(project, cls.entity_type, kind, name, id))
-        now = time.time()
+        now = iso_time(time.time())
         return {"entity_type": cls.entity_type, "project": project, "name": name, "kind": kind,
                 "id": id, "key": key,
                 "metadata": {"created": now, "updated": now, **(metadata or {})},
@@ -144,23 +152,32 @@ class Entity:
         """The entity's files in the store: ``{"path", "size"}`` relative to its directory."""
         return list(self.status.get("files") or [])
 
-    def download(self, destination: str | Path | None = None) -> str:
+    def download(self, destination: str | Path | None = None, overwrite: bool = False) -> str:
         """Copy the entity's files to ``destination`` (a directory; default the current one);
         the path of the file (one file) or of the directory.
 
         Raises:
             NotInCatalog: the entity has no files.
+            ConfigurationError: a file is there already and ``overwrite`` is False (nothing
+                is copied then).
         """
         if not self.files:
             raise NotInCatalog(f"{self.key} has no files to download")
         target = Path(destination or ".")
+        there = [entry["path"] for entry in self.files if (target / entry["path"]).exists()]
+        if there and not overwrite:
+            raise ConfigurationError(f"download of {self.key}: {target / there[0]} exists; "
+                                     "pass overwrite=True to replace it")
         target.mkdir(parents=True, exist_ok=True)
-        store_dir = self._runtime.store.resolve(self.status["path"])
         for entry in self.files:
             out = target / entry["path"]
             out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(store_dir / entry["path"], out)
+            shutil.copyfile(self._file_in_store(entry["path"]), out)
         return str(target / self.files[0]["path"]) if len(self.files) == 1 else str(target)
+
+    def _file_in_store(self, relative: str) -> Path:
+        """One of the entity's files in the store (checked to stay in the store)."""
+        return self._runtime.store.resolve(Path(self.status["path"]) / relative)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}>"
@@ -183,15 +200,33 @@ class Dataitem(Entity):
 
     entity_type = "dataitem"
 
-    def as_df(self) -> pandas.DataFrame:
-        """The table as a pandas DataFrame.
+    def as_df(self, file_format: str | None = None, **kwargs: Any) -> pandas.DataFrame:
+        """The data as a pandas DataFrame: a logged DataFrame (kept as Parquet), or the CSV
+        or Parquet file the dataitem was logged from (``file_format`` ``"csv"`` or
+        ``"parquet"``; None: by the file's extension). ``kwargs`` go to pandas'
+        ``read_csv``/``read_parquet``.
 
         Raises:
-            ConfigurationError: this dataitem is not a table.
+            ConfigurationError: the dataitem has no file of a readable format, or more than
+                one, or a ``file_format`` other than csv and parquet.
         """
-        if self.kind != "table" or "table" not in self.status:
-            raise ConfigurationError(f"{self.key} is a {self.kind!r} dataitem, not a table")
-        return self._runtime.store.read_table(self.status["table"])
+        import pandas as pd
+
+        if file_format is not None and file_format not in TABLE_FORMATS:
+            raise ConfigurationError(f"file_format={file_format!r}: one of "
+                                     f"{', '.join(TABLE_FORMATS)}, or None (by extension)")
+        if "table" in self.status and not kwargs and file_format in (None, "parquet"):
+            return self._runtime.store.read_table(self.status["table"])
+        readable = [entry["path"] for entry in self.files
+                    if file_format or Path(entry["path"]).suffix.lower().lstrip(".")
+                    in TABLE_FORMATS]
+        if len(readable) != 1:
+            raise ConfigurationError(
+                f"{self.key}: as_df reads one CSV or Parquet file; the dataitem has "
+                f"{', '.join(entry['path'] for entry in self.files) or 'no file'}")
+        path = self._file_in_store(readable[0])
+        fmt = file_format or path.suffix.lower().lstrip(".")
+        return pd.read_csv(path, **kwargs) if fmt == "csv" else pd.read_parquet(path, **kwargs)
 
 
 class Model(Entity):
@@ -199,6 +234,9 @@ class Model(Entity):
 
     entity_type = "model"
 
+
+TABLE_FORMATS = ("csv", "parquet")
+"""The file formats :meth:`Dataitem.as_df` reads."""
 
 _CLASSES: dict[str, type[Entity]] = {cls.entity_type: cls for cls in (Artifact, Dataitem, Model)}
 

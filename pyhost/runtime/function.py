@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CatalogUnavailable, ConfigurationError
 from .catalog import Record
-from .entities import EntityKey, check_name
+from .entities import EntityKey, check_name, iso_time
 from .sources import PYTHON_VERSIONS, HandlerInfo, Source, load_source, resolve_handler
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from .runs import Run
 
 __all__ = ["KINDS", "Function", "save_function"]
+
+log = logging.getLogger("pyhost.runtime")
 
 KINDS = ("python",)
 _SPEC_FIELDS = ("description", "labels", "embedded", "git_source", "lang", "init_function",
@@ -100,37 +103,39 @@ class Function:
         record = self._runtime.get("function", self.id)
         document = dict(record.document)
         document["status"] = {**(document.get("status") or {}), "image": image}
-        document["metadata"] = {**(document.get("metadata") or {}), "updated": time.time()}
-        self._record = self._runtime.update("function", self.id, document,
-                                            updated=document["metadata"]["updated"])
+        now = time.time()
+        document["metadata"] = {**(document.get("metadata") or {}), "updated": iso_time(now)}
+        self._record = self._runtime.update("function", self.id, document, updated=now)
 
-    def run(self, action: str = "job", **task: Any) -> Run:
+    def run(self, action: str = "job", log_info: bool = False, **task: Any) -> Run:
         """Run this function: ``action="job"`` with ``inputs``, ``parameters``,
         ``outputs``, ``wait``, ``local_execution`` and the task's settings (see
         :func:`pyhost.runtime.job.start_job`); ``action="build"`` with ``instructions``
         and the build's settings (see :func:`pyhost.runtime.build.start_build`);
         ``action="serve"`` with ``replicas``, ``service_type``, ``port``,
         ``init_parameters`` and the task's settings (see
-        :func:`pyhost.runtime.serve.start_serve`).
+        :func:`pyhost.runtime.serve.start_serve`). ``log_info`` logs the run's start and
+        end (logger ``pyhost.runtime``), as DigitalHub's does.
 
         Raises:
             ConfigurationError: an unknown action or setting, or arguments that do not fit
                 the handler; raised before anything starts.
         """
+        if not isinstance(log_info, bool):
+            raise ConfigurationError(f"log_info is True or False, not {log_info!r}")
         if action == "build":
-            from .build import start_build
-
-            return start_build(self, self._runtime, **task)
-        if action == "serve":
-            from .serve import start_serve
-
-            return start_serve(self, self._runtime, **task)
-        if action != "job":
+            from .build import start_build as start
+        elif action == "serve":
+            from .serve import start_serve as start
+        elif action == "job":
+            from .job import start_job as start
+        else:
             raise ConfigurationError(f"action={action!r}: a python function runs as 'job', "
                                      "'build' or 'serve'")
-        from .job import start_job
-
-        return start_job(self, self._runtime, **task)
+        run = start(self, self._runtime, **task)
+        if log_info:
+            log.info("run %s of %s (%s): %s", run.id, self.key, action, run.status.state)
+        return run
 
     def __repr__(self) -> str:
         return f"<Function {self.key}>"
@@ -139,7 +144,7 @@ class Function:
 def save_function(runtime: Runtime, project: str, name: str, kind: str = "python", *,
                   code: str | None = None, base64: str | None = None,
                   code_src: str | None = None, handler: str | None = None,
-                  python_version: str = "PYTHON3_11", **fields: Any) -> Function:
+                  python_version: str | None = None, **fields: Any) -> Function:
     """Save a function version (see :meth:`Project.new_function`).
 
     Raises:
@@ -152,9 +157,10 @@ def save_function(runtime: Runtime, project: str, name: str, kind: str = "python
     if unknown:
         raise ConfigurationError(f"function {name!r}: unknown field(s) {', '.join(unknown)}; "
                                  f"the fields are {', '.join(_SPEC_FIELDS)}")
-    if python_version not in PYTHON_VERSIONS:
+    if python_version is not None and python_version not in PYTHON_VERSIONS:
         raise ConfigurationError(f"python_version={python_version!r}: one of "
-                                 f"{', '.join(PYTHON_VERSIONS)}")
+                                 f"{', '.join(PYTHON_VERSIONS)}, or None (the default image's "
+                                 "Python, whatever it is)")
     if not handler:
         raise ConfigurationError(f"function {name!r}: handler is required (e.g. 'main' or "
                                  "'pkg.module:main')")
@@ -186,7 +192,8 @@ def save_function(runtime: Runtime, project: str, name: str, kind: str = "python
     document = {
         "entity_type": "function", "project": project, "name": name, "kind": kind,
         "id": function_id, "key": str(EntityKey(project, "function", kind, name, function_id)),
-        "metadata": {"created": now, "updated": now, "version": function_id},
+        "metadata": {"created": iso_time(now), "updated": iso_time(now),
+                     "version": function_id},
         "spec": spec,
         "status": {"digest": digest,
                    "source": str(directory.relative_to(runtime.store.root))},

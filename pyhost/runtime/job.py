@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from hxpy.runtime.handler import DEFAULT_OUTPUT
 from hxpy.runtime.job import run_job
 
 from ..api import py
@@ -34,6 +35,7 @@ from .runs import (
     ERROR,
     READY,
     RUNNING,
+    SDK_DEFAULT_OUTPUT,
     STOPPED,
     Run,
     create_run,
@@ -42,7 +44,7 @@ from .runs import (
     save_logs,
     transition,
 )
-from .sources import PYTHON_VERSIONS, HandlerInfo
+from .sources import HandlerInfo, python_wanted
 from .values import to_json
 
 if TYPE_CHECKING:
@@ -145,7 +147,8 @@ def _execute(runtime: Runtime, record: Record, function: Function, info: Handler
                              "state": outcome.state, "error": outcome.error})
             if outcome.state != ERROR or execution.stop_requested:
                 break
-        _finish(runtime, record, settings, calls, outcome, attempts, execution)
+        _finish(runtime, record, settings, calls, outcome, attempts, execution,
+                undecorated=not info.outputs)
     except StaleState:
         log.warning("run %s was settled by another process while it ran", record.id)
     except Exception:  # the runtime's own failure: the run must not stay RUNNING
@@ -275,7 +278,7 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
             return _Outcome(STOPPED)
         # Recorded when the container starts, before the job's one round trip.
         session.init(lambda started_session: started(started_session.container_id))
-        job = {**job, "python": PYTHON_VERSIONS[function.spec["python_version"]]}
+        job = {**job, "python": python_wanted(function.spec)}
         answer = (session.define("__job__", job)
                   .exec("from hxpy.runtime.job import run_job").eval("run_job(__job__)"))
     except BaseException:
@@ -286,7 +289,8 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, settings: JobSettings
 
 
 def _finish(runtime: Runtime, record: Record, settings: JobSettings, calls: HostCalls,
-            outcome: _Outcome, attempts: list[dict[str, Any]], execution: Any) -> None:
+            outcome: _Outcome, attempts: list[dict[str, Any]], execution: Any,
+            undecorated: bool = False) -> None:
     mask = calls.mask
     state = STOPPED if execution.stop_requested else outcome.state
     changes: dict[str, Any] = {"attempts": attempts, "metrics": calls.metrics,
@@ -294,7 +298,10 @@ def _finish(runtime: Runtime, record: Record, settings: JobSettings, calls: Host
     error = outcome.error
     if state == COMPLETED:
         try:
-            results, outputs = _record_outputs(calls, mask(outcome.answer), settings.outputs)
+            answer, mapping = mask(outcome.answer), settings.outputs
+            if undecorated:
+                answer, mapping = _sdk_output_names(answer, mapping)
+            results, outputs = _record_outputs(calls, answer, mapping)
             changes.update(results=results, outputs=outputs, message="completed")
         except (ConfigurationError, NotInCatalog) as exc:
             state, error = ERROR, {"type": type(exc).__name__, "message": str(exc),
@@ -349,6 +356,23 @@ def _record_outputs(calls: HostCalls, answer: dict[str, Any],
         document = calls.log_table(mapping.get(name, name), table)
         outputs[mapping.get(name, name)] = results[name] = document["key"]
     return results, outputs
+
+
+def _sdk_output_names(answer: Any, mapping: dict[str, str]
+                      ) -> tuple[Any, dict[str, str]]:
+    """An undecorated handler's return value under DigitalHub's name for it, ``output_0``
+    (the container names it ``result``; ``outputs={"result": ...}`` still maps it)."""
+    if not isinstance(answer, dict):
+        return answer, mapping
+    renamed = {part: {(SDK_DEFAULT_OUTPUT if name == DEFAULT_OUTPUT else name): value
+                      for name, value in (values or {}).items()}
+               if isinstance(values, dict) else values for part, values in answer.items()}
+    entity = mapping.get(DEFAULT_OUTPUT, mapping.get(SDK_DEFAULT_OUTPUT))
+    mapping = {name: value for name, value in mapping.items()
+               if name not in (DEFAULT_OUTPUT, SDK_DEFAULT_OUTPUT)}
+    if entity is not None:
+        mapping[SDK_DEFAULT_OUTPUT] = entity
+    return renamed, mapping
 
 
 def _own_entity(calls: HostCalls, output: str, key: Any) -> str:

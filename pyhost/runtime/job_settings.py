@@ -19,7 +19,7 @@ from ..launchers.base import LaunchSpec, Volume
 from .entities import Entity, check_name, parse_key
 from .limits import RunLimits
 from .placement import affinity_constraints, as_mapping, check_tolerations, label_constraint
-from .sources import PYTHON_VERSIONS, HandlerInfo
+from .sources import PYTHON_VERSIONS, HandlerInfo, python_wanted
 from .values import to_json
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def _check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_outputs(outputs: dict[str, str], info: HandlerInfo) -> dict[str, str]:
-    declared = info.outputs or (("result",) if info.params is not None else None)
+    declared = info.outputs or (("result", "output_0") if info.params is not None else None)
     for name, entity_name in as_mapping("outputs", outputs).items():
         if declared is not None and name not in declared:
             raise ConfigurationError(f"outputs: the handler has no output {name!r} (its "
@@ -228,7 +228,9 @@ def run_image(function: Function, launcher: Any) -> str | None:
         return str(built["tag"])
     if function.spec.get("image"):
         return str(function.spec["image"])
-    version = function.spec["python_version"]
+    version = function.spec.get("python_version")
+    if not version:
+        return None  # no Python asked for: the launcher's default image, whatever its Python
     try:
         return get_launcher(launcher).image_for_python(PYTHON_VERSIONS[version])
     except (ConfigurationError, ImageNotFound) as exc:
@@ -239,7 +241,9 @@ def check_python_version(function: Function, settings: JobSettings) -> None:
     """Refuse a python_version the run's Python is not, where that is known before a start
     (this interpreter for a local run; the launcher's answer otherwise). A container whose
     Python the launcher could not tell is checked when it starts (:func:`_run_in_session`)."""
-    wanted = PYTHON_VERSIONS[function.spec["python_version"]]
+    wanted = python_wanted(function.spec)
+    if wanted is None:
+        return  # it asks for no Python: any will do
     if settings.local_execution:
         have: str | None = f"{sys.version_info.major}.{sys.version_info.minor}"
         where = "this process runs"
@@ -294,15 +298,24 @@ def resolve_secrets(names: list[str]) -> dict[str, str]:
 
 
 def parse_resources(resources: dict[str, Any]) -> tuple[float | None, int | None]:
-    """``(cpus, memory bytes)`` from ``{"cpu": "500m" | 1.5, "memory": "512Mi"}``.
+    """``(cpus, memory bytes)`` from DigitalHub's ``{"cpu": "500m" | 1.5, "mem": "512Mi"}``
+    (``memory`` is taken for ``mem`` too). ``gpu`` is refused: no launcher here gives
+    containers a GPU.
 
     Raises:
-        ConfigurationError: an unknown resource or a malformed quantity.
+        ConfigurationError: an unknown resource, a GPU, a malformed quantity, or both mem
+            and memory.
     """
-    unknown = sorted(set(as_mapping("resources", resources)) - {"cpu", "memory"})
+    unknown = sorted(set(as_mapping("resources", resources)) - {"cpu", "mem", "memory", "gpu"})
     if unknown:
         raise ConfigurationError(f"resources: unknown {', '.join(unknown)}; give cpu and "
-                                 "memory")
+                                 "mem")
+    if resources.get("gpu") not in (None, 0, "0"):
+        raise ConfigurationError(f"resources.gpu={resources['gpu']!r}: this engine gives "
+                                 "containers no GPU (pyhost runs on CPUs only); leave gpu out")
+    if "mem" in resources and "memory" in resources:
+        raise ConfigurationError("resources: give mem or memory (its alias), not both")
+    resources = {**resources, "memory": resources.get("mem", resources.get("memory"))}
     cpus = memory = None
     cpu = resources.get("cpu")
     if cpu is not None:
@@ -318,11 +331,11 @@ def parse_resources(resources: dict[str, Any]) -> tuple[float | None, int | None
     if quantity is not None:
         match = _MEMORY.match(str(quantity)) if not isinstance(quantity, bool) else None
         if match is None or float(match[1]) <= 0:
-            raise ConfigurationError(f"resources.memory={quantity!r}: a size like '512Mi', "
+            raise ConfigurationError(f"resources.mem={quantity!r}: a size like '512Mi', "
                                      "'1Gi' or a number of bytes")
         memory = int(float(match[1]) * _MEMORY_FACTORS[match[2]])
         if memory < 6 * 1024**2:
-            raise ConfigurationError(f"resources.memory={quantity!r}: at least 6Mi")
+            raise ConfigurationError(f"resources.mem={quantity!r}: at least 6Mi")
     return cpus, memory
 
 

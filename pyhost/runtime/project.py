@@ -11,7 +11,17 @@ from hxpy.runtime.proxies import upload_files
 from ..errors import CatalogUnavailable, ConfigurationError, NotInCatalog
 from .catalog import Record
 from .context import Runtime, get_runtime
-from .entities import Artifact, Dataitem, Entity, EntityKey, Model, check_name, entity_class
+from .entities import (
+    Artifact,
+    Dataitem,
+    Entity,
+    EntityKey,
+    Model,
+    check_name,
+    entity_class,
+    iso_time,
+    parse_key,
+)
 from .function import Function, save_function
 from .host_calls import HostCalls
 from .runs import Run
@@ -19,7 +29,9 @@ from .runs import Run
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["Project", "get_or_create_project", "get_project", "new_function", "new_project"]
+__all__ = ["Project", "get_artifact", "get_dataitem", "get_function", "get_model",
+           "get_or_create_project", "get_project", "get_run", "list_runs", "log_artifact",
+           "log_dataitem", "log_model", "new_dataitem", "new_function", "new_project"]
 
 
 class Project:
@@ -35,8 +47,9 @@ class Project:
 
     def new_function(self, name: str, kind: str = "python", **fields: Any) -> Function:
         """Save a function (a new version if it changed): ``handler``, one of ``code``,
-        ``base64`` or ``code_src``, ``python_version`` (default ``PYTHON3_11``) and the other
-        fields of the design (description, labels, image, requirements, ...).
+        ``base64`` or ``code_src``, ``python_version`` (default None: the default image,
+        whatever its Python; ``PYTHON3_X``: that version's image) and the other fields of
+        the design (description, labels, image, requirements, ...).
 
         Raises:
             ConfigurationError: a bad kind, field, source or handler (nothing is saved).
@@ -64,6 +77,13 @@ class Project:
     # -- runs ----------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> Run:
+        """A run of this project, by id or key.
+
+        Raises:
+            NotInCatalog: no such run in this project.
+        """
+        if run_id.startswith("store://"):
+            run_id = parse_key(run_id).name
         record = self._runtime.get("run", run_id)
         if record.project != self.name:
             raise NotInCatalog(f"run {run_id} is not in project {self.name!r}")
@@ -77,8 +97,31 @@ class Project:
 
     def log_dataitem(self, name: str, kind: str = "table", data: pandas.DataFrame | None = None,
                      source: str | None = None, **fields: Any) -> Dataitem:
-        """Record a dataitem: a DataFrame (``data``, kept as Parquet) or a file."""
+        """Record a dataitem: a DataFrame (``data``, kept as Parquet) or a file (``source``,
+        e.g. a CSV or Parquet file :meth:`Dataitem.as_df` reads).
+
+        Raises:
+            ConfigurationError: a bad name or kind, a missing source, or both data and
+                source.
+        """
+        if data is not None and source is not None:
+            raise ConfigurationError(f"dataitem {name!r}: give data= or source=, not both")
         return self._log("dataitem", name, kind, fields, source, data)  # type: ignore[return-value]
+
+    def new_dataitem(self, name: str, kind: str = "table", path: str | None = None,
+                     **fields: Any) -> Dataitem:
+        """Record a dataitem over a local file or directory ``path`` (copied into the
+        store, as DigitalHub records one over a path of its stores).
+
+        Raises:
+            ConfigurationError: ``path`` is missing, or names a remote store (s3://...):
+                pyhost has only its local store.
+        """
+        if path is None or "://" in path:
+            raise ConfigurationError(f"dataitem {name!r}: path={path!r}; pyhost has no remote "
+                                     "store: give a local file or directory")
+        return self._log("dataitem", name, kind, {**fields, "path": path},  # type: ignore[return-value]
+                         path)
 
     def log_artifact(self, name: str, kind: str = "artifact", source: str | None = None,
                      **fields: Any) -> Artifact:
@@ -134,20 +177,44 @@ class Project:
         return f"<Project {self.name}>"
 
 
-def new_project(name: str, description: str = "", runtime: Runtime | None = None) -> Project:
-    """Create a project.
+def new_project(name: str, description: str | None = None, labels: list[str] | None = None,
+                config: dict[str, Any] | None = None, runtime: Runtime | None = None,
+                **sdk_options: Any) -> Project:
+    """Create a project; ``description``, ``labels`` and ``config`` are recorded in its spec
+    (DigitalHub's ``source``, ``context`` and ``setup_kwargs`` are accepted and unused:
+    there is no server or local context directory here).
 
     Raises:
-        ConfigurationError: a bad name, or a project of that name exists.
+        ConfigurationError: a bad name or field, or a project of that name exists.
     """
     runtime = runtime or get_runtime()
-    if not _insert_project(runtime, name, description):
+    spec = _project_spec(description, labels, config, sdk_options)
+    if not _insert_project(runtime, name, spec):
         raise ConfigurationError(f"project {name!r} exists; use get_project or "
                                  "get_or_create_project")
     return get_project(name, runtime)
 
 
-def _insert_project(runtime: Runtime, name: str, description: str) -> bool:
+_SDK_PROJECT_OPTIONS = ("source", "context", "setup_kwargs")
+
+
+def _project_spec(description: Any, labels: Any, config: Any,
+                  sdk_options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(sdk_options) - set(_SDK_PROJECT_OPTIONS))
+    if unknown:
+        raise ConfigurationError(f"project: unknown argument(s) {', '.join(unknown)}")
+    if description is not None and not isinstance(description, str):
+        raise ConfigurationError(f"project description is text, not {description!r}")
+    if labels is not None and not (isinstance(labels, list)
+                                   and all(isinstance(label, str) for label in labels)):
+        raise ConfigurationError(f"project labels are a list of str, not {labels!r}")
+    if config is not None and not isinstance(config, dict):
+        raise ConfigurationError(f"project config is a dict, not {config!r}")
+    return {"description": description or "", "labels": list(labels or []),
+            "config": dict(config or {})}
+
+
+def _insert_project(runtime: Runtime, name: str, spec: dict[str, Any]) -> bool:
     """Record a project; False if it exists (also when another process made it first)."""
     check_name("project", name)
     if runtime.find("project", project=name, name=name):
@@ -155,8 +222,8 @@ def _insert_project(runtime: Runtime, name: str, description: str) -> bool:
     now = time.time()
     document = {"entity_type": "project", "project": name, "name": name, "kind": "project",
                 "id": name, "key": str(EntityKey(name, "project", "project", name, None)),
-                "metadata": {"created": now, "updated": now},
-                "spec": {"description": description}, "status": {}}
+                "metadata": {"created": iso_time(now), "updated": iso_time(now)},
+                "spec": spec, "status": {}}
     try:
         runtime.add(Record("project", name, name, name, "project", now, now, "", document))
     except CatalogUnavailable:
@@ -176,16 +243,138 @@ def get_project(name: str, runtime: Runtime | None = None) -> Project:
     return Project(runtime.latest("project", name, name), runtime)
 
 
-def get_or_create_project(name: str, runtime: Runtime | None = None) -> Project:
-    """The project ``name``, created if it does not exist."""
+def get_or_create_project(name: str, description: str | None = None,
+                          labels: list[str] | None = None, config: dict[str, Any] | None = None,
+                          runtime: Runtime | None = None, **sdk_options: Any) -> Project:
+    """The project ``name``, created (with ``description``, ``labels``, ``config``; see
+    :func:`new_project`) if it does not exist; an existing one is returned unchanged.
+
+    Raises:
+        ConfigurationError: a bad name or field.
+    """
     runtime = runtime or get_runtime()
+    spec = _project_spec(description, labels, config, sdk_options)
     try:
         return get_project(name, runtime)
     except NotInCatalog:
-        _insert_project(runtime, name, "")  # made here, or by a process that raced us
+        _insert_project(runtime, name, spec)  # made here, or by a process that raced us
         return get_project(name, runtime)
 
 
-def new_function(name: str, project: str, kind: str = "python", **fields: Any) -> Function:
+# -- DigitalHub's module-level functions: the project is an argument -----------------------
+
+def new_function(project: str, name: str, kind: str = "python", **fields: Any) -> Function:
     """``get_or_create_project(project).new_function(name, kind, **fields)``."""
     return get_or_create_project(project).new_function(name, kind, **fields)
+
+
+def get_function(identifier: str, project: str | None = None,
+                 entity_id: str | None = None) -> Function:
+    """A function by key (``store://...``) or by name in ``project`` (the latest version,
+    or ``entity_id``).
+
+    Raises:
+        NotInCatalog: there is none.
+        ConfigurationError: a name without a project.
+    """
+    project, name, entity_id = _identify("function", identifier, project, entity_id)
+    return get_project(project).get_function(name, entity_id)
+
+
+def get_run(identifier: str, project: str | None = None) -> Run:
+    """A run by key or id (``project`` checks where it is, when given).
+
+    Raises:
+        NotInCatalog: there is none (in ``project``).
+    """
+    if identifier.startswith("store://"):
+        key = parse_key(identifier)
+        project, identifier = project or key.project, key.name
+    runtime = get_runtime()
+    run = Run(runtime.get("run", identifier), runtime)
+    if project is not None and run.project != project:
+        raise NotInCatalog(f"run {identifier} is not in project {project!r}")
+    return run
+
+
+def list_runs(project: str, state: str | None = None, function: str | None = None,
+              action: str | None = None) -> list[Run]:
+    """The runs of ``project``, optionally of one state, function (name or key) and action."""
+    runs = get_project(project).list_runs(state)
+    if function is not None:
+        runs = [run for run in runs if function in (run.spec.get("function"),
+                                                    run.spec["function"].split("/")[-1]
+                                                    .split(":")[0])]
+    return [run for run in runs if action is None or run.spec.get("action") == action]
+
+
+def get_dataitem(identifier: str, project: str | None = None,
+                 entity_id: str | None = None) -> Dataitem:
+    """A dataitem by key, or by name in ``project`` (see :func:`get_function`)."""
+    return _get_entity("dataitem", identifier, project, entity_id)  # type: ignore[return-value]
+
+
+def get_artifact(identifier: str, project: str | None = None,
+                 entity_id: str | None = None) -> Artifact:
+    """An artifact by key, or by name in ``project`` (see :func:`get_function`)."""
+    return _get_entity("artifact", identifier, project, entity_id)  # type: ignore[return-value]
+
+
+def get_model(identifier: str, project: str | None = None,
+              entity_id: str | None = None) -> Model:
+    """A model by key, or by name in ``project`` (see :func:`get_function`)."""
+    return _get_entity("model", identifier, project, entity_id)  # type: ignore[return-value]
+
+
+def log_dataitem(project: str, name: str, kind: str = "table", source: str | None = None,
+                 data: pandas.DataFrame | None = None, **fields: Any) -> Dataitem:
+    """``get_or_create_project(project).log_dataitem(...)``."""
+    return get_or_create_project(project).log_dataitem(name, kind, data=data, source=source,
+                                                       **fields)
+
+
+def new_dataitem(project: str, name: str, kind: str = "table", path: str | None = None,
+                 **fields: Any) -> Dataitem:
+    """``get_or_create_project(project).new_dataitem(...)``."""
+    return get_or_create_project(project).new_dataitem(name, kind, path, **fields)
+
+
+def log_artifact(project: str, name: str, source: str | None = None, kind: str = "artifact",
+                 **fields: Any) -> Artifact:
+    """``get_or_create_project(project).log_artifact(...)``."""
+    return get_or_create_project(project).log_artifact(name, kind, source, **fields)
+
+
+def log_model(project: str, name: str, source: str | None = None, kind: str = "model",
+              **fields: Any) -> Model:
+    """``get_or_create_project(project).log_model(...)``."""
+    return get_or_create_project(project).log_model(name, kind, source, **fields)
+
+
+def _identify(entity_type: str, identifier: str, project: str | None,
+              entity_id: str | None) -> tuple[str, str, str | None]:
+    """``(project, name, id)`` from a key, or from a name and its project."""
+    if identifier.startswith("store://"):
+        key = parse_key(identifier)
+        if key.entity_type != entity_type:
+            raise ConfigurationError(f"{identifier} is a {key.entity_type}, not a "
+                                     f"{entity_type}")
+        return key.project, key.name, key.id or entity_id
+    if project is None:
+        raise ConfigurationError(f"{entity_type} {identifier!r}: give project= with a name "
+                                 "(or a store:// key)")
+    return project, identifier, entity_id
+
+
+def _get_entity(entity_type: str, identifier: str, project: str | None,
+                entity_id: str | None) -> Entity:
+    project, name, entity_id = _identify(entity_type, identifier, project, entity_id)
+    kind = entity_class(entity_type)
+    if entity_id is None:
+        return get_project(project)._get(entity_type, name)
+    runtime = get_runtime()
+    record = runtime.get(entity_type, entity_id)
+    if record.project != project or record.name != name:
+        raise NotInCatalog(f"{entity_type} {name!r} of project {project!r} has no version "
+                           f"{entity_id}")
+    return kind(record.document, runtime)

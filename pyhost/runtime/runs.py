@@ -10,15 +10,18 @@ process that opens the catalog (:func:`settle_orphaned_runs`) or by ``pyhost gc`
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from hxpy.runtime.handler import DEFAULT_OUTPUT
+
 from ..errors import ConfigurationError, NotInCatalog
 from ..launchers.ownership import Owner, owner_alive
 from .catalog import Record, StaleState
-from .entities import Entity, EntityKey, entity_class, new_id, parse_key
+from .entities import Entity, EntityKey, entity_class, iso_time, new_id, parse_key
 from .limits import DEFAULT_LOG_CAP, cap_text
 from .values import from_json
 
@@ -26,8 +29,14 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["ACTIVE", "FINAL", "Execution", "Run", "RunStatus", "create_run", "executing",
-           "finished", "save_logs", "settle_orphaned_runs", "transition"]
+__all__ = ["ACTIVE", "FINAL", "SDK_DEFAULT_OUTPUT", "Execution", "Run", "RunStatus",
+           "create_run", "executing", "finished", "save_logs", "settle_orphaned_runs",
+           "transition"]
+
+log = logging.getLogger("pyhost.runtime")
+# What DigitalHub names the value an undecorated handler returns; pyhost's "result" stays its
+# alias (run.result("result"), outputs={"result": ...}).
+SDK_DEFAULT_OUTPUT = "output_0"
 
 CREATED, READY, RUNNING = "CREATED", "READY", "RUNNING"
 COMPLETED, ERROR, STOPPED = "COMPLETED", "ERROR", "STOPPED"
@@ -67,6 +76,8 @@ class Execution:
         self.done = threading.Event()
         self.stop_requested = False
         self.stopper: Any = None  # a callable that ends the work at once (kill the session)
+        # A serve run's: wait_ready(timeout) -> its record once it serves (see _wait_serving)
+        self.wait_ready: Any = None
 
 
 _executions: dict[str, Execution] = {}
@@ -124,38 +135,85 @@ class Run:
         self._record = self._runtime.get("run", self.id)
         return self
 
-    def wait(self, timeout: float | None = None) -> Run:
-        """Wait until the run ends (or ``timeout`` seconds pass); the refreshed run.
+    def wait(self, timeout: float | None = None, log_info: bool = False) -> Run:
+        """Wait until the run ends (or ``timeout`` seconds pass); the refreshed run. A serve
+        run never ends by itself: its wait returns once every replica answers (RUNNING), as
+        DigitalHub's returns once the service is deployed (see :meth:`_wait_serving`).
 
         A run executing in this process ends the wait at once; another process's run is
-        re-read with a back-off from 10 ms to 0.5 s.
+        re-read with a back-off from 10 ms to 0.5 s. ``log_info`` logs the wait's start and
+        end (logger ``pyhost.runtime``), as DigitalHub's does.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if log_info:
+            log.info("waiting for run %s", self.id)
+        if self._record.kind.endswith("+serve"):
+            self._wait_serving(timeout)
+        else:
+            with _executions_lock:
+                execution = _executions.get(self.id)
+            if execution is not None:
+                execution.done.wait(timeout)
+                self.refresh()
+            else:
+                self._poll_while(ACTIVE, timeout)
+        if log_info:
+            log.info("run %s is %s", self.id, self.status.state)
+        return self
+
+    def _wait_serving(self, timeout: float | None) -> None:
+        """Until every replica answers. A service of this process that is not up within
+        ``timeout`` (default: its ``ready_timeout``) is failed: every replica removed, the
+        run ERROR naming the replicas that did not come up, with their last log lines. A
+        service of another process is only watched."""
         with _executions_lock:
             execution = _executions.get(self.id)
-        if execution is not None:
-            execution.done.wait(timeout)
-            return self.refresh()
+        if execution is not None and execution.wait_ready is not None:
+            self._record = execution.wait_ready(timeout)
+        else:
+            self._poll_while((CREATED, READY), timeout)
+
+    def _poll_while(self, states: tuple[str, ...], timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.01
-        while self.refresh().status.state in ACTIVE:
+        while self.refresh().status.state in states:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
             time.sleep(delay if left is None else min(delay, left))
             delay = min(delay * 2, 0.5)
-        return self
 
     def result(self, name: str) -> Any:
-        """One result of the run (an entity output's result is its key).
+        """One result of the run (an entity output's result is its key). ``"result"``, the
+        name pyhost gave an undecorated handler's value, answers with ``output_0``,
+        DigitalHub's name for it.
 
         Raises:
-            NotInCatalog: the run has no result of that name.
+            NotInCatalog: the run has no result of that name (DigitalHub returns None).
         """
         results = self.status.results
+        name = _alias(name, results)
         if name not in results:
             raise NotInCatalog(f"run {self.id} has no result {name!r} (it has "
                                f"{', '.join(results) or 'none'})")
         return results[name]
+
+    def results(self) -> dict[str, Any]:
+        """Every result, by name (a copy)."""
+        return dict(self.status.results)
+
+    def outputs(self, as_key: bool = False, as_dict: bool = False) -> dict[str, Any]:
+        """Every output: name -> the entity (its key with ``as_key``, its document with
+        ``as_dict``).
+
+        Raises:
+            ConfigurationError: an output names an entity of another project (see
+                :meth:`output`).
+        """
+        found: dict[str, Any] = {}
+        for name, key in self.status.outputs.items():
+            entity = self.output(name)
+            found[name] = key if as_key else entity.to_dict() if as_dict else entity
+        return found
 
     def output(self, name: str) -> Entity:
         """The entity an output became, by entity name or by output name.
@@ -166,6 +224,7 @@ class Run:
                 tampered with: a run's outputs are checked when it ends).
         """
         outputs = self.status.outputs
+        name = _alias(name, outputs)
         if name not in outputs:
             raise NotInCatalog(f"run {self.id} has no output {name!r} (it has "
                                f"{', '.join(outputs) or 'none'})")
@@ -181,6 +240,18 @@ class Run:
                                      f"{name!r} is an entity of project {record.project!r}; "
                                      "refused")
         return cls(record.document, self._runtime)
+
+    def inputs(self, as_dict: bool = False) -> dict[str, Any]:
+        """The entities the run was given: parameter -> entity (its document with
+        ``as_dict``)."""
+        found: dict[str, Any] = {}
+        for name, key in (self.spec.get("inputs") or {}).items():
+            parts = parse_key(key)
+            record = (self._runtime.get(parts.entity_type, parts.id) if parts.id
+                      else self._runtime.latest(parts.entity_type, self.project, parts.name))
+            entity = entity_class(parts.entity_type)(record.document, self._runtime)
+            found[name] = entity.to_dict() if as_dict else entity
+        return found
 
     def logs(self) -> str:
         """What the handler printed (stdout and stderr, captured)."""
@@ -241,6 +312,13 @@ class Run:
         return f"<Run {self.id} {self.status.state}>"
 
 
+def _alias(name: str, found: dict[str, Any]) -> str:
+    """``output_0`` for ``result`` when only the former is there (see :meth:`Run.result`)."""
+    if name == DEFAULT_OUTPUT and name not in found and SDK_DEFAULT_OUTPUT in found:
+        return SDK_DEFAULT_OUTPUT
+    return name
+
+
 def create_run(runtime: Runtime, function: Function, action: str,
                spec: dict[str, Any]) -> Record:
     """Record a new run of ``function`` (kind ``python+<action>``) and make it READY.
@@ -255,7 +333,7 @@ def create_run(runtime: Runtime, function: Function, action: str,
         "entity_type": "run", "project": function.project, "name": run_id,
         "kind": kind, "id": run_id,
         "key": str(EntityKey(function.project, "run", kind, run_id, None)),
-        "metadata": {"created": now, "updated": now,
+        "metadata": {"created": iso_time(now), "updated": iso_time(now),
                      "owner": Owner.current().labels(run_id)},
         "spec": {"function": function.key, "function_id": function.id, "action": action,
                  **spec},
@@ -294,7 +372,7 @@ def transition(runtime: Runtime, record: Record, state: str,
     status["state"] = state
     status["timings"] = {**(status.get("timings") or {}), state: now}
     document["status"] = status
-    document["metadata"] = {**(document.get("metadata") or {}), "updated": now}
+    document["metadata"] = {**(document.get("metadata") or {}), "updated": iso_time(now)}
     return runtime.update("run", record.id, document, state=state, expect_state=expect,
                           updated=now)
 

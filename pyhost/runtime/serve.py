@@ -20,6 +20,7 @@ import atexit
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,7 @@ from .runs import (
 )
 from .serve_settings import CONTAINER_PORT, ServeSettings, check_serve
 from .service_client import forget, remember
-from .sources import PYTHON_VERSIONS
+from .sources import python_wanted
 
 if TYPE_CHECKING:
     from ..session.blocking import Session
@@ -57,11 +58,16 @@ log = logging.getLogger("pyhost.runtime")
 
 _STATUS_EVERY = 5.0  # seconds between two status writes carrying only new counters
 _BACKOFF = (0.5, 30.0)  # first and longest pause before a broken replica starts again
+TAIL_LINES = 10  # a replica's last log lines a failed start's error shows
+_TAIL_LINE_CHARS = 300  # each cut to this many characters: the message stays small
 
 
 def start_serve(function: Function, runtime: Runtime, **task: Any) -> Run:
-    """Check everything, record the run, start the replicas; the run once every replica
-    listens (RUNNING), or once the start failed (ERROR, ``status.error`` says why).
+    """Check everything, record the run, start the replicas; with ``wait`` (the default)
+    the run once every replica answers (RUNNING), or once the start failed or took longer
+    than ``ready_timeout`` (ERROR, ``status.error`` names the replicas that did not come up,
+    with their last log lines; every replica removed). Without ``wait``, the run at once
+    (READY; RUNNING once every replica answers, see :meth:`Run.wait`).
 
     Args (all keywords; see :func:`.serve_settings.check_serve`):
         replicas: how many replicas (>= 1).
@@ -75,7 +81,9 @@ def start_serve(function: Function, runtime: Runtime, **task: Any) -> Run:
             ``init_function(context, **init_parameters)`` (default: the function's field).
         init_parameters: its keyword arguments.
         workers: threads per replica the handler runs in.
-        ready_timeout: seconds the replicas have to start listening.
+        wait: return once every replica answers (default True), else at once.
+        ready_timeout: seconds the replicas have to start answering (default 120), waited
+            for or not; past it the run ends ERROR and every replica is removed.
         launcher, envs, secrets, resources, volumes, node_selector, affinity, tolerations:
             as for a job.
 
@@ -86,6 +94,8 @@ def start_serve(function: Function, runtime: Runtime, **task: Any) -> Run:
     record = create_run(runtime, function, "serve", settings.record())
     service = Service(runtime, record, function, settings)
     service.start()
+    if not settings.wait:
+        return Run(runtime.get("run", record.id), runtime)
     return Run(service.wait_ready(), runtime)
 
 
@@ -122,6 +132,7 @@ class _Replica:
     health: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     session: Session | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "state": self.state, "restarts": self.restarts,
@@ -143,6 +154,7 @@ class Service:
         self._record = record
         self._execution = executing(record.id)
         self._execution.stopper = self._kill_all
+        self._execution.wait_ready = self.wait_ready
         self._mask = masker(settings.task.secrets)
         self._calls = HostCalls(runtime, function.project, record.id, record.document["key"],
                                 settings.task.limits, self._mask)
@@ -172,16 +184,35 @@ class Service:
             thread.start()
         threading.Thread(target=self._settle_at_end, daemon=True,
                          name=f"pyhost-serve-{self.run_id[:8]}").start()
+        # Waited for or not, a start that takes longer than ready_timeout fails.
+        threading.Thread(target=self.wait_ready, daemon=True,
+                         name=f"pyhost-serve-{self.run_id[:8]}-ready").start()
 
-    def wait_ready(self) -> Record:
-        """Wait until every replica listens (RUNNING) or the start failed; the record."""
-        if not self._settled.wait(self.settings.ready_timeout):
+    def wait_ready(self, timeout: float | None = None) -> Record:
+        """Wait until every replica answers (RUNNING) or the start failed; the record. Not
+        up within ``timeout`` (default ``ready_timeout``): the start fails, every replica
+        is removed and the run ends ERROR naming the replicas that did not come up."""
+        timeout = self.settings.ready_timeout if timeout is None else timeout
+        if not self._settled.wait(timeout):
             self._fail({"type": "TimeoutError", "traceback": "",
-                        "message": f"the replicas did not all listen within "
-                                   f"{self.settings.ready_timeout:g} s"})
+                        "message": self._not_up(timeout)})
         if self._failure is not None:  # recorded once every replica is gone
             self._execution.done.wait(30)
         return self.runtime.get("run", self.run_id)
+
+    def _not_up(self, timeout: float) -> str:
+        """Which replicas did not answer within ``timeout``, each with its last log lines."""
+        with self._lock:
+            late = [replica for replica in self.replicas if replica.state != "ready"]
+            parts = []
+            for replica in late:
+                shown = "".join(f"\n    {line[:_TAIL_LINE_CHARS]}" for line in replica.tail)
+                parts.append(f"replica {replica.index} (container "
+                             f"{(replica.container or 'not started')[:12]}, "
+                             f"{replica.state}): " +
+                             (f"its last log lines:{shown}" if shown else "no log line"))
+        return (f"{len(late)} of {len(self.replicas)} replica(s) did not answer within "
+                f"{timeout:g} s; " + "; ".join(parts))
 
     def stop(self, timeout: float = 30.0) -> None:
         """Remove every replica and wait for the run to end (STOPPED)."""
@@ -315,7 +346,7 @@ class Service:
                 "init_function": self.settings.init_function,
                 "init_parameters": self.settings.init_parameters, "port": CONTAINER_PORT,
                 "workers": self.settings.workers,
-                "python": PYTHON_VERSIONS[self.function.spec["python_version"]]}
+                "python": python_wanted(self.function.spec)}
 
     def _on_start(self, replica: _Replica, session: Session) -> None:
         host, port = session.ports.get(CONTAINER_PORT, ("", 0))
@@ -345,6 +376,8 @@ class Service:
         lines = self._mask(text).splitlines(keepends=True)
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
+        with self._lock:
+            self.replicas[index].tail.extend(line.rstrip("\n") for line in lines[-TAIL_LINES:])
         self._log.append("".join(f"[replica {index}] {line}" for line in lines))
 
     def _on_health(self, index: int, health: dict[str, Any]) -> None:

@@ -51,6 +51,7 @@ class ServeSettings:
     init_parameters: dict[str, Any] = field(default_factory=dict)
     workers: int = 4
     ready_timeout: float = 120.0
+    wait: bool = True
 
     def published(self, replica: int) -> PublishedPort:
         """How replica ``replica``'s HTTP port is published (ClusterIP: not at all)."""
@@ -76,7 +77,8 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
                 service_type: str = "NodePort", port: int = 0, address: str = "127.0.0.1",
                 network: str | None = None, init_function: str | None = None,
                 init_parameters: dict[str, Any] | None = None, workers: int = 4,
-                ready_timeout: float = 120.0, launcher: Any = "docker",
+                ready_timeout: float = 120.0, wait: bool = True,
+                launcher: Any = "docker",
                 envs: list[dict[str, str]] | None = None, secrets: list[str] | None = None,
                 resources: dict[str, Any] | None = None,
                 volumes: list[dict[str, Any]] | None = None, node_selector: Any = None,
@@ -105,7 +107,8 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
         port=_port(port), address=address, network=network,
         init_function=init_function or function.spec.get("init_function") or None,
         init_parameters=dict(as_mapping("init_parameters", init_parameters or {})),
-        workers=_positive("workers", workers), ready_timeout=float(ready_timeout))
+        workers=_positive("workers", workers), ready_timeout=_seconds(ready_timeout),
+        wait=_flag("wait", wait))
     _check_service(settings, launcher)
     _check_handler(function.handler_info())
     _check_init(function, settings)
@@ -193,6 +196,18 @@ def _check_init(function: Function, settings: ServeSettings) -> None:
 def _positive(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise ConfigurationError(f"ready_timeout is a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} is True or False, not {value!r}")
     return value
 
 

@@ -20,15 +20,23 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigurationError
 from .source_reading import read_directory, read_file, read_git, read_zip
 
-__all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source",
+__all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source", "python_wanted",
            "resolve_handler"]
 
 # python_version -> the interpreter's "major.minor" it names
 PYTHON_VERSIONS = {f"PYTHON3_{minor}": f"3.{minor}" for minor in range(9, 14)}
+
+
+def python_wanted(spec: dict[str, Any]) -> str | None:
+    """The "major.minor" a function's ``python_version`` asks for; None: it asks for none
+    (the default image runs it, whatever its Python)."""
+    version = spec.get("python_version")
+    return PYTHON_VERSIONS[version] if version else None
 
 
 

@@ -107,7 +107,7 @@ def test_a_local_run_with_params_and_an_input_completes(home, handlers, table, c
     lines = dict(line.split(None, 1) for line in out.splitlines())
     assert lines["run"] == run_id
     assert lines["state"].startswith("COMPLETED")
-    assert json.loads(lines["results.result"]) == {"sum": 12, "tags": ["a", 1, True]}
+    assert json.loads(lines["results.output_0"]) == {"sum": 12, "tags": ["a", 1, True]}
     assert lines["logs"] == f"pyhost logs {run_id[:12]}"
 
 
@@ -195,7 +195,7 @@ def test_a_package_in_a_directory_runs(home, tmp_path, capsys):
     (package / "__init__.py").write_text("")
     (package / "mod.py").write_text("def main(n):\n    return n + 1\n")
     assert main(["run", f"{tmp_path / 'src'}:pkg.mod:main", "--local", "--param", "n=41"]) == 0
-    assert "results.result  42" in capsys.readouterr().out
+    assert "results.output_0  42" in capsys.readouterr().out
     assert dh.get_project("default").get_function("main").spec["handler"] == "pkg.mod:main"
 
 

@@ -100,7 +100,7 @@ def test_a_failing_handler_is_error_with_the_users_traceback_and_retries(project
     ({"parameters": {}}, "argument 'param1' of func1\\(\\) has no value"),
     ({"parameters": {"param1": 1, "other": 2}}, "takes no argument 'other'"),
     ({"parameters": {"param1": 1}, "outputs": {"nope": "x"}}, "no output 'nope'"),
-    ({"parameters": {"param1": 1}, "resources": {"memory": "lots"}}, "resources.memory"),
+    ({"parameters": {"param1": 1}, "resources": {"memory": "lots"}}, "resources.mem"),
     ({"parameters": {"param1": 1}, "resources": {"cpu": "0m"}}, "resources.cpu"),
     ({"parameters": {"param1": 1}, "envs": [{"name": "A"}]}, "envs"),
     ({"parameters": {"param1": 1}, "secrets": ["NOT_SET_ANYWHERE"]}, "NOT_SET_ANYWHERE"),
@@ -279,7 +279,8 @@ def test_a_python_version_this_interpreter_is_not_is_refused(project, launcher):
 def test_undecorated_handlers_return_result(project, launcher):
     run = function(project, "takes_any").run(parameters={"b": 1, "a": 2}, wait=True,
                                              launcher=launcher)
-    assert run.status.results == {"result": ["a", "b"]}
+    assert run.status.results == {"output_0": ["a", "b"]}  # DigitalHub's name for it
+    assert run.result("result") == ["a", "b"]  # pyhost's name answers too
 
 
 def test_refused_calls_raise_in_the_handler_and_the_run_goes_on(project, launcher, tmp_path):
