@@ -208,6 +208,23 @@ def test_as_df_reads_csv_and_parquet_files(project, tmp_path):
         project.log_dataitem(name="both", data=pd.DataFrame({"z": [7]}), source=str(csv))
 
 
+def test_as_df_and_download_of_a_tampered_record_stay_in_the_store(project, runtime, tmp_path):
+    source = tmp_path / "rows.csv"
+    source.write_text("a\n1\n")
+    item = project.log_dataitem(name="c", kind="table", source=str(source))
+    outside = tmp_path / "outside.csv"
+    outside.write_text("secret\n1\n")
+    document = item.to_dict()
+    for tampered in ({**document["status"], "files": [{"path": "../../../../../../outside.csv",
+                                                       "size": 9}]},
+                     {**document["status"], "path": str(tmp_path)}):
+        forged = dh.Dataitem({**document, "status": tampered}, runtime)
+        with pytest.raises(ValueError, match="store"):
+            forged.as_df()
+        with pytest.raises(ValueError, match="store"):
+            forged.download(tmp_path / "dl", overwrite=True)
+
+
 def test_download_refuses_to_overwrite_unless_asked(project, tmp_path):
     source = tmp_path / "model.bin"
     source.write_bytes(b"weights")
