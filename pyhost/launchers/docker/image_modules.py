@@ -47,7 +47,7 @@ MODULES_PROBE = ("import os, pkgutil, sys\n"
                  "    if entry and os.path.isdir(entry):\n"
                  "        names.update(n for n in os.listdir(entry) if n.isidentifier() "
                  "and os.path.isdir(os.path.join(entry, n)))\n"
-                 "print('\\n'.join(sorted(names)))\n")
+                 "print('\\n'.join(sorted(n for n in names if n.isidentifier())))\n")
 
 #: Bytes of probe output read at most (``PYHOST_IMPORT_PROBE_CAP``, default 4 MiB; an image
 #: with every package of PyPI would list fewer): an image printing more is not believed, and
@@ -123,15 +123,15 @@ def _cached_or_probed(client: docker.DockerClient, image_id: str) -> frozenset[s
 
 
 def parse_modules(text: str) -> frozenset[str]:
-    """The names in a probe's output (one a line).
+    """The names in a probe's output (one a line; a line that is no module name is no
+    importable module, and is skipped).
 
     Raises:
-        ValueError: a line is not a module name, or there is none.
+        ValueError: there is no name at all.
     """
-    names = frozenset(line for line in text.splitlines() if line)
-    bad = [name for name in names if not _NAME.fullmatch(name)]
-    if bad or not names:
-        raise ValueError(f"not a list of module names: {(bad or [text])[0][:80]!r}")
+    names = frozenset(line for line in text.splitlines() if _NAME.fullmatch(line))
+    if not names:
+        raise ValueError(f"no module names in {text[:80]!r}")
     return names
 
 
