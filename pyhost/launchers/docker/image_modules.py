@@ -10,23 +10,26 @@ answer never goes stale. In this process the answer is also kept by image refere
 so a warm job pays one dict lookup; a caller asks ``fresh`` before refusing a run on it (the
 tag may name a rebuilt image by now).
 
-A probe that fails (no python3, a timeout, output over :data:`PROBE_CAP`) answers None:
-nothing is checked before the start, and the container reports a missing module as before.
+A probe that fails (no python3, 60 s, output over :data:`PROBE_CAP`, the engine failing
+under it) answers None: nothing is checked before the start, and the container reports a
+missing module as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from ...errors import ImageBuildError, ImageNotFound, PyHostError
+from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound
 from ..ownership import Owner
 from .client import engine_errors
 from .image import find_image
@@ -106,7 +109,7 @@ def _cached_or_probed(client: docker.DockerClient, image_id: str) -> frozenset[s
     try:
         text = probe_modules(client, image_id)
         names = parse_modules(text)
-    except (ImageBuildError, ValueError) as exc:
+    except (ImageBuildError, EngineUnavailable, ValueError) as exc:
         log.warning("cannot tell what image %s can import (%s); its jobs' imports are not "
                     "checked before they start", image_id[:19], exc)
         return None
@@ -136,41 +139,59 @@ def parse_modules(text: str) -> frozenset[str]:
 
 
 def probe_modules(client: docker.DockerClient, image: str) -> str:
-    """Run :data:`MODULES_PROBE` once in ``image``, sandboxed; what it printed (at most
-    :data:`PROBE_CAP` bytes).
+    """Run :data:`MODULES_PROBE` once in ``image``, sandboxed; what it printed. Its output is
+    read as it comes and the probe killed past :data:`PROBE_CAP` bytes or 60 s, so neither
+    the host's memory nor the engine's log of it (kept to 8 MiB) grows with what a hostile
+    image prints.
 
     Raises:
-        ImageBuildError: the image cannot run python3, it failed, or it printed too much.
+        ImageBuildError: the image cannot run python3, it failed, printed too much or took
+            too long.
         EngineUnavailable: the engine refused.
     """
     api = client.api
     with engine_errors(f"cannot probe image {image[:19]}"):
-        host_config = api.create_host_config(network_mode="none", read_only=True,
-                                             cap_drop=["ALL"], mem_limit="256m",
-                                             pids_limit=64,
-                                             security_opt=["no-new-privileges"])
+        host_config = api.create_host_config(
+            network_mode="none", read_only=True, cap_drop=["ALL"], mem_limit="256m",
+            pids_limit=64, security_opt=["no-new-privileges"],
+            log_config={"Type": "json-file", "Config": {"max-size": "8m", "max-file": "1"}})
         container = api.create_container(
             image, entrypoint=["python3", "-c", MODULES_PROBE], command=[],
             user=sandbox_uid(), labels=Owner.current().labels(f"probe-{os.urandom(4).hex()}"),
             host_config=host_config, network_disabled=True)["Id"]
         try:
-            try:
-                api.start(container)
-                code = api.wait(container, timeout=_TIMEOUT).get("StatusCode")
-            except (docker.errors.APIError, PyHostError) as exc:
-                raise ImageBuildError(f"image {image[:19]}: python3 did not run ({exc})") \
-                    from exc
-            except Exception as exc:  # requests' read timeout: the probe hung
-                raise ImageBuildError(f"image {image[:19]}: the probe did not end in "
-                                      f"{_TIMEOUT} s") from exc
-            out = bytearray()
-            for chunk in api.logs(container, stdout=True, stderr=False, stream=True):
-                out += chunk
-                if len(out) > PROBE_CAP:
-                    raise ImageBuildError(f"image {image[:19]}: the probe printed more than "
-                                          f"{PROBE_CAP} bytes (PYHOST_IMPORT_PROBE_CAP)")
+            out = _read_probe(api, container, image)
+            code = api.wait(container, timeout=_TIMEOUT).get("StatusCode")
         finally:
             api.remove_container(container, force=True)
     if code != 0:
         raise ImageBuildError(f"image {image[:19]}: python3 exited with code {code}")
     return out.decode("utf-8", "replace")
+
+
+def _read_probe(api: docker.APIClient, container: str, image: str) -> bytearray:
+    """Start the probe and read its standard output until it ends (see
+    :func:`probe_modules`); the container is killed on a refusal."""
+    deadline = time.monotonic() + _TIMEOUT
+    out = bytearray()
+    try:
+        api.start(container)
+        for chunk in api.logs(container, stdout=True, stderr=False, stream=True,
+                              follow=True):
+            out += chunk
+            if len(out) > PROBE_CAP:
+                raise ImageBuildError(f"image {image[:19]}: the probe printed more than "
+                                      f"{PROBE_CAP} bytes (PYHOST_IMPORT_PROBE_CAP)")
+            if time.monotonic() > deadline:
+                raise ImageBuildError(f"image {image[:19]}: the probe did not end in "
+                                      f"{_TIMEOUT} s")
+    except ImageBuildError:
+        with contextlib.suppress(docker.errors.APIError):
+            api.kill(container)
+        raise
+    except docker.errors.APIError as exc:  # no python3 to execute
+        raise ImageBuildError(f"image {image[:19]}: python3 did not run "
+                              f"({exc.explanation or exc})") from exc
+    except Exception as exc:  # the engine's read timeout: the probe went silent and hung
+        raise ImageBuildError(f"image {image[:19]}: the probe did not end ({exc})") from exc
+    return out
