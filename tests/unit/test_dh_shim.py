@@ -180,3 +180,35 @@ def test_required_imports_reads_only_top_level_absolute_imports():
                       "numpy": ("main.py", 2), "typing": ("main.py", 3),
                       "yaml": ("pkg/__init__.py", 2), "requests": ("pkg/sub.py", 2),
                       "toml": ("pkg/other.py", 1)}
+
+
+def test_a_serve_run_is_checked_too(project):
+    fn = code_function(project, "serve-needs-pkg", """\
+        from digitalhub_runtime_python import handler
+        import nonexistent_pkg_xyz
+
+        def serve(context, event):
+            return nonexistent_pkg_xyz.answer(event)
+    """, handler="serve")
+    with pytest.raises(ConfigurationError, match="main.py:2 imports 'nonexistent_pkg_xyz'"):
+        fn.run(action="serve", launcher="process")
+    assert not project.list_runs()
+
+
+def test_a_module_installed_after_a_refusal_is_found(project, tmp_path, monkeypatch):
+    fn = code_function(project, "later", """\
+        import pyhost_later_pkg
+
+        def main():
+            return pyhost_later_pkg.VALUE
+    """)
+    with pytest.raises(ConfigurationError, match="pyhost_later_pkg"):
+        fn.run(wait=True, local_execution=True)  # this process now remembers "missing"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pyhost_later_pkg.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "pyhost_later_pkg", raising=False)
+    run = fn.run(wait=True, local_execution=True)  # a refusal asks again first
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("result") == 7
