@@ -3,10 +3,10 @@
 A job whose handler imports something its image lacks is refused before it starts
 (:func:`pyhost.runtime.imports.check_imports`). What the image has is asked of its own
 ``python3`` (:data:`MODULES_PROBE`) in a throwaway container with the session sandbox (no
-network, read-only root, no capabilities, the sandbox uid): the image may be anyone's. The
-answer is kept by image id, in this process and on disk (``$PYHOST_CACHE``, default
-``$XDG_CACHE_HOME/pyhost``, ``/image-modules/<id>``): an image id names its content, so the
-answer never goes stale. In this process the answer is also kept by image reference (a tag),
+network, read-only root, no capabilities, the sandbox uid, half a CPU): the image may be
+anyone's. The answer is kept by image id, in this process and on disk (``$PYHOST_CACHE``,
+default ``$XDG_CACHE_HOME/pyhost``, ``/image-modules/<id>``): an image id names its content,
+so the answer never goes stale. In this process the answer is also kept by image reference (a tag),
 so a warm job pays one dict lookup; a caller asks ``fresh`` before refusing a run on it (the
 tag may name a rebuilt image by now).
 
@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -153,7 +154,7 @@ def probe_modules(client: docker.DockerClient, image: str) -> str:
     with engine_errors(f"cannot probe image {image[:19]}"):
         host_config = api.create_host_config(
             network_mode="none", read_only=True, cap_drop=["ALL"], mem_limit="256m",
-            pids_limit=64, security_opt=["no-new-privileges"],
+            pids_limit=64, nano_cpus=500_000_000, security_opt=["no-new-privileges"],
             log_config={"Type": "json-file", "Config": {"max-size": "8m", "max-file": "1"}})
         container = api.create_container(
             image, entrypoint=["python3", "-c", MODULES_PROBE], command=[],
@@ -174,10 +175,11 @@ def _read_probe(api: docker.APIClient, container: str, image: str) -> bytearray:
     :func:`probe_modules`); the container is killed on a refusal."""
     deadline = time.monotonic() + _TIMEOUT
     out = bytearray()
+    stream: Any = None
     try:
         api.start(container)
-        for chunk in api.logs(container, stdout=True, stderr=False, stream=True,
-                              follow=True):
+        stream = api.logs(container, stdout=True, stderr=False, stream=True, follow=True)
+        for chunk in stream:
             out += chunk
             if len(out) > PROBE_CAP:
                 raise ImageBuildError(f"image {image[:19]}: the probe printed more than "
@@ -186,7 +188,10 @@ def _read_probe(api: docker.APIClient, container: str, image: str) -> bytearray:
                 raise ImageBuildError(f"image {image[:19]}: the probe did not end in "
                                       f"{_TIMEOUT} s")
     except ImageBuildError:
-        with contextlib.suppress(docker.errors.APIError):
+        if stream is not None:  # stop reading first: the engine need not send the rest
+            with contextlib.suppress(Exception):
+                stream.close()
+        with contextlib.suppress(Exception):  # removed by force in any case
             api.kill(container)
         raise
     except docker.errors.APIError as exc:  # no python3 to execute
