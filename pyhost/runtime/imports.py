@@ -28,7 +28,7 @@ from hxpy.runtime.shim import SHIM_MODULES
 from ..errors import ConfigurationError
 from ..launchers import get_launcher
 from ..launchers.process import interpreter_modules
-from .sources import Source
+from .sources import Source, parse_python
 
 if TYPE_CHECKING:
     from .function import Function
@@ -131,7 +131,7 @@ def required_imports(source: Source, module: str) -> dict[str, ImportSite]:
         seen.add(name)
         path = modules[name]
         try:
-            tree = ast.parse(source.files[path], filename=path)
+            tree = parse_python(source.files[path], path)
         except (SyntaxError, ValueError):
             continue  # not ours to judge here: the run reports it
         package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
