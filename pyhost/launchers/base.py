@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Optional
@@ -284,6 +284,19 @@ class Launcher(abc.ABC):
     def python_version(self, image: str | None) -> str | None:
         """The "major.minor" of the Python that servers of ``image`` (None: the default)
         run, when it can be known before starting one; None when it cannot."""
+        return None
+
+    def importable_names(self, image: str | None,
+                         fresh: bool = False) -> Container[str] | None:
+        """The top-level module names a handler in a server of ``image`` (None: the
+        default) can import, when they can be known before starting one; None when they
+        cannot (then nothing is checked before the start). Answers may be cached; ``fresh``
+        asks again (the image behind a tag may have changed), which a caller does before
+        refusing a run on a cached answer.
+
+        Raises:
+            EngineUnavailable: the engine refused while finding the image.
+        """
         return None
 
     def load_balancer_problem(self) -> str | None:

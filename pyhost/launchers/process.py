@@ -13,6 +13,8 @@ goes down a pipe to its standard input, and secrets over the channel, as for a c
 from __future__ import annotations
 
 import collections
+import importlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ import sys
 import tempfile
 
 import hxpy
+from hxpy.runtime.shim import SHIM_MODULES
 
 from ..errors import ConfigurationError
 from .base import (
@@ -35,10 +38,48 @@ from .base import (
     server_env,
 )
 
-__all__ = ["HXPY_PATH", "ProcessInstance", "ProcessLauncher"]
+__all__ = ["HXPY_PATH", "InterpreterModules", "ProcessInstance", "ProcessLauncher",
+           "interpreter_modules"]
 
 # Where the hxpy package lives, so the child finds the same one we import.
 HXPY_PATH = os.path.dirname(os.path.dirname(os.path.abspath(hxpy.__file__)))
+
+
+class InterpreterModules:
+    """The top-level modules this interpreter can import, asked one name at a time
+    (``name in modules``) with ``importlib.util.find_spec`` and remembered: it sees what a
+    listing misses (namespace packages, editable installs' import hooks). Also true for the
+    modules the hxpy shim provides (:mod:`hxpy.runtime.shim`)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, bool] = {name: True for name in SHIM_MODULES}
+        self._known["hxpy"] = True
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        known = self._known.get(name)
+        if known is None:
+            try:
+                known = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):  # a broken package: not importable as is
+                known = False
+            self._known[name] = known
+        return known
+
+
+_interpreter_modules: InterpreterModules | None = None
+
+
+def interpreter_modules(fresh: bool = False) -> InterpreterModules:
+    """The shared :class:`InterpreterModules` of this process; ``fresh``: a new one, after
+    dropping the import system's caches (something may have been installed since)."""
+    global _interpreter_modules
+    if fresh or _interpreter_modules is None:
+        if fresh:
+            importlib.invalidate_caches()
+        _interpreter_modules = InterpreterModules()
+    return _interpreter_modules
 
 
 class ProcessInstance(Instance):
@@ -96,6 +137,12 @@ class ProcessLauncher(Launcher):
 
     def python_version(self, image: str | None) -> str | None:
         return f"{sys.version_info.major}.{sys.version_info.minor}"  # this interpreter
+
+    def importable_names(self, image: str | None,
+                         fresh: bool = False) -> InterpreterModules:
+        """This interpreter's modules (a process server runs it; it inherits this process's
+        site-packages, not what this process added to ``sys.path`` at run time)."""
+        return interpreter_modules(fresh)
 
     def image_for_python(self, version: str) -> str | None:
         """None (no image: this interpreter) when ``version`` is this interpreter's.

@@ -17,6 +17,7 @@ from ..errors import ConfigurationError, ImageNotFound
 from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, Volume
 from .entities import Entity, check_name, parse_key
+from .imports import check_imports
 from .limits import RunLimits
 from .placement import affinity_constraints, as_mapping, check_tolerations, label_constraint
 from .sources import PYTHON_VERSIONS, HandlerInfo, python_wanted
@@ -102,8 +103,9 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
     """The settings of a job of ``function`` (see :func:`.job.start_job`), checked.
 
     Raises:
-        ConfigurationError: an unknown or malformed setting, or arguments that do not fit
-            the handler (the message names the argument).
+        ConfigurationError: an unknown or malformed setting, arguments that do not fit
+            the handler (the message names the argument), or a top-level import of the
+            handler's source that the run's image cannot satisfy (:mod:`.imports`).
         NotInCatalog: an input names no entity.
     """
     if unknown:
@@ -128,6 +130,7 @@ def check_job(function: Function, runtime: Runtime, *, inputs: dict[str, Any] | 
         get_launcher(settings.launcher).check(LaunchSpec("check", volumes=settings.volumes))
     _check_signature(info, settings)
     check_python_version(function, settings)
+    check_imports(function, settings)
     return settings
 
 

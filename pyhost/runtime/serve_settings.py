@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigurationError
 from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, PublishedPort
+from .imports import check_imports
 from .job_settings import (
     JobSettings,
     as_mapping,
@@ -121,6 +122,7 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
                                             network=settings.network,
                                             ports=(settings.published(0),)))
     check_python_version(function, task)
+    check_imports(function, task)
     return settings
 
 

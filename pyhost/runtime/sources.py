@@ -18,6 +18,7 @@ import ast
 import base64 as b64
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ from typing import Any
 from ..errors import ConfigurationError
 from .source_reading import read_directory, read_file, read_git, read_zip
 
-__all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source", "python_wanted",
-           "resolve_handler"]
+__all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source",
+           "parse_python", "python_wanted", "resolve_handler"]
 
 # python_version -> the interpreter's "major.minor" it names
 PYTHON_VERSIONS = {f"PYTHON3_{minor}": f"3.{minor}" for minor in range(9, 14)}
@@ -143,6 +144,22 @@ class HandlerInfo:
     awaitable: bool = False
 
 
+# CPython before 3.11.8 and 3.12.1 keeps the AST converter's recursion depth per interpreter,
+# not per thread: two threads parsing at once (a job started beside another) fail with
+# "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905).
+_parse_lock = threading.Lock()
+
+
+def parse_python(data: bytes, filename: str) -> ast.Module:
+    """``ast.parse``, one thread at a time (see above).
+
+    Raises:
+        SyntaxError, ValueError: the file does not parse (or holds a null byte).
+    """
+    with _parse_lock:
+        return ast.parse(data, filename=filename)
+
+
 def resolve_handler(source: Source, handler: str) -> HandlerInfo:
     """Find ``handler`` (``func``, or ``pkg.module:func``) in the source's files.
 
@@ -157,7 +174,7 @@ def resolve_handler(source: Source, handler: str) -> HandlerInfo:
         module = _default_module(source, handler)
     path = _module_path(source, module, handler)
     try:
-        tree = ast.parse(source.files[path], filename=path)
+        tree = parse_python(source.files[path], path)
     except SyntaxError as exc:
         raise ConfigurationError(f"handler {handler!r}: {path} does not parse: {exc}") from None
     for node in tree.body:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from .. import codec
 from .handler import output_names
 from .proxies import Entity, Project, Run
+from .shim import install as install_shim
 
 __all__ = ["RESERVED", "compose_arguments", "run_job", "write_sources"]
 
@@ -75,7 +76,9 @@ def write_sources(files: dict[str, bytes], directory: str | None = None) -> str:
 
 def _load(directory: str, module_name: str, function_name: str) -> Callable[..., Any]:
     """Import ``module_name`` from ``directory`` (never an earlier run's module of that
-    name) and take ``function_name`` from it."""
+    name) and take ``function_name`` from it. ``digitalhub_runtime_python`` is importable
+    from here on (:mod:`.shim`; the real package when installed)."""
+    install_shim()
     top = module_name.split(".")[0]
     for name in [name for name in sys.modules if name == top or name.startswith(top + ".")]:
         del sys.modules[name]

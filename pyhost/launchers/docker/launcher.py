@@ -52,6 +52,7 @@ from ..ownership import Owner
 from .client import docker_client, engine_errors
 from .function_image import build_function_image, check_recipe
 from .image import find_image, image_python, resolve_image
+from .image_modules import image_modules
 from .iodir import IoAccess, io_access, sandbox_uid, sandbox_user
 from .networking import (
     SERVER_PORT,
@@ -217,6 +218,12 @@ class DockerLauncher(Launcher):
     def python_version(self, image: str | None) -> str | None:
         """Read from the labels ``pyhost image build`` puts on the image (its base)."""
         return image_python(find_image(self.client, image)[1])
+
+    def importable_names(self, image: str | None,
+                         fresh: bool = False) -> frozenset[str] | None:
+        """The image's top-level modules, asked of its own python3 once per image id
+        (see :mod:`.image_modules`)."""
+        return image_modules(self.client, image, fresh)
 
     def check_recipe(self, recipe: ImageRecipe) -> None:
         """The recipe's checks that need no engine (see :mod:`.function_image`)."""

@@ -59,6 +59,7 @@ from ...base import Endpoint, ExitStatus, Instance, Launcher, LaunchSpec, server
 from ...ownership import SESSION_LABEL, Owner
 from ..client import docker_client, engine_errors
 from ..image import find_image, image_python, resolve_image
+from ..image_modules import image_modules
 from ..iodir import sandbox_uid
 from ..launcher import check_volumes
 from ..networking import SERVER_PORT, check_network_name
@@ -221,6 +222,12 @@ class SwarmLauncher(Launcher):
     def python_version(self, image: str | None) -> str | None:
         """Read from the image's labels on the manager (each node holds the same image)."""
         return image_python(find_image(self.client, image)[1])
+
+    def importable_names(self, image: str | None,
+                         fresh: bool = False) -> frozenset[str] | None:
+        """The image's top-level modules, asked of its own python3 once per image id on
+        the manager, which holds the same image as every node (:mod:`..image_modules`)."""
+        return image_modules(self.client, image, fresh)
 
     def image_for_python(self, version: str) -> str | None:
         """As on a plain engine: ``hxpy:py<version>``, or the default image for its own
