@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .store import Upload
 
-__all__ = ["HostCalls"]
+__all__ = ["READ_OPTIONS", "HostCalls"]
+
+# What a run may pass to pandas' read_csv / read_parquet through ``as_df``: how to parse the
+# file, never where to read from or with what (no paths, filesystems, engines or callables).
+READ_OPTIONS = frozenset({
+    "columns", "comment", "decimal", "delimiter", "dtype", "encoding", "header", "index_col",
+    "keep_default_na", "na_values", "names", "nrows", "parse_dates", "quotechar", "sep",
+    "skiprows", "thousands", "usecols"})
 
 log = logging.getLogger("pyhost.runtime")
 
@@ -204,12 +211,18 @@ class HostCalls:
             raise NotInCatalog(f"{name_or_key}: its id is of another {entity_type}")
         return record.document
 
-    def read_table(self, key: str) -> Any:
-        document = self.find("dataitem", key)
-        table = (document.get("status") or {}).get("table")
-        if not table:
-            raise ConfigurationError(f"{document['key']} is not a table dataitem")
-        return self.runtime.store.read_table(table)
+    def read_table(self, key: str, file_format: str | None = None,
+                   options: dict[str, Any] | None = None) -> Any:
+        """A dataitem's data as a DataFrame, read as :meth:`.Dataitem.as_df` reads it on the
+        host, with the pandas ``options`` the host lets a run pass (:data:`READ_OPTIONS`)."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - READ_OPTIONS) if isinstance(options, dict) else []
+        if unknown:
+            raise ConfigurationError(f"as_df(): {', '.join(map(str, unknown))} cannot be "
+                                     f"passed from a run (it may pass "
+                                     f"{', '.join(sorted(READ_OPTIONS))})")
+        dataitem = entity_class("dataitem")(self.find("dataitem", key), self.runtime)
+        return dataitem.as_df(file_format, **options)  # type: ignore[attr-defined]
 
     def read_chunk(self, key: str, path: str, offset: int, size: int) -> bytes:
         """``size`` bytes (at most a chunk) of one of an entity's files, from ``offset``."""

@@ -40,13 +40,15 @@ class Entity:
         self.spec: dict[str, Any] = document.get("spec") or {}
         self.status: dict[str, Any] = document.get("status") or {}
 
-    def as_df(self) -> Any:
-        """A table dataitem's data as a pandas DataFrame.
+    def as_df(self, file_format: str | None = None, **kwargs: Any) -> Any:
+        """A dataitem's data as a pandas DataFrame: a logged table, or the CSV or Parquet file
+        it was logged from (``file_format`` ``"csv"``/``"parquet"``, None: by extension),
+        read on the host with pandas options such as ``sep=";"`` (``kwargs``).
 
         Raises:
-            HostCallError: this is not a table dataitem.
+            HostCallError: no readable table, or an option the host does not take.
         """
-        value = self._call(calls.READ_TABLE, self.key)
+        value = self._call(calls.READ_TABLE, self.key, file_format, kwargs)
         return value.to_dataframe() if hasattr(value, "to_dataframe") else value
 
     def download(self, destination: str | None = None) -> str:
