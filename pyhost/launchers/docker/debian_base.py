@@ -36,9 +36,17 @@ BASE_LABEL = "org.pyhost.base"  # what an image was built on ("debootstrap" for 
 # The python3 of each Debian suite a base can be made from.
 SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 
-# uvicorn serves the runtime's serve task; the rest is what the hxpy server needs.
-_DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
+# uvicorn serves the runtime's serve task; numpy, pandas and msgpack are what the hxpy server
+# needs; the rest is the scientific stack hxPy's image gives user code (USER_LIBRARIES),
+# imported only when user code asks. dateutil and pytz come with pandas, named so the list
+# says the whole set. No suite before trixie packages tzdata for Python: those get its wheel.
+_SERVER_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
                     "python3-uvicorn")
+_LIBRARY_PACKAGES = ("python3-scipy", "python3-sklearn", "python3-numexpr",
+                     "python3-dateutil", "python3-tz")
+_DEBIAN_PACKAGES = (*_SERVER_PACKAGES, *_LIBRARY_PACKAGES)
+# tzdata is pure Python: one wheel fits every interpreter and platform.
+_TZDATA_WHEEL = "tzdata==2026.6"
 PACKAGES_LABEL = "org.pyhost.packages"  # the Debian packages a base was made with
 PYTHON_LABEL = "org.pyhost.python"  # "3.9": the python3 of an image or base
 GLIBC_LABEL = "org.pyhost.glibc"  # "2.31": its C library, which bounds the wheels it can use
@@ -69,16 +77,21 @@ class BaseRecipe:
 
 # bullseye's numpy 1.19 and pandas 1.1 are older than hxpy supports (pandas 1.5+), so its
 # base is Debian's python3 and the newest wheels still built for cp39 (numpy 2.0 is the last
-# numpy for 3.9). bookworm (numpy 1.24, pandas 1.5) and trixie (numpy 2.2, pandas 2.2) are
-# recent enough as Debian ships them. typing_extensions is uvicorn's dependency on Python
-# < 3.11 only: pip judges such markers by the host's interpreter, not --python-version, so a
-# 3.11 host would leave it out.
+# numpy for 3.9): scipy 1.13, scikit-learn 1.6 and numexpr 2.10 are the last for 3.9 and are
+# built against numpy 2.0, which Debian's scipy (1.6) would not load with. bookworm (numpy
+# 1.24, pandas 1.5, scipy 1.10, scikit-learn 1.2) and trixie (numpy 2.2, pandas 2.2, scipy
+# 1.15, scikit-learn 1.6) are recent enough as Debian ships them. typing_extensions is
+# uvicorn's dependency on Python < 3.11 only: pip judges such markers by the host's
+# interpreter, not --python-version, so a 3.11 host would leave it out.
 RECIPES = {
     "bullseye": BaseRecipe("bullseye", ("python3",),
                            ("numpy==2.0.2", "pandas==2.3.2", "msgpack==1.1.2",
-                            "uvicorn==0.39.0", "typing_extensions==4.16.0")),
-    "bookworm": BaseRecipe("bookworm"),
-    "trixie": BaseRecipe("trixie"),
+                            "uvicorn==0.39.0", "typing_extensions==4.16.0",
+                            "scipy==1.13.1", "scikit-learn==1.6.1", "numexpr==2.10.2",
+                            "joblib==1.5.3", "threadpoolctl==3.7.0",
+                            "python-dateutil==3.0.0", "pytz==2026.6", _TZDATA_WHEEL)),
+    "bookworm": BaseRecipe("bookworm", wheels=(_TZDATA_WHEEL,)),
+    "trixie": BaseRecipe("trixie", (*_DEBIAN_PACKAGES, "python3-tzdata")),
 }
 
 
@@ -350,7 +363,9 @@ def _slim_rootfs(rootfs: Path) -> None:
                     "usr/lib/python3/dist-packages/numpy/**/tests",
                     "usr/lib/python3/dist-packages/pandas/tests", "debootstrap",
                     f"{SITE_DIR.lstrip('/')}/numpy/**/tests",
-                    f"{SITE_DIR.lstrip('/')}/pandas/tests"):
+                    f"{SITE_DIR.lstrip('/')}/pandas/tests",
+                    *(f"{where}/{package}/**/tests" for where in _PACKAGE_DIRS
+                      for package in ("scipy", "sklearn", "numexpr"))):
         for path in rootfs.glob(pattern):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
@@ -363,6 +378,9 @@ def _slim_rootfs(rootfs: Path) -> None:
             path.unlink()
             path.write_text("")
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+
+
+_PACKAGE_DIRS = ("usr/lib/python3/dist-packages", SITE_DIR.lstrip("/"))
 
 
 def _tar_rootfs(rootfs: Path, archive: Path) -> None:
