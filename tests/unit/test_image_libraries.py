@@ -12,7 +12,7 @@ import docker.errors
 import pytest
 
 from pyhost.launchers.docker import libraries
-from pyhost.launchers.docker.debian_base import RECIPES, SUITE_PYTHON
+from pyhost.launchers.docker.debian_base import _BUILD_TOOLS, RECIPES, SUITE_PYTHON
 from pyhost.launchers.docker.image import find_sources
 from pyhost.launchers.docker.libraries import USER_LIBRARIES, ImageLibraries, image_libraries
 from pyhost.launchers.docker.probe import PythonFacts
@@ -95,3 +95,14 @@ def test_an_image_is_probed_once_then_read_from_the_cache(monkeypatch, tmp_path:
     cached.write_text('{"numpy": 2}')
     image_libraries(_Client(), "hxpy:x")  # type: ignore[arg-type]
     assert len(probes) == 2
+
+
+@pytest.mark.parametrize(("package", "purged"), [
+    ("gcc-12", True), ("g++-14-x86-64-linux-gnu", True), ("cpp", True), ("binutils", True),
+    ("libboost1.74-dev", True), ("python3.11-dev", True), ("libc6-dev", True),
+    ("gcc-12-base", False), ("libgcc-s1", False), ("libstdc++6", False), ("libc6", False),
+    ("libpython3.11", False), ("python3-numpy", False), ("python3-pythran", False),
+    ("libopenblas0-pthread", False), ("libgfortran5", False),
+])
+def test_a_base_drops_the_compilers_and_headers_scipy_drags_in(package, purged):
+    assert bool(_BUILD_TOOLS.search(package)) is purged

@@ -100,9 +100,10 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
     """Make ``pyhost-base:<suite>`` from Debian packages with debootstrap and import it.
 
     The root filesystem is a ``minbase`` with what the suite's :class:`BaseRecipe` lists
-    (Debian packages, then wheels in :data:`~.wheels.SITE_DIR`, compiled there since the
-    sessions' root is read-only), without apt caches, docs, man pages, locales and the
-    numpy/pandas test suites. It is imported through the engine's import API with
+    (Debian packages less the compilers and headers they drag in, then wheels in
+    :data:`~.wheels.SITE_DIR`, compiled there since the sessions' root is read-only), without
+    apt caches, docs, man pages, locales and the test suites of numpy, pandas, scipy,
+    scikit-learn and numexpr. It is imported through the engine's import API with
     ``CMD ["python3"]`` and labelled with its recipe, Python and glibc.
 
     Args:
@@ -137,6 +138,7 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
         _debootstrap(recipe, rootfs, mirror, progress)
         say(progress, f"debootstrap finished in {time.monotonic() - started:.0f} s")
         _unmount_inside(rootfs)
+        _drop_build_tools(rootfs, progress)
         python, glibc = _probe_rootfs(rootfs)
         if recipe.wheels:
             _add_wheels(recipe, rootfs, python, glibc, progress)
@@ -186,6 +188,25 @@ def base_packages(suite: str = DEFAULT_SUITE) -> str:
     """What a base of ``suite`` made now carries, as its label records it; a base labelled
     otherwise is out of date and made again."""
     return (RECIPES.get(suite) or BaseRecipe(suite)).label()
+
+
+# Debian's python3-scipy depends on pythran, which depends on a C++ compiler, Boost's and
+# Python's headers: about 300 MB a session never uses (it has no compiler to run them with
+# anyway). They are purged after debootstrap, their dependents left as they are.
+_BUILD_TOOLS = re.compile(r"^(?:gcc|g\+\+|cpp)(?:-\d+)?(?:-[a-z0-9_-]+-linux-gnu)?$"
+                          r"|^binutils(?:-.*)?$|-dev$")
+
+
+def _drop_build_tools(rootfs: Path, progress: Progress) -> None:
+    """Purge the compilers and ``-dev`` packages that dependencies pulled into the rootfs."""
+    listed = _in_rootfs(rootfs, ["dpkg-query", "-W", "-f", "${Package}\n"],
+                        "listing its packages", 60)
+    names = sorted(name for name in listed.split() if _BUILD_TOOLS.search(name))
+    if not names:
+        return
+    say(progress, f"purging {len(names)} build-only packages ({', '.join(names[:6])}, ...)")
+    _in_rootfs(rootfs, ["dpkg", "--purge", "--force-depends", *names],
+               "purging build-only packages", 600)
 
 
 def _probe_rootfs(rootfs: Path) -> tuple[str, str]:
