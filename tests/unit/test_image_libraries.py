@@ -22,7 +22,7 @@ HXPY_SET = {"numpy", "pandas", "scipy", "scikit-learn", "python-dateutil", "pytz
 # The distribution each Debian package brings.
 DEBIAN_DIST = {"python3-numpy": "numpy", "python3-pandas": "pandas", "python3-scipy": "scipy",
                "python3-sklearn": "scikit-learn", "python3-dateutil": "python-dateutil",
-               "python3-tz": "pytz", "python3-tzdata": "tzdata", "python3-numexpr": "numexpr"}
+               "python3-tz": "pytz", "python3-numexpr": "numexpr"}
 
 
 def test_the_set_is_hxpys():

@@ -39,7 +39,8 @@ SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 # uvicorn serves the runtime's serve task; numpy, pandas and msgpack are what the hxpy server
 # needs; the rest is the scientific stack hxPy's image gives user code (USER_LIBRARIES),
 # imported only when user code asks. dateutil and pytz come with pandas, named so the list
-# says the whole set. No suite before trixie packages tzdata for Python: those get its wheel.
+# says the whole set. No suite packages tzdata for Python (python3-tzdata is in none of
+# bullseye, bookworm, trixie; debootstrap says "Couldn't find these debs"): each gets its wheel.
 _SERVER_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
                     "python3-uvicorn")
 _LIBRARY_PACKAGES = ("python3-scipy", "python3-sklearn", "python3-numexpr",
@@ -91,7 +92,7 @@ RECIPES = {
                             "joblib==1.5.3", "threadpoolctl==3.7.0",
                             "python-dateutil==3.0.0", "pytz==2026.6", _TZDATA_WHEEL)),
     "bookworm": BaseRecipe("bookworm", wheels=(_TZDATA_WHEEL,)),
-    "trixie": BaseRecipe("trixie", (*_DEBIAN_PACKAGES, "python3-tzdata")),
+    "trixie": BaseRecipe("trixie", wheels=(_TZDATA_WHEEL,)),
 }
 
 
