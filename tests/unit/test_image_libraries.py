@@ -12,7 +12,12 @@ import docker.errors
 import pytest
 
 from pyhost.launchers.docker import libraries
-from pyhost.launchers.docker.debian_base import _BUILD_TOOLS, RECIPES, SUITE_PYTHON
+from pyhost.launchers.docker.debian_base import (
+    _BUILD_TOOLS,
+    RECIPES,
+    SUITE_PYTHON,
+    _slim_rootfs,
+)
 from pyhost.launchers.docker.image import find_sources
 from pyhost.launchers.docker.libraries import USER_LIBRARIES, ImageLibraries, image_libraries
 from pyhost.launchers.docker.probe import PythonFacts
@@ -106,3 +111,17 @@ def test_an_image_is_probed_once_then_read_from_the_cache(monkeypatch, tmp_path:
 ])
 def test_a_base_drops_the_compilers_and_headers_scipy_drags_in(package, purged):
     assert bool(_BUILD_TOOLS.search(package)) is purged
+
+
+def test_slimming_keeps_the_test_module_numpy_testing_imports(tmp_path: Path):
+    numpy = tmp_path / "usr/lib/python3/dist-packages/numpy"
+    scipy = tmp_path / "usr/lib/python3/dist-packages/scipy"
+    for path in (numpy / "_core/tests/_natype.py", numpy / "_core/tests/test_big.py",
+                 numpy / "_core/tests/data/x.csv", numpy / "linalg/tests/test_linalg.py",
+                 scipy / "linalg/tests/test_basic.py", scipy / "linalg/_solve.py"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    _slim_rootfs(tmp_path)
+    assert sorted(p.name for p in (numpy / "_core/tests").iterdir()) == ["_natype.py"]
+    assert not (numpy / "linalg/tests").exists() and not (scipy / "linalg/tests").exists()
+    assert (scipy / "linalg/_solve.py").exists()

@@ -390,7 +390,7 @@ def _slim_rootfs(rootfs: Path) -> None:
                       for package in ("scipy", "sklearn", "numexpr"))):
         for path in rootfs.glob(pattern):
             if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
+                _remove_tree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
     # The engine supplies these at run time; the host's must not ride along in the image.
@@ -403,6 +403,24 @@ def _slim_rootfs(rootfs: Path) -> None:
 
 
 _PACKAGE_DIRS = ("usr/lib/python3/dist-packages", SITE_DIR.lstrip("/"))
+# numpy 2.1+'s numpy.testing imports numpy._core.tests._natype, and `from numpy import *`
+# (scipy's array API shim, on sklearn's import path) imports numpy.testing: those stay.
+_KEPT_TEST_FILES = {("_core", "tests"): ("__init__.py", "_natype.py")}
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a test directory, but for the modules of it that code outside tests imports."""
+    kept = _KEPT_TEST_FILES.get((path.parent.name, path.name), ())
+    if not kept or path.parent.parent.name != "numpy":
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.name in kept:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink()
 
 
 def _tar_rootfs(rootfs: Path, archive: Path) -> None:
