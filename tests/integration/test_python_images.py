@@ -115,7 +115,7 @@ def test_doctor_lists_the_libraries_of_the_default_and_each_version_image(
         build_python_image(version, client=client)
     checks = [check for check in diagnose(io_dir=str(tmp_path / "io"))
               if check.name == "libraries"]
-    listed = {check.detail.split(":")[0]: check for check in checks}
+    listed = {check.detail.split(": ")[0]: check for check in checks}
     images = [DEFAULT_TAG, *(f"hxpy:py{version}" for version in DEBIAN_VERSIONS)]
     assert set(images) <= set(listed), checks
     for image in images:

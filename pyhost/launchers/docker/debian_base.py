@@ -81,7 +81,7 @@ class BaseRecipe:
 # numpy for 3.9): scipy 1.13, scikit-learn 1.6 and numexpr 2.10 are the last for 3.9 and are
 # built against numpy 2.0, which Debian's scipy (1.6) would not load with. bookworm (numpy
 # 1.24, pandas 1.5, scipy 1.10, scikit-learn 1.2) and trixie (numpy 2.2, pandas 2.2, scipy
-# 1.15, scikit-learn 1.6) are recent enough as Debian ships them. typing_extensions is
+# 1.15, scikit-learn 1.4) are recent enough as Debian ships them. typing_extensions is
 # uvicorn's dependency on Python < 3.11 only: pip judges such markers by the host's
 # interpreter, not --python-version, so a 3.11 host would leave it out.
 RECIPES = {
@@ -92,7 +92,9 @@ RECIPES = {
                             "joblib==1.5.3", "threadpoolctl==3.7.0",
                             "python-dateutil==3.0.0", "pytz==2026.6", _TZDATA_WHEEL)),
     "bookworm": BaseRecipe("bookworm", wheels=(_TZDATA_WHEEL,)),
-    "trixie": BaseRecipe("trixie", wheels=(_TZDATA_WHEEL,)),
+    # trixie moved the old zone names (US/Eastern, ...) that Debian's pytz reads from
+    # /usr/share/zoneinfo into tzdata-legacy; bookworm's tzdata and pip's pytz have them.
+    "trixie": BaseRecipe("trixie", (*_DEBIAN_PACKAGES, "tzdata-legacy"), (_TZDATA_WHEEL,)),
 }
 
 
