@@ -193,9 +193,9 @@ def base_packages(suite: str = DEFAULT_SUITE) -> str:
     return (RECIPES.get(suite) or BaseRecipe(suite)).label()
 
 
-# Debian's python3-scipy depends on pythran, which depends on a C++ compiler, Boost's and
-# Python's headers: about 300 MB a session never uses (it has no compiler to run them with
-# anyway). They are purged after debootstrap, their dependents left as they are.
+# Debian's python3-scipy depends on pythran, which depends on a C++ compiler and Boost's and
+# Python's headers: nothing a session runs uses them (scipy needs pythran only to build).
+# They are purged after debootstrap, their dependents left as they are.
 _BUILD_TOOLS = re.compile(r"^(?:gcc|g\+\+|cpp)(?:-\d+)?(?:-[a-z0-9_-]+-linux-gnu)?$"
                           r"|^binutils(?:-.*)?$|-dev$")
 
