@@ -29,6 +29,7 @@ from pyhost.launchers.docker.image import (
     resolve_image,
     source_hash,
 )
+from tests.support.user_libraries import check_user_libraries
 
 pytestmark = pytest.mark.docker
 
@@ -115,6 +116,13 @@ def test_numpy_pandas_msgpack_and_hxpy_import_on_a_read_only_root(
     assert where == "/opt/hxpy/hxpy/__init__.py"
     assert compiled == "True", "hxpy's bytecode must be compiled at build time"
     assert writable == "False", "the session user must not be able to change the server"
+
+
+def test_the_libraries_for_user_code_in_a_session_of_the_default_image(
+        client: docker.DockerClient) -> None:
+    """scipy, scikit-learn, numexpr, tzdata (and dateutil, pytz) import and compute, and the
+    server had loaded none of them."""
+    check_user_libraries(DEFAULT_TAG)
 
 
 def test_resolve_image_prefers_the_built_image(client: docker.DockerClient) -> None:

@@ -6,6 +6,7 @@ is then a no-op."""
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,8 +16,11 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost import NA, ConfigurationError, Grid, GridBuilder, Marker, Number, Ref, py
-from pyhost.launchers.docker.image import image_labels
+from pyhost.launchers.docker.doctor import diagnose
+from pyhost.launchers.docker.image import DEFAULT_TAG, image_labels
+from pyhost.launchers.docker.libraries import USER_LIBRARIES
 from pyhost.launchers.docker.python_images import DEBIAN_VERSIONS, build_python_image
+from tests.support.user_libraries import check_user_libraries
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 NY = ZoneInfo("America/New_York")
@@ -97,6 +101,31 @@ def test_dataframe_ndarray_and_grid_round_trip_in_each_image(image):
 
 
 # -- runtime jobs choose the image by python_version -------------------------------------
+
+def test_the_libraries_for_user_code_in_each_image(image):
+    """scipy, scikit-learn, numexpr, tzdata (and dateutil, pytz) import and compute, and the
+    server had loaded none of them."""
+    check_user_libraries(image[1])
+
+
+def test_doctor_lists_the_libraries_of_the_default_and_each_version_image(
+        client, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYHOST_CACHE", str(tmp_path / "cache"))  # each image probed afresh
+    for version in DEBIAN_VERSIONS:
+        build_python_image(version, client=client)
+    checks = [check for check in diagnose(io_dir=str(tmp_path / "io"))
+              if check.name == "libraries"]
+    listed = {check.detail.split(": ")[0]: check for check in checks}
+    images = [DEFAULT_TAG, *(f"hxpy:py{version}" for version in DEBIAN_VERSIONS)]
+    assert set(images) <= set(listed), checks
+    for image in images:
+        check = listed[image]
+        assert check.ok, check
+        for name in USER_LIBRARIES:
+            assert re.search(rf"[:,] {re.escape(name)} \d", check.detail), (name, check)
+    probed = list((tmp_path / "cache" / "image-probes").glob("*.json"))
+    assert len(probed) == len({client.api.inspect_image(image)["Id"] for image in images})
+
 
 @pytest.fixture
 def project(tmp_path, client):

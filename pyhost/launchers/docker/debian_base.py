@@ -36,9 +36,18 @@ BASE_LABEL = "org.pyhost.base"  # what an image was built on ("debootstrap" for 
 # The python3 of each Debian suite a base can be made from.
 SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 
-# uvicorn serves the runtime's serve task; the rest is what the hxpy server needs.
-_DEBIAN_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
+# uvicorn serves the runtime's serve task; numpy, pandas and msgpack are what the hxpy server
+# needs; the rest is the scientific stack hxPy's image gives user code (USER_LIBRARIES),
+# imported only when user code asks. dateutil and pytz come with pandas, named so the list
+# says the whole set. No suite packages tzdata for Python (python3-tzdata is in none of
+# bullseye, bookworm, trixie; debootstrap says "Couldn't find these debs"): each gets its wheel.
+_SERVER_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
                     "python3-uvicorn")
+_LIBRARY_PACKAGES = ("python3-scipy", "python3-sklearn", "python3-numexpr",
+                     "python3-dateutil", "python3-tz")
+_DEBIAN_PACKAGES = (*_SERVER_PACKAGES, *_LIBRARY_PACKAGES)
+# tzdata is pure Python: one wheel fits every interpreter and platform.
+_TZDATA_WHEEL = "tzdata==2026.6"
 PACKAGES_LABEL = "org.pyhost.packages"  # the Debian packages a base was made with
 PYTHON_LABEL = "org.pyhost.python"  # "3.9": the python3 of an image or base
 GLIBC_LABEL = "org.pyhost.glibc"  # "2.31": its C library, which bounds the wheels it can use
@@ -69,16 +78,23 @@ class BaseRecipe:
 
 # bullseye's numpy 1.19 and pandas 1.1 are older than hxpy supports (pandas 1.5+), so its
 # base is Debian's python3 and the newest wheels still built for cp39 (numpy 2.0 is the last
-# numpy for 3.9). bookworm (numpy 1.24, pandas 1.5) and trixie (numpy 2.2, pandas 2.2) are
-# recent enough as Debian ships them. typing_extensions is uvicorn's dependency on Python
-# < 3.11 only: pip judges such markers by the host's interpreter, not --python-version, so a
-# 3.11 host would leave it out.
+# numpy for 3.9): scipy 1.13, scikit-learn 1.6 and numexpr 2.10 are the last for 3.9 and are
+# built against numpy 2.0, which Debian's scipy (1.6) would not load with. bookworm (numpy
+# 1.24, pandas 1.5, scipy 1.10, scikit-learn 1.2) and trixie (numpy 2.2, pandas 2.2, scipy
+# 1.15, scikit-learn 1.4) are recent enough as Debian ships them. typing_extensions is
+# uvicorn's dependency on Python < 3.11 only: pip judges such markers by the host's
+# interpreter, not --python-version, so a 3.11 host would leave it out.
 RECIPES = {
     "bullseye": BaseRecipe("bullseye", ("python3",),
                            ("numpy==2.0.2", "pandas==2.3.2", "msgpack==1.1.2",
-                            "uvicorn==0.39.0", "typing_extensions==4.16.0")),
-    "bookworm": BaseRecipe("bookworm"),
-    "trixie": BaseRecipe("trixie"),
+                            "uvicorn==0.39.0", "typing_extensions==4.16.0",
+                            "scipy==1.13.1", "scikit-learn==1.6.1", "numexpr==2.10.2",
+                            "joblib==1.5.3", "threadpoolctl==3.7.0",
+                            "python-dateutil==3.0.0", "pytz==2026.6", _TZDATA_WHEEL)),
+    "bookworm": BaseRecipe("bookworm", wheels=(_TZDATA_WHEEL,)),
+    # trixie moved the old zone names (US/Eastern, ...) that Debian's pytz reads from
+    # /usr/share/zoneinfo into tzdata-legacy; bookworm's tzdata and pip's pytz have them.
+    "trixie": BaseRecipe("trixie", (*_DEBIAN_PACKAGES, "tzdata-legacy"), (_TZDATA_WHEEL,)),
 }
 
 
@@ -87,9 +103,10 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
     """Make ``pyhost-base:<suite>`` from Debian packages with debootstrap and import it.
 
     The root filesystem is a ``minbase`` with what the suite's :class:`BaseRecipe` lists
-    (Debian packages, then wheels in :data:`~.wheels.SITE_DIR`, compiled there since the
-    sessions' root is read-only), without apt caches, docs, man pages, locales and the
-    numpy/pandas test suites. It is imported through the engine's import API with
+    (Debian packages less the compilers and headers they drag in, then wheels in
+    :data:`~.wheels.SITE_DIR`, compiled there since the sessions' root is read-only), without
+    apt caches, docs, man pages, locales and the test suites of numpy, pandas, scipy,
+    scikit-learn and numexpr. It is imported through the engine's import API with
     ``CMD ["python3"]`` and labelled with its recipe, Python and glibc.
 
     Args:
@@ -124,6 +141,7 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
         _debootstrap(recipe, rootfs, mirror, progress)
         say(progress, f"debootstrap finished in {time.monotonic() - started:.0f} s")
         _unmount_inside(rootfs)
+        _drop_build_tools(rootfs, progress)
         python, glibc = _probe_rootfs(rootfs)
         if recipe.wheels:
             _add_wheels(recipe, rootfs, python, glibc, progress)
@@ -173,6 +191,25 @@ def base_packages(suite: str = DEFAULT_SUITE) -> str:
     """What a base of ``suite`` made now carries, as its label records it; a base labelled
     otherwise is out of date and made again."""
     return (RECIPES.get(suite) or BaseRecipe(suite)).label()
+
+
+# Debian's python3-scipy depends on pythran, which depends on a C++ compiler and Boost's and
+# Python's headers: nothing a session runs uses them (scipy needs pythran only to build).
+# They are purged after debootstrap, their dependents left as they are.
+_BUILD_TOOLS = re.compile(r"^(?:gcc|g\+\+|cpp)(?:-\d+)?(?:-[a-z0-9_-]+-linux-gnu)?$"
+                          r"|^binutils(?:-.*)?$|-dev$")
+
+
+def _drop_build_tools(rootfs: Path, progress: Progress) -> None:
+    """Purge the compilers and ``-dev`` packages that dependencies pulled into the rootfs."""
+    listed = _in_rootfs(rootfs, ["dpkg-query", "-W", "-f", "${Package}\n"],
+                        "listing its packages", 60)
+    names = sorted(name for name in listed.split() if _BUILD_TOOLS.search(name))
+    if not names:
+        return
+    say(progress, f"purging {len(names)} build-only packages ({', '.join(names[:6])}, ...)")
+    _in_rootfs(rootfs, ["dpkg", "--purge", "--force-depends", *names],
+               "purging build-only packages", 600)
 
 
 def _probe_rootfs(rootfs: Path) -> tuple[str, str]:
@@ -350,10 +387,12 @@ def _slim_rootfs(rootfs: Path) -> None:
                     "usr/lib/python3/dist-packages/numpy/**/tests",
                     "usr/lib/python3/dist-packages/pandas/tests", "debootstrap",
                     f"{SITE_DIR.lstrip('/')}/numpy/**/tests",
-                    f"{SITE_DIR.lstrip('/')}/pandas/tests"):
+                    f"{SITE_DIR.lstrip('/')}/pandas/tests",
+                    *(f"{where}/{package}/**/tests" for where in _PACKAGE_DIRS
+                      for package in ("scipy", "sklearn", "numexpr"))):
         for path in rootfs.glob(pattern):
             if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
+                _remove_tree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
     # The engine supplies these at run time; the host's must not ride along in the image.
@@ -363,6 +402,27 @@ def _slim_rootfs(rootfs: Path) -> None:
             path.unlink()
             path.write_text("")
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+
+
+_PACKAGE_DIRS = ("usr/lib/python3/dist-packages", SITE_DIR.lstrip("/"))
+# numpy 2.1+'s numpy.testing imports numpy._core.tests._natype, and `from numpy import *`
+# (scipy's array API shim, on sklearn's import path) imports numpy.testing: those stay.
+_KEPT_TEST_FILES = {("_core", "tests"): ("__init__.py", "_natype.py")}
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a test directory, but for the modules of it that code outside tests imports."""
+    kept = _KEPT_TEST_FILES.get((path.parent.name, path.name), ())
+    if not kept or path.parent.parent.name != "numpy":
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.name in kept:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink()
 
 
 def _tar_rootfs(rootfs: Path, archive: Path) -> None:

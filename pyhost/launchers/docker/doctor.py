@@ -1,5 +1,5 @@
-"""``pyhost doctor``: engine, image, permissions, deployment and io directory, each OK or what
-is wrong."""
+"""``pyhost doctor``: engine, image, permissions, deployment, the images' libraries and io
+directory, each OK or what is wrong."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .client import docker_client
 from .engine import engine_status
 from .image import DEFAULT_TAG, image_status
 from .iodir import SANDBOX_UID_ENV, plan_io_access, sandbox_uid
+from .libraries import image_libraries
 from .paths import EngineView
 from .python_images import DEBIAN_VERSIONS, python_images
 
@@ -70,6 +71,7 @@ def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
                 size = f"{image.size / 1e6:.0f} MB" if image.size else "size unknown"
                 checks.append(Check("image", True, f"{tag} ({size}, base {image.base})"))
         checks.append(_check_pythons())
+        checks.extend(_check_libraries(tag))
     else:
         checks.append(Check("image", False, "cannot be checked without an engine"))
     checks.append(_check_sandbox_uid(local=sock is not None))
@@ -119,6 +121,33 @@ def _check_pythons() -> Check:
     hint = (f"; build {', '.join(missing)} with `pyhost image build --python all`"
             if missing else "")
     return Check("pythons", True, f"{have}{hint}")
+
+
+def _check_libraries(tag: str) -> list[Check]:
+    """For the default image and each per-version image, the versions of the libraries it
+    gives user code (:data:`~.libraries.USER_LIBRARIES`); one that lacks some fails, naming
+    them and the command that rebuilds it."""
+    try:
+        client = docker_client()
+        images: dict[str, str | None] = {tag: None}  # image -> the version it is built for
+        for python, image in python_images(client).items():
+            images.setdefault(image, python)
+    except PyHostError as exc:
+        return [Check("libraries", False, str(exc))]
+    checks = []
+    for image, version in images.items():
+        try:
+            found = image_libraries(client, image)
+        except PyHostError as exc:
+            checks.append(Check("libraries", False, f"{image}: {exc}"))
+            continue
+        if found is None:
+            continue  # the image check or the pythons check already says so
+        rebuild = (f"`pyhost image build --python {version}`" if version
+                   else "`pyhost image build`")
+        hint = f"; rebuild it with {rebuild}" if found.missing else ""
+        checks.append(Check("libraries", not found.missing, f"{found}{hint}"))
+    return checks
 
 
 def _check_io(path: str) -> Check:

@@ -41,6 +41,7 @@ from .engine import ensure_engine
 from .system import Progress, say
 
 __all__ = [
+    "BASE_ID_LABEL",
     "BASE_LABEL",
     "BUILD_LABEL",
     "DEFAULT_BASE",
@@ -73,6 +74,7 @@ __all__ = [
 DEFAULT_TAG = os.environ.get("PYHOST_IMAGE") or "hxpy:latest"
 DEFAULT_BASE = "python:3.12-slim"
 HASH_LABEL = "org.pyhost.hash"
+BASE_ID_LABEL = "org.pyhost.base-id"  # the id of the base an image was built on
 # The content hash of a function's image (:mod:`.function_image`), never a session default.
 BUILD_LABEL = "org.pyhost.build"
 # Looked for, in order, when no image is asked for by name.
@@ -282,8 +284,9 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
 
     Args:
         tag: the tag to give the image.
-        base: the base image; by default :func:`resolve_base` picks (or makes) one. When given,
-            an existing image built on another base is rebuilt.
+        base: the base image; by default :func:`resolve_base` picks (or makes) one. An
+            existing image built on another base, or on an older image of the same name (a
+            Debian base made again), is rebuilt.
         progress: called with one line of text per build step and per phase of a base build.
         force: rebuild even when the image is up to date (the base is reused, not remade).
         client: the engine; :func:`~pyhost.engine.ensure_engine` is called when omitted.
@@ -302,17 +305,22 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
     client = client or ensure_engine(progress=progress)
     snapshot = snapshot_sources(sources or find_sources())
     digest = _hash(snapshot)
-    wanted = dict(labels or {})
+    # The base first (a no-op when present and current): a Debian base made again because
+    # its package list changed has a new id, and the image on it is rebuilt.
+    base = base or resolve_base(client, progress=progress)
+    base_attrs = inspect_image(client, base)
+    if base_attrs is None and try_pull(client, base, progress):
+        base_attrs = inspect_image(client, base)
+    if base_attrs is None:
+        raise ImageBuildError(f"base image {base!r} is not present and cannot be pulled")
+    wanted = {BASE_ID_LABEL: str(base_attrs["Id"]), **(labels or {})}
     existing = inspect_image(client, tag)
     if existing is not None and not force:
         labels = image_labels(existing)
-        if (labels.get(HASH_LABEL) == digest and base in (None, labels.get(BASE_LABEL))
+        if (labels.get(HASH_LABEL) == digest and labels.get(BASE_LABEL) == base
                 and all(labels.get(key) == value for key, value in wanted.items())):
             say(progress, f"{tag} is up to date ({digest[:12]})")
             return str(existing["Id"])
-    base = base or resolve_base(client, progress=progress)
-    if inspect_image(client, base) is None and not try_pull(client, base, progress):
-        raise ImageBuildError(f"base image {base!r} is not present and cannot be pulled")
     say(progress, f"building {tag} on {base} (sources {digest[:12]})")
     image_id = _run_build(client, snapshot, tag, base,
                           {HASH_LABEL: digest, BASE_LABEL: base, **wanted}, progress)

@@ -36,6 +36,7 @@ from .debian_base import (
 )
 from .engine import ensure_engine
 from .image import (
+    BASE_ID_LABEL,
     DEFAULT_TAG,
     build_image,
     find_image,
@@ -46,10 +47,9 @@ from .image import (
 from .probe import probe_python
 from .system import Progress, say
 
-__all__ = ["BASE_ID_LABEL", "DEBIAN_VERSIONS", "SUPPORTED_VERSIONS", "PythonRoute",
+__all__ = ["DEBIAN_VERSIONS", "SUPPORTED_VERSIONS", "PythonRoute",
            "build_python_image", "image_for_python", "python_images", "python_route"]
 
-BASE_ID_LABEL = "org.pyhost.base-id"
 # The versions a runtime function may name (pyhost.runtime.sources.PYTHON_VERSIONS).
 SUPPORTED_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 # The versions a Debian suite provides, so `--python all` can build them with no registry.

@@ -39,7 +39,7 @@ from pathlib import Path
 from ...errors import ImageBuildError
 from .system import Progress, say
 
-__all__ = ["SITE_DIR", "install_wheels", "platform_tags", "wheelhouse_dir"]
+__all__ = ["SITE_DIR", "cache_dir", "install_wheels", "platform_tags", "wheelhouse_dir"]
 
 SITE_DIR = "/opt/pyhost/site"  # where an image keeps the packages installed here
 _VERSION = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?")  # a pin pip reads
@@ -47,13 +47,19 @@ _PIP_TIMEOUT = 1800.0
 _OLDEST_GLIBC = (2, 17)  # manylinux2014, the oldest tag wheels are still commonly built for
 
 
-def wheelhouse_dir(python: str, glibc: tuple[int, int] = (2, 31)) -> Path:
-    """The host's wheelhouse for an interpreter and platform: ``$PYHOST_CACHE`` (default
-    ``$XDG_CACHE_HOME/pyhost``, i.e. ``~/.cache/pyhost``) ``/wheelhouse/cp39-glibc2.31-x86_64``."""
+def cache_dir() -> Path:
+    """pyhost's cache on the host: ``$PYHOST_CACHE``, by default ``$XDG_CACHE_HOME/pyhost``,
+    i.e. ``~/.cache/pyhost`` (wheelhouses, what image probes found)."""
     root = os.environ.get("PYHOST_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyhost")
+    return Path(root)
+
+
+def wheelhouse_dir(python: str, glibc: tuple[int, int] = (2, 31)) -> Path:
+    """The host's wheelhouse for an interpreter and platform:
+    ``<cache_dir()>/wheelhouse/cp39-glibc2.31-x86_64``."""
     tag = f"cp{python.replace('.', '')}-glibc{glibc[0]}.{glibc[1]}-{_machine()}"
-    return Path(root) / "wheelhouse" / tag
+    return cache_dir() / "wheelhouse" / tag
 
 
 def platform_tags(glibc: tuple[int, int]) -> list[str]:
