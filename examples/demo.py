@@ -58,6 +58,8 @@ def runtime_demo(home: str) -> None:
     session's channel into an embedded catalog (here in a temporary directory)."""
     dh.configure(home)
     print("6. The runtime: a project, a table, a function run as a job in a container")
+    print("   its handler file starts as the DigitalHub docs write it: "
+          "from digitalhub_runtime_python import handler")
     project = dh.get_or_create_project("demo")
     readings = project.log_dataitem(name="readings", kind="table",
                                     data=pd.DataFrame({"value": [1.0, 2.5, 4.0, 8.5]}))

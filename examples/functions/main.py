@@ -1,6 +1,7 @@
-"""Handlers of the runtime demo (examples/demo.py)."""
+"""Handlers of the runtime demo (examples/demo.py), written as the DigitalHub docs write them:
+the same file runs on DigitalHub and on pyhost."""
 
-from hxpy.runtime import handler
+from digitalhub_runtime_python import handler
 
 
 @handler(outputs=["scored", "mean"])
