@@ -289,7 +289,8 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
             Debian base made again), is rebuilt.
         progress: called with one line of text per build step and per phase of a base build.
         force: rebuild even when the image is up to date (the base is reused, not remade).
-        client: the engine; :func:`~pyhost.engine.ensure_engine` is called when omitted.
+        client: the engine; :func:`~pyhost.launchers.docker.engine.ensure_engine` is called
+            when omitted.
         sources: the Dockerfile and container/ to build from; :func:`find_sources` by default.
         labels: more labels to put on the image (its Python, glibc, the base's id); an image
             whose labels differ from these is rebuilt, so a remade base rebuilds it too.

@@ -7,16 +7,17 @@ A session is reached in one of three ways (the sandbox is the same in each):
   until the handshake (the server makes its socket there, and unlinks it once the host is
   connected); then a root host makes it root's, so the session can write nothing there;
 * ``network=NAME`` (Docker-in-Docker): the container joins that network and the server listens
-  on TCP :data:`~pyhost.networking.SERVER_PORT`; the host connects to its address there;
+  on TCP :data:`~pyhost.launchers.docker.networking.SERVER_PORT`; the host connects to its
+  address there;
 * remote engine: the engine publishes that port on ``publish_address`` of its host.
 
 The session key reaches the server on its standard input (attached before the start, closed
 once written), never in its environment: ``docker inspect`` does not show it.
 
-Bind-mount sources are paths as the engine sees them (:mod:`pyhost.engine_paths`).
+Bind-mount sources are paths as the engine sees them (:mod:`pyhost.launchers.docker.paths`).
 Talks to the engine only through the docker SDK. Every container, socket directory and temp
 directory it makes carries the owner's (host, pid, process start) and the session id, so
-:func:`pyhost.orphans.collect` can remove what a dead process left behind.
+:func:`pyhost.launchers.docker.orphans.collect` can remove what a dead process left behind.
 """
 
 from __future__ import annotations
