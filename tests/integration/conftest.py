@@ -78,3 +78,15 @@ def runtime_dir():
     path = tempfile.mkdtemp(prefix="hxrt-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def images(client):
+    """Tags to remove after the test (with the images under them)."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        try:
+            client.api.remove_image(tag, force=True)
+        except Exception:  # not built: nothing to remove
+            pass

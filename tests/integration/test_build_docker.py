@@ -35,18 +35,6 @@ def project(tmp_path, client, monkeypatch):
     return dh.get_or_create_project(f"build-{tmp_path.name[-20:].lower()}")
 
 
-@pytest.fixture
-def images(client):
-    """Tags to remove after the test (with the images under them)."""
-    tags: list[str] = []
-    yield tags
-    for tag in tags:
-        try:
-            client.api.remove_image(tag, force=True)
-        except Exception:  # not built: nothing to remove
-            pass
-
-
 def _function(project, tmp_path, handler, **fields):
     return project.new_function(name=handler.replace("_", "-"), kind="python",
                                 code_src=str(tmp_path / "src" / "main.py"), handler=handler,

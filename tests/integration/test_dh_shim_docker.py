@@ -40,18 +40,6 @@ def project(tmp_path, client, monkeypatch):
     return dh.get_or_create_project(f"dh-{tmp_path.name[-20:].lower()}")
 
 
-@pytest.fixture
-def images(client):
-    """Tags to remove after the test (with the images under them)."""
-    tags: list[str] = []
-    yield tags
-    for tag in tags:
-        try:
-            client.api.remove_image(tag, force=True)
-        except Exception:  # not built: nothing to remove
-            pass
-
-
 def dh_function(project, handler):
     return project.new_function(name=f"dh-{handler}", kind="python",
                                 code_src=str(FUNCTIONS / "dh_main.py"), handler=handler)

@@ -15,10 +15,10 @@ still a dependency.
 from __future__ import annotations
 
 import ast
-import re
 import importlib
 import inspect
 import pkgutil
+import re
 import subprocess
 import sys
 import types
