@@ -18,7 +18,7 @@ from ..launchers import get_launcher
 from ..launchers.base import LaunchSpec, Volume
 from .entities import Entity, check_name, parse_key
 from .imports import check_imports
-from .limits import RunLimits
+from .limits import RunLimits, parse_size
 from .placement import affinity_constraints, as_mapping, check_tolerations, label_constraint
 from .sources import PYTHON_VERSIONS, HandlerInfo, python_wanted
 from .values import to_json
@@ -32,9 +32,6 @@ __all__ = ["VOLUME_TYPES", "JobSettings", "as_mapping", "check_envs", "check_job
            "resolve_secrets", "run_image"]
 
 _SERVE_ONLY = ("context", "event", "events")
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
-_MEMORY_FACTORS = {None: 1, "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
-                   "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
 
 
 @dataclass
@@ -332,13 +329,7 @@ def parse_resources(resources: dict[str, Any]) -> tuple[float | None, int | None
                                      "millicpus like '500m'")
     quantity = resources.get("memory")
     if quantity is not None:
-        match = _MEMORY.match(str(quantity)) if not isinstance(quantity, bool) else None
-        if match is None or float(match[1]) <= 0:
-            raise ConfigurationError(f"resources.mem={quantity!r}: a size like '512Mi', "
-                                     "'1Gi' or a number of bytes")
-        memory = int(float(match[1]) * _MEMORY_FACTORS[match[2]])
-        if memory < 6 * 1024**2:
-            raise ConfigurationError(f"resources.mem={quantity!r}: at least 6Mi")
+        memory = parse_size("resources.mem", quantity, minimum=6 << 20)  # docker's floor
     return cpus, memory
 
 
