@@ -26,6 +26,14 @@ def peak_rss_bytes() -> int:
     return _status_kib("VmHWM") << 10
 
 
+def reset_peak_rss() -> int:
+    """Start the peak (``VmHWM``) afresh at the current RSS, and return that RSS, so a test's
+    bound is measured from here and not hidden under an earlier test's peak."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return rss_bytes()
+
+
 def open_fds() -> int:
     """How many file descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))

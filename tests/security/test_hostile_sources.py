@@ -17,7 +17,7 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost import ConfigurationError, NotInCatalog
-from tests.security.conftest import open_fds, peak_rss_bytes, rss_bytes
+from tests.security.conftest import open_fds, peak_rss_bytes, reset_peak_rss
 
 MiB = 1 << 20
 MARKER = "MARKER-7f3c9a51e0"
@@ -26,13 +26,6 @@ HANDLER = ("import os\n\n"
            "    here = os.path.dirname(os.path.abspath(__file__))\n"
            "    with open(os.path.join(here, 'data', 'leak.txt')) as data:\n"
            "        return data.read()\n")
-
-
-def reset_peak_rss() -> int:
-    """Start the peak (``VmHWM``) afresh here, and return the RSS it starts from."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-    return rss_bytes()
 
 
 @pytest.fixture

@@ -16,18 +16,10 @@ import pytest
 
 from pyhost import ConfigurationError
 from pyhost.runtime.sources import load_source
-from tests.security.conftest import peak_rss_bytes, rss_bytes
+from tests.security.conftest import peak_rss_bytes, reset_peak_rss
 
 MiB = 1 << 20
 MEMORY_BOUND = 64 * MiB
-
-
-def reset_peak_rss() -> int:
-    """Start the peak (``VmHWM``) afresh at the current RSS, and return that RSS, so a test's
-    bound is measured from here and not hidden under an earlier test's peak."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-    return rss_bytes()
 
 
 def source_dir(tmp_path: Path) -> Path:
