@@ -356,26 +356,16 @@ def settle_runs() -> tuple[str, bool]:
         CatalogUnavailable: the catalog cannot be read or written.
     """
     from .runtime import Runtime
-    from .runtime.catalog import CatalogError
-    from .runtime.catalog.sqlite import SqliteCatalog
-    from .runtime.home import default_catalog_path, default_store_root
-    from .runtime.runs import settle_orphaned_runs
-    from .runtime.store import Store
+    from .runtime.home import runtime_home
 
-    path = default_catalog_path()
-    if not path.exists():
-        return f"no catalog at {path}; nothing to settle", True
-    # Not get_runtime(): opening it settles these runs already, and does not say which.
+    home = runtime_home()
+    if not (home / "catalog.db").exists():
+        return f"no catalog at {home / 'catalog.db'}; nothing to settle", True
+    runtime = Runtime.open(home, settle=False)  # to say which runs it settles
     try:
-        catalog = SqliteCatalog(path)
-    except CatalogError as exc:
-        from .errors import CatalogUnavailable
-
-        raise CatalogUnavailable(f"cannot open the catalog: {exc}") from exc
-    try:
-        settled = settle_orphaned_runs(Runtime(catalog, Store(default_store_root())))
+        settled = runtime.settle_orphans()
     finally:
-        catalog.close()
+        runtime.close()
     ids = ", ".join(run_id[:12] for run_id in settled)
     return (f"settled {len(settled)} run(s) left active by dead processes"
             + (f" ({ids})" if ids else "")), True

@@ -14,7 +14,7 @@ import re
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from hxpy import wire
 
@@ -22,7 +22,7 @@ from ..errors import ConfigurationError
 
 __all__ = ["FUNCTION_DIR", "KEY_FROM_STDIN", "BuildProgress", "BuiltImage", "Endpoint",
            "ExitStatus", "ImageRecipe", "Instance", "LaunchSpec", "Launcher", "PublishedPort",
-           "Volume", "bind_env", "key_line", "parse_step", "server_env"]
+           "Volume", "as_mapping", "bind_env", "key_line", "parse_step", "server_env"]
 
 #: Called with each line a build prints. Lines of the form ``Step N/M : what`` (Docker's own
 #: form, which every launcher's build writes the same way) mark the build's steps, so a
@@ -110,9 +110,13 @@ class LaunchSpec:
     network: str | None = None
     publish_address: str = "127.0.0.1"
     volumes: tuple[Volume, ...] = ()
-    # Where a cluster launcher may place the server: Swarm placement constraints such as
-    # ``node.labels.gpu==true``. A single-engine launcher has one place and ignores them.
-    placement: tuple[str, ...] = ()
+    # Where the server may be placed, in the DigitalHub/Kubernetes shapes: node labels it
+    # needs (``{"disk": "ssd"}``), a node affinity, and the tolerations it has. Each launcher
+    # translates them, and refuses in check() what it cannot express (one engine has no
+    # other node to choose).
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
     # Ports the user code listens on (serve replicas); the Instance says where each is.
     ports: tuple[PublishedPort, ...] = ()
     # Remove the server's container as soon as it ends (a replica whose supervisor died).
@@ -305,6 +309,10 @@ class Launcher(abc.ABC):
         return (f"the {self.name or type(self).__name__} launcher has no load balancer; "
                 "LoadBalancer needs a cluster launcher (swarm) whose routing mesh works")
 
+    def describe_image(self, image: str | None) -> str:
+        """How a message names the Python that servers of ``image`` run."""
+        return f"image {image}" if image else "the default session image"
+
     def image_for_python(self, version: str) -> str | None:
         """The image servers of Python ``version`` ("3.9") run in; None: the launcher's
         default (which has that Python, or whose Python cannot be known before a start).
@@ -386,3 +394,11 @@ def server_env(spec: LaunchSpec, listen: str, key_from: str = KEY_FROM_STDIN
 def key_line(spec: LaunchSpec) -> bytes:
     """What a launcher writes to the server's standard input for :data:`KEY_FROM_STDIN`."""
     return spec.key.encode("ascii") + b"\n"
+
+
+def as_mapping(what: str, value: Any) -> Mapping[str, Any]:
+    """``value``, once it is a mapping with str keys (else an error naming ``what``): the
+    shape of a placement's parts and of the settings that carry them."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ConfigurationError(f"{what} must be a dict with str keys, not {value!r}")
+    return value

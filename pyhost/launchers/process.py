@@ -126,14 +126,15 @@ class ProcessLauncher(Launcher):
                        "network": spec.network, "volumes": spec.volumes}
         if spec.publish_address != LaunchSpec.publish_address:
             docker_only["publish_address"] = spec.publish_address
+        docker_only.update(node_selector=spec.node_selector, affinity=spec.affinity)
         given = [f"{name}={value!r}" for name, value in docker_only.items() if value]
         given += [f"a port on {port.host_address!r}" for port in spec.ports
                   if port.host_address != "127.0.0.1"]
         if given:
             raise ConfigurationError(
                 f"{', '.join(given)}: the process launcher runs the server as a local process "
-                "and has no containers, networks or volumes; drop the option, or use "
-                "launcher='docker'")
+                "and has no containers, networks, volumes or nodes to choose; drop the option, "
+                "or use launcher='docker'")
 
     def python_version(self, image: str | None) -> str | None:
         return f"{sys.version_info.major}.{sys.version_info.minor}"  # this interpreter
@@ -143,6 +144,9 @@ class ProcessLauncher(Launcher):
         """This interpreter's modules (a process server runs it; it inherits this process's
         site-packages, not what this process added to ``sys.path`` at run time)."""
         return interpreter_modules(fresh)
+
+    def describe_image(self, image: str | None) -> str:
+        return f"this Python ({sys.executable}), which the process launcher runs,"
 
     def image_for_python(self, version: str) -> str | None:
         """None (no image: this interpreter) when ``version`` is this interpreter's.

@@ -30,6 +30,40 @@ class Runtime:
         self.catalog = catalog
         self.store = store
 
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | None = None, *, settle: bool = True,
+             catalog: Catalog | None = None, store: Store | None = None) -> Runtime:
+        """The runtime of ``home`` (default ``$PYHOST_HOME``): its ``catalog.db`` and
+        ``store/``, or the ``catalog`` and ``store`` given. With ``settle``, the runs that
+        dead processes left active are settled first (:meth:`settle_orphans`); without, the
+        caller does it when it wants to know which.
+
+        Raises:
+            CatalogUnavailable: the catalog cannot be opened.
+        """
+        from .catalog.sqlite import SqliteCatalog
+        from .home import runtime_home
+
+        root = Path(home) if home is not None else runtime_home()
+        if catalog is None:
+            with _translated():
+                catalog = SqliteCatalog(root / "catalog.db")
+        runtime = cls(catalog, store or Store(root / "store"))
+        if settle:
+            runtime.settle_orphans()
+        return runtime
+
+    def settle_orphans(self) -> list[str]:
+        """Settle the runs whose owner process is gone (ERROR; a service STOPPED); their
+        ids."""
+        from .runs import settle_orphaned_runs
+
+        return settle_orphaned_runs(self)
+
+    def close(self) -> None:
+        """Close the catalog (the runtime is not used after)."""
+        self.catalog.close()
+
     def add(self, record: Record) -> Record:
         with _translated():
             self.catalog.add(record)
@@ -83,39 +117,24 @@ def get_runtime() -> Runtime:
     with _lock:
         runtime, fresh = _runtime, _runtime is None
         if runtime is None:
-            runtime = _runtime = _open(None)
+            runtime = _runtime = Runtime.open(settle=False)
     if fresh:
-        from .runs import settle_orphaned_runs
-
-        settle_orphaned_runs(runtime)
+        runtime.settle_orphans()
     return runtime
 
 
 def configure(home: str | os.PathLike[str] | None = None, *, catalog: Catalog | None = None,
               store: Store | None = None) -> Runtime:
     """Point this process's runtime at ``home`` (a directory: ``catalog.db`` and
-    ``store/`` inside), or at a given catalog and store.
+    ``store/`` inside), or at a given catalog and store; the runs dead processes left
+    active there are settled.
 
     Raises:
         CatalogUnavailable: the catalog cannot be opened.
     """
     global _runtime
-    runtime = Runtime(catalog, store) if catalog is not None and store is not None \
-        else _open(Path(home) if home is not None else None, catalog, store)
+    runtime = Runtime.open(home, settle=False, catalog=catalog, store=store)
     with _lock:
         _runtime = runtime
-    from .runs import settle_orphaned_runs
-
-    settle_orphaned_runs(runtime)
+    runtime.settle_orphans()
     return runtime
-
-
-def _open(home: Path | None, catalog: Catalog | None = None,
-          store: Store | None = None) -> Runtime:
-    from .catalog.sqlite import SqliteCatalog
-    from .home import runtime_home
-
-    root = home or runtime_home()
-    with _translated():
-        catalog = catalog or SqliteCatalog(root / "catalog.db")
-    return Runtime(catalog, store or Store(root / "store"))

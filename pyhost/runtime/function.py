@@ -19,6 +19,7 @@ from ..errors import CatalogUnavailable, ConfigurationError
 from .catalog import Record
 from .entities import EntityKey, check_name, iso_time
 from .sources import PYTHON_VERSIONS, HandlerInfo, Source, load_source, resolve_handler
+from .tasks import get_task
 
 if TYPE_CHECKING:
     from .context import Runtime
@@ -107,15 +108,15 @@ class Function:
         document["metadata"] = {**(document.get("metadata") or {}), "updated": iso_time(now)}
         self._record = self._runtime.update("function", self.id, document, updated=now)
 
-    def run(self, action: str = "job", log_info: bool = False, **task: Any) -> Run:
-        """Run this function: ``action="job"`` with ``inputs``, ``parameters``,
-        ``outputs``, ``wait``, ``local_execution`` and the task's settings (see
-        :func:`pyhost.runtime.job.start_job`); ``action="build"`` with ``instructions``
-        and the build's settings (see :func:`pyhost.runtime.build.start_build`);
-        ``action="serve"`` with ``replicas``, ``service_type``, ``port``,
-        ``init_parameters`` and the task's settings (see
-        :func:`pyhost.runtime.serve.start_serve`). ``log_info`` logs the run's start and
-        end (logger ``pyhost.runtime``), as DigitalHub's does.
+    def run(self, action: str = "job", log_info: bool = False, **settings: Any) -> Run:
+        """Run this function as the task ``action`` names (:data:`pyhost.runtime.tasks.TASKS`):
+        ``"job"`` with ``inputs``, ``parameters``, ``outputs``, ``wait``,
+        ``local_execution`` (:class:`~pyhost.runtime.tasks.job.JobTask`); ``"build"`` with
+        ``instructions`` (:class:`~pyhost.runtime.tasks.build.BuildTask`); ``"serve"`` with
+        ``replicas``, ``service_type``, ``port``, ``init_parameters``
+        (:class:`~pyhost.runtime.tasks.serve.ServeTask`); each with the settings every task
+        shares (:func:`~pyhost.runtime.tasks.spec.common_settings`). ``log_info`` logs the
+        run's start and end (logger ``pyhost.runtime``), as DigitalHub's does.
 
         Raises:
             ConfigurationError: an unknown action or setting, or arguments that do not fit
@@ -123,16 +124,7 @@ class Function:
         """
         if not isinstance(log_info, bool):
             raise ConfigurationError(f"log_info is True or False, not {log_info!r}")
-        if action == "build":
-            from .build import start_build as start
-        elif action == "serve":
-            from .serve import start_serve as start
-        elif action == "job":
-            from .job import start_job as start
-        else:
-            raise ConfigurationError(f"action={action!r}: a python function runs as 'job', "
-                                     "'build' or 'serve'")
-        run = start(self, self._runtime, **task)
+        run = get_task(action).start(self, self._runtime, **settings)
         if log_info:
             log.info("run %s of %s (%s): %s", run.id, self.key, action, run.status.state)
         return run

@@ -31,8 +31,8 @@ from ..launchers.process import interpreter_modules
 from .sources import Source, parse_python
 
 if TYPE_CHECKING:
+    from ..launchers import Launcher
     from .function import Function
-    from .job_settings import JobSettings
 
 __all__ = ["ImportSite", "check_imports", "required_imports"]
 
@@ -50,9 +50,11 @@ _memo: dict[tuple[str, str], dict[str, ImportSite]] = {}
 _memo_lock = threading.Lock()
 
 
-def check_imports(function: Function, settings: JobSettings) -> None:
+def check_imports(function: Function, launcher: str | Launcher, image: str | None, *,
+                  local: bool = False) -> None:
     """Refuse a run whose handler imports, at the top level of its source, a module the
-    run's image (or this interpreter, for a local run) cannot import.
+    run's ``image`` on ``launcher`` (or this interpreter, for a ``local`` run) cannot
+    import.
 
     Raises:
         ConfigurationError: such a module (the message names it, where it is imported, the
@@ -61,34 +63,28 @@ def check_imports(function: Function, settings: JobSettings) -> None:
     needed = _memo_imports(function)
     if not needed:
         return
-    if settings.local_execution:
-        available: Container[str] | None = interpreter_modules()
-    else:
-        launcher = get_launcher(settings.launcher)
-        available = launcher.importable_names(settings.image)
-    missing = _missing(needed, available)
+
+    def importable(fresh: bool) -> Container[str] | None:
+        if local:
+            return interpreter_modules(fresh)
+        return get_launcher(launcher).importable_names(image, fresh)
+
+    missing = _missing(needed, importable(False))
     if missing:  # the cached answer may be stale (a tag rebuilt, a package installed since)
-        available = (interpreter_modules(fresh=True) if settings.local_execution
-                     else launcher.importable_names(settings.image, fresh=True))
-        missing = _missing(needed, available)
+        missing = _missing(needed, importable(True))
     if not missing:
         return
     name = missing[0]
     path, line = needed[name]
     others = f" (and {', '.join(map(repr, missing[1:]))})" if missing[1:] else ""
     where = f"handler {function.spec['handler']!r}: {path}:{line} imports {name!r}{others}"
-    if settings.local_execution:
+    if local:
         raise ConfigurationError(
             f"{where}, which this Python ({sys.executable}) cannot import; a local run uses "
             "this interpreter: install the package that provides it here, or run the job in "
             "a container: give the function requirements=[...] with that package and build "
             "its image (fn.run(action='build', wait=True))")
-    if settings.image:
-        target = f"image {settings.image}"
-    elif get_launcher(settings.launcher).name == "process":
-        target = f"this Python ({sys.executable}), which the process launcher runs,"
-    else:
-        target = "the default session image"
+    target = get_launcher(launcher).describe_image(image)
     raise ConfigurationError(
         f"{where}, which {target} cannot import; give the function requirements=[...] "
         f"with the package that provides it and build its image "

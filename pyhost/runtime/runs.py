@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hxpy.runtime.handler import DEFAULT_OUTPUT
 
@@ -75,9 +75,9 @@ class Execution:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.stop_requested = False
-        self.stopper: Any = None  # a callable that ends the work at once (kill the session)
+        self.stopper: Callable[[], None] | None = None  # ends the work at once (a kill)
         # A serve run's: wait_ready(timeout) -> its record once it serves (see _wait_serving)
-        self.wait_ready: Any = None
+        self.wait_ready: Callable[[float | None], Record] | None = None
 
 
 _executions: dict[str, Execution] = {}
@@ -294,13 +294,13 @@ class Run:
             timeout: seconds to wait for the answer.
 
         Returns:
-            a :class:`~pyhost.runtime.service_client.ServiceResponse` (``status``,
+            a :class:`~pyhost.runtime.tasks.service_client.ServiceResponse` (``status``,
             ``headers``, ``body``, ``text``, ``json()``); a 4xx or 5xx is an answer too.
 
         Raises:
             ServiceUnavailable: no replica answered.
         """
-        from .service_client import invoke, live_urls
+        from .tasks.service_client import invoke, live_urls
 
         urls = live_urls(self.id)
         if urls is None:  # another process supervises it: the URLs it recorded

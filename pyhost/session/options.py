@@ -78,9 +78,14 @@ class SessionOptions:
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Environment variables whose values are secret: set like ``env``, never shown by
     ``repr``; on a swarm they travel as Swarm secrets instead of in the service's spec."""
-    placement: tuple[str, ...] = ()
-    """Swarm only: placement constraints for the server's task (``node.labels.gpu==true``);
-    a single-engine launcher ignores them."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Node labels the server's node must have (``{"disk": "ssd"}``), as Kubernetes and
+    DigitalHub say it; a launcher with one place to run (docker, process) refuses it."""
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    """A Kubernetes node affinity; the swarm launcher takes what it can say as placement
+    constraints and refuses the rest (``docs/scale-out.md``)."""
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    """Kubernetes tolerations: they only permit, so a launcher without taints checks them."""
     ports: tuple[PublishedPort, ...] = ()
     """Ports the session's own code listens on (a serve replica's HTTP port): published on
     the engine host (:class:`~pyhost.launchers.base.PublishedPort`); ``session.ports`` says
@@ -172,7 +177,8 @@ class SessionOptions:
             max_frame=self.max_frame, output_cap=self.output_cap, spin=self.spin,
             io_host_path=self.io_host_path, io_volume=self.io_volume, network=self.network,
             publish_address=self.publish_address, volumes=tuple(self.volumes),
-            placement=tuple(self.placement), ports=tuple(self.ports),
+            node_selector=dict(self.node_selector), affinity=dict(self.affinity),
+            tolerations=tuple(self.tolerations), ports=tuple(self.ports),
             auto_remove=self.auto_remove, secrets=dict(self.secrets))
 
     def pool_key(self) -> tuple[Any, ...]:
@@ -184,8 +190,8 @@ class SessionOptions:
 
 def _hashable(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return tuple(sorted(value.items()))
-    return tuple(value) if isinstance(value, list) else value
+        return tuple(sorted((key, _hashable(item)) for key, item in value.items()))
+    return tuple(map(_hashable, value)) if isinstance(value, (list, tuple)) else value
 
 
 def _str_map(what: str, value: Mapping[str, str] | None, show_values: bool) -> dict[str, str]:

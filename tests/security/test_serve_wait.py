@@ -10,7 +10,7 @@ import threading
 import time
 
 import pyhost.runtime as dh
-from pyhost.runtime.serve import TAIL_LINES
+from pyhost.runtime.tasks.service import TAIL_LINES
 
 from .conftest import peak_rss_bytes
 

@@ -13,9 +13,9 @@ import pyhost.runtime as dh
 from pyhost import ConfigurationError
 from pyhost.errors import ImageBuildError
 from pyhost.launchers.base import BuiltImage, ImageRecipe, Launcher, LaunchSpec
-from pyhost.runtime.build import _base_image, _docker_component, image_tag
-from pyhost.runtime.job_settings import run_image
-from pyhost.runtime.progress import BuildBar, build_progress
+from pyhost.runtime.tasks.build import _base_image, _docker_component, image_tag
+from pyhost.runtime.tasks.spec import run_image
+from pyhost.runtime.tasks.progress import BuildBar, build_progress
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 

@@ -75,7 +75,7 @@ def test_every_file_path_named_exists():
 
 
 @pytest.mark.parametrize("text, names", [
-    ("see pyhost.runtime.job.start_job.", ["pyhost.runtime.job.start_job"]),
+    ("see pyhost.runtime.tasks.job.JobTask.", ["pyhost.runtime.tasks.job.JobTask"]),
     ("label org.pyhost.owner.pid and hxpy:latest", []),
 ])
 def test_the_name_pattern(text, names):

@@ -15,7 +15,7 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost import ConfigurationError, NotInCatalog
-from pyhost.runtime.job_settings import parse_resources
+from pyhost.runtime.tasks.spec import parse_resources
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 SERVING = Path(__file__).resolve().parents[1] / "support" / "serving" / "main.py"

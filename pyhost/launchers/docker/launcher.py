@@ -215,6 +215,11 @@ class DockerLauncher(Launcher):
         if spec.network:
             check_network_name(spec.network)
         check_volumes(spec.volumes)
+        placed = [name for name in ("node_selector", "affinity") if getattr(spec, name)]
+        if placed:  # tolerations only permit: on one engine there is nothing they change
+            raise ConfigurationError(
+                f"{' and '.join(placed)}: launcher={self.name!r} runs sessions on one engine, "
+                "so there is no node to choose; leave them out, or use launcher='swarm'")
 
     def python_version(self, image: str | None) -> str | None:
         """Read from the labels ``pyhost image build`` puts on the image (its base)."""

@@ -65,6 +65,7 @@ from ..launcher import check_volumes
 from ..networking import SERVER_PORT, check_network_name
 from ..python_images import image_for_python
 from .cluster import SESSION_NETWORK, ensure_network, ipvs_available, require_manager
+from .placement import placement_constraints
 
 __all__ = ["SwarmInstance", "SwarmLauncher"]
 
@@ -209,6 +210,7 @@ class SwarmLauncher(Launcher):
                     f"port {port.container_port} is not published (no host address): it is "
                     "reached only on an overlay network pyhost is on too; pass network=")
         check_volumes(spec.volumes)
+        _constraints(spec)  # refuses what a swarm cannot express
 
     def load_balancer_problem(self) -> str | None:
         """The routing mesh needs IPVS in the kernel; and serve replicas here are one task
@@ -254,7 +256,7 @@ class SwarmLauncher(Launcher):
         instance.secrets_delivered = True
         try:
             instance.endpoint = self._endpoint(instance, network, not spec.network,
-                                               spec.placement)
+                                               _constraints(spec))
             if spec.ports:
                 instance.ports = self._ports(instance, spec, network)
         except BaseException:
@@ -291,6 +293,7 @@ class SwarmLauncher(Launcher):
         if spec.secrets:
             env["HXPY_SECRETS_DIR"] = _SECRETS_DIR
         uid = sandbox_uid()
+        constraints = _constraints(spec)
         references = [SecretReference(secret_id, _secret_name(spec.session_id, name),
                                       filename=name, uid=str(uid), gid=str(uid), mode=0o400)
                       for name, secret_id in secrets.items()]
@@ -303,7 +306,7 @@ class SwarmLauncher(Launcher):
         resources.setdefault("Limits", {})["Pids"] = spec.pids_limit
         template = TaskTemplate(
             container, resources=resources, restart_policy=RestartPolicy(condition="none"),
-            placement=Placement(constraints=list(spec.placement)) if spec.placement else None,
+            placement=Placement(constraints=constraints) if constraints else None,
             networks=[network],
             log_driver={"Name": "json-file", "Options": {"max-size": "1m", "max-file": "1"}})
         ports = [] if spec.network else [{"Protocol": "tcp", "TargetPort": SERVER_PORT,
@@ -319,7 +322,7 @@ class SwarmLauncher(Launcher):
         return str(created["ID"])
 
     def _endpoint(self, instance: SwarmInstance, network: str, published: bool,
-                  placement: tuple[str, ...]) -> Endpoint:
+                  placement: list[str]) -> Endpoint:
         """Wait until the task runs; where it is reached (the node's published port, or its
         address on the network)."""
         deadline = time.monotonic() + _START_TIMEOUT
@@ -437,6 +440,11 @@ def _network_address(task: Any, network: str) -> Endpoint | None:
             for address in attachment.get("Addresses") or []:
                 return Endpoint("tcp", (address.split("/")[0], SERVER_PORT))
     return None
+
+
+def _constraints(spec: LaunchSpec) -> list[str]:
+    """The task's placement constraints (``node.labels.K==V``) from the spec's placement."""
+    return placement_constraints(spec.node_selector, spec.affinity, spec.tolerations)
 
 
 def _bytes(size: str | int) -> int:

@@ -1,37 +1,25 @@
-"""A serve run's settings, checked before anything starts: the handler fits ``event`` and
-``context``; ``init_function`` exists and ``init_parameters`` fit it; replicas, service
-type, ports; and the task settings a job has too (envs, secrets, resources, volumes), checked
-by :mod:`.job_settings`. Nothing here starts or records anything."""
+"""A serve run's own settings, checked before anything starts: the handler fits ``event``
+and ``context``; ``init_function`` exists and ``init_parameters`` fit it; replicas, service
+type, ports. The settings every task shares are :mod:`.spec`'s. Nothing here starts or
+records anything."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
-from ..launchers import get_launcher
-from ..launchers.base import LaunchSpec, PublishedPort
-from .imports import check_imports
-from .job_settings import (
-    JobSettings,
-    as_mapping,
-    check_envs,
-    check_placement,
-    check_python_version,
-    parse_resources,
-    parse_volumes,
-    resolve_secrets,
-    run_image,
-)
-from .limits import RunLimits
-from .sources import HandlerInfo, resolve_handler
-from .values import to_json
+from ...errors import ConfigurationError
+from ...launchers import get_launcher
+from ...launchers.base import PublishedPort, as_mapping
+from ..imports import check_imports
+from ..sources import HandlerInfo, resolve_handler
+from ..values import to_json
+from .spec import TaskSpec, check_python, common_settings, run_image
 
 if TYPE_CHECKING:
-    from .context import Runtime
-    from .function import Function
+    from ..function import Function
 
-__all__ = ["CONTAINER_PORT", "SERVICE_TYPES", "ServeSettings", "check_serve"]
+__all__ = ["CONTAINER_PORT", "SERVICE_TYPES", "ServeSpec", "check_serve"]
 
 SERVICE_TYPES = ("NodePort", "ClusterIP", "LoadBalancer")
 CONTAINER_PORT = 8080  # where a replica's HTTP server listens inside its container
@@ -39,10 +27,9 @@ _EVENT_NAMES = ("context", "event")
 
 
 @dataclass
-class ServeSettings:
-    """A serve run's settings, checked (see :func:`pyhost.runtime.serve.start_serve`)."""
+class ServeSpec(TaskSpec):
+    """A serve run's settings, checked (see :class:`~.serve.ServeTask`)."""
 
-    task: JobSettings  # envs, secrets, resources, volumes, launcher
     replicas: int = 1
     service_type: str = "NodePort"
     port: int = 0  # the first replica's host port (replica i: port + i); 0: any free one
@@ -52,7 +39,6 @@ class ServeSettings:
     init_parameters: dict[str, Any] = field(default_factory=dict)
     workers: int = 4
     ready_timeout: float = 120.0
-    wait: bool = True
 
     def published(self, replica: int) -> PublishedPort:
         """How replica ``replica``'s HTTP port is published (ClusterIP: not at all)."""
@@ -61,31 +47,18 @@ class ServeSettings:
         return PublishedPort(CONTAINER_PORT, self.address,
                              self.port + replica if self.port else 0)
 
-    def record(self) -> dict[str, Any]:
-        """What the run's spec records: everything but secret values."""
-        task = self.task.record()
-        for job_only in ("inputs", "parameters", "outputs", "backoff_limit", "timeout",
-                         "local_execution"):
-            task.pop(job_only, None)
-        return {**task, "replicas": self.replicas, "service_type": self.service_type,
+    def own_record(self) -> dict[str, Any]:
+        return {"replicas": self.replicas, "service_type": self.service_type,
                 "port": self.port, "address": self.address, "network": self.network,
                 "init_function": self.init_function,
                 "init_parameters": {k: to_json(v) for k, v in self.init_parameters.items()},
-                "workers": self.workers}
+                "workers": self.workers, "ready_timeout": self.ready_timeout}
 
 
-def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
-                service_type: str = "NodePort", port: int = 0, address: str = "127.0.0.1",
-                network: str | None = None, init_function: str | None = None,
-                init_parameters: dict[str, Any] | None = None, workers: int = 4,
-                ready_timeout: float = 120.0, wait: bool = True,
-                launcher: Any = "docker",
-                envs: list[dict[str, str]] | None = None, secrets: list[str] | None = None,
-                resources: dict[str, Any] | None = None,
-                volumes: list[dict[str, Any]] | None = None, node_selector: Any = None,
-                affinity: Any = None, tolerations: Any = None, store_quota: Any = None,
-                log_cap: Any = None, open_uploads: Any = None,
-                **unknown: Any) -> ServeSettings:
+def check_serve(function: Function, *, replicas: Any = 1, service_type: Any = "NodePort",
+                port: Any = 0, address: Any = "127.0.0.1", network: Any = None,
+                init_function: Any = None, init_parameters: Any = None, workers: Any = 4,
+                ready_timeout: Any = 120.0, **settings: Any) -> ServeSpec:
     """The settings of a serve run of ``function``, checked.
 
     Raises:
@@ -93,44 +66,34 @@ def check_serve(function: Function, runtime: Runtime, *, replicas: int = 1,
             ``event``/``context``, an ``init_function`` that is missing or does not fit
             ``init_parameters``, or a service type this launcher cannot give.
     """
-    if unknown:
-        raise ConfigurationError(f"fn.run(action='serve'): unknown setting(s) "
-                                 f"{', '.join(sorted(unknown))}")
-    task = JobSettings(envs=check_envs(envs or []), secrets=resolve_secrets(secrets or []),
-                       volumes=parse_volumes(volumes or []), launcher=launcher,
-                       placement=check_placement(launcher, node_selector, affinity,
-                                                  tolerations),
-                       limits=RunLimits.from_settings(store_quota, log_cap, open_uploads))
-    task.cpus, task.mem_limit = parse_resources(resources or {})
-    task.image = run_image(function, launcher)
-    settings = ServeSettings(
-        task, replicas=_positive("replicas", replicas), service_type=service_type,
+    spec = ServeSpec(
+        **common_settings("serve", **settings),
+        replicas=_positive("replicas", replicas), service_type=service_type,
         port=_port(port), address=address, network=network,
         init_function=init_function or function.spec.get("init_function") or None,
         init_parameters=dict(as_mapping("init_parameters", init_parameters or {})),
-        workers=_positive("workers", workers), ready_timeout=_seconds(ready_timeout),
-        wait=_flag("wait", wait))
-    _check_service(settings, launcher)
+        workers=_positive("workers", workers), ready_timeout=_seconds(ready_timeout))
+    spec.image = run_image(function, spec.launcher)
+    _check_service(spec)
     _check_handler(function.handler_info())
-    _check_init(function, settings)
-    for name, value in settings.init_parameters.items():
+    _check_init(function, spec)
+    for name, value in spec.init_parameters.items():
         try:
             to_json(value)
         except Exception as exc:
             raise ConfigurationError(f"init_parameters[{name!r}]: {exc}") from None
-    get_launcher(launcher).check(LaunchSpec("check", volumes=task.volumes,
-                                            network=settings.network,
-                                            ports=(settings.published(0),)))
-    check_python_version(function, task)
-    check_imports(function, task)
-    return settings
+    spec.check_launch(network=spec.network, ports=(spec.published(0),))
+    check_python(function, spec.launcher, spec.image)
+    check_imports(function, spec.launcher, spec.image)
+    return spec
 
 
-def _check_service(settings: ServeSettings, launcher: Any) -> None:
+def _check_service(settings: ServeSpec) -> None:
     kind = settings.service_type
     if kind not in SERVICE_TYPES:
         raise ConfigurationError(f"service_type={kind!r}: one of {', '.join(SERVICE_TYPES)}")
-    problem = get_launcher(launcher).load_balancer_problem() if kind == "LoadBalancer" else None
+    launcher = get_launcher(settings.launcher)
+    problem = launcher.load_balancer_problem() if kind == "LoadBalancer" else None
     if problem:
         raise ConfigurationError(
             f"service_type='LoadBalancer': {problem}; use 'NodePort' (a published port per "
@@ -143,9 +106,7 @@ def _check_service(settings: ServeSettings, launcher: Any) -> None:
     if kind == "NodePort" and settings.port and settings.port + settings.replicas - 1 > 65535:
         raise ConfigurationError(f"port={settings.port}: replicas take ports {settings.port} "
                                  f"to {settings.port + settings.replicas - 1}, past 65535")
-    if settings.network and get_launcher(launcher).name == "process":
-        raise ConfigurationError("network=: the process launcher has no engine network; use "
-                                 "launcher='docker'")
+
 
 
 def _check_handler(info: HandlerInfo) -> None:
@@ -161,7 +122,7 @@ def _check_handler(info: HandlerInfo) -> None:
             f"{', '.join(names) or 'nothing'})")
 
 
-def _check_init(function: Function, settings: ServeSettings) -> None:
+def _check_init(function: Function, settings: ServeSpec) -> None:
     name = settings.init_function
     if not name:
         if settings.init_parameters:
@@ -205,12 +166,6 @@ def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
         raise ConfigurationError(f"ready_timeout is a number of seconds > 0, not {value!r}")
     return float(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} is True or False, not {value!r}")
-    return value
 
 
 def _port(value: Any) -> int:

@@ -1,13 +1,19 @@
-"""Kubernetes placement (node_selector, affinity, tolerations) as Swarm constraints: what
-Swarm can say is turned into constraints, the rest is refused with the part named."""
+"""Kubernetes placement (node_selector, affinity, tolerations) reaches the launchers as it is
+written; the Swarm launcher turns what Swarm can say into constraints and refuses the rest
+with the part named; the launchers with one place to run refuse any of it."""
 
 from __future__ import annotations
 
 import pytest
 
 from pyhost import ConfigurationError
-from pyhost.runtime.job_settings import JobSettings, check_placement
-from pyhost.runtime.placement import affinity_constraints, check_tolerations
+from pyhost.launchers import LaunchSpec, get_launcher
+from pyhost.launchers.docker.swarm.placement import (
+    affinity_constraints,
+    check_tolerations,
+    placement_constraints,
+)
+from pyhost.runtime.tasks.spec import TaskSpec, common_settings
 
 
 def required(*expressions, terms=None):
@@ -67,18 +73,40 @@ def test_tolerations_are_checked_for_shape():
         check_tolerations([{"kye": "gpu"}])
 
 
-def test_on_swarm_an_affinity_it_cannot_say_is_refused_before_anything_starts():
+def test_each_launcher_refuses_what_it_cannot_express():
     odd = required({"key": "disk", "operator": "Exists"})
-    # A plain engine records it for a cluster launcher; Swarm would have to drop it.
-    assert check_placement("docker", None, odd, None)["affinity"] == odd
     with pytest.raises(ConfigurationError, match="operator 'Exists'"):
-        check_placement("swarm", None, odd, None)
+        get_launcher("swarm").check(LaunchSpec("s", affinity=odd))
+    get_launcher("swarm").check(LaunchSpec("s", node_selector={"disk": "ssd"}))
+    for name in ("docker", "process"):  # one place to run: nothing to choose
+        with pytest.raises(ConfigurationError, match="node_selector"):
+            get_launcher(name).check(LaunchSpec("s", node_selector={"disk": "ssd"}))
+        with pytest.raises(ConfigurationError, match="affinity"):
+            get_launcher(name).check(LaunchSpec("s", affinity=odd))
+    tolerations = ({"key": "gpu", "operator": "Exists"},)  # they only permit
+    get_launcher("docker").check(LaunchSpec("s", tolerations=tolerations))
+
+
+def test_a_run_refuses_placement_its_launcher_cannot_express_before_anything_starts():
+    odd = required({"key": "disk", "operator": "Exists"})
+    for launcher, affinity in (("swarm", odd), ("docker", required(
+            {"key": "disk", "operator": "In", "values": ["ssd"]}))):
+        spec = TaskSpec(**common_settings("job", launcher=launcher, affinity=affinity))
+        with pytest.raises(ConfigurationError, match="affinity|operator 'Exists'"):
+            spec.check_launch()
     with pytest.raises(ConfigurationError, match="affinity must be a dict"):
-        check_placement("docker", None, ["x"], None)
+        common_settings("job", affinity=["x"])
+    with pytest.raises(ConfigurationError, match=r"tolerations\[0\] must be a dict"):
+        common_settings("job", tolerations=["x"])
 
 
-def test_node_selector_and_affinity_make_the_jobs_constraints_together():
+def test_node_selector_and_affinity_make_the_swarm_constraints_together():
     affinity = required({"key": "zone", "operator": "NotIn", "values": ["a"]})
-    settings = JobSettings(placement=check_placement("swarm", {"disk": "ssd"}, affinity, None))
-    assert settings.constraints() == ("node.labels.disk==ssd", "node.labels.zone!=a")
-    assert settings.session_options()["placement"] == settings.constraints()
+    spec = TaskSpec(**common_settings("job", launcher="swarm", node_selector={"disk": "ssd"},
+                                      affinity=affinity))
+    options = spec.session_options()
+    assert placement_constraints(options["node_selector"], options["affinity"],
+                                 options["tolerations"]) == [
+        "node.labels.disk==ssd", "node.labels.zone!=a"]
+    assert spec.record()["node_selector"] == {"disk": "ssd"}
+    assert spec.record()["affinity"] == affinity

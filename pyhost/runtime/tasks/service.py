@@ -1,12 +1,10 @@
-"""The ``serve`` task: ``replicas`` long-running sessions serving the handler over HTTP,
-supervised by this process.
+"""The replicas of a serve run, supervised by threads of this process.
 
-Everything that can be checked is checked before anything starts (:mod:`.serve_settings`).
-Then the run is CREATED and READY; each replica gets a supervising thread that starts a
-session and evaluates ``serve(__serve__)`` (:mod:`hxpy.runtime.serve`) in it, a batch that
-lasts the replica's life, answering its calls meanwhile: ``context.project``/``context.run``
-calls (the job's :class:`~.host_calls.HostCalls`), its logs and its health. Once every
-replica has said it listens the run is RUNNING with ``status.service`` (the URLs) and
+Each replica gets a supervising thread that starts a session and evaluates
+``serve(__serve__)`` (:mod:`hxpy.runtime.serve`) in it, a batch that lasts the replica's
+life, answering its calls meanwhile: ``context.project``/``context.run`` calls (the job's
+:class:`~pyhost.runtime.host_calls.HostCalls`), its logs and its health. Once every replica
+has said it listens the run is RUNNING with ``status.service`` (the URLs) and
 ``status.replicas``. A replica whose session breaks (its container killed, OOM) is started
 again, with a back-off, and its restarts counted. ``run.stop()`` removes every replica: the
 run is STOPPED. When this process ends, the replicas go with it: each server exits when its
@@ -26,33 +24,22 @@ from typing import TYPE_CHECKING, Any
 
 from hxpy.runtime import calls as call_names
 
-from ..api import py
-from ..errors import ConfigurationError, PyHostError, PythonError
-from .catalog import Record, StaleState
-from .host_calls import HostCalls
-from .limits import CappedLog, masker
-from .runs import (
-    ACTIVE,
-    ERROR,
-    READY,
-    RUNNING,
-    STOPPED,
-    Run,
-    create_run,
-    executing,
-    finished,
-    transition,
-)
-from .serve_settings import CONTAINER_PORT, ServeSettings, check_serve
+from ...api import py
+from ...errors import ConfigurationError, PyHostError, PythonError
+from ..catalog import Record, StaleState
+from ..host_calls import HostCalls
+from ..limits import CappedLog, masker
+from ..runs import ACTIVE, ERROR, READY, RUNNING, STOPPED, executing, finished, transition
+from ..sources import python_wanted
+from .serve_spec import CONTAINER_PORT, ServeSpec
 from .service_client import forget, remember
-from .sources import python_wanted
 
 if TYPE_CHECKING:
-    from ..session.blocking import Session
-    from .context import Runtime
-    from .function import Function
+    from ...session.blocking import Session
+    from ..context import Runtime
+    from ..function import Function
 
-__all__ = ["Service", "live_service", "start_serve"]
+__all__ = ["TAIL_LINES", "Service", "live_service"]
 
 log = logging.getLogger("pyhost.runtime")
 
@@ -60,43 +47,6 @@ _STATUS_EVERY = 5.0  # seconds between two status writes carrying only new count
 _BACKOFF = (0.5, 30.0)  # first and longest pause before a broken replica starts again
 TAIL_LINES = 10  # a replica's last log lines a failed start's error shows
 _TAIL_LINE_CHARS = 300  # each cut to this many characters: the message stays small
-
-
-def start_serve(function: Function, runtime: Runtime, **task: Any) -> Run:
-    """Check everything, record the run, start the replicas; with ``wait`` (the default)
-    the run once every replica answers (RUNNING), or once the start failed or took longer
-    than ``ready_timeout`` (ERROR, ``status.error`` names the replicas that did not come up,
-    with their last log lines; every replica removed). Without ``wait``, the run at once
-    (READY; RUNNING once every replica answers, see :meth:`Run.wait`).
-
-    Args (all keywords; see :func:`.serve_settings.check_serve`):
-        replicas: how many replicas (>= 1).
-        service_type: ``"NodePort"`` (a published port per replica on ``address``),
-            ``"ClusterIP"`` (on the engine network ``network`` only); ``"LoadBalancer"``
-            needs the cluster launcher.
-        port: host port of the first replica (replica i gets port + i); 0: any free port.
-        address: the host address ports are published on (default 127.0.0.1).
-        network: an engine network the replicas join (ClusterIP's, or Docker-in-Docker).
-        init_function: ``name`` or ``module:name``, called once per replica as
-            ``init_function(context, **init_parameters)`` (default: the function's field).
-        init_parameters: its keyword arguments.
-        workers: threads per replica the handler runs in.
-        wait: return once every replica answers (default True), else at once.
-        ready_timeout: seconds the replicas have to start answering (default 120), waited
-            for or not; past it the run ends ERROR and every replica is removed.
-        launcher, envs, secrets, resources, volumes, node_selector, affinity, tolerations:
-            as for a job.
-
-    Raises:
-        ConfigurationError: a bad setting; raised before anything starts.
-    """
-    settings = check_serve(function, runtime, **task)
-    record = create_run(runtime, function, "serve", settings.record())
-    service = Service(runtime, record, function, settings)
-    service.start()
-    if not settings.wait:
-        return Run(runtime.get("run", record.id), runtime)
-    return Run(service.wait_ready(), runtime)
 
 
 def live_service(run_id: str) -> Service | None:
@@ -145,7 +95,7 @@ class Service:
     """The replicas of one serve run, supervised by threads of this process."""
 
     def __init__(self, runtime: Runtime, record: Record, function: Function,
-                 settings: ServeSettings) -> None:
+                 settings: ServeSpec) -> None:
         self.runtime = runtime
         self.run_id = record.id
         self.function = function
@@ -155,9 +105,9 @@ class Service:
         self._execution = executing(record.id)
         self._execution.stopper = self._kill_all
         self._execution.wait_ready = self.wait_ready
-        self._mask = masker(settings.task.secrets)
+        self._mask = masker(settings.secrets)
         self._calls = HostCalls(runtime, function.project, record.id, record.document["key"],
-                                settings.task.limits, self._mask)
+                                settings.limits, self._mask)
         self._lock = threading.RLock()
         self._settled = threading.Event()  # every replica listens, or the start failed
         self._ending = threading.Event()  # stop() or a failure: supervisors stop waiting
@@ -168,7 +118,7 @@ class Service:
         self._log_path = runtime.store.path(record.project, "run", record.id, "logs") / \
             "logs.txt"
         # Every replica's output, at most log_cap: the head stays, the tail rolls.
-        self._log = CappedLog(self._log_path, settings.task.limits.log_cap)
+        self._log = CappedLog(self._log_path, settings.limits.log_cap)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -298,12 +248,11 @@ class Service:
 
     def _serve_once(self, replica: _Replica) -> str:
         """Run the replica's session until it ends; why it ended."""
-        task = self.settings.task
         port = self.settings.published(replica.index)
         if replica.host_port and port.host_address is not None and not port.host_port:
             port = type(port)(port.container_port, port.host_address, replica.host_port)
         session = py(timeout=None, network=self.settings.network, ports=(port,),
-                     auto_remove=True, **task.session_options())
+                     auto_remove=True, **self.settings.session_options())
         replica.session = session
         try:
             if self._stopping:

@@ -1,5 +1,6 @@
-"""DigitalHub's placement settings (Kubernetes' ``affinity`` and ``tolerations``) in the terms
-a Swarm can act on: placement constraints on node labels.
+"""A session's placement (``node_selector``, ``affinity``, ``tolerations``: the DigitalHub and
+Kubernetes shapes :class:`~pyhost.launchers.base.LaunchSpec` carries) in the terms a Swarm
+can act on: placement constraints on node labels.
 
 Swarm places a task on the nodes whose labels satisfy ALL of its constraints, each
 ``node.labels.KEY==VALUE`` or ``!=VALUE``. So of a node affinity it can take the required
@@ -15,16 +16,32 @@ client's (``node_affinity``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ConfigurationError
+from ....errors import ConfigurationError
+from ...base import as_mapping
 
-__all__ = ["affinity_constraints", "as_mapping", "check_tolerations", "label_constraint"]
+__all__ = ["affinity_constraints", "check_tolerations", "label_constraint",
+           "placement_constraints"]
 
 # A node label or its value, as a placement constraint may name them.
 _LABEL_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds",
                     "toleration_seconds"}
+
+
+def placement_constraints(node_selector: Mapping[str, Any], affinity: Mapping[str, Any],
+                          tolerations: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The Swarm constraints that say what the placement says (tolerations checked only).
+
+    Raises:
+        ConfigurationError: a part Swarm cannot express, or a malformed one (named).
+    """
+    check_tolerations(list(tolerations))
+    return ([label_constraint("node_selector", key, value)
+             for key, value in sorted(as_mapping("node_selector", node_selector).items())]
+            + affinity_constraints(affinity))
 
 
 def label_constraint(where: str, key: Any, value: Any, operator: str = "==") -> str:
@@ -129,10 +146,3 @@ def _field(mapping: dict[str, Any], camel: str) -> Any:
     if camel in mapping:
         return mapping[camel]
     return mapping.get(re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower())
-
-
-def as_mapping(what: str, value: Any) -> dict[str, Any]:
-    """``value``, once it is a dict with str keys (else an error naming ``what``)."""
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise ConfigurationError(f"{what} must be a dict with str keys, not {value!r}")
-    return value

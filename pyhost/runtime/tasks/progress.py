@@ -12,10 +12,10 @@ import logging
 import sys
 from typing import Any, Callable, TextIO
 
-from ..errors import ConfigurationError
-from ..launchers.base import parse_step
+from ...errors import ConfigurationError
+from ...launchers.base import parse_step
 
-__all__ = ["BuildBar", "build_progress"]
+__all__ = ["BuildBar", "build_progress", "check_progress"]
 
 log = logging.getLogger("pyhost.build")
 
@@ -74,10 +74,19 @@ def build_progress(progress: Any, title: str) -> tuple[Reporter, Callable[[bool]
         return (lambda line: print(line, file=sys.stderr, flush=True)), (lambda ok: None)
     if progress == "log":
         return (lambda line: log.info("%s: %s", title, line)), (lambda ok: None)
-    if callable(progress):
-        return progress, (lambda ok: None)
-    raise ConfigurationError(f"progress={progress!r}: 'auto', 'bar', 'lines', 'log', False "
-                             "or a callable taking each line")
+    check_progress(progress)  # a callable
+    return progress, (lambda ok: None)
+
+
+def check_progress(progress: Any) -> None:
+    """Refuse a ``progress`` setting :func:`build_progress` does not know.
+
+    Raises:
+        ConfigurationError: naming the values it takes.
+    """
+    if not (progress in (None, False, "auto", "bar", "lines", "log") or callable(progress)):
+        raise ConfigurationError(f"progress={progress!r}: 'auto', 'bar', 'lines', 'log', "
+                                 "False or a callable taking each line")
 
 
 def _terminal(stream: Any) -> bool:

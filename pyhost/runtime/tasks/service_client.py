@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import urllib3
 import urllib3.exceptions
 
-from ..errors import ConfigurationError, ServiceUnavailable
+from ...errors import ConfigurationError, ServiceUnavailable
 
 __all__ = ["ServiceResponse", "forget", "invoke", "live_urls", "remember"]
 

@@ -1,0 +1,118 @@
+"""What a task kind is, and the one way a run of it starts.
+
+A task checks its settings into a spec (:class:`~.spec.TaskSpec` and its own fields), then
+:meth:`Task.start` records the run and executes it, in the caller's thread when it waits
+or in a thread of its own, and settles it: whatever the task's work raises, the run does not
+stay active (:class:`OneShotTask`). A serve run outlives its start (its replicas are
+supervised), so the serve task starts its own way.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
+
+from ...errors import ConfigurationError
+from ..catalog import Record, StaleState
+from ..runs import ACTIVE, ERROR, Execution, Run, create_run, executing, finished, transition
+
+if TYPE_CHECKING:
+    from ..context import Runtime
+    from ..function import Function
+    from .spec import TaskSpec
+
+__all__ = ["Cleanup", "OneShotTask", "Task"]
+
+log = logging.getLogger("pyhost.runtime")
+
+#: What a task leaves to do once its run is recorded (close a session: tens of ms that are
+#: not the run's time); None when nothing.
+Cleanup = Callable[[], None] | None
+
+SpecT = TypeVar("SpecT", bound="TaskSpec")
+
+
+class Task(abc.ABC, Generic[SpecT]):
+    """One kind of task a python function runs as (``fn.run(action=<action>)``)."""
+
+    #: The ``action`` that names it; the run's kind is ``python+<action>``.
+    action: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def check(self, function: Function, runtime: Runtime, **settings: Any) -> SpecT:
+        """Every setting of a run of ``function``, checked; nothing starts or is recorded.
+
+        Raises:
+            ConfigurationError: an unknown or malformed setting (the message names it).
+        """
+
+    @abc.abstractmethod
+    def start(self, function: Function, runtime: Runtime, *, wait: bool = False,
+              **settings: Any) -> Run:
+        """Check the settings, record the run and set it going.
+
+        Raises:
+            ConfigurationError: a bad setting; raised before anything starts.
+        """
+
+    @staticmethod
+    def _check_wait(wait: Any) -> None:
+        if not isinstance(wait, bool):
+            raise ConfigurationError(f"wait is True or False, not {wait!r}")
+
+
+class OneShotTask(Task[SpecT]):
+    """A task whose run ends when its work returns (a job, a build): one start skeleton."""
+
+    @abc.abstractmethod
+    def execute(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
+                execution: Execution) -> Cleanup:
+        """Do the run's work and record how it ended; what is left to clean up."""
+
+    def start(self, function: Function, runtime: Runtime, *, wait: bool = False,
+              **settings: Any) -> Run:
+        """Check, record, execute (here when ``wait``, else in a thread) and settle.
+
+        Raises:
+            ConfigurationError: a bad setting; raised before anything starts.
+        """
+        self._check_wait(wait)
+        spec = self.check(function, runtime, **settings)
+        record = create_run(runtime, function, self.action, spec.record())
+        execution = executing(record.id)
+        work = (function, runtime, record, spec, execution)
+        if wait:  # in this thread: no thread to start, and this thread's catalog connection
+            cleanup = self._settled(*work)
+            if cleanup is not None:  # recorded already: the caller need not wait for it
+                threading.Thread(target=cleanup, name="pyhost-run-cleanup",
+                                 daemon=True).start()
+            return Run(record, runtime).refresh()
+
+        def in_background() -> None:
+            cleanup = self._settled(*work)
+            if cleanup is not None:
+                cleanup()
+
+        threading.Thread(target=in_background, name=f"pyhost-{self.action}-{record.id[:8]}",
+                         daemon=True).start()
+        return Run(record, runtime)
+
+    def _settled(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
+                 execution: Execution) -> Cleanup:
+        """:meth:`execute`, and the run never left active by the runtime's own failure."""
+        try:
+            return self.execute(function, runtime, record, spec, execution)
+        except StaleState:
+            log.warning("%s run %s was settled by another process while it ran", self.action,
+                        record.id)
+        except Exception:
+            log.exception("%s run %s: the runtime failed", self.action, record.id)
+            with contextlib.suppress(Exception):
+                transition(runtime, runtime.get("run", record.id), ERROR, ACTIVE,
+                           message="the runtime failed; see the host's log")
+        finally:
+            finished(record.id)  # waiters wake before the cleanup
+        return None

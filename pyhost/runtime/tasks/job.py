@@ -1,0 +1,275 @@
+"""The ``job`` task: run a function's handler once, in a sandboxed session (or, with
+``local_execution=True``, in this process: :mod:`.local`), and record what came of it.
+
+Everything that can be checked is checked before anything starts (:mod:`.job_spec`). Then
+the run is CREATED and READY; RUNNING while the handler runs; COMPLETED with its results and
+outputs, ERROR with the user's own exception and traceback (after ``backoff_limit`` more
+attempts), or STOPPED.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from hxpy.runtime.handler import DEFAULT_OUTPUT
+
+from ...api import py
+from ...errors import ConfigurationError, NotInCatalog, PyHostError, PythonError
+from ..catalog import Record
+from ..entities import entity_class, parse_key
+from ..host_calls import HostCalls
+from ..limits import cap_text, masker
+from ..runs import (
+    COMPLETED,
+    ERROR,
+    READY,
+    RUNNING,
+    SDK_DEFAULT_OUTPUT,
+    STOPPED,
+    Execution,
+    save_logs,
+    transition,
+)
+from ..sources import python_wanted
+from ..values import to_json
+from .base import Cleanup, OneShotTask
+from .job_spec import JobSpec, check_job
+from .local import run_here
+
+if TYPE_CHECKING:
+    from ...session.blocking import Session
+    from ..context import Runtime
+    from ..function import Function
+
+__all__ = ["JobTask"]
+
+
+class JobTask(OneShotTask[JobSpec]):
+    """``fn.run(action="job", ...)``: the settings are :func:`~.job_spec.check_job`'s and
+    :func:`~.spec.common_settings`'s.
+
+    Settings:
+        inputs: handler argument -> entity key (or entity) of this project.
+        parameters: handler argument -> value (anything the session codec carries).
+        outputs: output name -> the name of the entity it becomes.
+        wait: return once the run ended (else at once, the run going on in this process).
+        local_execution: run in this process, without a container: NOT a sandbox.
+        launcher: where the container runs (``"docker"``, ``"swarm"``, ``"process"``, a
+            Launcher).
+        envs: ``[{"name", "value"}]`` for the container's environment.
+        secrets: names whose values come from this process's environment; they reach the
+            handler's environment only, never the catalog, a log or a status.
+        resources: ``{"cpu": "500m" | 1.5, "mem": "512Mi" | "1Gi"}``: container limits.
+        volumes: DigitalHub volume specs (:func:`~.spec.parse_volumes`).
+        backoff_limit: attempts after a failed one.
+        timeout: seconds the handler may run (None: no limit).
+        node_selector, affinity, tolerations: where the session may run, in Kubernetes'
+            shapes; the launcher refuses what it cannot express (one engine has no node to
+            choose; Swarm takes labels: ``docs/scale-out.md``).
+        store_quota: bytes the run may add to the store (uploads, tables, logs), e.g.
+            ``"2Gi"`` (default 10 GiB); going over it ends the run ERROR naming it.
+        log_cap: bytes of logs kept, the first and the last half (default ``"1Mi"``).
+        open_uploads: uploads the run may hold open at once (default 16).
+    """
+
+    action = "job"
+
+    def check(self, function: Function, runtime: Runtime, **settings: Any) -> JobSpec:
+        return check_job(function, runtime, **settings)
+
+    def execute(self, function: Function, runtime: Runtime, record: Record, spec: JobSpec,
+                execution: Execution) -> Cleanup:
+        """The attempts, then the end recorded; the session to close (None if none)."""
+        attempts: list[dict[str, Any]] = []
+        outcome = _Outcome(ERROR)
+        calls: HostCalls | None = None
+        for attempt in range(1, spec.backoff_limit + 2):
+            record = transition(runtime, record, RUNNING, (READY, RUNNING),
+                                message=f"attempt {attempt}")
+            calls = HostCalls(runtime, function.project, record.id, record.document["key"],
+                              spec.limits, masker(spec.secrets))
+            started = time.time()
+            outcome = _attempt(runtime, record, function, spec, calls, execution)
+            attempts.append({"attempt": attempt, "started": started, "ended": time.time(),
+                             "state": outcome.state, "error": outcome.error})
+            if outcome.state != ERROR or execution.stop_requested:
+                break
+        assert calls is not None  # at least one attempt ran
+        try:
+            _finish(runtime, record, spec, calls, outcome, attempts, execution,
+                    undecorated=not function.handler_info().outputs)
+        except BaseException:
+            if outcome.session is not None:
+                outcome.session.close()
+            raise
+        return outcome.session.close if outcome.session is not None else None
+
+
+@dataclass
+class _Outcome:
+    state: str
+    answer: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    logs: str = ""
+    container: str | None = None
+    session: Session | None = None  # to close once the run is recorded (tens of ms)
+
+
+def _attempt(runtime: Runtime, record: Record, function: Function, spec: JobSpec,
+             calls: HostCalls, execution: Execution) -> _Outcome:
+    info = function.handler_info()
+    job = {"files": function.source().files, "module": info.module,
+           "function": info.function, "project": function.project, "run_id": record.id,
+           "inputs": {name: calls.get_entity(parse_key(key).entity_type, key)
+                      for name, key in spec.inputs.items()},
+           "parameters": spec.parameters}
+    try:
+        if spec.local_execution:
+            answer, logs = run_here(job, calls.dispatch, function.source_directory(),
+                                    {**spec.envs, **spec.secrets})
+            return _Outcome(COMPLETED, answer, logs=logs)
+
+        def started(container_id: str | None) -> None:
+            transition(runtime, runtime.get("run", record.id), RUNNING, RUNNING,
+                       container=container_id)
+
+        return _run_in_session(job, calls, spec, function, execution, started)
+    except PythonError as exc:
+        return _Outcome(ERROR, error={"type": exc.remote_type, "message": exc.remote_message,
+                                      "traceback": exc.remote_traceback}, logs=exc.output)
+    except PyHostError as exc:
+        state = STOPPED if execution.stop_requested else ERROR
+        return _Outcome(state, error={"type": type(exc).__name__, "message": str(exc),
+                                      "traceback": ""})
+    finally:
+        calls.abort_uploads()
+
+
+def _run_in_session(job: dict[str, Any], calls: HostCalls, spec: JobSpec,
+                    function: Function, execution: Execution,
+                    started: Callable[[str | None], None]) -> _Outcome:
+    # The container keeps at most log_cap of output too; the host cuts it again on saving.
+    session = py(timeout=spec.timeout, output_cap=spec.limits.log_cap,
+                 **spec.session_options())
+    execution.stopper = session.kill
+    session.__enter__()  # kept across evals; closed by the caller once the run is recorded
+    try:
+        for name, handler in calls.table().items():
+            session.handle(name, handler)
+        if execution.stop_requested:
+            session.close()
+            return _Outcome(STOPPED)
+        # Recorded when the container starts, before the job's one round trip.
+        session.init(lambda started_session: started(started_session.container_id))
+        job = {**job, "python": python_wanted(function.spec)}
+        answer = (session.define("__job__", job)
+                  .exec("from hxpy.runtime.job import run_job").eval("run_job(__job__)"))
+    except BaseException:
+        session.close()
+        raise
+    return _Outcome(COMPLETED, answer, logs=session.last_output,
+                    container=session.container_id, session=session)
+
+
+def _finish(runtime: Runtime, record: Record, spec: JobSpec, calls: HostCalls,
+            outcome: _Outcome, attempts: list[dict[str, Any]], execution: Execution,
+            undecorated: bool = False) -> None:
+    mask = calls.mask
+    state = STOPPED if execution.stop_requested else outcome.state
+    changes: dict[str, Any] = {"attempts": attempts, "metrics": calls.metrics,
+                               "produced": calls.produced, "consumed": calls.consumed}
+    error = outcome.error
+    if state == COMPLETED:
+        try:
+            answer, mapping = mask(outcome.answer), spec.outputs
+            if undecorated:
+                answer, mapping = _sdk_output_names(answer, mapping)
+            results, outputs = _record_outputs(calls, answer, mapping)
+            changes.update(results=results, outputs=outputs, message="completed")
+        except (ConfigurationError, NotInCatalog) as exc:
+            state, error = ERROR, {"type": type(exc).__name__, "message": str(exc),
+                                   "traceback": ""}
+    if calls.exceeded is not None and state != STOPPED:
+        # Over a quota is an error even when the handler caught the refusal.
+        state, error = ERROR, {"type": "ConfigurationError", "message": calls.exceeded,
+                               "traceback": (error or {}).get("traceback", "")}
+        changes.pop("results", None)
+        changes.pop("outputs", None)
+    if state == ERROR and error:
+        error = {key: mask(value) for key, value in error.items()}
+        changes.update(error=error, message=f"{error['type']}: {error['message']}")
+    elif state != COMPLETED:
+        changes.update(message="stopped")
+    for attempt in attempts:
+        if attempt["error"]:
+            attempt["error"] = {key: mask(value) for key, value in attempt["error"].items()}
+    changes["logs"] = _save_logs(runtime, record, spec, calls, mask(outcome.logs))
+    transition(runtime, runtime.get("run", record.id), state, (RUNNING,), **changes)
+
+
+def _save_logs(runtime: Runtime, record: Record, spec: JobSpec, calls: HostCalls,
+               text: str) -> str | None:
+    """The logs cut to ``log_cap`` and to what the store quota leaves, then saved."""
+    text = cap_text(text, spec.limits.log_cap)
+    size = len(text.encode("utf-8", errors="replace"))
+    kept = calls.count_logs(size)
+    if kept < size:
+        text = cap_text(text, max(kept - 256, 0))  # room for the marker
+    return save_logs(runtime, record, text, spec.limits.log_cap)
+
+
+def _record_outputs(calls: HostCalls, answer: dict[str, Any],
+                    mapping: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Results (JSON) and outputs (name -> key) of what the handler returned: its tables
+    recorded, the entity keys it returned checked to be entities of the run's project.
+
+    Raises:
+        ConfigurationError: an entity key of another project or an unknown type, or a table
+            over the store quota.
+        NotInCatalog: an entity key that names no entity.
+    """
+    if not isinstance(answer, dict):
+        raise ConfigurationError(f"the job answered with a {type(answer).__name__}, not the "
+                                 "results of its handler")
+    results = {name: to_json(value) for name, value in (answer.get("results") or {}).items()}
+    outputs: dict[str, str] = {}
+    for name, key in (answer.get("entities") or {}).items():
+        outputs[mapping.get(name, name)] = results[name] = _own_entity(calls, name, key)
+    for name, table in (answer.get("tables") or {}).items():
+        document = calls.log_table(mapping.get(name, name), table)
+        outputs[mapping.get(name, name)] = results[name] = document["key"]
+    return results, outputs
+
+
+def _sdk_output_names(answer: Any, mapping: dict[str, str]
+                      ) -> tuple[Any, dict[str, str]]:
+    """An undecorated handler's return value under DigitalHub's name for it, ``output_0``
+    (the container names it ``result``; ``outputs={"result": ...}`` still maps it)."""
+    if not isinstance(answer, dict):
+        return answer, mapping
+    renamed = {part: {(SDK_DEFAULT_OUTPUT if name == DEFAULT_OUTPUT else name): value
+                      for name, value in (values or {}).items()}
+               if isinstance(values, dict) else values for part, values in answer.items()}
+    entity = mapping.get(DEFAULT_OUTPUT, mapping.get(SDK_DEFAULT_OUTPUT))
+    mapping = {name: value for name, value in mapping.items()
+               if name not in (DEFAULT_OUTPUT, SDK_DEFAULT_OUTPUT)}
+    if entity is not None:
+        mapping[SDK_DEFAULT_OUTPUT] = entity
+    return renamed, mapping
+
+
+def _own_entity(calls: HostCalls, output: str, key: Any) -> str:
+    """``key`` if it names an existing entity version of the run's project."""
+    parts = parse_key(key) if isinstance(key, str) else None
+    if parts is None or parts.project != calls.project or not parts.id:
+        raise ConfigurationError(f"output {output!r}: {str(key)[:300]!r} is not an entity "
+                                 f"version of project {calls.project!r}; a run's outputs are "
+                                 "entities of its own project")
+    entity_class(parts.entity_type)
+    record = calls.runtime.get(parts.entity_type, parts.id)
+    if record.project != calls.project or record.document.get("key") != key:
+        raise ConfigurationError(f"output {output!r}: {key} is not an entity of project "
+                                 f"{calls.project!r}")
+    return str(key)
