@@ -1,7 +1,7 @@
 """The ``build`` task: an image for a function, FROM its base, with its requirements, the
 run's instructions and its source; later jobs (and serve replicas) of that version run on it.
 
-The runtime writes the recipe (:class:`~pyhost.launchers.base.ImageRecipe`) and records the
+The runtime writes the recipe (:class:`~pyhost.launchers.images.ImageRecipe`) and records the
 run; the launcher builds (``Launcher.build_image``). The run is of kind ``python+build`` and
 moves CREATED -> READY -> RUNNING -> COMPLETED | ERROR. Its status carries the image
 (``image``, ``image_id``, ``built``: False when an unchanged image was reused), the
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, PyHostError
 from ..launchers import get_launcher
-from ..launchers.base import ImageRecipe, Launcher
+from ..launchers.base import Launcher
+from ..launchers.images import ImageRecipe
 from .catalog import Record, StaleState
 from .progress import build_progress
 from .runs import (

@@ -12,7 +12,8 @@ import pytest
 import pyhost.runtime as dh
 from pyhost import ConfigurationError
 from pyhost.errors import ImageBuildError
-from pyhost.launchers.base import BuiltImage, ImageRecipe, Launcher, LaunchSpec
+from pyhost.launchers.base import Launcher, LaunchSpec
+from pyhost.launchers.images import BuiltImage, ImageRecipe
 from pyhost.runtime.build import _base_image, _docker_component, image_tag
 from pyhost.runtime.job_settings import run_image
 from pyhost.runtime.progress import BuildBar, build_progress
