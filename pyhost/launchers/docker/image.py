@@ -37,7 +37,7 @@ from .debian_base import (
     base_packages,
     build_debian_base,
 )
-from .engine import ensure_engine
+from .dockerd import ensure_engine
 from .system import Progress, say
 
 __all__ = [
@@ -289,7 +289,7 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
             Debian base made again), is rebuilt.
         progress: called with one line of text per build step and per phase of a base build.
         force: rebuild even when the image is up to date (the base is reused, not remade).
-        client: the engine; :func:`~pyhost.launchers.docker.engine.ensure_engine` is called
+        client: the engine; :func:`~pyhost.launchers.docker.dockerd.ensure_engine` is called
             when omitted.
         sources: the Dockerfile and container/ to build from; :func:`find_sources` by default.
         labels: more labels to put on the image (its Python, glibc, the base's id); an image
