@@ -50,16 +50,13 @@ from .image import (
     GLIBC_LABEL,
     HASH_LABEL,
     PYTHON_LABEL,
-    Snapshot,
-    context_tar,
     drop_replaced,
-    find_sources,
     follow_build,
     image_labels,
     image_python,
     resolve_image,
-    snapshot_sources,
 )
+from .image_context import Snapshot, context_tar, find_sources, snapshot_sources
 from .iodir import SANDBOX_UID, sandbox_uid
 from .probe import probe_python
 from .system import say
