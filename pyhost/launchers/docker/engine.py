@@ -21,6 +21,7 @@ import docker.errors
 from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.utils import kwargs_from_env
 
+from ...errors import short
 from .client import ENGINE_ERRORS
 from .system import which
 
@@ -129,7 +130,7 @@ def engine_status() -> EngineStatus:
         info = client.info()
         version = client.version()
     except _CONNECT_ERRORS as exc:
-        return replace(status, problem=f"the engine stopped answering: {_short(exc)}")
+        return replace(status, problem=f"the engine stopped answering: {short(exc)}")
     finally:
         client.close()
     return replace(
@@ -173,22 +174,17 @@ def connect() -> tuple[docker.DockerClient | None, str]:
     try:
         probe = docker.APIClient(version=MINIMUM_DOCKER_API_VERSION, **kwargs_from_env())
     except _CONNECT_ERRORS as exc:
-        return None, _short(exc)
+        return None, short(exc)
     try:
         probe.ping()
     except _CONNECT_ERRORS as exc:
-        return None, _short(exc)
+        return None, short(exc)
     finally:
         probe.close()
     try:
         return docker.from_env(), ""
     except _CONNECT_ERRORS as exc:
-        return None, _short(exc)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 300 else text[:300] + "..."
+        return None, short(exc)
 
 
 def _unix_path(host: str) -> str | None:

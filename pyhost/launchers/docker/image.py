@@ -21,7 +21,7 @@ from typing import Any, Callable
 import docker
 from docker.utils import parse_repository_tag
 
-from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound
+from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound, short
 from .client import engine_errors, inspect_image
 from .debian_base import (
     BASE_LABEL,
@@ -307,7 +307,7 @@ def try_pull(client: docker.DockerClient, reference: str, progress: Progress) ->
                 if "error" in chunk:
                     raise ImageBuildError(str(chunk["error"]))
     except (ImageBuildError, EngineUnavailable) as exc:
-        say(progress, f"cannot pull {reference}: {_first_line(exc)}")
+        say(progress, f"cannot pull {reference}: {short(exc, first_line=True)}")
         return False
     finally:
         client.api.timeout = saved
@@ -382,7 +382,3 @@ def image_python(attrs: dict[str, Any]) -> str | None:
 def image_labels(attrs: Mapping[str, Any]) -> dict[str, str]:
     """An image's labels, from the engine's inspect answer (empty when it has none)."""
     return dict((attrs.get("Config") or {}).get("Labels") or {})
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
