@@ -21,7 +21,7 @@ def _say(line: str) -> None:
 
 
 def _engine_up(args: argparse.Namespace) -> int:
-    from .launchers.docker.engine import ensure_engine
+    from .launchers.docker.dockerd import ensure_engine
 
     client = ensure_engine(install=not args.no_install, progress=_say)
     print(f"engine ready: Docker {client.version().get('Version')}")
@@ -29,7 +29,7 @@ def _engine_up(args: argparse.Namespace) -> int:
 
 
 def _image_build(args: argparse.Namespace) -> int:
-    from .launchers.docker.engine import ensure_engine
+    from .launchers.docker.dockerd import ensure_engine
     from .launchers.docker.image import DEFAULT_TAG, build_image
     from .launchers.docker.python_images import DEBIAN_VERSIONS, build_python_image, python_route
 
@@ -58,7 +58,7 @@ def _image_build(args: argparse.Namespace) -> int:
 
 
 def _engine_swarm_up(args: argparse.Namespace) -> int:
-    from .launchers.docker.engine import ensure_engine
+    from .launchers.docker.dockerd import ensure_engine
     from .launchers.docker.swarm.cluster import swarm_up
 
     state, made = swarm_up(ensure_engine(install=not args.no_install, progress=_say),

@@ -24,7 +24,8 @@ The tree::
 Lower-layer errors (``OSError``, ``docker.errors``, ``msgpack`` exceptions) are translated at
 each boundary with ``raise ... from exc`` and never reach users untranslated; the Docker
 SDK's in one place, ``pyhost.launchers.docker.client.engine_errors``. Only subclasses are
-raised, never ``PyHostError`` itself.
+raised, never ``PyHostError`` itself. A message that quotes a lower layer's error quotes it
+through :func:`short`, so every wing cuts it the same way.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ __all__ = [
     "SessionDied",
     "ServiceUnavailable",
     "SessionTimeout",
+    "short",
 ]
+
+_SHORT_MAX = 300
 
 
 class PyHostError(Exception):
@@ -163,3 +167,19 @@ class CatalogUnavailable(PyHostError):
 class ServiceUnavailable(PyHostError, ConnectionError):
     """No replica of a serve run answered a call (none listens, or each one refused the
     connection)."""
+
+
+def short(exc: BaseException, first_line: bool = False) -> str:
+    """An error's text on one line of at most 300 characters (cut with ``...``), to quote it
+    in a message of ours; its type name when the text is empty.
+
+    Args:
+        exc: the error to quote.
+        first_line: quote only its first line, for errors whose message goes on with a log
+            (a build's last lines); otherwise every line, joined by spaces.
+    """
+    text = str(exc).strip()
+    if first_line:
+        text = text.splitlines()[0] if text else text
+    text = " ".join(text.split()) or type(exc).__name__
+    return text if len(text) <= _SHORT_MAX else text[:_SHORT_MAX - 3] + "..."

@@ -18,7 +18,7 @@ from pyhost.launchers.ownership import LABEL_PREFIX
 
 @pytest.fixture(scope="session")
 def client():
-    from pyhost.launchers.docker.engine import ensure_engine
+    from pyhost.launchers.docker.dockerd import ensure_engine
     from pyhost.launchers.docker.image import build_image
 
     try:

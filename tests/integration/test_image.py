@@ -22,13 +22,11 @@ from pyhost.errors import ImageNotFound
 from pyhost.launchers.docker.image import (
     DEFAULT_TAG,
     HASH_LABEL,
-    SourceTree,
     build_image,
-    find_sources,
     image_status,
     resolve_image,
-    source_hash,
 )
+from pyhost.launchers.docker.image_context import SourceTree, find_sources, source_hash
 from tests.support.user_libraries import check_user_libraries
 
 pytestmark = pytest.mark.docker

@@ -12,10 +12,11 @@ import pytest
 import pyhost.runtime as dh
 from pyhost import ConfigurationError
 from pyhost.errors import ImageBuildError
-from pyhost.launchers.base import BuiltImage, ImageRecipe, Launcher, LaunchSpec
+from pyhost.launchers.base import Launcher, LaunchSpec
+from pyhost.launchers.images import BuiltImage, ImageRecipe
 from pyhost.runtime.tasks.build import _base_image, _docker_component, image_tag
-from pyhost.runtime.tasks.spec import run_image
 from pyhost.runtime.tasks.progress import BuildBar, build_progress
+from pyhost.runtime.tasks.spec import run_image
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 

@@ -9,7 +9,6 @@ import dataclasses
 import pytest
 
 from pyhost.errors import ConfigurationError
-from pyhost.launchers.base import FUNCTION_DIR, ImageRecipe, parse_step
 from pyhost.launchers.docker.function_image import (
     check_recipe,
     content_hash,
@@ -17,6 +16,7 @@ from pyhost.launchers.docker.function_image import (
     requirement_fingerprint,
 )
 from pyhost.launchers.docker.wheels import SITE_DIR
+from pyhost.launchers.images import FUNCTION_DIR, ImageRecipe, parse_step
 from tests.support.wheels import make_wheel
 
 TAG = "pyhost/demo/fn:0123456789ab"

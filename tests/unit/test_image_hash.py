@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pyhost.errors import PyHostError
-from pyhost.launchers.docker import debian_base, image
+from pyhost.launchers.docker import debian_base, image_context
 from pyhost.launchers.docker.debian_base import apt_mirror
-from pyhost.launchers.docker.image import SourceTree, source_hash
+from pyhost.launchers.docker.image_context import SourceTree, source_hash
 
 
 @pytest.fixture
@@ -84,18 +84,18 @@ def test_files_outside_container_do_not_count(tree: SourceTree) -> None:
 
 
 def test_the_context_holds_exactly_the_hashed_files(tree: SourceTree) -> None:
-    snapshot = image.snapshot_sources(tree)
-    with tarfile.open(fileobj=image.context_tar(snapshot)) as tar:
+    snapshot = image_context.snapshot_sources(tree)
+    with tarfile.open(fileobj=image_context.context_tar(snapshot)) as tar:
         members = tar.getmembers()
         assert [m.name for m in members] == [name for name, _ in tree.files()]
         assert {(m.uid, m.gid) for m in members} == {(0, 0)}
         server = tar.extractfile("container/hxpy/server.py")
         assert server is not None and server.read() == b"def serve():\n    pass\n"
-    assert image._hash(snapshot) == source_hash(tree)
+    assert image_context.snapshot_hash(snapshot) == source_hash(tree)
 
 
 def test_the_checkout_sources_are_found() -> None:
-    sources = image.find_sources()
+    sources = image_context.find_sources()
     names = [name for name, _ in sources.files()]
     assert names[0] == "Dockerfile.hxpy"
     assert "container/hxpy/__init__.py" in names
@@ -152,7 +152,7 @@ def test_debootstrap_output_is_summarised() -> None:
 
 def test_context_tar_is_reproducible(tree: SourceTree) -> None:
     def tar_bytes() -> bytes:
-        buffer = image.context_tar(image.snapshot_sources(tree))
+        buffer = image_context.context_tar(image_context.snapshot_sources(tree))
         assert isinstance(buffer, io.BytesIO)
         return buffer.getvalue()
 

@@ -18,7 +18,7 @@ from pyhost.launchers.docker.debian_base import (
     SUITE_PYTHON,
     _slim_rootfs,
 )
-from pyhost.launchers.docker.image import find_sources
+from pyhost.launchers.docker.image_context import find_sources
 from pyhost.launchers.docker.libraries import USER_LIBRARIES, ImageLibraries, image_libraries
 from pyhost.launchers.docker.probe import PythonFacts
 

@@ -2,7 +2,7 @@
 
 The wings, lowest first (a module may import its own layer and those below)::
 
-    hxpy  <-  errors  <-  launchers, launchers.base, launchers.ownership
+    hxpy  <-  errors  <-  launchers, launchers.base, launchers.images, launchers.ownership
           <-  session.*  <-  launchers.process, launchers.docker.*  <-  api  <-  runtime.*
           <-  cli, pyhost
 
@@ -38,7 +38,7 @@ def _layer(module: str) -> int:
     name = ".".join(parts[1:])
     if name == "errors":
         return 1
-    if name in ("launchers", "launchers.base", "launchers.ownership"):
+    if name in ("launchers", "launchers.base", "launchers.images", "launchers.ownership"):
         return 2
     if name.startswith("session"):
         return 3

@@ -19,9 +19,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from ...errors import EngineUnavailable, ImageNotFound
+from ...errors import EngineUnavailable, ImageNotFound, short
 
-__all__ = ["ENGINE_ERRORS", "docker_client", "engine_errors", "inspect_image", "short"]
+__all__ = ["ENGINE_ERRORS", "docker_client", "engine_errors", "inspect_image"]
 
 # What the SDK raises when the engine fails or refuses: its own errors and its transport's.
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -62,12 +62,6 @@ def docker_client() -> docker.DockerClient:
                 client.ping()
             _client = client
         return _client
-
-
-def short(exc: BaseException) -> str:
-    """An error's text on one reasonable line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def inspect_image(client: docker.DockerClient, reference: str) -> dict[str, Any] | None:

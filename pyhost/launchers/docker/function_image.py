@@ -1,6 +1,6 @@
 """A function's image: built FROM a base, with its requirements, instructions and source.
 
-The runtime writes an :class:`~pyhost.launchers.base.ImageRecipe`; this module makes it an
+The runtime writes an :class:`~pyhost.launchers.images.ImageRecipe`; this module makes it an
 image on the engine, in three steps:
 
 1. Everything that decides the image is hashed (the base image's *id*, the generated
@@ -42,7 +42,7 @@ import docker
 import docker.errors
 
 from ...errors import ConfigurationError, ImageBuildError
-from ..base import FUNCTION_DIR, BuildProgress, BuiltImage, ImageRecipe, parse_step
+from ..images import FUNCTION_DIR, BuildProgress, BuiltImage, ImageRecipe, parse_step
 from .client import engine_errors, inspect_image
 from .debian_base import BASE_LABEL, SUITE_PYTHON
 from .image import (
@@ -50,16 +50,13 @@ from .image import (
     GLIBC_LABEL,
     HASH_LABEL,
     PYTHON_LABEL,
-    Snapshot,
-    context_tar,
     drop_replaced,
-    find_sources,
     follow_build,
     image_labels,
     image_python,
     resolve_image,
-    snapshot_sources,
 )
+from .image_context import Snapshot, context_tar, find_sources, snapshot_sources
 from .iodir import SANDBOX_UID, sandbox_uid
 from .probe import probe_python
 from .system import say

@@ -1,31 +1,27 @@
 """The session image: building it, checking it is current, and choosing one to run.
 
 :func:`build_image` builds ``Dockerfile.hxpy`` with only that file and ``container/`` as the
-context, and labels the image with a hash of exactly those sources, so an unchanged tree is a
-no-op. Its base is ``python:3.12-slim`` when the engine has it or can pull it; with no
-registry in reach (air-gapped machines, CI) a Debian base is made with ``debootstrap`` from the
-machine's own apt mirror and imported as ``pyhost-base:<suite>`` (:mod:`.debian_base`).
+context, and labels the image with a hash of exactly those sources (:mod:`.image_context`), so
+an unchanged tree is a no-op. Its base is ``python:3.12-slim`` when the engine has it or can
+pull it; with no registry in reach (air-gapped machines, CI) a Debian base is made with
+``debootstrap`` from the machine's own apt mirror and imported as ``pyhost-base:<suite>``
+(:mod:`.debian_base`).
 :func:`resolve_image` picks the image a session runs; :func:`image_status` serves ``pyhost
 doctor``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import io
 import os
 import re
-import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import docker
 from docker.utils import parse_repository_tag
 
-from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound
+from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound, short
 from .client import engine_errors, inspect_image
 from .debian_base import (
     BASE_LABEL,
@@ -37,7 +33,17 @@ from .debian_base import (
     base_packages,
     build_debian_base,
 )
-from .engine import ensure_engine
+from .dockerd import ensure_engine
+from .image_context import (
+    DOCKERFILE,
+    Snapshot,
+    SourceTree,
+    context_tar,
+    find_sources,
+    snapshot_hash,
+    snapshot_sources,
+    source_hash,
+)
 from .system import Progress, say
 
 __all__ = [
@@ -52,22 +58,16 @@ __all__ = [
     "IMAGE_CANDIDATES",
     "PYTHON_LABEL",
     "ImageStatus",
-    "SourceTree",
-    "Snapshot",
     "build_image",
-    "context_tar",
     "drop_replaced",
     "follow_build",
     "image_labels",
     "image_python",
     "find_image",
-    "find_sources",
     "image_status",
     "resolve_base",
     "resolve_image",
-    "snapshot_sources",
     "try_pull",
-    "source_hash",
 ]
 
 # PYHOST_IMAGE names the session image to build and run, e.g. to keep two checkouts apart.
@@ -80,139 +80,10 @@ BUILD_LABEL = "org.pyhost.build"
 # Looked for, in order, when no image is asked for by name.
 IMAGE_CANDIDATES = ((DEFAULT_TAG,) if os.environ.get("PYHOST_IMAGE")
                     else ("hxpy:latest", "hxpy:3.12", "hxpy:3.11"))
-DOCKERFILE = "Dockerfile.hxpy"
 
-# Bumped when the way the context is laid out changes, so old images stop matching.
-_CONTEXT_FORMAT = b"pyhost-context-1"
-# A fixed mtime keeps the context tar, and so the engine's build cache, reproducible.
-_CONTEXT_MTIME = 946684800  # 2000-01-01
-_SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
-_SKIP_SUFFIXES = (".pyc", ".pyo")
 _PULL_TIMEOUT = 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BUILD_TIMEOUT = 3600
-
-
-
-# -- sources and their hash ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SourceTree:
-    """Where the image's sources live.
-
-    Attributes:
-        dockerfile: the ``Dockerfile.hxpy`` file.
-        container: the ``container/`` directory; everything under it goes into the context
-            (under the name ``container/...``), caches and bytecode excepted.
-    """
-
-    dockerfile: Path
-    container: Path
-
-    def files(self) -> list[tuple[str, Path]]:
-        """``(name in the context, path on disk)`` pairs, sorted by name."""
-        found = [(DOCKERFILE, self.dockerfile)]
-        for dirpath, dirnames, filenames in os.walk(self.container):
-            dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
-            for filename in filenames:
-                if filename.endswith(_SKIP_SUFFIXES):
-                    continue
-                path = Path(dirpath, filename)
-                rel = path.relative_to(self.container).as_posix()
-                found.append((f"container/{rel}", path))
-        return sorted(found)
-
-
-def find_sources() -> SourceTree:
-    """Locate ``Dockerfile.hxpy`` and the hxpy sources.
-
-    In a source checkout they sit beside the ``pyhost`` package. An installed wheel carries the
-    ``hxpy`` package; the Dockerfile is found there only if the wheel ships it as
-    ``pyhost/Dockerfile.hxpy``.
-
-    Raises:
-        ImageBuildError: the sources are not installed; the message says where they were sought.
-    """
-    package_dir = Path(__file__).resolve().parents[2]  # the pyhost package
-    checkout = package_dir.parent
-    if (checkout / DOCKERFILE).is_file() and (checkout / "container" / "hxpy").is_dir():
-        return SourceTree(checkout / DOCKERFILE, checkout / "container")
-    spec = importlib.util.find_spec("hxpy")
-    shipped = package_dir / DOCKERFILE
-    if shipped.is_file() and spec is not None and spec.origin:
-        # Only the hxpy package itself is taken from site-packages, never its neighbours.
-        return _WheelSourceTree(shipped, Path(spec.origin).resolve().parent.parent)
-    raise ImageBuildError(
-        f"cannot build the session image: {DOCKERFILE} and container/hxpy are not in {checkout} "
-        f"(nor is {shipped}); build from a pyhost source checkout, or use an image already "
-        "built (`pyhost doctor` shows whether one is present)"
-    )
-
-
-@dataclass(frozen=True)
-class _WheelSourceTree(SourceTree):
-    """A tree whose ``container`` is site-packages: only its ``hxpy`` package is taken."""
-
-    def files(self) -> list[tuple[str, Path]]:
-        package = SourceTree(self.dockerfile, self.container / "hxpy")
-        return sorted((_rename_under_hxpy(name), path) for name, path in package.files())
-
-
-def _rename_under_hxpy(name: str) -> str:
-    return name if name == DOCKERFILE else "container/hxpy/" + name[len("container/"):]
-
-
-def source_hash(sources: SourceTree | None = None) -> str:
-    """SHA-256 (hex) of the Dockerfile and every file under ``container/``.
-
-    Each file contributes its context name, its length and its bytes, in sorted name order;
-    ``__pycache__`` directories and ``.pyc``/``.pyo`` files are ignored.
-
-    Raises:
-        ImageBuildError: the sources cannot be found or read.
-    """
-    return _hash(snapshot_sources(sources or find_sources()))
-
-
-# (context name, bytes, executable): read once, so the hash labels exactly what was sent.
-Snapshot = list[tuple[str, bytes, bool]]
-
-
-def snapshot_sources(sources: SourceTree) -> Snapshot:
-    """The tree's files, read once: ``(context name, bytes, executable)`` in name order.
-
-    Raises:
-        ImageBuildError: a file cannot be read.
-    """
-    taken = []
-    for name, path in sources.files():
-        try:
-            taken.append((name, path.read_bytes(), os.access(path, os.X_OK)))
-        except OSError as exc:
-            raise ImageBuildError(f"cannot read {path} for the image build: {exc}") from exc
-    return taken
-
-
-def _hash(snapshot: Snapshot) -> str:
-    digest = hashlib.sha256(_CONTEXT_FORMAT)
-    for name, data, _ in snapshot:
-        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def context_tar(snapshot: Snapshot) -> io.BytesIO:
-    """An in-memory tar of the snapshot, root-owned and world-readable."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data, executable in snapshot:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = _CONTEXT_MTIME
-            info.mode = 0o755 if executable else 0o644
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -289,7 +160,7 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
             Debian base made again), is rebuilt.
         progress: called with one line of text per build step and per phase of a base build.
         force: rebuild even when the image is up to date (the base is reused, not remade).
-        client: the engine; :func:`~pyhost.launchers.docker.engine.ensure_engine` is called
+        client: the engine; :func:`~pyhost.launchers.docker.dockerd.ensure_engine` is called
             when omitted.
         sources: the Dockerfile and container/ to build from; :func:`find_sources` by default.
         labels: more labels to put on the image (its Python, glibc, the base's id); an image
@@ -305,7 +176,7 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
     """
     client = client or ensure_engine(progress=progress)
     snapshot = snapshot_sources(sources or find_sources())
-    digest = _hash(snapshot)
+    digest = snapshot_hash(snapshot)
     # The base first (a no-op when present and current): a Debian base made again because
     # its package list changed has a new id, and the image on it is rebuilt.
     base = base or resolve_base(client, progress=progress)
@@ -436,7 +307,7 @@ def try_pull(client: docker.DockerClient, reference: str, progress: Progress) ->
                 if "error" in chunk:
                     raise ImageBuildError(str(chunk["error"]))
     except (ImageBuildError, EngineUnavailable) as exc:
-        say(progress, f"cannot pull {reference}: {_first_line(exc)}")
+        say(progress, f"cannot pull {reference}: {short(exc, first_line=True)}")
         return False
     finally:
         client.api.timeout = saved
@@ -511,7 +382,3 @@ def image_python(attrs: dict[str, Any]) -> str | None:
 def image_labels(attrs: Mapping[str, Any]) -> dict[str, str]:
     """An image's labels, from the engine's inspect answer (empty when it has none)."""
     return dict((attrs.get("Config") or {}).get("Labels") or {})
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

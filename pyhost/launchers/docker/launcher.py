@@ -37,11 +37,8 @@ import docker.errors
 
 from ...errors import ConfigurationError, EngineUnavailable, SessionDied
 from ..base import (
-    BuildProgress,
-    BuiltImage,
     Endpoint,
     ExitStatus,
-    ImageRecipe,
     Instance,
     Launcher,
     LaunchSpec,
@@ -49,6 +46,7 @@ from ..base import (
     key_line,
     server_env,
 )
+from ..images import BuildProgress, BuiltImage, ImageRecipe
 from ..ownership import Owner
 from .client import docker_client, engine_errors
 from .function_image import build_function_image, check_recipe

@@ -34,7 +34,7 @@ from .debian_base import (
     base_packages,
     build_debian_base,
 )
-from .engine import ensure_engine
+from .dockerd import ensure_engine
 from .image import (
     BASE_ID_LABEL,
     DEFAULT_TAG,
@@ -116,7 +116,7 @@ def build_python_image(version: str, base: str | None = None, progress: Progress
         base: build on this image instead of the route's (it must have that Python).
         progress: called with a line per step.
         force: rebuild even when up to date (the base is reused, not remade).
-        client: the engine; :func:`~.engine.ensure_engine` is called when omitted.
+        client: the engine; :func:`~.dockerd.ensure_engine` is called when omitted.
 
     Returns:
         The image id.

@@ -1,7 +1,7 @@
 """The ``build`` task: an image for a function, FROM its base, with its requirements, the
 run's instructions and its source; later jobs (and serve replicas) of that version run on it.
 
-The task writes the recipe (:class:`~pyhost.launchers.base.ImageRecipe`) and records the
+The task writes the recipe (:class:`~pyhost.launchers.images.ImageRecipe`) and records the
 run; the launcher builds (``Launcher.build_image``). The run is of kind ``python+build`` and
 moves CREATED -> READY -> RUNNING -> COMPLETED | ERROR. Its status carries the image
 (``image``, ``image_id``, ``built``: False when an unchanged image was reused), the
@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigurationError, PyHostError
+from ...errors import ConfigurationError, PyHostError, short
 from ...launchers import get_launcher
-from ...launchers.base import ImageRecipe, Launcher
+from ...launchers.base import Launcher
+from ...launchers.images import ImageRecipe
 from ..catalog import Record
 from ..runs import COMPLETED, ERROR, READY, RUNNING, Execution, save_logs, transition
 from ..sources import python_wanted
@@ -130,7 +131,7 @@ class BuildTask(OneShotTask[BuildSpec]):
                                           spec.limits.log_cap),
                            error={"type": type(exc).__name__, "message": str(exc),
                                   "traceback": ""},
-                           message=f"{type(exc).__name__}: {_first_line(exc)}")
+                           message=f"{type(exc).__name__}: {short(exc, first_line=True)}")
                 return None
             function.record_image({"tag": built.tag, "id": built.image_id, "run": record.id,
                                    "hash": built.content_hash, "python": built.python,
@@ -205,10 +206,6 @@ def _recipe(function: Function, launcher: Launcher, instructions: Any, allow_net
         instructions=tuple(instructions or ()), files=function.source().files,
         labels={"org.pyhost.function": function.key}, allow_network=allow_network,
         python=python_wanted(function.spec), force=force)
-
-
-def _first_line(exc: BaseException) -> str:  # TODO: errors.short once merged
-    return str(exc).splitlines()[0] if str(exc) else ""
 
 
 def _redacted(url: str | None) -> str | None:

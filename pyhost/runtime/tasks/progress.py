@@ -13,7 +13,7 @@ import sys
 from typing import Any, Callable, TextIO
 
 from ...errors import ConfigurationError
-from ...launchers.base import parse_step
+from ...launchers.images import parse_step
 
 __all__ = ["BuildBar", "build_progress", "check_progress"]
 

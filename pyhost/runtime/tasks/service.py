@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hxpy.runtime import calls as call_names
 
 from ...api import py
-from ...errors import ConfigurationError, PyHostError, PythonError
+from ...errors import ConfigurationError, PyHostError, PythonError, short
 from ..catalog import Record, StaleState
 from ..host_calls import HostCalls
 from ..limits import CappedLog, masker
@@ -278,7 +278,7 @@ class Service:
                             "traceback": exc.remote_traceback})
             return f"{exc.remote_type}: {exc.remote_message}"
         except PyHostError as exc:
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            reason = f"{type(exc).__name__}: {short(exc, first_line=True)}"
             if not self._running and not self._stopping:  # the start fails: no restart
                 self._fail({"type": type(exc).__name__, "message": str(exc),
                             "traceback": ""})
