@@ -32,8 +32,8 @@ from .asgi import BadRequest, Event, Response, ServeApp
 from .loader import check_python, import_function, read_signature, write_sources
 from .proxies import Project, Run
 
-__all__ = ["BadRequest", "Context", "LogBuffer", "Reporter", "Response", "load_replica",
-           "serve"]
+__all__ = ["BadRequest", "Context", "LogBuffer", "Reporter", "Response", "buffer_tail",
+           "load_replica", "serve"]
 
 DEFAULT_PORT = 8080
 LOG_CAP = 1 << 20  # characters the log buffer keeps between two flushes
