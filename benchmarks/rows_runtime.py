@@ -59,7 +59,7 @@ def _temporary_files_in(directory: Path) -> Iterator[None]:
     """Make ``tempfile`` create its files under ``directory`` for the block.
 
     A local run writes the function's source to a new ``tempfile.mkdtemp()`` directory and
-    never removes it (``hxpy.runtime.job.write_sources``; in a container it goes with the
+    never removes it (``hxpy.runtime.loader.write_sources``; in a container it goes with the
     container): without this, every local run would leave a directory in /tmp.
     """
     directory.mkdir(exist_ok=True)

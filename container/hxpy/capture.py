@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+__all__ = ["TRUNCATION_MARKER", "CappedOutput"]
+
 TRUNCATION_MARKER = "\n[... output truncated by hxpy: {dropped} more characters not shown ...]\n"
 
 

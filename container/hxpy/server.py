@@ -45,6 +45,22 @@ from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
 from .capture import CappedOutput
 from .columns import send_text_columns
 
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_OUTPUT_CAP",
+    "MAX_KEY_BYTES",
+    "HostCallError",
+    "Server",
+    "SoftTimeout",
+    "call_host",
+    "listen",
+    "listener_path",
+    "load_secrets",
+    "main",
+    "max_frame_for_hello",
+    "read_key",
+]
+
 log = logging.getLogger("hxpy")
 
 DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"

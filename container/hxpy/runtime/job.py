@@ -1,5 +1,5 @@
-"""Running a job's handler: load the function's source, compose its arguments, call it,
-sort what it returned into results, tables and entities.
+"""Running a job's handler: load the function's source (:mod:`.loader`), compose its
+arguments, call it, sort what it returned into results, tables and entities.
 
 The host sends the job as one value (``define("__job__", job)``) and evaluates
 ``run_job(__job__)``; the answer goes back as the eval's value. A local run
@@ -9,17 +9,14 @@ table instead of ``call_host``.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Any, Callable
 
 from .. import codec
 from .handler import output_names
+from .loader import check_python, import_function, read_signature, write_sources
 from .proxies import Entity, Project, Run
-from .shim import install as install_shim
 
-__all__ = ["RESERVED", "compose_arguments", "run_job", "write_sources"]
+__all__ = ["RESERVED", "compose_arguments", "run_job"]
 
 # Argument names the runtime fills in itself; context and event(s) belong to serve handlers.
 RESERVED = ("project", "run", "context", "event", "events")
@@ -40,58 +37,12 @@ def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None,
         from ..server import call_host
 
         call = call_host
-    _check_python(job.get("python"))
+    check_python(job.get("python"))
     directory = write_sources(job["files"], directory)
-    function = _load(directory, job["module"], job["function"])
+    function = import_function(directory, job["module"], job["function"])
     kwargs = compose_arguments(function, job, call)
     value = function(**kwargs)
     return _sort_outputs(output_names(function), value)
-
-
-def _check_python(wanted: str | None) -> None:
-    """The host checks the Python where it can before a start; this is the last word."""
-    have = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if wanted and wanted != have:
-        raise RuntimeError(f"python_version asks for Python {wanted}, but this image runs "
-                           f"Python {have}; run the function in an image with Python "
-                           f"{wanted} (image=), or ask for PYTHON{have.replace('.', '_')}")
-
-
-def write_sources(files: dict[str, bytes], directory: str | None = None) -> str:
-    """Write the function's files into ``directory`` (default: a new one, under /tmp in a
-    container; made with os.mkdir, as tempfile costs 3 ms to import in a fresh server)."""
-    if directory is None:
-        directory = os.path.join(os.environ.get("TMPDIR") or "/tmp",
-                                 f"job-source-{os.getpid()}-{os.urandom(6).hex()}")
-        os.mkdir(directory, 0o700)
-    for relative, data in files.items():
-        path = os.path.join(directory, relative)
-        if os.path.commonpath([directory, os.path.abspath(path)]) != directory:
-            raise ValueError(f"source file {relative!r} would land outside the source dir")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(data)
-    return directory
-
-
-def _load(directory: str, module_name: str, function_name: str) -> Callable[..., Any]:
-    """Import ``module_name`` from ``directory`` (never an earlier run's module of that
-    name) and take ``function_name`` from it. ``digitalhub_runtime_python`` is importable
-    from here on (:mod:`.shim`; the real package when installed)."""
-    install_shim()
-    top = module_name.split(".")[0]
-    for name in [name for name in sys.modules if name == top or name.startswith(top + ".")]:
-        del sys.modules[name]
-    sys.path.insert(0, directory)
-    try:
-        importlib.invalidate_caches()
-        module = importlib.import_module(module_name)
-    finally:
-        sys.path.remove(directory)
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise TypeError(f"{module_name}.{function_name} is not a function")
-    return function  # type: ignore[no-any-return]
 
 
 def compose_arguments(function: Callable[..., Any], job: dict[str, Any],
@@ -107,7 +58,7 @@ def compose_arguments(function: Callable[..., Any], job: dict[str, Any],
     reserved = {"project": lambda: Project(job["project"], call),
                 "run": lambda: Run(job["run_id"], call)}
     kwargs: dict[str, Any] = {}
-    names, required, takes_extra = _parameters(function)
+    names, required, takes_extra = read_signature(function)
     for name in names:
         if name in inputs:
             kwargs[name] = Entity(inputs[name], call)
@@ -123,32 +74,6 @@ def compose_arguments(function: Callable[..., Any], job: dict[str, Any],
     if takes_extra:
         kwargs.update(parameters)
     return kwargs
-
-
-def _parameters(function: Callable[..., Any]) -> tuple[list[str], set[str], bool]:
-    """The names a handler takes by keyword, those without a default, and whether it takes
-    ``**kwargs``. Read from its code object: ``inspect`` costs 5 ms to import in a fresh
-    server, more than the rest of a small job (``inspect`` still reads other callables)."""
-    while hasattr(function, "__wrapped__"):  # functools.wraps: the function underneath
-        function = function.__wrapped__
-    code = getattr(function, "__code__", None)
-    if code is None:
-        import inspect
-
-        parameters = inspect.signature(function).parameters.values()
-        named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        return ([p.name for p in named], {p.name for p in named if p.default is p.empty},
-                any(p.kind is p.VAR_KEYWORD for p in parameters))
-    positional = code.co_varnames[:code.co_argcount]
-    keyword_only = code.co_varnames[code.co_argcount:code.co_argcount + code.co_kwonlyargcount]
-    defaults = getattr(function, "__defaults__", None) or ()
-    keyword_defaults = getattr(function, "__kwdefaults__", None) or {}
-    required = set(positional[:len(positional) - len(defaults)])
-    required |= {name for name in keyword_only if name not in keyword_defaults}
-    return list(positional + keyword_only), required, bool(code.co_flags & _CO_VARKEYWORDS)
-
-
-_CO_VARKEYWORDS = 0x08  # the code flag of a function taking **kwargs
 
 
 def _sort_outputs(names: list[str], value: Any) -> dict[str, Any]:

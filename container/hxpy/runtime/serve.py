@@ -29,11 +29,11 @@ from typing import Any, Callable
 
 from . import calls
 from .asgi import BadRequest, Event, Response, ServeApp
-from .job import _check_python, _load, _parameters, write_sources
+from .loader import check_python, import_function, read_signature, write_sources
 from .proxies import Project, Run
 
-__all__ = ["BadRequest", "Context", "LogBuffer", "Reporter", "Response", "load_replica",
-           "serve"]
+__all__ = ["BadRequest", "Context", "LogBuffer", "Reporter", "Response", "buffer_tail",
+           "load_replica", "serve"]
 
 DEFAULT_PORT = 8080
 LOG_CAP = 1 << 20  # characters the log buffer keeps between two flushes
@@ -153,9 +153,9 @@ def load_replica(job: dict[str, Any], call: Callable[..., Any], buffer: LogBuffe
         whatever ``init_function`` raises; TypeError: a handler or init_function that does
         not fit.
     """
-    _check_python(job.get("python"))
+    check_python(job.get("python"))
     directory = write_sources(job["files"], job.get("directory"))
-    handler = _load(directory, job["module"], job["function"])
+    handler = import_function(directory, job["module"], job["function"])
     logger = logging.getLogger(f"hxpy.serve.{job['run_id']}.{job.get('replica', 0)}")
     logger.handlers[:] = [_handler(buffer)]
     logger.setLevel(logging.DEBUG)
@@ -165,9 +165,9 @@ def load_replica(job: dict[str, Any], call: Callable[..., Any], buffer: LogBuffe
     init = job.get("init_function")
     if init:
         module, _, name = init.rpartition(":")
-        initializer = _load(directory, module or job["module"], name)
+        initializer = import_function(directory, module or job["module"], name)
         initializer(context, **(job.get("init_parameters") or {}))
-    names, required, _ = _parameters(handler)
+    names, required, _ = read_signature(handler)
     missing = [name for name in required if name not in ("context", "event")]
     if missing:
         raise TypeError(f"the handler's argument(s) {', '.join(missing)} have no value: a "
