@@ -18,7 +18,6 @@ from typing import Any
 from hxpy import wire
 
 from ..errors import ConfigurationError
-
 from .images import ImageBuilder
 
 __all__ = ["KEY_FROM_STDIN", "Endpoint", "ExitStatus", "Instance", "LaunchSpec", "Launcher",

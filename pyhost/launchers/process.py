@@ -122,11 +122,12 @@ class ProcessLauncher(Launcher):
         self.started: collections.deque[ProcessInstance] = collections.deque(maxlen=1000)
 
     def check(self, spec: LaunchSpec) -> None:
-        docker_only = {"io_host_path": spec.io_host_path, "io_volume": spec.io_volume,
-                       "network": spec.network, "volumes": spec.volumes}
+        docker_only: dict[str, object] = {
+            "io_host_path": spec.io_host_path, "io_volume": spec.io_volume,
+            "network": spec.network, "volumes": spec.volumes,
+            "node_selector": spec.node_selector, "affinity": spec.affinity}
         if spec.publish_address != LaunchSpec.publish_address:
             docker_only["publish_address"] = spec.publish_address
-        docker_only.update(node_selector=spec.node_selector, affinity=spec.affinity)
         given = [f"{name}={value!r}" for name, value in docker_only.items() if value]
         given += [f"a port on {port.host_address!r}" for port in spec.ports
                   if port.host_address != "127.0.0.1"]

@@ -262,3 +262,23 @@ def test_every_module_is_seen():
     walked |= {info.name for info in pkgutil.walk_packages([str(HXPY_ROOT)], "hxpy.")}
     assert walked <= set(MODULES)
     assert "hxpy.server" in MODULES and "hxpy.runtime.job" in MODULES
+
+
+def test_no_launcher_name_is_compared_outside_the_launchers():
+    # What a launcher can do is asked of it (check(), describe_image(), ...), never
+    # decided by its name: a new launcher must not have to edit the runtime.
+    names = {"docker", "swarm", "process"}
+    found = []
+    for module, path in MODULES.items():
+        if module.startswith("pyhost.launchers") or not module.startswith("pyhost"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                values = [node.left, *node.comparators]
+                literals = {v.value for v in values if isinstance(v, ast.Constant)}
+                for value in values:
+                    if isinstance(value, (ast.Tuple, ast.List, ast.Set)):
+                        literals |= {e.value for e in value.elts if isinstance(e, ast.Constant)}
+                if literals & names:
+                    found.append(f"{module}:{node.lineno}")
+    assert not found, f"launcher names compared: {found}"

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from hxpy.runtime.job import RESERVED
 
 from ...errors import ConfigurationError
+from ...launchers.base import as_mapping
 from ..entities import Entity, check_name, parse_key
 from ..imports import check_imports
 from ..sources import HandlerInfo
 from ..values import to_json
-from ...launchers.base import as_mapping
 from .spec import TaskSpec, check_python, common_settings, run_image
 
 if TYPE_CHECKING:

@@ -124,7 +124,7 @@ def check_tolerations(tolerations: Any) -> list[dict[str, Any]]:
     return tolerations
 
 
-def _expression_constraints(where: str, expression: dict[str, Any]) -> list[str]:
+def _expression_constraints(where: str, expression: Mapping[str, Any]) -> list[str]:
     key, operator, values = (expression.get("key"), expression.get("operator"),
                              expression.get("values") or [])
     if not isinstance(values, list):
@@ -141,7 +141,7 @@ def _expression_constraints(where: str, expression: dict[str, Any]) -> list[str]
                              "takes In with one value, or NotIn")
 
 
-def _field(mapping: dict[str, Any], camel: str) -> Any:
+def _field(mapping: Mapping[str, Any], camel: str) -> Any:
     """A field by its Kubernetes JSON name or its Python client (snake_case) name."""
     if camel in mapping:
         return mapping[camel]
