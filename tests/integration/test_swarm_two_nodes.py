@@ -89,9 +89,9 @@ def test_a_job_forced_onto_the_second_node_runs_there_and_logs(client, node2, tm
 
 def test_the_design_example_as_a_session_on_the_second_node(client, node2):
     with node2.accepting():
-        assert py(launcher="swarm", placement=(CONSTRAINT,)).timeout(10).define("a", 100) \
+        assert py(launcher="swarm", node_selector=LABEL).timeout(10).define("a", 100) \
             .define("b", 2).exec("def mult(x, y): return x * y\n").eval("mult(a, b)") == 200
-    with py(launcher="swarm", placement=(CONSTRAINT,)) as session:
+    with py(launcher="swarm", node_selector=LABEL) as session:
         with node2.accepting() as placed:  # the container starts at the first eval
             hostname = session.eval("__import__('socket').gethostname()")
         assert _constraints(placed) == [[CONSTRAINT]]
