@@ -12,10 +12,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["LABEL_PREFIX", "SESSION_LABEL", "Owner", "owner_alive"]
+__all__ = ["LABEL_PREFIX", "SESSION_LABEL", "SUPERVISOR_LABEL", "Owner", "owner_alive"]
 
 LABEL_PREFIX = "org.pyhost"
 SESSION_LABEL = f"{LABEL_PREFIX}.session"
+# On a run's owner: the owner is a run's own supervisor process, which a stop may signal.
+SUPERVISOR_LABEL = f"{LABEL_PREFIX}.owner.supervisor"
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,12 @@ class Owner:
 
     @classmethod
     def current(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()))
+        return cls.of(os.getpid())
+
+    @classmethod
+    def of(cls, pid: int) -> Owner:
+        """Process ``pid`` of this host (a child just started, say)."""
+        return cls(socket.gethostname(), pid, _process_start(pid))
 
     def labels(self, session_id: str) -> dict[str, str]:
         """The labels that tie a container (or any engine object) to its session and owner."""

@@ -26,9 +26,12 @@ __all__ = ["Runtime", "configure", "get_runtime"]
 class Runtime:
     """A catalog and a store, used together."""
 
-    def __init__(self, catalog: Catalog, store: Store) -> None:
+    def __init__(self, catalog: Catalog, store: Store, home: Path | None = None) -> None:
         self.catalog = catalog
         self.store = store
+        # The directory both are in, when they are a home's own (catalog.db and store/):
+        # what a run's supervisor process opens again. None: given apart, or in memory.
+        self.home = home
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None, *, settle: bool = True,
@@ -45,10 +48,11 @@ class Runtime:
         from .home import runtime_home
 
         root = Path(home) if home is not None else runtime_home()
+        own = catalog is None and store is None
         if catalog is None:
             with _translated():
                 catalog = SqliteCatalog(root / "catalog.db")
-        runtime = cls(catalog, store or Store(root / "store"))
+        runtime = cls(catalog, store or Store(root / "store"), root.absolute() if own else None)
         if settle:
             runtime.settle_orphans()
         return runtime

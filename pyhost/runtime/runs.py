@@ -10,8 +10,11 @@ process that opens the catalog (:func:`settle_orphaned_runs`) or by ``pyhost gc`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from hxpy.runtime.handler import DEFAULT_OUTPUT
 
 from ..errors import ConfigurationError, NotInCatalog
-from ..launchers.ownership import Owner, owner_alive
+from ..launchers.ownership import SUPERVISOR_LABEL, Owner, owner_alive
 from .catalog import Record, StaleState
 from .entities import Entity, EntityKey, entity_class, iso_time, new_id, parse_key
 from .limits import DEFAULT_LOG_CAP, cap_text
@@ -37,6 +40,7 @@ log = logging.getLogger("pyhost.runtime")
 # What DigitalHub names the value an undecorated handler returns; pyhost's "result" stays its
 # alias (run.result("result"), outputs={"result": ...}).
 SDK_DEFAULT_OUTPUT = "output_0"
+_POLL_MAX = 0.1  # seconds at most between two reads of another process's run
 
 CREATED, READY, RUNNING = "CREATED", "READY", "RUNNING"
 COMPLETED, ERROR, STOPPED = "COMPLETED", "ERROR", "STOPPED"
@@ -141,7 +145,7 @@ class Run:
         DigitalHub's returns once the service is deployed (see :meth:`_wait_serving`).
 
         A run executing in this process ends the wait at once; another process's run is
-        re-read with a back-off from 10 ms to 0.5 s. ``log_info`` logs the wait's start and
+        re-read with a back-off from 10 ms to 100 ms. ``log_info`` logs the wait's start and
         end (logger ``pyhost.runtime``), as DigitalHub's does.
         """
         if log_info:
@@ -180,7 +184,7 @@ class Run:
             if left is not None and left <= 0:
                 break
             time.sleep(delay if left is None else min(delay, left))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, _POLL_MAX)
 
     def result(self, name: str) -> Any:
         """One result of the run (an entity output's result is its key). ``"result"``, the
@@ -271,14 +275,31 @@ class Run:
         if execution is None:
             if self.refresh().status.state in FINAL:
                 return self
-            raise ConfigurationError(f"run {self.id} executes in another process "
-                                     f"(pid {self.metadata.get('owner', {}).get('pid')}); "
-                                     "stop it there")
+            self._signal_supervisor()
+            self._poll_while(ACTIVE, 30)
+            return self
         execution.stop_requested = True
         if execution.stopper is not None:
             execution.stopper()
         execution.done.wait(30)
         return self.refresh()
+
+    def _signal_supervisor(self) -> None:
+        """Ask the run's supervisor process (:mod:`pyhost.runtime.supervisor`) to stop it.
+
+        Raises:
+            ConfigurationError: the run executes in a process of its caller, or on another
+                host (stop it there).
+        """
+        labels = self.metadata.get("owner") or {}
+        owner = Owner.from_labels(labels)
+        if owner is None or labels.get(SUPERVISOR_LABEL) != "1" or not owner_alive(owner) or \
+                owner.host != socket.gethostname():
+            raise ConfigurationError(f"run {self.id} executes in another process "
+                                     f"(pid {labels.get('org.pyhost.owner.pid')} on "
+                                     f"{labels.get('org.pyhost.owner.host')}); stop it there")
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(owner.pid, signal.SIGTERM)
 
     def invoke(self, method: str | None = None, path: str = "/", *, json: Any = None,
                body: bytes | str | None = None, headers: dict[str, str] | None = None,

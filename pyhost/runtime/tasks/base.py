@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 from ...errors import ConfigurationError
 from ..catalog import Record, StaleState
 from ..runs import ACTIVE, ERROR, Execution, Run, create_run, executing, finished, transition
+from .detached import detach
 
 if TYPE_CHECKING:
     from ..context import Runtime
@@ -91,6 +92,11 @@ class OneShotTask(Task[SpecT]):
                                  daemon=True).start()
             return Run(record, runtime).refresh()
 
+        handed = self.detached_settings(spec, settings)
+        if handed is not None and detach(runtime, record, self.action, handed):
+            finished(record.id)  # not this process's to wait for or stop
+            return Run(record, runtime)
+
         def in_background() -> None:
             cleanup = self._settled(*work)
             if cleanup is not None:
@@ -99,6 +105,19 @@ class OneShotTask(Task[SpecT]):
         threading.Thread(target=in_background, name=f"pyhost-{self.action}-{record.id[:8]}",
                          daemon=True).start()
         return Run(record, runtime)
+
+    def detached_settings(self, spec: SpecT, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The settings a supervisor process checks again to run this run when nobody
+        waits for it (:mod:`.detached`); None: it runs in a thread of the caller (the
+        default; e.g. a run in this very process, or a launcher object)."""
+        return None
+
+    def settle(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
+               execution: Execution) -> None:
+        """Execute the run here and now, then clean up (a supervisor's whole work)."""
+        cleanup = self._settled(function, runtime, record, spec, execution)
+        if cleanup is not None:
+            cleanup()
 
     def _settled(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
                  execution: Execution) -> Cleanup:

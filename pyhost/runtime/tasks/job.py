@@ -79,6 +79,14 @@ class JobTask(OneShotTask[JobSpec]):
     def check(self, function: Function, runtime: Runtime, **settings: Any) -> JobSpec:
         return check_job(function, runtime, **settings)
 
+    def detached_settings(self, spec: JobSpec, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """A container job nobody waits for goes to a supervisor process; a local one
+        stays in its caller (it runs in this interpreter by definition), as does one on a
+        launcher object (a name is what another process can find)."""
+        if spec.local_execution or not isinstance(spec.launcher, str):
+            return None
+        return {**settings, "inputs": dict(spec.inputs)}
+
     def execute(self, function: Function, runtime: Runtime, record: Record, spec: JobSpec,
                 execution: Execution) -> Cleanup:
         """The attempts, then the end recorded; the session to close (None if none)."""

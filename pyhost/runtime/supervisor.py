@@ -1,0 +1,68 @@
+"""The supervisor of one run nobody waits for: ``python -m pyhost.runtime.supervisor``,
+started by :func:`pyhost.runtime.tasks.detached.detach` in a session of its own.
+
+It reads the run's settings from stdin (the caller writes them once it has recorded this
+process as the run's owner; EOF first means the caller died before: nothing to do), checks
+them again as the caller did, executes the run as a waited run is executed, records its end,
+and exits. SIGTERM (``run.stop()`` from any process of this host) stops the run: STOPPED,
+its container removed. SIGKILL leaves it to the next process that opens the catalog, which
+settles it ERROR as any run of a dead owner; its container goes with ``pyhost gc``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from hxpy import codec
+
+from ..errors import PyHostError
+from .context import Runtime
+from .function import Function
+from .runs import ACTIVE, ERROR, Execution, executing, transition
+from .tasks import get_task
+from .tasks.base import OneShotTask
+
+__all__ = ["main"]
+
+log = logging.getLogger("pyhost.runtime")
+
+
+def main() -> int:
+    data = sys.stdin.buffer.read()
+    if not data:
+        return 1  # the caller died before handing the run over
+    payload = codec.decode(data)
+    runtime = Runtime.open(settle=False)  # $PYHOST_HOME: the caller's home
+    record = runtime.get("run", payload["run_id"])
+    execution = executing(record.id)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _stop(execution))
+    task = get_task(payload["action"])
+    assert isinstance(task, OneShotTask)  # what detach() hands over
+    try:
+        function = Function(runtime.get("function", record.document["spec"]["function_id"]),
+                            runtime)
+        spec = task.check(function, runtime, **payload["settings"])
+    except PyHostError as exc:  # what changed since the caller checked (an image removed)
+        transition(runtime, record, ERROR, ACTIVE, message=f"{type(exc).__name__}: {exc}",
+                   error={"type": type(exc).__name__, "message": str(exc), "traceback": ""})
+        return 1
+    task.settle(function, runtime, record, spec, execution)
+    return 0
+
+
+def _stop(execution: Execution) -> None:
+    """Stop the run (a second signal changes nothing more)."""
+    execution.stop_requested = True
+    if execution.stopper is not None:
+        execution.stopper()
+
+
+def _run() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _run()

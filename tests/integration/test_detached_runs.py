@@ -1,0 +1,86 @@
+"""A run nobody waits for belongs to a supervisor process, not to its caller: it finishes
+when the caller is killed right after ``fn.run(wait=False)``, and any process of this host
+can wait for it and stop it (real containers, a real catalog)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import docker.errors
+import pytest
+
+import pyhost.runtime as dh
+
+HANDLER = textwrap.dedent("""
+    import time
+
+    def main(n, seconds):
+        for i in range(3):
+            print(f"line {i}", flush=True)
+        time.sleep(seconds)
+        return n * 2
+""")
+
+CALLER = textwrap.dedent("""
+    import sys, time
+    import pyhost.runtime as dh
+
+    dh.configure(sys.argv[1])
+    project = dh.get_or_create_project("detached")
+    fn = project.new_function(name="slow", kind="python", code=sys.argv[2], handler="main")
+    run = fn.run(action="job", parameters={"n": 21, "seconds": float(sys.argv[3])})
+    print(run.id, flush=True)
+    time.sleep(float(sys.argv[4]))  # killed here, or ends while the run goes on
+""")
+
+
+def start_caller(home, seconds: float, linger: float) -> tuple[subprocess.Popen, str]:
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, str(seconds),
+                               str(linger)], stdout=subprocess.PIPE, text=True)
+    run_id = caller.stdout.readline().strip()
+    assert run_id, "the caller printed no run id"
+    return caller, run_id
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+def test_a_run_outlives_a_caller_killed_right_after_starting_it(home):
+    started = time.monotonic()
+    caller, run_id = start_caller(home, seconds=2, linger=60)
+    os.kill(caller.pid, signal.SIGKILL)  # at once: the run is the supervisor's
+    caller.wait()
+    dh.configure(home)  # settles the runs of dead owners: not this one
+    run = dh.get_run(run_id).wait(120)
+    assert run.status.state == "COMPLETED", run.status.to_dict()
+    assert run.results() == {"output_0": 42}
+    assert run.logs().splitlines()[:3] == ["line 0", "line 1", "line 2"]
+    owner = run.metadata["owner"]
+    assert int(owner["org.pyhost.owner.pid"]) not in (caller.pid, os.getpid())
+    assert time.monotonic() - started < 60
+
+
+def test_another_process_stops_a_run_its_caller_left(home, client):
+    caller, run_id = start_caller(home, seconds=600, linger=0)
+    caller.wait(30)  # the caller has ended; the run has not
+    dh.configure(home)
+    run = dh.get_run(run_id)
+    deadline = time.monotonic() + 120
+    while not run.refresh().status.container and time.monotonic() < deadline:
+        time.sleep(0.1)
+    container = run.status.container
+    assert container and run.status.state == "RUNNING", run.status.to_dict()
+    assert run.stop().status.state == "STOPPED"
+    assert run.stop().status.state == "STOPPED"  # a second stop changes nothing
+    with pytest.raises(docker.errors.NotFound):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            client.containers.get(container)
+            time.sleep(0.1)
