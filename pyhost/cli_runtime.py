@@ -1,5 +1,5 @@
-"""The runtime's commands of ``pyhost``: ``run``, ``build``, ``runs``, ``logs``, ``show``, and
-the part of ``gc`` that settles runs left active by dead processes.
+"""The runtime's commands of ``pyhost``: ``run``, ``build``, ``runs``, ``logs``, ``wait``,
+``stop``, ``show``, and the part of ``gc`` that settles runs left active by dead processes.
 
 Every command works on this process's runtime (its home is ``$PYHOST_HOME``, see
 :mod:`pyhost.runtime.home`). Malformed command lines are argparse's errors (exit 2); what
@@ -120,6 +120,25 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     logs.add_argument("--project", help="fail unless the run is of this project")
     logs.set_defaults(run=_logs)
 
+    wait = commands.add_parser(
+        "wait", help="wait until a run ends (from any process)",
+        description="Wait until the run ends; a serve run, until it serves.",
+        epilog="exit status: 0 COMPLETED (or a serve run RUNNING), 1 ERROR, 2 STOPPED, "
+               "124 the timeout passed first", formatter_class=argparse.RawTextHelpFormatter)
+    wait.add_argument("run_id", metavar="RUN_ID", help="a run id, or its start")
+    wait.add_argument("--project", help="fail unless the run is of this project")
+    wait.add_argument("--timeout", type=_seconds, metavar="S", help="give up after S seconds")
+    wait.set_defaults(run=_wait)
+
+    stop = commands.add_parser(
+        "stop", help="stop a run (its supervisor, or the process that runs it)",
+        description="Stop a run: its container removed, the run STOPPED. A run nobody waited "
+                    "for is stopped from any process of this host; one that runs in a "
+                    "caller's own thread is stopped there.")
+    stop.add_argument("run_id", metavar="RUN_ID", help="a run id, or its start")
+    stop.add_argument("--project", help="fail unless the run is of this project")
+    stop.set_defaults(run=_stop)
+
     show = commands.add_parser("show", help="an entity or run as JSON")
     show.add_argument("ref", metavar="KEY_OR_RUN_ID",
                       help="store://<project>/<type>/<kind>/<name>[:<id>] (no id: the "
@@ -198,6 +217,16 @@ def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds > 0")
+    return value
 
 
 class Pairs(argparse.Action):
@@ -327,6 +356,37 @@ def _logs(args: argparse.Namespace) -> int:
     else:
         print(f"(run {run.id} printed nothing)", file=sys.stderr)
     return 0
+
+
+_WAIT_STATUS = {"COMPLETED": 0, "ERROR": 1, "STOPPED": 2}
+
+
+def _wait(args: argparse.Namespace) -> int:
+    from .runtime import get_runtime
+
+    run = _find_run(get_runtime(), args.run_id, args.project).wait(args.timeout)
+    state = run.status.state
+    if run.spec.get("action") == "serve" and state == "RUNNING":
+        print(f"run {run.id} is serving", file=sys.stderr)
+        return 0
+    if state not in _WAIT_STATUS:
+        print(f"run {run.id} is still {state} after {args.timeout:g} s", file=sys.stderr)
+        return 124
+    _print_run(run)
+    return _WAIT_STATUS[state]
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from .runtime import get_runtime
+
+    run = _find_run(get_runtime(), args.run_id, args.project)
+    before = run.status.state
+    if before in _WAIT_STATUS:
+        print(f"run {run.id} was already {before}; nothing to stop", file=sys.stderr)
+        return 0
+    run = run.stop()
+    print(f"run {run.id}: {before} -> {run.status.state}", file=sys.stderr)
+    return 0 if run.status.state in _WAIT_STATUS else 1
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -47,6 +47,11 @@ def start_caller(home, seconds: float, linger: float) -> tuple[subprocess.Popen,
     return caller, run_id
 
 
+def pyhost_cli(home, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pyhost", *argv], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYHOST_HOME": str(home)})
+
+
 @pytest.fixture
 def home(tmp_path):
     return tmp_path / "home"
@@ -77,8 +82,14 @@ def test_another_process_stops_a_run_its_caller_left(home, client):
         time.sleep(0.1)
     container = run.status.container
     assert container and run.status.state == "RUNNING", run.status.to_dict()
+    assert pyhost_cli(home, "wait", run_id, "--timeout", "0.3").returncode == 124
+    stopped = pyhost_cli(home, "stop", run_id)  # a third process
+    assert stopped.returncode == 0 and "RUNNING -> STOPPED" in stopped.stderr, stopped
+    assert run.refresh().status.state == "STOPPED"
+    again = pyhost_cli(home, "stop", run_id)  # a second stop changes nothing
+    assert again.returncode == 0 and "already STOPPED" in again.stderr
     assert run.stop().status.state == "STOPPED"
-    assert run.stop().status.state == "STOPPED"  # a second stop changes nothing
+    assert pyhost_cli(home, "wait", run_id).returncode == 2
     with pytest.raises(docker.errors.NotFound):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
