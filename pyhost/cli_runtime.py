@@ -61,7 +61,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     subcommands."""
     run = _function_command(commands, "run", "save a python function and run it as a job",
                             "Save SOURCE:HANDLER as a python function (a new version if it "
-                            "changed) and run it, waiting for the end.", _RUN_HELP)
+                            "changed) and run it, waiting for the end: the handler's log "
+                            "streams to stderr as it runs, the summary goes to stdout.",
+                            _RUN_HELP)
     run.add_argument("--action", default="job", choices=["job"], help="what to run (job)")
     run.add_argument("--param", dest="parameters", metavar="NAME=VALUE", type=json_pair,
                      action=Pairs, help="a handler argument; VALUE as JSON if it parses")
@@ -81,6 +83,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="run in this process: no container, NOT a sandbox")
     where.add_argument("--launcher", choices=["docker", "process", "swarm"],
                        help="where the session runs (default: docker)")
+    run.add_argument("--detach", "-d", action="store_true",
+                     help="print the run's id and return: the run goes on in a supervisor "
+                          "process (pyhost wait / logs -f / stop RUN_ID)")
     run.set_defaults(run=_run)
 
     build = _function_command(commands, "build", "build a python function's image",
@@ -118,6 +123,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     logs.add_argument("run_id", metavar="RUN_ID", help="a run id, or its start (as `runs` "
                                                        "shows it)")
     logs.add_argument("--project", help="fail unless the run is of this project")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="print lines as they are written, until the run ends")
     logs.set_defaults(run=_logs)
 
     wait = commands.add_parser(
@@ -219,16 +226,6 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1e9:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds > 0")
-    return value
-
-
 class Pairs(argparse.Action):
     """Collect a repeated ``NAME=VALUE`` option into a dict; a name given twice is an error
     (which one was meant is a guess)."""
@@ -248,6 +245,9 @@ class Pairs(argparse.Action):
 def _run(args: argparse.Namespace) -> int:
     from .runtime import get_or_create_project
 
+    if args.detach and args.local:
+        raise ConfigurationError("--detach with --local: a local run runs in this process, "
+                                 "which --detach ends at once; run it in a session instead")
     code_src, handler = args.target
     project = get_or_create_project(args.project)
     function = project.new_function(name=args.name or handler.rpartition(":")[2],
@@ -259,7 +259,13 @@ def _run(args: argparse.Namespace) -> int:
                        envs=[{"name": k, "value": v} for k, v in (args.envs or {}).items()],
                        timeout=args.timeout, local_execution=args.local,
                        launcher=args.launcher or "docker", wait=False)
-    try:  # waited for here, not with wait=True, so that Ctrl-C can stop the run
+    if args.detach:
+        print(run.id)  # the run goes on in its supervisor: pyhost wait/logs -f/stop RUN_ID
+        return 0
+    try:  # followed here, not with wait=True, so that Ctrl-C can stop the run
+        for line in run.logs(follow=True):  # the handler's log on stderr as it runs
+            sys.stderr.write(line)
+            sys.stderr.flush()
         run.wait()
     except KeyboardInterrupt:
         if args.local:  # a thread of this process cannot be stopped; the next one settles it
@@ -347,12 +353,20 @@ def _logs(args: argparse.Namespace) -> int:
     from .runtime import get_runtime
 
     run = _find_run(get_runtime(), args.run_id, args.project)
+    if args.follow:
+        try:
+            for line in run.logs(follow=True):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 130
+        return 0
     text = run.logs()
     if text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     elif run.status.state in ("CREATED", "READY", "RUNNING"):
-        print(f"(run {run.id} is {run.status.state}; its logs are kept when it ends)",
-              file=sys.stderr)
+        print(f"(run {run.id} is {run.status.state} and printed nothing yet; "
+              "pyhost logs -f follows it)", file=sys.stderr)
     else:
         print(f"(run {run.id} printed nothing)", file=sys.stderr)
     return 0

@@ -69,7 +69,17 @@ def owner_alive(owner: Owner) -> bool:
         return False
     except PermissionError:
         pass
+    if _zombie(owner.pid):  # ended, not yet reaped (its parent may be gone too)
+        return False
     return owner.started == 0.0 or _process_start(owner.pid) == owner.started
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _process_start(pid: int) -> float:

@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 from hxpy.runtime.handler import DEFAULT_OUTPUT
@@ -25,7 +26,8 @@ from ..errors import ConfigurationError, NotInCatalog
 from ..launchers.ownership import SUPERVISOR_LABEL, Owner, owner_alive
 from .catalog import Record, StaleState
 from .entities import Entity, EntityKey, entity_class, iso_time, new_id, parse_key
-from .limits import DEFAULT_LOG_CAP, cap_text
+from .limits import DEFAULT_LOG_CAP, parse_size
+from .run_log import LogFollower, RunLog, read_log
 from .values import from_json
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from .function import Function
 
 __all__ = ["ACTIVE", "FINAL", "SDK_DEFAULT_OUTPUT", "Execution", "Run", "RunStatus",
-           "create_run", "executing", "finished", "save_logs", "settle_orphaned_runs",
+           "create_run", "executing", "finished", "log_key", "run_log", "settle_orphaned_runs",
            "transition"]
 
 log = logging.getLogger("pyhost.runtime")
@@ -257,12 +259,39 @@ class Run:
             found[name] = entity.to_dict() if as_dict else entity
         return found
 
-    def logs(self) -> str:
-        """What the handler printed (stdout and stderr, captured)."""
+    def logs(self, follow: bool = False) -> Any:
+        """What the handler printed (stdout, stderr and ``logging``), as far as it got: a
+        run's log is written while it runs, kept whole up to ``log_cap`` (64 MiB by
+        default), past it its first MiB, a line saying how much was dropped, and its end.
+
+        With ``follow``, an iterator of the log's lines instead, from its start, as they
+        are written, until the run ends (any process may follow: the log is re-read at
+        most 100 ms apart)."""
+        if follow:
+            return self._follow()
         path = self.status.logs
         if not path:
             return ""
-        return self._runtime.store.resolve(path).read_text(errors="replace")
+        return read_log(self._runtime.store.resolve(path).parent, self._log_cap())
+
+    def _log_cap(self) -> int:
+        cap = self.spec.get("log_cap")
+        return parse_size("log_cap", cap) if cap else DEFAULT_LOG_CAP
+
+    def _follow(self) -> Iterator[str]:
+        directory = self._runtime.store.path(self.project, "run", self.id, "logs")
+        follower = LogFollower(directory, self._log_cap())
+        partial = ""
+        while True:
+            ended = self.refresh().status.state in FINAL
+            text = partial + follower.read()
+            *lines, partial = text.split("\n")
+            yield from (line + "\n" for line in lines)
+            if ended:
+                if partial:
+                    yield partial
+                return
+            time.sleep(_POLL_MAX)
 
     def stop(self) -> Run:
         """Stop the run: its container is removed and it ends STOPPED.
@@ -365,17 +394,17 @@ def create_run(runtime: Runtime, function: Function, action: str,
     return transition(runtime, record, READY, CREATED)
 
 
-def save_logs(runtime: Runtime, record: Record, text: str,
-              cap: int = DEFAULT_LOG_CAP) -> str | None:
-    """Keep a run's logs in the store, at most ``cap`` bytes of them (the first and the
-    last half, a marker between: :func:`~.limits.cap_text`); their path relative to the
-    store (None: no text)."""
-    if not text:
-        return None
-    directory = runtime.store.path(record.project, "run", record.id, "logs")
-    path = directory / "logs.txt"
-    path.write_text(cap_text(text, cap), encoding="utf-8")
-    return str(os.path.relpath(path, runtime.store.root))
+def run_log(runtime: Runtime, record: Record, cap: int = DEFAULT_LOG_CAP,
+            mask: Callable[[str], str] = str,
+            allow: Callable[[int], int] | None = None) -> RunLog:
+    """The run's log in the store (:mod:`.run_log`), written while it runs."""
+    return RunLog(runtime.store.path(record.project, "run", record.id, "logs"), cap, mask,
+                  allow)
+
+
+def log_key(runtime: Runtime, log: RunLog) -> str:
+    """Where ``log`` is, relative to the store: what ``status.logs`` records."""
+    return str(os.path.relpath(log.path, runtime.store.root))
 
 
 def transition(runtime: Runtime, record: Record, state: str,

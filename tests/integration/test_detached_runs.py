@@ -47,6 +47,15 @@ def start_caller(home, seconds: float, linger: float) -> tuple[subprocess.Popen,
     return caller, run_id
 
 
+def gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie nobody reaped (its parent died first)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def pyhost_cli(home, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pyhost", *argv], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYHOST_HOME": str(home)})
@@ -95,3 +104,67 @@ def test_another_process_stops_a_run_its_caller_left(home, client):
         while time.monotonic() < deadline:
             client.containers.get(container)
             time.sleep(0.1)
+
+
+TICKS = textwrap.dedent("""
+    import logging, sys, time
+
+    def main(count, pause):
+        for i in range(count):
+            print(f"tick {i} {time.time():.3f}", flush=True)
+            time.sleep(pause)
+        logging.getLogger("handler").warning("warned %d", count)
+        print("no newline at the end", end="")
+        return count
+""")
+
+
+def test_a_followed_log_shows_each_line_as_it_is_printed(home, tmp_path):
+    source = tmp_path / "ticks.py"
+    source.write_text(TICKS)
+    started = pyhost_cli(home, "run", f"{source}:main", "--param", "count=5", "--param",
+                         "pause=0.6", "--detach")
+    assert started.returncode == 0, started
+    run_id = started.stdout.strip()
+    follower = subprocess.Popen([sys.executable, "-m", "pyhost", "logs", "-f", run_id],
+                                stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYHOST_HOME": str(home)})
+    arrivals = []
+    for line in follower.stdout:
+        arrivals.append((time.time(), line))
+    assert follower.wait(60) == 0
+    ticks = [(seen, float(line.split()[2])) for seen, line in arrivals
+             if line.startswith("tick ")]
+    assert len(ticks) == 5, arrivals
+    late = [round(seen - printed, 3) for seen, printed in ticks]
+    assert max(late) < 1.0, late  # each line seen while the handler still ran
+    assert ticks[0][0] < arrivals[-1][0] - 2.0  # the first seen long before the end
+    text = "".join(line for _, line in arrivals)
+    assert "warned 5" in text and text.endswith("no newline at the end")
+    dh.configure(home)
+    run = dh.get_run(run_id)
+    assert run.wait(30).status.state == "COMPLETED"
+    assert run.logs() == text
+
+
+def test_a_killed_supervisor_leaves_its_run_settled_and_its_container_collected(home, client):
+    caller, run_id = start_caller(home, seconds=600, linger=0)
+    caller.wait(30)
+    dh.configure(home)
+    run = dh.get_run(run_id)
+    deadline = time.monotonic() + 120
+    while not run.refresh().status.container and time.monotonic() < deadline:
+        time.sleep(0.1)
+    container = run.status.container
+    supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
+    os.kill(supervisor, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not gone(supervisor):
+        time.sleep(0.05)
+    dh.configure(home)  # the next process to open the catalog settles it
+    settled = dh.get_run(run_id)
+    assert settled.status.state == "ERROR"
+    assert f"pid {supervisor}" in settled.status.message
+    assert pyhost_cli(home, "gc").returncode == 0
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(container)

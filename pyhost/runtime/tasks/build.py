@@ -22,7 +22,7 @@ from ...launchers import get_launcher
 from ...launchers.base import Launcher
 from ...launchers.images import ImageRecipe
 from ..catalog import Record
-from ..runs import COMPLETED, ERROR, READY, RUNNING, Execution, save_logs, transition
+from ..runs import COMPLETED, ERROR, READY, RUNNING, Execution, log_key, run_log, transition
 from ..sources import python_wanted
 from .base import Cleanup, OneShotTask
 from .progress import build_progress, check_progress
@@ -113,22 +113,22 @@ class BuildTask(OneShotTask[BuildSpec]):
         recipe = spec.recipe
         assert recipe is not None
         report, close = build_progress(spec.progress, recipe.tag)
-        lines: list[str] = []
+        log = run_log(runtime, record, spec.limits.log_cap)
 
         def progress(line: str) -> None:
-            lines.append(line)
+            log.write(line + "\n")  # the build's log, followed live like a job's
             report(line)
 
         ok = False
         try:
-            record = transition(runtime, record, RUNNING, READY, message="building")
+            record = transition(runtime, record, RUNNING, READY, message="building",
+                                logs=log_key(runtime, log))
             try:
                 built = get_launcher(spec.launcher).build_image(recipe, progress)
             except PyHostError as exc:
-                lines.append(f"ERROR: {exc}")
+                log.write(f"ERROR: {exc}\n")
+                log.flush()
                 transition(runtime, record, ERROR, RUNNING,
-                           logs=save_logs(runtime, record, "\n".join(lines) + "\n",
-                                          spec.limits.log_cap),
                            error={"type": type(exc).__name__, "message": str(exc),
                                   "traceback": ""},
                            message=f"{type(exc).__name__}: {short(exc, first_line=True)}")
@@ -137,10 +137,9 @@ class BuildTask(OneShotTask[BuildSpec]):
                                    "hash": built.content_hash, "python": built.python,
                                    "base": built.base, "recorded": time.time()})
             what = "built" if built.built else "unchanged, not rebuilt"
-            transition(runtime, record, COMPLETED, RUNNING,
-                       logs=save_logs(runtime, record, "\n".join(lines) + "\n",
-                                      spec.limits.log_cap),
-                       image=built.tag, image_id=built.image_id, built=built.built,
+            log.flush()
+            transition(runtime, record, COMPLETED, RUNNING, image=built.tag,
+                       image_id=built.image_id, built=built.built,
                        base=built.base, base_id=built.base_id, python=built.python,
                        packages=list(built.packages), content_hash=built.content_hash,
                        seconds=round(built.seconds, 3),

@@ -20,7 +20,8 @@ from ...errors import ConfigurationError, NotInCatalog, PyHostError, PythonError
 from ..catalog import Record
 from ..entities import entity_class, parse_key
 from ..host_calls import HostCalls
-from ..limits import cap_text, masker
+from ..limits import masker
+from ..run_log import HEAD, RunLog
 from ..runs import (
     COMPLETED,
     ERROR,
@@ -29,7 +30,8 @@ from ..runs import (
     SDK_DEFAULT_OUTPUT,
     STOPPED,
     Execution,
-    save_logs,
+    log_key,
+    run_log,
     transition,
 )
 from ..sources import python_wanted
@@ -93,13 +95,19 @@ class JobTask(OneShotTask[JobSpec]):
         attempts: list[dict[str, Any]] = []
         outcome = _Outcome(ERROR)
         calls: HostCalls | None = None
+        log = run_log(runtime, record, spec.limits.log_cap, masker(spec.secrets),
+                      lambda size: calls.count_logs(size) if calls is not None else size)
         for attempt in range(1, spec.backoff_limit + 2):
             record = transition(runtime, record, RUNNING, (READY, RUNNING),
-                                message=f"attempt {attempt}")
+                                message=f"attempt {attempt}", logs=log_key(runtime, log))
             calls = HostCalls(runtime, function.project, record.id, record.document["key"],
                               spec.limits, masker(spec.secrets))
+            if attempt > 1:
+                log.write(f"[pyhost] attempt {attempt} of {spec.backoff_limit + 1}\n")
             started = time.time()
-            outcome = _attempt(runtime, record, function, spec, calls, execution)
+            outcome = _attempt(runtime, record, function, spec, calls, execution, log)
+            log.write(outcome.logs)  # what the reply carried: not streamed yet
+            log.flush()
             attempts.append({"attempt": attempt, "started": started, "ended": time.time(),
                              "state": outcome.state, "error": outcome.error})
             if outcome.state != ERROR or execution.stop_requested:
@@ -126,7 +134,7 @@ class _Outcome:
 
 
 def _attempt(runtime: Runtime, record: Record, function: Function, spec: JobSpec,
-             calls: HostCalls, execution: Execution) -> _Outcome:
+             calls: HostCalls, execution: Execution, log: RunLog) -> _Outcome:
     info = function.handler_info()
     job = {"files": function.source().files, "module": info.module,
            "function": info.function, "project": function.project, "run_id": record.id,
@@ -143,7 +151,7 @@ def _attempt(runtime: Runtime, record: Record, function: Function, spec: JobSpec
             transition(runtime, runtime.get("run", record.id), RUNNING, RUNNING,
                        container=container_id)
 
-        return _run_in_session(job, calls, spec, function, execution, started)
+        return _run_in_session(job, calls, spec, function, execution, started, log)
     except PythonError as exc:
         return _Outcome(ERROR, error={"type": exc.remote_type, "message": exc.remote_message,
                                       "traceback": exc.remote_traceback}, logs=exc.output)
@@ -157,9 +165,10 @@ def _attempt(runtime: Runtime, record: Record, function: Function, spec: JobSpec
 
 def _run_in_session(job: dict[str, Any], calls: HostCalls, spec: JobSpec,
                     function: Function, execution: Execution,
-                    started: Callable[[str | None], None]) -> _Outcome:
-    # The container keeps at most log_cap of output too; the host cuts it again on saving.
-    session = py(timeout=spec.timeout, output_cap=spec.limits.log_cap,
+                    started: Callable[[str | None], None], log: RunLog) -> _Outcome:
+    # What the handler prints streams into the run's log as it runs; the reply carries
+    # only what was not streamed yet.
+    session = py(timeout=spec.timeout, output_cap=min(spec.limits.log_cap, HEAD),
                  **spec.session_options())
     execution.stopper = session.kill
     session.__enter__()  # kept across evals; closed by the caller once the run is recorded
@@ -173,7 +182,8 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, spec: JobSpec,
         session.init(lambda started_session: started(started_session.container_id))
         job = {**job, "python": python_wanted(function.spec)}
         answer = (session.define("__job__", job)
-                  .exec("from hxpy.runtime.job import run_job").eval("run_job(__job__)"))
+                  .exec("from hxpy.runtime.job import run_job")
+                  .eval("run_job(__job__)", on_output=log.write))
     except BaseException:
         session.close()
         raise
@@ -213,19 +223,7 @@ def _finish(runtime: Runtime, record: Record, spec: JobSpec, calls: HostCalls,
     for attempt in attempts:
         if attempt["error"]:
             attempt["error"] = {key: mask(value) for key, value in attempt["error"].items()}
-    changes["logs"] = _save_logs(runtime, record, spec, calls, mask(outcome.logs))
     transition(runtime, runtime.get("run", record.id), state, (RUNNING,), **changes)
-
-
-def _save_logs(runtime: Runtime, record: Record, spec: JobSpec, calls: HostCalls,
-               text: str) -> str | None:
-    """The logs cut to ``log_cap`` and to what the store quota leaves, then saved."""
-    text = cap_text(text, spec.limits.log_cap)
-    size = len(text.encode("utf-8", errors="replace"))
-    kept = calls.count_logs(size)
-    if kept < size:
-        text = cap_text(text, max(kept - 256, 0))  # room for the marker
-    return save_logs(runtime, record, text, spec.limits.log_cap)
 
 
 def _record_outputs(calls: HostCalls, answer: dict[str, Any],

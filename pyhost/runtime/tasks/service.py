@@ -28,8 +28,19 @@ from ...api import py
 from ...errors import ConfigurationError, PyHostError, PythonError, short
 from ..catalog import Record, StaleState
 from ..host_calls import HostCalls
-from ..limits import CappedLog, masker
-from ..runs import ACTIVE, ERROR, READY, RUNNING, STOPPED, executing, finished, transition
+from ..limits import masker
+from ..runs import (
+    ACTIVE,
+    ERROR,
+    READY,
+    RUNNING,
+    STOPPED,
+    executing,
+    finished,
+    log_key,
+    run_log,
+    transition,
+)
 from ..sources import python_wanted
 from .serve_spec import CONTAINER_PORT, ServeSpec
 from .service_client import forget, remember
@@ -115,10 +126,9 @@ class Service:
         self._running = False
         self._last_write = 0.0
         self._threads: list[threading.Thread] = []
-        self._log_path = runtime.store.path(record.project, "run", record.id, "logs") / \
-            "logs.txt"
-        # Every replica's output, at most log_cap: the head stays, the tail rolls.
-        self._log = CappedLog(self._log_path, settings.limits.log_cap)
+        # Every replica's output, each line tagged with its replica: the head stays past
+        # log_cap, the tail rolls (masked before it is written: _append_log).
+        self._log = run_log(runtime, record, settings.limits.log_cap)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -126,7 +136,7 @@ class Service:
         with _services_lock:
             _services[self.run_id] = self
         remember(self.run_id, self.urls)
-        self._write(READY, logs=str(self._log_path.relative_to(self.runtime.store.root)))
+        self._write(READY, logs=log_key(self.runtime, self._log))
         for replica in self.replicas:
             thread = threading.Thread(target=self._supervise, args=(replica,), daemon=True,
                                       name=f"pyhost-serve-{self.run_id[:8]}-{replica.index}")
@@ -327,7 +337,7 @@ class Service:
             lines[-1] += "\n"
         with self._lock:
             self.replicas[index].tail.extend(line.rstrip("\n") for line in lines[-TAIL_LINES:])
-        self._log.append("".join(f"[replica {index}] {line}" for line in lines))
+        self._log.write("".join(f"[replica {index}] {line}" for line in lines))
 
     def _on_health(self, index: int, health: dict[str, Any]) -> None:
         if not isinstance(health, dict):
