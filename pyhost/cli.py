@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import cli_runtime, cli_serve
+from . import cli_runs, cli_runtime, cli_serve
 from .errors import ConfigurationError, EngineUnavailable, PyHostError
 
 __all__ = ["main"]
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_defaults(run=_gc)
 
     cli_runtime.add_commands(commands)
+    cli_runs.add_run_commands(commands)
     cli_serve.add_serve_command(commands)
 
     args = parser.parse_args(argv)
