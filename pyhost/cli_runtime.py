@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cli_runs import print_run, seconds
+from .cli_runs import print_error, print_json, print_run, run_document, seconds
 
-__all__ = ["Pairs", "add_commands", "json_pair", "parse_pair", "parse_target", "settle_runs",
-           "split_target"]
+if TYPE_CHECKING:
+    from .runtime import Run
+
+__all__ = ["Pairs", "add_commands", "json_pair", "parse_pair", "parse_target", "python_version",
+           "settle_runs", "split_target"]
 
 _RUN_HELP = """\
 SOURCE is a local file or directory (the function's code_src, recorded as an absolute
@@ -32,6 +36,13 @@ last ':' when what precedes it is an existing file or directory, else at the ':'
 --param NAME=VALUE: VALUE is read as JSON when it parses as JSON (3, 2.5, true, null,
 [1, 2], {"a": 1}), else kept as the string it is; quote it as JSON to force a string:
 --param 'tag="3"'. --env values are strings as they are.
+
+--python-version, --image and --requirement are fields of the function (a new version when
+they change). With --requirement, the version's image is built first, as `pyhost build`
+builds it (a no-op when it is current; its progress on stderr), and the job runs on it.
+
+--json prints the run's document (what `pyhost show RUN_ID --json` prints) on stdout and
+nothing else there; an ERROR run's traceback still goes to stderr.
 
 exit status: 0 the run COMPLETED; 1 it ended ERROR or STOPPED, or the runtime refused it
 (the reason on stderr); 2 a malformed command line; 130 interrupted (the run is stopped;
@@ -76,7 +87,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="run in this process: no container, NOT a sandbox")
     where.add_argument("--launcher", choices=["docker", "process", "swarm"],
                        help="where the session runs (default: docker)")
-    run.set_defaults(run=_run)
+    run.add_argument("--python-version", type=python_version, metavar="VERSION",
+                     help="the Python the run needs: 3.9 ... 3.13, or PYTHON3_9 ... "
+                          "(default: the session image's, whatever it is)")
+    run.add_argument("--image", metavar="IMAGE",
+                     help="the image the job runs in (an image with the hxpy server)")
+    run.add_argument("--requirement", dest="requirements", action="append", metavar="REQ",
+                     help="a pip requirement or a wheel file (repeatable); the function's "
+                          "image is built with them before the run")
+    run.add_argument("--json", action="store_true",
+                     help="print the run's document as JSON on stdout, nothing else")
+    run.set_defaults(run=_run, parser=run)  # parser: for the errors argparse cannot see
 
     build = _function_command(commands, "build", "build a python function's image",
                               "Save SOURCE:HANDLER as a python function and build its "
@@ -99,6 +120,23 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 # -- parsing the command line ----------------------------------------------------------------
+
+def python_version(text: str) -> str:
+    """DigitalHub's ``PYTHON3_X`` from ``3.X``, ``PYTHON3_X`` or ``python3.X``.
+
+    Raises:
+        argparse.ArgumentTypeError: no Python version the runtime knows.
+    """
+    from .runtime.sources import PYTHON_VERSIONS
+
+    found = re.fullmatch(r"(?:python)?(3)[._](\d+)", text.strip(), re.IGNORECASE)
+    name = f"PYTHON3_{found[2]}" if found else text
+    if name not in PYTHON_VERSIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one of {', '.join(PYTHON_VERSIONS.values())} (or "
+            f"{', '.join(PYTHON_VERSIONS)})")
+    return name
+
 
 def _function_command(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                       name: str, help: str, description: str,
@@ -174,11 +212,26 @@ class Pairs(argparse.Action):
 def _run(args: argparse.Namespace) -> int:
     from .runtime import get_or_create_project
 
+    if args.local and (args.image or args.requirements):
+        args.parser.error("--image and --requirement need a container; --local runs in "
+                          "this process")
     code_src, handler = args.target
     project = get_or_create_project(args.project)
+    fields: dict[str, Any] = {"python_version": args.python_version}
+    if args.image:  # given only when asked for: an unchanged function stays one version
+        fields["image"] = args.image
+    if args.requirements:
+        fields["requirements"] = args.requirements
     function = project.new_function(name=args.name or handler.rpartition(":")[2],
                                     kind="python", code_src=os.path.abspath(code_src),
-                                    handler=handler)
+                                    handler=handler, **fields)
+    if args.requirements:
+        build = function.run(action="build", launcher=args.launcher or "docker",
+                             progress=lambda line: print(line, file=sys.stderr, flush=True),
+                             wait=True)
+        if build.status.state != "COMPLETED":
+            _report(args, build)
+            return 1
     run = function.run(action=args.action, inputs=args.inputs or {},
                        parameters=args.parameters or {}, outputs=args.outputs or {},
                        secrets=args.secrets or [],
@@ -193,10 +246,21 @@ def _run(args: argparse.Namespace) -> int:
                   "catalog", file=sys.stderr)
         else:
             print(f"\ninterrupted; stopping run {run.id}", file=sys.stderr)
-            print_run(run.stop())
+            _report(args, run.stop())
         return 130
-    print_run(run)
+    _report(args, run)
     return 0 if run.status.state == "COMPLETED" else 1
+
+
+def _report(args: argparse.Namespace, run: Run) -> None:
+    """The run's summary, or its document with ``--json``."""
+    from .runtime import get_runtime
+
+    if args.json:
+        print_json(run_document(get_runtime(), run))
+        print_error(run)
+    else:
+        print_run(run)
 
 
 def _build(args: argparse.Namespace) -> int:
