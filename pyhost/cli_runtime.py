@@ -129,8 +129,8 @@ def python_version(text: str) -> str:
     """
     from .runtime.sources import PYTHON_VERSIONS
 
-    found = re.fullmatch(r"(?:python)?(3)[._](\d+)", text.strip(), re.IGNORECASE)
-    name = f"PYTHON3_{found[2]}" if found else text
+    found = re.fullmatch(r"(?:python)?3[._](\d+)", text.strip(), re.IGNORECASE)
+    name = f"PYTHON3_{found[1]}" if found else text
     if name not in PYTHON_VERSIONS:
         raise argparse.ArgumentTypeError(
             f"{text!r}: one of {', '.join(PYTHON_VERSIONS.values())} (or "
