@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's marker: `register-python-argcomplete pyhost` completes)
 """The ``pyhost`` command: engine up, image build, doctor, gc; and the runtime's run, runs,
 logs and show."""
 
@@ -5,15 +6,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from . import cli_runtime, cli_serve
+from . import __version__, cli_runs, cli_runtime, cli_serve
 from .errors import ConfigurationError, EngineUnavailable, PyHostError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _say(line: str) -> None:
@@ -125,11 +127,12 @@ def _on_engine(collect: Callable[[Any], Any]) -> tuple[str, bool]:
     return str(report), not report.failed
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``pyhost`` command line."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pyhost`` command line's parser, every subcommand in it."""
     from .launchers.docker.image import DEFAULT_TAG
 
     parser = argparse.ArgumentParser(prog="pyhost", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pyhost {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log lifecycle events")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -170,8 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_defaults(run=_gc)
 
     cli_runtime.add_commands(commands)
+    cli_runs.add_run_commands(commands)
     cli_serve.add_serve_command(commands)
+    return parser
 
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request and exit, when this process is one (argcomplete
+    sets ``_ARGCOMPLETE``); otherwise nothing, not even the import."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:  # installed without its dependencies: no completion, no failure
+        return
+    argcomplete.autocomplete(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``pyhost`` command line."""
+    parser = build_parser()
+    _complete(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s %(levelname)s %(message)s")

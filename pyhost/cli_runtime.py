@@ -1,5 +1,6 @@
-"""The runtime's commands of ``pyhost``: ``run``, ``build``, ``runs``, ``logs``, ``wait``,
-``stop``, ``show``, and the part of ``gc`` that settles runs left active by dead processes.
+"""The runtime's commands of ``pyhost`` that start runs, ``run`` and ``build``, and the part
+of ``gc`` that settles runs left active by dead processes. The commands that look at runs
+(``runs``, ``logs``, ``wait``, ``stop``, ``show``) are in :mod:`pyhost.cli_runs`.
 
 Every command works on this process's runtime (its home is ``$PYHOST_HOME``, see
 :mod:`pyhost.runtime.home`). Malformed command lines are argparse's errors (exit 2); what
@@ -12,18 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, NotInCatalog
+from .cli_runs import print_error, print_json, print_run, run_document, seconds
 
 if TYPE_CHECKING:
-    from .runtime import Run, Runtime
+    from .runtime import Run
 
-__all__ = ["Pairs", "add_commands", "json_pair", "parse_pair", "parse_target", "settle_runs",
-           "split_target"]
+__all__ = ["Pairs", "add_commands", "json_pair", "parse_pair", "parse_target", "python_version",
+           "settle_runs", "split_target"]
 
 _RUN_HELP = """\
 SOURCE is a local file or directory (the function's code_src, recorded as an absolute
@@ -36,6 +36,13 @@ last ':' when what precedes it is an existing file or directory, else at the ':'
 --param NAME=VALUE: VALUE is read as JSON when it parses as JSON (3, 2.5, true, null,
 [1, 2], {"a": 1}), else kept as the string it is; quote it as JSON to force a string:
 --param 'tag="3"'. --env values are strings as they are.
+
+--python-version, --image and --requirement are fields of the function (a new version when
+they change). With --requirement, the version's image is built first, as `pyhost build`
+builds it (a no-op when it is current; its progress on stderr), and the job runs on it.
+
+--json prints the run's document (what `pyhost show RUN_ID --json` prints) on stdout and
+nothing else there; an ERROR run's traceback still goes to stderr.
 
 exit status: 0 the run COMPLETED; 1 it ended ERROR or STOPPED, or the runtime refused it
 (the reason on stderr); 2 a malformed command line; 130 interrupted (the run is stopped;
@@ -57,8 +64,7 @@ refused it (the reason on stderr); 2 a malformed command line.
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``run``, ``build``, ``runs``, ``logs`` and ``show`` to the ``pyhost``
-    subcommands."""
+    """Add ``run`` and ``build`` to the ``pyhost`` subcommands."""
     run = _function_command(commands, "run", "save a python function and run it as a job",
                             "Save SOURCE:HANDLER as a python function (a new version if it "
                             "changed) and run it, waiting for the end: the handler's log "
@@ -76,17 +82,27 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                      help="pass this environment variable to the handler (never recorded)")
     run.add_argument("--env", dest="envs", metavar="NAME=VALUE", type=parse_pair, action=Pairs,
                      help="an environment variable for the handler")
-    run.add_argument("--timeout", type=_seconds, metavar="S",
+    run.add_argument("--timeout", type=seconds, metavar="S",
                      help="seconds the handler may run (enforced in a session, not --local)")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true",
                        help="run in this process: no container, NOT a sandbox")
     where.add_argument("--launcher", choices=["docker", "process", "swarm"],
                        help="where the session runs (default: docker)")
+    run.add_argument("--python-version", type=python_version, metavar="VERSION",
+                     help="the Python the run needs: 3.9 ... 3.13, or PYTHON3_9 ... "
+                          "(default: the session image's, whatever it is)")
+    run.add_argument("--image", metavar="IMAGE",
+                     help="the image the job runs in (an image with the hxpy server)")
+    run.add_argument("--requirement", dest="requirements", action="append", metavar="REQ",
+                     help="a pip requirement or a wheel file (repeatable); the function's "
+                          "image is built with them before the run")
+    run.add_argument("--json", action="store_true",
+                     help="print the run's document as JSON on stdout, nothing else")
     run.add_argument("--detach", "-d", action="store_true",
                      help="print the run's id and return: the run goes on in a supervisor "
                           "process (pyhost wait / logs -f / stop RUN_ID)")
-    run.set_defaults(run=_run)
+    run.set_defaults(run=_run, parser=run)  # parser: for the errors argparse cannot see
 
     build = _function_command(commands, "build", "build a python function's image",
                               "Save SOURCE:HANDLER as a python function and build its "
@@ -107,53 +123,25 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="build even when the image is current")
     build.set_defaults(run=_build)
 
-    runs = commands.add_parser("runs", help="list a project's runs, newest last",
-                               description="A project's runs, newest last: the id's first "
-                                           "12 characters (enough for logs and show), "
-                                           "function, state, start, duration, message.")
-    runs.add_argument("--project", default="default", help="the project (default: default)")
-    runs.add_argument("--state", type=str.upper, metavar="STATE",
-                      choices=["CREATED", "READY", "RUNNING", "COMPLETED", "ERROR", "STOPPED"],
-                      help="only runs in this state (CREATED, READY, RUNNING, COMPLETED, "
-                           "ERROR, STOPPED)")
-    runs.add_argument("--limit", type=_count, metavar="N", help="only the newest N")
-    runs.set_defaults(run=_runs)
-
-    logs = commands.add_parser("logs", help="what a run's handler printed")
-    logs.add_argument("run_id", metavar="RUN_ID", help="a run id, or its start (as `runs` "
-                                                       "shows it)")
-    logs.add_argument("--project", help="fail unless the run is of this project")
-    logs.add_argument("-f", "--follow", action="store_true",
-                      help="print lines as they are written, until the run ends")
-    logs.set_defaults(run=_logs)
-
-    wait = commands.add_parser(
-        "wait", help="wait until a run ends (from any process)",
-        description="Wait until the run ends; a serve run, until it serves.",
-        epilog="exit status: 0 COMPLETED (or a serve run RUNNING), 1 ERROR, 2 STOPPED, "
-               "124 the timeout passed first", formatter_class=argparse.RawTextHelpFormatter)
-    wait.add_argument("run_id", metavar="RUN_ID", help="a run id, or its start")
-    wait.add_argument("--project", help="fail unless the run is of this project")
-    wait.add_argument("--timeout", type=_seconds, metavar="S", help="give up after S seconds")
-    wait.set_defaults(run=_wait)
-
-    stop = commands.add_parser(
-        "stop", help="stop a run (its supervisor, or the process that runs it)",
-        description="Stop a run: its container removed, the run STOPPED. A run nobody waited "
-                    "for is stopped from any process of this host; one that runs in a "
-                    "caller's own thread is stopped there.")
-    stop.add_argument("run_id", metavar="RUN_ID", help="a run id, or its start")
-    stop.add_argument("--project", help="fail unless the run is of this project")
-    stop.set_defaults(run=_stop)
-
-    show = commands.add_parser("show", help="an entity or run as JSON")
-    show.add_argument("ref", metavar="KEY_OR_RUN_ID",
-                      help="store://<project>/<type>/<kind>/<name>[:<id>] (no id: the "
-                           "latest version), or a run id or its start")
-    show.set_defaults(run=_show)
-
 
 # -- parsing the command line ----------------------------------------------------------------
+
+def python_version(text: str) -> str:
+    """DigitalHub's ``PYTHON3_X`` from ``3.X``, ``PYTHON3_X`` or ``python3.X``.
+
+    Raises:
+        argparse.ArgumentTypeError: no Python version the runtime knows.
+    """
+    from .runtime.sources import PYTHON_VERSIONS
+
+    found = re.fullmatch(r"(?:python)?3[._](\d+)", text.strip(), re.IGNORECASE)
+    name = f"PYTHON3_{found[1]}" if found else text
+    if name not in PYTHON_VERSIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one of {', '.join(PYTHON_VERSIONS.values())} (or "
+            f"{', '.join(PYTHON_VERSIONS)})")
+    return name
+
 
 def _function_command(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                       name: str, help: str, description: str,
@@ -210,22 +198,6 @@ def json_pair(text: str) -> tuple[str, Any]:
         return name, value
 
 
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: a positive number of seconds")
-    return seconds
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
-    return int(text)
-
-
 class Pairs(argparse.Action):
     """Collect a repeated ``NAME=VALUE`` option into a dict; a name given twice is an error
     (which one was meant is a guess)."""
@@ -245,14 +217,29 @@ class Pairs(argparse.Action):
 def _run(args: argparse.Namespace) -> int:
     from .runtime import get_or_create_project
 
-    if args.detach and args.local:
-        raise ConfigurationError("--detach with --local: a local run runs in this process, "
-                                 "which --detach ends at once; run it in a session instead")
+    if args.local and (args.image or args.requirements):
+        args.parser.error("--image and --requirement need a container; --local runs in "
+                          "this process")
+    if args.local and args.detach:
+        args.parser.error("--detach with --local: a local run runs in this process, which "
+                          "--detach ends at once; run it in a session instead")
     code_src, handler = args.target
     project = get_or_create_project(args.project)
+    fields: dict[str, Any] = {"python_version": args.python_version}
+    if args.image:  # given only when asked for: an unchanged function stays one version
+        fields["image"] = args.image
+    if args.requirements:
+        fields["requirements"] = args.requirements
     function = project.new_function(name=args.name or handler.rpartition(":")[2],
                                     kind="python", code_src=os.path.abspath(code_src),
-                                    handler=handler)
+                                    handler=handler, **fields)
+    if args.requirements:
+        build = function.run(action="build", launcher=args.launcher or "docker",
+                             progress=lambda line: print(line, file=sys.stderr, flush=True),
+                             wait=True)
+        if build.status.state != "COMPLETED":
+            _report(args, build)
+            return 1
     run = function.run(action=args.action, inputs=args.inputs or {},
                        parameters=args.parameters or {}, outputs=args.outputs or {},
                        secrets=args.secrets or [],
@@ -273,10 +260,21 @@ def _run(args: argparse.Namespace) -> int:
                   "catalog", file=sys.stderr)
         else:
             print(f"\ninterrupted; stopping run {run.id}", file=sys.stderr)
-            _print_run(run.stop())
+            _report(args, run.stop())
         return 130
-    _print_run(run)
+    _report(args, run)
     return 0 if run.status.state == "COMPLETED" else 1
+
+
+def _report(args: argparse.Namespace, run: Run) -> None:
+    """The run's summary, or its document with ``--json``."""
+    from .runtime import get_runtime
+
+    if args.json:
+        print_json(run_document(get_runtime(), run))
+        print_error(run)
+    else:
+        print_run(run)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -295,128 +293,9 @@ def _build(args: argparse.Namespace) -> int:
                        find_links=args.find_links or [], index_url=args.index_url,
                        offline=args.offline, allow_network=args.allow_network,
                        force=args.force, progress=progress, wait=True)
-    _print_run(run, [("image", run.status.image or run.spec.get("image", "")),
+    print_run(run, [("image", run.status.image or run.spec.get("image", "")),
                      ("image_id", run.status.image_id or "")])
     return 0 if run.status.state == "COMPLETED" else 1
-
-
-def _print_run(run: Run, extra: Sequence[tuple[str, str]] = ()) -> None:
-    from .runtime.values import from_json
-
-    status = run.status.to_dict()
-    lines = [("run", run.id), ("function", run.spec.get("function", "")),
-             ("state", f"{status.get('state')} ({_duration(run)})"),
-             ("message", status.get("message") or ""), *extra]
-    for title, values in (("results", status.get("results")),
-                          ("outputs", status.get("outputs"))):
-        for name, value in (values or {}).items():
-            decoded = from_json(value)
-            text = json.dumps(value, ensure_ascii=False) if decoded is value else repr(decoded)
-            lines.append((f"{title}.{name}", _clip(text, 300)))
-    if status.get("logs"):
-        lines.append(("logs", f"pyhost logs {run.id[:12]}"))
-    width = max(len(label) for label, _ in lines)
-    for label, value in lines:
-        print(f"{label:<{width}}  {value}")
-    error = status.get("error") or {}
-    if run.status.state == "ERROR" and error:
-        sys.stdout.flush()  # the run's block first, where both go to one terminal
-        print(error.get("traceback", "").rstrip() or f"{error.get('type')}: "
-              f"{error.get('message')}", file=sys.stderr)
-
-
-def _runs(args: argparse.Namespace) -> int:
-    from .runtime import Run, get_runtime
-    from .runtime.entities import parse_key
-
-    runtime = get_runtime()
-    records = runtime.find("run", project=args.project, state=args.state, limit=args.limit)
-    if not records:
-        print(f"no {args.state + ' ' if args.state else ''}runs in project {args.project!r}")
-        return 0
-    rows = [("ID", "FUNCTION", "STATE", "STARTED", "DURATION", "MESSAGE")]
-    for record in records:
-        run = Run(record, runtime)
-        function = run.spec.get("function")
-        message = (run.status.message or "").strip().splitlines()
-        rows.append((run.id[:12], parse_key(function).name if function else "?",
-                     run.status.state or "?",
-                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created)),
-                     _duration(run), _clip(message[0] if message else "", 60)))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + "  " + row[-1])
-    return 0
-
-
-def _logs(args: argparse.Namespace) -> int:
-    from .runtime import get_runtime
-
-    run = _find_run(get_runtime(), args.run_id, args.project)
-    if args.follow:
-        try:
-            for line in run.logs(follow=True):
-                sys.stdout.write(line)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            return 130
-        return 0
-    text = run.logs()
-    if text:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    elif run.status.state in ("CREATED", "READY", "RUNNING"):
-        print(f"(run {run.id} is {run.status.state} and printed nothing yet; "
-              "pyhost logs -f follows it)", file=sys.stderr)
-    else:
-        print(f"(run {run.id} printed nothing)", file=sys.stderr)
-    return 0
-
-
-_WAIT_STATUS = {"COMPLETED": 0, "ERROR": 1, "STOPPED": 2}
-
-
-def _wait(args: argparse.Namespace) -> int:
-    from .runtime import get_runtime
-
-    run = _find_run(get_runtime(), args.run_id, args.project).wait(args.timeout)
-    state = run.status.state
-    if run.spec.get("action") == "serve" and state == "RUNNING":
-        print(f"run {run.id} is serving", file=sys.stderr)
-        return 0
-    if state not in _WAIT_STATUS:
-        print(f"run {run.id} is still {state} after {args.timeout:g} s", file=sys.stderr)
-        return 124
-    _print_run(run)
-    return _WAIT_STATUS[state]
-
-
-def _stop(args: argparse.Namespace) -> int:
-    from .runtime import get_runtime
-
-    run = _find_run(get_runtime(), args.run_id, args.project)
-    before = run.status.state
-    if before in _WAIT_STATUS:
-        print(f"run {run.id} was already {before}; nothing to stop", file=sys.stderr)
-        return 0
-    run = run.stop()
-    print(f"run {run.id}: {before} -> {run.status.state}", file=sys.stderr)
-    return 0 if run.status.state in _WAIT_STATUS else 1
-
-
-def _show(args: argparse.Namespace) -> int:
-    from .runtime import get_runtime
-    from .runtime.entities import Dataitem
-
-    runtime = get_runtime()
-    if "://" in args.ref:
-        document = _find_document(runtime, args.ref)
-    else:
-        document = runtime.get("run", _find_run(runtime, args.ref).id).document
-    print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
-    if document.get("entity_type") == "dataitem" and "table" in (document.get("status") or {}):
-        print("\nhead():")
-        print(Dataitem(document, runtime).as_df().head().to_string())
-    return 0
 
 
 # -- gc's part -------------------------------------------------------------------------------
@@ -445,66 +324,3 @@ def settle_runs() -> tuple[str, bool]:
             + (f" ({ids})" if ids else "")), True
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-def _find_run(runtime: Runtime, ref: str, project: str | None = None) -> Run:
-    """The run with id ``ref``, or the one run whose id starts with it.
-
-    Raises:
-        NotInCatalog: no such run (in ``project``, when given).
-        ConfigurationError: several runs' ids start with ``ref``.
-    """
-    from .runtime import Run
-
-    where = f" in project {project!r}" if project else ""
-    try:
-        record = runtime.get("run", ref)
-    except NotInCatalog:
-        matches = [record for record in runtime.find("run", project=project)
-                   if ref and record.id.startswith(ref)]
-        if not matches:
-            raise NotInCatalog(f"no run {ref!r}{where}") from None
-        if len(matches) > 1:
-            raise ConfigurationError(f"{len(matches)} runs{where} have ids starting with "
-                                     f"{ref!r}; give more of the id") from None
-        record = matches[0]
-    if project is not None and record.project != project:
-        raise NotInCatalog(f"no run {ref!r}{where} (it is of project {record.project!r})")
-    return Run(record, runtime)
-
-
-def _find_document(runtime: Runtime, key: str) -> dict[str, Any]:
-    """The document of the entity ``key`` names (no id: its latest version).
-
-    Raises:
-        ConfigurationError: not an entity key.
-        NotInCatalog: no such entity.
-    """
-    from .runtime.catalog import ENTITY_TYPES
-    from .runtime.entities import parse_key
-
-    parts = parse_key(key)
-    if parts.entity_type not in ENTITY_TYPES:
-        raise ConfigurationError(f"{key}: no entity type {parts.entity_type!r} (the types are "
-                                 f"{', '.join(ENTITY_TYPES)})")
-    record = (runtime.get(parts.entity_type, parts.id) if parts.id
-              else runtime.latest(parts.entity_type, parts.project, parts.name))
-    if (record.project, record.name) != (parts.project, parts.name):
-        raise NotInCatalog(f"no {key} (that id is {record.document.get('key')})")
-    return record.document
-
-
-def _duration(run: Run) -> str:
-    timings = run.status.timings
-    started = timings.get("CREATED") or run.metadata.get("created") or time.time()
-    ended = timings.get(run.status.state) if run.status.state in (
-        "COMPLETED", "ERROR", "STOPPED") else None
-    seconds = max(0.0, (ended or time.time()) - started)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."

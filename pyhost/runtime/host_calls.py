@@ -28,6 +28,7 @@ from ..errors import ConfigurationError, NotInCatalog
 from .catalog import Record
 from .entities import check_kind, check_name, entity_class, new_id, parse_key
 from .limits import RunLimits, format_size
+from .metric_series import MetricSeries, check_metrics, series_path
 from .store import StoreError
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class HostCalls:
         self.stored = 0
         self.exceeded: str | None = None
         self._uploads: dict[str, tuple[str, Upload]] = {}
+        self._series: MetricSeries | None = None  # made at the first metric
         self._lock = threading.Lock()  # serve replicas share one table
         self._table: dict[str, Callable[..., Any]] | None = None
 
@@ -92,6 +94,7 @@ class HostCalls:
             (calls.UPLOAD_BEGIN, self.upload_begin),
             (calls.UPLOAD_CHUNK, self.upload_chunk),
             (calls.LOG_METRIC, self.log_metric),
+            (calls.LOG_METRICS, self.log_metrics),
         )}
 
     def without_host_paths(self, handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -281,15 +284,35 @@ class HostCalls:
 
     # -- the run -------------------------------------------------------------------------
 
-    def log_metric(self, name: str, value: Any) -> None:
-        if not isinstance(name, str) or not name or len(name) > 256:
-            raise ConfigurationError("a metric needs a name of 1-256 characters")
-        if not isinstance(value, (int, float, list)) or isinstance(value, list) and (
-                len(value) > 100_000 or
-                not all(isinstance(item, (int, float)) for item in value)):
-            raise ConfigurationError(f"metric {self.mask(name)!r}: a number or a list of at "
-                                     "most 100000 numbers")
-        self.metrics[self.mask(name)] = value
+    def log_metric(self, name: str, value: Any, step: int | None = None,
+                   overwrite: bool = False) -> None:
+        """Record a value of a metric (see :meth:`log_metrics`)."""
+        self.log_metrics({name: value}, step, overwrite)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None,
+                    overwrite: bool = False) -> None:
+        """Record values of several metrics at once: each one point (a list: one per item)
+        of its series (:mod:`.metric_series`), and its last point's value in ``metrics``;
+        all or none.
+
+        Raises:
+            ConfigurationError: a malformed metric, or the call would go past the run's
+                bounds (points, names, store quota).
+        """
+        if isinstance(metrics, dict):
+            metrics = {self.mask(name): value for name, value in metrics.items()}
+        checked = check_metrics(metrics, step, overwrite)
+        self._check_quota()
+        if self._series is None:
+            with self._lock:
+                if self._series is None:
+                    path = self.runtime.store.root / series_path(self.project, self.run_id)
+                    self._series = MetricSeries(path)
+        self._series.log(checked, step, overwrite,
+                         lambda size: self._count(size, "the metrics logged"))
+        with self._lock:
+            self.metrics.update((name, points[-1]) for name, points in checked.items()
+                                if points)
 
     def log_table(self, name: str, data: Any) -> dict[str, Any]:
         """Record a table the handler returned (the host's half of an output)."""

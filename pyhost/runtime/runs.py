@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, overload
 
 from hxpy.runtime.handler import DEFAULT_OUTPUT
 
@@ -206,6 +206,38 @@ class Run:
     def results(self) -> dict[str, Any]:
         """Every result, by name (a copy)."""
         return dict(self.status.results)
+
+    @overload
+    def metrics(self, name: str) -> list[dict[str, Any]]: ...
+
+    @overload
+    def metrics(self, name: None = None) -> dict[str, list[dict[str, Any]]]: ...
+
+    def metrics(self, name: str | None = None) -> Any:
+        """The series of the metric ``name``: every value the handler logged, oldest first,
+        each ``{"value", "step", "time"}`` (``step``: as given, else the point's index in its
+        series; ``time``: when the host received it). Without ``name``, every metric's
+        series by name. Read from the store, so a run still going shows what it has logged
+        so far; ``status.metrics`` holds each metric's last value (see
+        :mod:`~pyhost.runtime.metric_series`).
+
+        Raises:
+            NotInCatalog: the run logged no metric ``name``.
+        """
+        from .metric_series import read_series, series_path
+
+        try:
+            path = self._runtime.store.resolve(series_path(self.project, self.id))
+            with open(path, encoding="utf-8") as lines:
+                series = read_series(lines)
+        except FileNotFoundError:
+            series = {}
+        if name is None:
+            return series
+        if name not in series:
+            raise NotInCatalog(f"run {self.id} logged no metric {name!r} (it logged "
+                               f"{', '.join(series) or 'none'})")
+        return series[name]
 
     def outputs(self, as_key: bool = False, as_dict: bool = False) -> dict[str, Any]:
         """Every output: name -> the entity (its key with ``as_key``, its document with

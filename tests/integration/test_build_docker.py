@@ -23,6 +23,11 @@ def uses_the_package(x):
 
 def plain():
     return 1
+
+
+def package_value():
+    import pyhost_testpkg
+    return pyhost_testpkg.VALUE
 """
 
 
@@ -184,3 +189,27 @@ def test_pyhost_build_prints_the_image_and_fails_on_error(project, tmp_path, ima
                             env=env, capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1
     assert "instruction 1 of 1, 'exit 5', exited with code 5" in failed.stderr
+
+
+def test_pyhost_run_with_a_requirement_builds_the_image_then_runs_on_it(project, tmp_path,
+                                                                         images):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    wheel = make_wheel(tmp_path / "dist")
+    env = {**os.environ, "PYHOST_HOME": str(tmp_path / "home"),
+           "PYHOST_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    done = subprocess.run([sys.executable, "-m", "pyhost", "run", "main.py:package_value",
+                           "--project", "cli", "--requirement", str(wheel), "--json"],
+                          cwd=tmp_path / "src", env=env, capture_output=True, text=True,
+                          timeout=300)
+    document = json.loads(done.stdout)  # the run's document alone: the build's lines on stderr
+    images.append(document["spec"]["image"])
+    assert done.returncode == 0, done.stderr
+    assert document["status"]["state"] == "COMPLETED"
+    assert document["status"]["results"]["output_0"] == 42
+    assert document["spec"]["image"].startswith("pyhost/cli/package")
+    assert "Step" in done.stderr  # the build's progress

@@ -85,6 +85,27 @@ def test_an_artifact_logged_in_the_container_arrives_with_its_bytes(project, tmp
     assert Path(artifact.download(tmp_path / "out")).read_text() == "report for c3\n" * 1000
 
 
+def test_metrics_logged_in_the_container_are_series_and_bounded(project):
+    def metrics_run(handler):
+        return project.new_function(name=f"m-{handler}", kind="python",
+                                    code_src=str(FUNCTIONS / "metrics.py"),
+                                    handler=handler).run(wait=True)
+
+    run = metrics_run("training")
+    assert run.status.state == "COMPLETED", run.status.error
+    assert [(point["value"], point["step"]) for point in run.metrics("loss")] == \
+        [(1.0, 0), (0.5, 1), (1 / 3, 2), (0.2, 3), (0.1, 4)]
+    assert [point["step"] for point in run.metrics("batch")] == [5, 6]
+    assert run.status.metrics == {"loss": 0.1, "accuracy": 0.75, "lr": 0.1, "batch": 64,
+                                  "f1": 0.9}
+    refused = metrics_run("refused")  # each refusal a HostCallError the handler catches
+    assert refused.status.state == "COMPLETED", refused.status.error
+    messages = refused.result("output_0")
+    assert "an int or a float" in messages[0] and messages[-2] is None
+    assert "at most 100000 metric points" in messages[-1]
+    assert len(refused.metrics("flood")) == 100_000
+
+
 def test_a_failure_in_the_container_is_the_users_traceback(project):
     run = function(project, "fails").run(wait=True, backoff_limit=1)
     assert run.status.state == "ERROR"

@@ -1,9 +1,13 @@
-"""Fixtures of the unit suite: the real hxpy server as a local process (no Docker)."""
+"""Fixtures of the unit suite: the real hxpy server as a local process (no Docker); a
+runtime home, handlers and a table for the tests of the ``pyhost`` command."""
 
+import pandas as pd
 import pytest
 
+import pyhost.runtime as dh
 from pyhost import Session, py
 from pyhost.launchers.process import ProcessLauncher
+from tests.support.cli import HANDLERS
 
 
 @pytest.fixture
@@ -18,3 +22,27 @@ def launcher():
 def session(launcher: ProcessLauncher, **options: object) -> Session:
     """``py()`` on ``launcher`` with no io directory."""
     return py(launcher=launcher, io=None, **options)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A runtime home for this test, seen by this process and by the ones it starts."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("PYHOST_HOME", str(path))
+    dh.configure(path)
+    return path
+
+
+@pytest.fixture
+def handlers(tmp_path):
+    """The handlers of `tests/support/cli.py`, as a source file of this test."""
+    path = tmp_path / "jobs.py"
+    path.write_text(HANDLERS)
+    return path
+
+
+@pytest.fixture
+def table(home):
+    project = dh.get_or_create_project("demo")
+    return project.log_dataitem(name="numbers", kind="table",
+                                data=pd.DataFrame({"x": [1, 2, 3]}))

@@ -12,82 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import pyhost.runtime as dh
 from pyhost import EngineUnavailable
 from pyhost.cli import main
 from pyhost.cli_runtime import split_target
-
-HANDLERS = '''\
-import os
-import time
-
-
-def total(di, scale, tags, label="none"):
-    df = di.as_df()
-    print(f"{label}: {len(df)} rows")
-    return {"sum": int(df["x"].sum()) * scale, "tags": tags}
-
-
-def doubled(di):
-    df = di.as_df()
-    df["x"] = df["x"] * 2
-    return df
-
-
-def fails(depth=1):
-    if depth:
-        return fails(depth - 1)
-    raise ValueError("no good")
-
-
-def environ():
-    return [os.environ.get("GREETING"), len(os.environ.get("TOKEN", ""))]
-
-
-def sleeper(seconds=60):
-    print("going to sleep", flush=True)
-    time.sleep(seconds)
-'''
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A runtime home for this test, seen by this process and by the ones it starts."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("PYHOST_HOME", str(path))
-    dh.configure(path)
-    return path
-
-
-@pytest.fixture
-def handlers(tmp_path):
-    path = tmp_path / "jobs.py"
-    path.write_text(HANDLERS)
-    return path
-
-
-@pytest.fixture
-def table(home):
-    project = dh.get_or_create_project("demo")
-    return project.log_dataitem(name="numbers", kind="table",
-                                data=pd.DataFrame({"x": [1, 2, 3]}))
-
-
-def pyhost_command(*args: str, cwd: Path | None = None,
-                   **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m pyhost ARGS`` with this interpreter and import path (the installed
-    console script may point at another checkout), and ``env`` added to the environment."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env}
-    return subprocess.run([sys.executable, "-m", "pyhost", *args], capture_output=True,
-                          text=True, timeout=120, env=env, cwd=cwd)
-
-
-def run_ids(project: str = "demo") -> list[str]:
-    return [run.id for run in dh.get_project(project).list_runs()]
-
+from tests.support.cli import pyhost_command, run_ids
 
 # -- run ---------------------------------------------------------------------------------------
 
@@ -241,7 +172,7 @@ def test_what_the_runtime_refuses_exits_1_before_anything_runs(home, handlers, t
 
 # -- runs, logs, show --------------------------------------------------------------------------
 
-def test_runs_lists_the_projects_runs_newest_last(home, handlers, table, capsys):
+def test_runs_lists_the_projects_runs_newest_first(home, handlers, table, capsys):
     main(["run", f"{handlers}:total", "--project", "demo", "--local", "--input",
           f"di={table.key}", "--param", "scale=1", "--param", "tags=[]"])
     main(["run", f"{handlers}:fails", "--project", "demo", "--local"])
@@ -250,9 +181,9 @@ def test_runs_lists_the_projects_runs_newest_last(home, handlers, table, capsys)
     assert main(["runs", "--project", "demo"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split() == ["ID", "FUNCTION", "STATE", "STARTED", "DURATION", "MESSAGE"]
-    assert [row.split()[:3] for row in rows] == [[ok[:12], "total", "COMPLETED"],
-                                                [failed[:12], "fails", "ERROR"]]
-    assert rows[1].endswith("ValueError: no good")
+    assert [row.split()[:3] for row in rows] == [[failed[:12], "fails", "ERROR"],
+                                                [ok[:12], "total", "COMPLETED"]]
+    assert rows[0].endswith("ValueError: no good")
     assert main(["runs", "--project", "demo", "--state", "error"]) == 0
     assert [row.split()[0] for row in capsys.readouterr().out.splitlines()[1:]] == [failed[:12]]
     assert main(["runs", "--project", "demo", "--limit", "1"]) == 0

@@ -13,6 +13,7 @@ __all__ = [
     "GET_ENTITY",
     "LOG_ENTITY",
     "LOG_METRIC",
+    "LOG_METRICS",
     "READ_CHUNK",
     "READ_TABLE",
     "SERVE_HEALTH",
@@ -28,12 +29,13 @@ READ_TABLE = PREFIX + "read_table"      # (key, file_format, options) -> DataFra
 READ_CHUNK = PREFIX + "read_chunk"      # (key, path in the entity, offset, size) -> bytes
 UPLOAD_BEGIN = PREFIX + "upload_begin"  # (filename) -> upload id
 UPLOAD_CHUNK = PREFIX + "upload_chunk"  # (upload id, bytes)
-LOG_METRIC = PREFIX + "log_metric"      # (name, value)
+LOG_METRIC = PREFIX + "log_metric"      # (name, value, step | None, overwrite)
+LOG_METRICS = PREFIX + "log_metrics"    # ({name: value}, step | None, overwrite)
 # A serve run's replica reports to the host that supervises it:
 SERVE_LOGS = PREFIX + "serve_logs"      # (replica index, text printed or logged)
 SERVE_HEALTH = PREFIX + "serve_health"  # (replica index, {"ready", "requests", "errors", ...})
 
 ALL = (LOG_ENTITY, GET_ENTITY, READ_TABLE, READ_CHUNK, UPLOAD_BEGIN, UPLOAD_CHUNK, LOG_METRIC,
-       SERVE_LOGS, SERVE_HEALTH)
+       LOG_METRICS, SERVE_LOGS, SERVE_HEALTH)
 
 CHUNK_SIZE = 1 << 20  # bytes per file chunk: a file never needs one allocation of its size

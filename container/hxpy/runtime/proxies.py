@@ -124,15 +124,27 @@ class Project:
 
 
 class Run:
-    """The running run: its id, and metrics it logs."""
+    """The running run: its id, and the metrics it logs."""
 
     def __init__(self, run_id: str, call: Call) -> None:
         self.id = run_id
         self._call = call
 
-    def log_metric(self, name: str, value: Any) -> None:
-        """Record a metric of this run (a number, or a list of numbers)."""
-        self._call(calls.LOG_METRIC, name, value)
+    def log_metric(self, name: str, value: Any, step: int | None = None,
+                   overwrite: bool = False, single_value: bool = False) -> None:
+        """Record a value of a metric: a number, or a list of numbers (one point each, at
+        consecutive steps), as DigitalHub's ``log_metric`` takes. The host keeps every
+        point with its ``step`` (None: the point's index in its series) and time; the run's
+        ``status.metrics[name]`` is the last point's value. ``overwrite`` drops the points
+        logged before; ``single_value`` is DigitalHub's and changes nothing here (the
+        status holds the last value either way)."""
+        self._call(calls.LOG_METRIC, name, value, step, overwrite)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None,
+                    overwrite: bool = False) -> None:
+        """Record values of several metrics in one call to the host (each as
+        :meth:`log_metric` records it)."""
+        self._call(calls.LOG_METRICS, metrics, step, overwrite)
 
     def __repr__(self) -> str:
         return f"<run {self.id}>"
