@@ -21,6 +21,7 @@ __all__ = [
     "CALL_RESULT",
     "ERROR",
     "HELLO",
+    "OUTPUT",
     "PROTOCOL_VERSION",
     "REFUSED",
     "RESULT",
@@ -31,6 +32,7 @@ __all__ = [
     "pack_batch",
     "pack_define",
     "pack_eval",
+    "pack_output",
     "pack_result",
 ]
 
@@ -46,6 +48,7 @@ REFUSED = "refused"
 RESULT = "result"
 ERROR = "error"
 CALL = "call"
+OUTPUT = "output"  # text printed during a batch that asked for it (``stream``), while it runs
 
 # ``kind`` of an ERROR reply
 KIND_PYTHON = "python"      # user code raised
@@ -82,6 +85,11 @@ def error_info(exc: BaseException, traceback_text: str) -> dict[str, str]:
 # The messages sent once per eval are spliced from constant pieces and values that are already
 # encoded, rather than packed as a map each time: the round trip is mostly this overhead.
 _BATCH_HEAD = b"\x84" + msgpack.packb("type") + msgpack.packb(BATCH) + msgpack.packb("id")
+_STREAMED_BATCH_HEAD = b"\x85" + _BATCH_HEAD[1:]
+_STREAM = msgpack.packb("stream") + b"\xc3"
+_OUTPUT_HEAD = (b"\x83" + msgpack.packb("type") + msgpack.packb(OUTPUT)
+                + msgpack.packb("batch"))
+_TEXT = msgpack.packb("text")
 _RESULT_HEAD = b"\x85" + msgpack.packb("type") + msgpack.packb(RESULT) + msgpack.packb("id")
 _DEFINE_HEAD = b"\x93" + msgpack.packb("define")
 _EVAL_HEAD = b"\x92" + msgpack.packb("eval")
@@ -92,14 +100,24 @@ _TRUNCATED = msgpack.packb("truncated")
 _VALUE = msgpack.packb("value")
 
 
-def pack_batch(batch_id: int, timeout: float | None, ops: list[bytes]) -> bytes:
+def pack_batch(batch_id: int, timeout: float | None, ops: list[bytes],
+               stream: bool = False) -> bytes:
     """A BATCH message from ops that are already encoded (each one a packed list).
 
     Values are encoded once, when ``define`` is called, so errors surface there and the
-    batch is only spliced together here.
+    batch is only spliced together here. ``stream`` asks the server for OUTPUT messages while
+    the batch runs; without it the message is byte for byte what it always was.
     """
+    if stream:
+        return b"".join((_STREAMED_BATCH_HEAD, _pack_small(batch_id), _TIMEOUT,
+                         _pack_small(timeout), _STREAM, _OPS, _array_header(len(ops)), *ops))
     return b"".join((_BATCH_HEAD, _pack_small(batch_id), _TIMEOUT, _pack_small(timeout),
                      _OPS, _array_header(len(ops)), *ops))
+
+
+def pack_output(batch_id: Any, text: str) -> bytes:
+    """An OUTPUT message: ``text`` printed by batch ``batch_id`` (text UTF-8 can encode)."""
+    return b"".join((_OUTPUT_HEAD, _pack_small(batch_id), _TEXT, msgpack.packb(text)))
 
 
 def pack_define(name: str, encoded_value: bytes) -> bytes:

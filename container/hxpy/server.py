@@ -39,10 +39,10 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
-from .capture import CappedOutput
+from .capture import CHUNK, CappedOutput
 from .columns import send_text_columns
 
 __all__ = [
@@ -144,6 +144,9 @@ class Server:
         # One call in flight: a reply is read by the thread that sent the call, so calls from
         # several threads (a serve's request workers and log flusher) take turns.
         self._call_lock = threading.Lock()
+        # One frame at a time on the connection: replies, calls and streamed output are sent
+        # from different threads.
+        self._send_lock = threading.Lock()
         # Compiled code by source: sessions run the same code over and over.
         self._evals: dict[str, tuple[Any, Any]] = {}
         self._execs: dict[str, Any] = {}
@@ -236,7 +239,19 @@ class Server:
     def _send(self, message: dict[str, Any]) -> None:
         assert self.conn is not None
         body, buffers = codec.encode_parts(message, where="reply")
-        wire.send(self.conn, body, buffers, self.max_frame)
+        with self._send_lock:
+            wire.send(self.conn, body, buffers, self.max_frame)
+
+    def _output_sender(self, batch_id: Any) -> Callable[[str], None]:
+        """What sends a piece of batch ``batch_id``'s output as an OUTPUT frame (called by
+        the capture's flusher thread, holding the send lock)."""
+        conn, max_frame = self.conn, self.max_frame
+        assert conn is not None
+
+        def send(text: str) -> None:
+            wire.send(conn, protocol.pack_output(batch_id, text), (), max_frame)
+
+        return send
 
     # -- batches ----------------------------------------------------------------------
 
@@ -248,10 +263,16 @@ class Server:
 
         What is printed goes into the session's capture. Whatever reached the capture since
         the last reply (a thread or a logging handler of user code, between batches) goes with
-        this reply, so nothing printed is lost.
+        this reply, so nothing printed is lost. A batch with ``stream`` set has it sent as
+        OUTPUT frames while it runs instead (``hxpy.capture``), uncapped; the reply then
+        carries only what was not sent yet.
         """
         batch_id = message.get("id")
         self.batch_id = batch_id
+        streaming = message.get("stream") is True
+        if streaming:
+            self._output.start_stream(self._output_sender(batch_id), self._send_lock,
+                                      _output_chunk(self.max_frame))
         saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self._output
         value: Any = None
@@ -273,6 +294,8 @@ class Server:
             failure = (protocol.KIND_PYTHON, exc, _user_traceback(exc))
         finally:
             self._in_user_code = False
+            if streaming:
+                self._output.end_stream()
             sys.stdout, sys.stderr = saved
             self.batch_id = None
         if failure is not None:
@@ -297,7 +320,8 @@ class Server:
         if self.fault == "oversize":
             self.conn.sendall(wire.HEADER.pack(0x7FFFFFF0))  # type: ignore[union-attr]
             return
-        wire.send(self.conn, body, buffers, self.max_frame)  # type: ignore[arg-type]
+        with self._send_lock:
+            wire.send(self.conn, body, buffers, self.max_frame)  # type: ignore[arg-type]
 
     def _run_ops(self, ops: Any) -> Any:
         """Run ``ops`` in order; the value of the last one (None unless it is an eval)."""
@@ -433,6 +457,12 @@ class Server:
         self._send({"type": protocol.ERROR, "id": batch_id, "kind": kind,
                     "error": protocol.error_info(exc, tb), "output": text,
                     "truncated": truncated})
+
+
+def _output_chunk(max_frame: int) -> int:
+    """UTF-8 bytes of output per OUTPUT frame: the capture's chunk, smaller when the frame
+    limit is (a frame adds its type and batch id to the text)."""
+    return min(CHUNK, max_frame - 64)
 
 
 def _remember(cache: dict[str, Any], source: str, compiled: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
-from .conversation import IO_ERRORS, Conversation, encode_eval
+from .conversation import IO_ERRORS, Batch, Conversation, OutputCallback, encode_eval
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .transport import AsyncTransport
@@ -44,12 +44,21 @@ class AsyncSession(Conversation):
         self._lock = asyncio.Lock()
         self._transport: AsyncTransport | None = None
 
-    async def eval(self, expr: str) -> Any:
+    async def eval(self, expr: str, *, on_output: OutputCallback | None = None) -> Any:
         """Send the buffered ops and ``expr``; the value of ``expr``.
+
+        ``on_output`` is ``Session.eval``'s: chunks of what the batch prints, while it runs
+        (and ``last_output`` the rest). It may be a plain function or a coroutine function
+        (anything returning an awaitable): what it returns is awaited before the next
+        message is read, so a slow consumer slows the server's printing instead of piling
+        chunks up. It runs in the event loop.
 
         Raises:
             The same errors as ``Session.eval``.
+            TypeError: ``on_output`` is not callable.
         """
+        if on_output is not None and not callable(on_output):
+            raise TypeError(f"on_output must be callable, not {type(on_output).__name__}")
         self._check_open()
         last = encode_eval(expr)
         ops, buffers = self._take_pending()
@@ -58,7 +67,7 @@ class AsyncSession(Conversation):
             if self._transport is None:
                 init_ops, init_buffers = await self._start()
                 ops, buffers = init_ops + ops, init_buffers + buffers
-            return await self._roundtrip(ops, buffers)
+            return await self._roundtrip(ops, buffers, on_output)
 
     async def close(self) -> None:
         """End the session and remove its container; idempotent."""
@@ -95,15 +104,20 @@ class AsyncSession(Conversation):
         log.info("session %s: ready (async)", self.id)
         return init
 
-    async def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
+    async def _roundtrip(self, ops: list[bytes], buffers: list[memoryview],
+                         on_output: OutputCallback | None = None) -> Any:
         """The blocking session's round trip, awaited (see ``Session._roundtrip``)."""
-        batch = self._begin(ops, buffers)
+        batch = self._begin(ops, buffers, on_output)
         transport = self._transport
         assert transport is not None
         try:
             await transport.send(batch.body, batch.buffers)
-            while (answer := self._received(batch, await transport.recv(batch.wait()))):
-                await transport.send(*answer)
+            while batch.reply is None:
+                answer = self._received(batch, await transport.recv(batch.wait()))
+                if answer is not None:
+                    await transport.send(*answer)
+                elif batch.awaiting is not None:
+                    await self._settle(batch)
             return self._finish(batch)
         except ProtocolError:
             await self._stop("protocol error")
@@ -115,6 +129,14 @@ class AsyncSession(Conversation):
             await self._stop(type(exc).__name__)
             raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError)
                                                   else exc)
+
+    async def _settle(self, batch: Batch) -> None:
+        """Await what ``on_output`` returned; a failure is logged as a raise would be."""
+        awaiting, batch.awaiting = batch.awaiting, None
+        try:
+            await awaiting
+        except Exception:
+            self._output_failed(batch)
 
     async def _exit_status(self) -> ExitStatus | None:
         """How the server ended (the launcher's wait blocks: it runs in the executor)."""

@@ -10,6 +10,7 @@ this module adds the blocking I/O.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -17,7 +18,14 @@ from ..errors import ProtocolError, PyHostError, SessionClosed
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
 from . import registry
-from .conversation import IO_ERRORS, REPLY_PREFIXES, Conversation, SessionStats, encode_eval
+from .conversation import (
+    IO_ERRORS,
+    REPLY_PREFIXES,
+    Conversation,
+    OutputCallback,
+    SessionStats,
+    encode_eval,
+)
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .pool import take_warm
@@ -42,8 +50,17 @@ class Session(Conversation):
         self._transport: Transport | None = None
         self._depth = 0
 
-    def eval(self, expr: str) -> Any:
+    def eval(self, expr: str, *, on_output: OutputCallback | None = None) -> Any:
         """Send the buffered ops and ``expr``; return the value of ``expr``.
+
+        With ``on_output``, what the batch prints (stdout and stderr, in order) is passed to
+        ``on_output(text)`` in chunks while it runs: each line as it ends when lines come
+        slowly, many lines per chunk when they come fast, a partial line within about 0.2 s.
+        It is called in this thread; while it runs, the eval waits. What was printed but not
+        yet sent when the eval ended is ``last_output`` instead, so the chunks followed by
+        ``last_output`` are everything printed, once, in order (the container does not cap
+        streamed output; ``last_output`` is capped as always). A callback that raises is
+        logged once per eval and the eval goes on. Without ``on_output`` nothing is streamed.
 
         Raises:
             PythonError: the code raised in the container (the session stays usable).
@@ -51,7 +68,11 @@ class Session(Conversation):
             SessionTimeout: the batch ran past the timeout.
             SessionDied: the container ended under us.
             SessionClosed: the session was closed.
+            TypeError: ``on_output`` is not callable, or is a coroutine function (the
+                ``AsyncSession`` takes those).
         """
+        if on_output is not None:
+            _check_callback(on_output)
         self._check_open()
         last = encode_eval(expr)
         ops, buffers = self._take_pending()
@@ -65,7 +86,7 @@ class Session(Conversation):
                     if self._closed:  # killed while it started
                         self._stop("killed while starting")
                         raise SessionClosed(f"session {self.id} was closed while starting")
-                return self._roundtrip(ops, buffers)
+                return self._roundtrip(ops, buffers, on_output)
             finally:
                 self._depth -= 1
                 if not self._keep and self._depth == 0:
@@ -124,15 +145,19 @@ class Session(Conversation):
     def _pool_key(self) -> tuple[Any, ...]:
         return (id(self._launcher), *self.options.pool_key())
 
-    def _roundtrip(self, ops: list[bytes], buffers: list[memoryview]) -> Any:
-        """Send a batch, answer the container's calls, return what the reply means."""
-        batch = self._begin(ops, buffers)
+    def _roundtrip(self, ops: list[bytes], buffers: list[memoryview],
+                   on_output: OutputCallback | None = None) -> Any:
+        """Send a batch, answer the container's calls (and hand its output to
+        ``on_output``), return what the reply means."""
+        batch = self._begin(ops, buffers, on_output)
         transport = self._transport
         assert transport is not None
         try:
             transport.send(batch.body, batch.buffers)
-            while (answer := self._received(batch, transport.recv(batch.wait()))) is not None:
-                transport.send(*answer)
+            while batch.reply is None:
+                answer = self._received(batch, transport.recv(batch.wait()))
+                if answer is not None:
+                    transport.send(*answer)
             return self._finish(batch)
         except ProtocolError:
             self._stop("protocol error")
@@ -156,3 +181,11 @@ class Session(Conversation):
         instance = self._detach()
         if instance is not None:
             self._remove(instance, why)
+
+
+def _check_callback(on_output: object) -> None:
+    if not callable(on_output):
+        raise TypeError(f"on_output must be callable, not {type(on_output).__name__}")
+    if inspect.iscoroutinefunction(on_output):
+        raise TypeError("on_output is a coroutine function: the blocking Session cannot "
+                        "await it; pass a plain function, or use AsyncSession")

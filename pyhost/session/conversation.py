@@ -5,14 +5,15 @@ init, the host handlers, the timeout, the counters and the last output; it encod
 and reads the replies. The blocking :class:`~pyhost.session.blocking.Session` and the asyncio
 :class:`~pyhost.session.aio.AsyncSession` derive from it and add only their I/O, so the two
 cannot drift apart. A driver's round trip is only I/O: ``_begin`` gives the batch to send,
-``_received`` says what each incoming message means (a call to answer, or the reply),
-``_finish`` turns the reply into a value or an error, and ``_broken`` a failed connection into
-an error. (A generator of I/O steps read more uniformly, but measured 3-5 us more host CPU per
-round trip over a real socket.)
+``_received`` says what each incoming message means (a call to answer, output to hand to
+the eval's ``on_output``, or the reply), ``_finish`` turns the reply into a value or an error,
+and ``_broken`` a failed connection into an error. (A generator of I/O steps read more
+uniformly, but measured 3-5 us more host CPU per round trip over a real socket.)
 """
 
 from __future__ import annotations
 
+import inspect
 import keyword
 import logging
 import secrets
@@ -36,13 +37,15 @@ from ..launchers.base import ExitStatus, Instance, Launcher
 from .handshake import Opened
 from .options import SessionOptions
 
-__all__ = ["IO_ERRORS", "REPLY_PREFIXES", "Batch", "Conversation", "SessionStats",
-           "call_reply", "encode_define", "encode_eval", "encode_exec", "remote_error"]
+__all__ = ["IO_ERRORS", "REPLY_PREFIXES", "Batch", "Conversation", "OutputCallback",
+           "SessionStats", "call_reply", "encode_define", "encode_eval", "encode_exec",
+           "remote_error"]
 
 log = logging.getLogger("pyhost")
 
 Encoded = tuple[bytes, list[memoryview]]  # a msgpack body and its out-of-band buffers
 HostHandler = Callable[..., Any]
+OutputCallback = Callable[[str], Any]  # an eval's on_output: a chunk of what user code prints
 InitFn = Callable[[Any], Any]
 _C = TypeVar("_C", bound="Conversation")
 
@@ -74,19 +77,26 @@ REPLY_PREFIXES = tuple(bytes([0x80 | count]) + b"\xa4type" + codec.encode(kind)
 
 
 class Batch:
-    """One batch on its way: what to send, its deadline, and the reply once it came."""
+    """One batch on its way: what to send, its deadline, and the reply once it came; with an
+    ``on_output`` callback, what it returned last if that is to be awaited (the async
+    driver awaits it) and whether it failed already (logged once)."""
 
-    __slots__ = ("id", "body", "buffers", "size", "started", "deadline", "reply")
+    __slots__ = ("id", "body", "buffers", "size", "started", "deadline", "reply", "on_output",
+                 "awaiting", "output_failed")
 
     def __init__(self, batch_id: int, body: bytes, buffers: list[memoryview], size: int,
-                 started: float, deadline: float | None) -> None:
+                 started: float, deadline: float | None,
+                 on_output: OutputCallback | None = None) -> None:
         self.id = batch_id
         self.body = body
         self.buffers = buffers
         self.size = size
         self.started = started
         self.deadline = deadline
-        self.reply: dict[str, Any] = {}
+        self.reply: dict[str, Any] | None = None
+        self.on_output = on_output
+        self.awaiting: Any = None
+        self.output_failed = False
 
     def wait(self) -> float | None:
         """Seconds left until the hard deadline (None: no deadline)."""
@@ -238,15 +248,17 @@ class Conversation:
         self._pending.ops, self._pending.buffers = saved
         return init
 
-    def _begin(self, ops: list[bytes], buffers: list[memoryview]) -> Batch:
-        """The batch for ``ops``: encoded, checked, its deadline set.
+    def _begin(self, ops: list[bytes], buffers: list[memoryview],
+               on_output: OutputCallback | None = None) -> Batch:
+        """The batch for ``ops``: encoded, checked, its deadline set; with ``on_output``, it
+        asks the server to stream what user code prints.
 
         Raises:
             MarshalError: the batch is over ``max_frame`` (nothing was sent).
         """
         self._batch_ids += 1
         batch_id = self._batch_ids
-        body = protocol.pack_batch(batch_id, self._timeout, ops)
+        body = protocol.pack_batch(batch_id, self._timeout, ops, on_output is not None)
         size = wire.message_size(body, buffers)
         if size > self.options.max_frame:
             raise MarshalError(f"the batch is {size} bytes, over the maximum frame size of "
@@ -256,26 +268,60 @@ class Conversation:
         # answer first.
         deadline = (None if self._timeout is None
                     else started + self._timeout + self.options.grace)
-        return Batch(batch_id, body, buffers, size, started, deadline)
+        return Batch(batch_id, body, buffers, size, started, deadline, on_output)
 
     def _received(self, batch: Batch, received: tuple[Any, list[memoryview]]) -> Encoded | None:
         """Take in a message that came during ``batch``: for a call from the container, the
-        encoded answer to send back; for the reply, None (it is kept in ``batch.reply``).
+        encoded answer to send back; otherwise None: output is handed to the batch's
+        ``on_output`` (an awaitable it returns is left in ``batch.awaiting``), the reply is
+        kept in ``batch.reply``.
 
         Raises:
-            ProtocolError: the message is unreadable (the session must end).
+            ProtocolError: the message is unreadable or unexpected (the session must end).
         """
         message = self._decode(received)
-        if message.get("type") == protocol.CALL:
-            self.stats.host_calls += 1
+        kind = message.get("type")
+        if kind == protocol.CALL or kind == protocol.OUTPUT:
             size = len(received[0])  # the body: buffers were received into their arrays
             if size > self.options.max_call_frame:  # one whose "type" did not come first
-                raise ProtocolError(f"session {self.id}: a call from the container with a "
+                raise ProtocolError(f"session {self.id}: a {kind} from the container with a "
                                     f"body of {size} bytes, over max_call_frame="
                                     f"{self.options.max_call_frame}")
+            if kind == protocol.OUTPUT:
+                self._deliver(batch, message)
+                return None
+            self.stats.host_calls += 1
             return call_reply(self._handlers, message, self.id)
         batch.reply = message
         return None
+
+    def _deliver(self, batch: Batch, message: dict[str, Any]) -> None:
+        """Hand an OUTPUT message's text to the batch's ``on_output``; a callback that raises
+        is logged (once per eval) and the eval goes on.
+
+        Raises:
+            ProtocolError: output the batch did not ask for, or for another batch.
+        """
+        text = message.get("text")
+        callback = batch.on_output
+        if callback is None or message.get("batch") != batch.id or not isinstance(text, str):
+            raise ProtocolError(f"session {self.id}: unexpected output for batch "
+                                f"{message.get('batch')!r} while waiting for {batch.id}"
+                                + ("" if callback else " (which did not ask for output)"))
+        try:
+            result = callback(text)
+        except Exception:
+            self._output_failed(batch)
+            return
+        if result is not None and inspect.isawaitable(result):
+            batch.awaiting = result
+
+    def _output_failed(self, batch: Batch) -> None:
+        """Log, once per eval, that its ``on_output`` raised (called in its except block)."""
+        if not batch.output_failed:
+            batch.output_failed = True
+            log.warning("session %s: on_output raised; the eval goes on and later failures "
+                        "of this eval are not logged", self.id, exc_info=True)
 
     def _finish(self, batch: Batch) -> Any:
         """The value the batch's reply carries, or the error it reports.
@@ -284,7 +330,7 @@ class Conversation:
             PythonError, MarshalError, SessionTimeout (soft): the server's error reply.
             ProtocolError: the reply breaks the protocol (the session must end).
         """
-        message = batch.reply
+        message = batch.reply or {}
         kind = message.get("type")
         self.stats.bytes_out += batch.size  # counted once answered: it was sent whole
         if message.get("id") not in (batch.id, None):
