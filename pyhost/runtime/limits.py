@@ -81,7 +81,7 @@ class RunLimits:
             limits = cls(parse_size("store_quota", store_quota), limits.log_cap,
                          limits.open_uploads)
         if log_cap is not None:
-            limits = cls(limits.store_quota, parse_size("log_cap", log_cap, minimum=1024),
+            limits = cls(limits.store_quota, parse_size("log_cap", log_cap, minimum=4096),
                          limits.open_uploads)
         if open_uploads is not None:
             if isinstance(open_uploads, bool) or not isinstance(open_uploads, int) or \

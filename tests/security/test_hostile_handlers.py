@@ -91,7 +91,8 @@ def test_an_artifact_from_dev_zero_ends_error_at_the_store_quota(home, swallow):
 
 def test_printing_far_past_the_cap_stores_the_head_and_the_tail(home):
     project = dh.get_or_create_project("attacker")
-    run = hostile(project, "print_lots").run(parameters={"megabytes": 64}, wait=True)
+    run = hostile(project, "print_lots").run(parameters={"megabytes": 64}, log_cap="1Mi",
+                                             wait=True)
     assert run.status.state == "COMPLETED", run.status.error
     logs = run.logs()
     assert len(logs.encode()) <= (1 << 20) + 200

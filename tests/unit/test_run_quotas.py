@@ -52,7 +52,7 @@ def test_sizes_parse_and_bad_ones_are_named():
     limits = RunLimits.from_settings("2Gi", "64Ki", 4)
     assert (limits.store_quota, limits.log_cap, limits.open_uploads) == (2 << 30, 64 << 10, 4)
     assert limits.record() == {"store_quota": "2Gi", "log_cap": "64Ki", "open_uploads": 4}
-    assert RunLimits() == RunLimits(10 << 30, 1 << 20, 16)
+    assert RunLimits() == RunLimits(10 << 30, 64 << 20, 16)
     for bad in ({"store_quota": "lots"}, {"store_quota": 0}, {"log_cap": "10"},
                 {"open_uploads": 0}, {"open_uploads": True}):
         with pytest.raises(ConfigurationError, match=next(iter(bad))):
