@@ -55,6 +55,9 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="an environment variable for the handler")
     serve.add_argument("--launcher", choices=["docker", "process", "swarm"], default="docker",
                        help="where the replicas run (default: docker)")
+    serve.add_argument("--detach", "-d", action="store_true",
+                       help="print the run's id and return: the replicas are supervised by a "
+                            "process of their own until `pyhost stop RUN_ID`")
     serve.set_defaults(run=_serve)
 
 
@@ -75,7 +78,11 @@ def _serve(args: argparse.Namespace) -> int:
                        address=args.address, service_type=args.service_type,
                        network=args.network, init_parameters=args.init_parameters or {},
                        secrets=args.secrets or [], launcher=args.launcher,
-                       envs=[{"name": k, "value": v} for k, v in (args.envs or {}).items()])
+                       envs=[{"name": k, "value": v} for k, v in (args.envs or {}).items()],
+                       wait=not args.detach)
+    if args.detach:
+        print(run.id)  # pyhost wait RUN_ID: until it serves; pyhost stop RUN_ID
+        return 0
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set())
                 for signum in (signal.SIGINT, signal.SIGTERM)}

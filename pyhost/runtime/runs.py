@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from .function import Function
 
 __all__ = ["ACTIVE", "FINAL", "SDK_DEFAULT_OUTPUT", "Execution", "Run", "RunStatus",
-           "create_run", "executing", "finished", "log_key", "run_log", "settle_orphaned_runs",
-           "transition"]
+           "create_run", "execution_here", "executing", "finished", "log_key", "run_log",
+           "settle_orphaned_runs", "transition"]
 
 log = logging.getLogger("pyhost.runtime")
 # What DigitalHub names the value an undecorated handler returns; pyhost's "result" stays its
@@ -96,6 +96,12 @@ def executing(run_id: str) -> Execution:
     with _executions_lock:
         _executions[run_id] = execution
     return execution
+
+
+def execution_here(run_id: str) -> Execution | None:
+    """The run's execution if it executes in this process."""
+    with _executions_lock:
+        return _executions.get(run_id)
 
 
 def finished(run_id: str) -> None:

@@ -20,13 +20,14 @@ from hxpy import codec
 from ..errors import PyHostError
 from .context import Runtime
 from .function import Function
-from .runs import ACTIVE, ERROR, Execution, executing, transition
+from .runs import ACTIVE, ERROR, STOPPED, execution_here, transition
 from .tasks import get_task
-from .tasks.base import OneShotTask
 
 __all__ = ["main"]
 
 log = logging.getLogger("pyhost.runtime")
+
+_stop_asked = False  # SIGTERM came
 
 
 def main() -> int:
@@ -36,10 +37,8 @@ def main() -> int:
     payload = codec.decode(data)
     runtime = Runtime.open(settle=False)  # $PYHOST_HOME: the caller's home
     record = runtime.get("run", payload["run_id"])
-    execution = executing(record.id)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _stop(execution))
+    signal.signal(signal.SIGTERM, lambda signum, frame: _stop(record.id))
     task = get_task(payload["action"])
-    assert isinstance(task, OneShotTask)  # what detach() hands over
     try:
         function = Function(runtime.get("function", record.document["spec"]["function_id"]),
                             runtime)
@@ -48,12 +47,20 @@ def main() -> int:
         transition(runtime, record, ERROR, ACTIVE, message=f"{type(exc).__name__}: {exc}",
                    error={"type": type(exc).__name__, "message": str(exc), "traceback": ""})
         return 1
-    task.settle(function, runtime, record, spec, execution)
+    if _stop_asked:  # stopped while it checked: nothing has started
+        transition(runtime, record, STOPPED, ACTIVE, message="stopped")
+        return 0
+    task.supervise(function, runtime, record, spec)
     return 0
 
 
-def _stop(execution: Execution) -> None:
+def _stop(run_id: str) -> None:
     """Stop the run (a second signal changes nothing more)."""
+    global _stop_asked
+    _stop_asked = True
+    execution = execution_here(run_id)
+    if execution is None:  # not begun (main() sees _stop_asked), or ended
+        return
     execution.stop_requested = True
     if execution.stopper is not None:
         execution.stopper()

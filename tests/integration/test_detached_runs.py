@@ -168,3 +168,32 @@ def test_a_killed_supervisor_leaves_its_run_settled_and_its_container_collected(
     assert pyhost_cli(home, "gc").returncode == 0
     with pytest.raises(docker.errors.NotFound):
         client.containers.get(container)
+
+
+SERVE = textwrap.dedent("""
+    def main(context, event):
+        print("request", flush=True)
+        return {"hello": "world"}
+""")
+
+
+def test_a_detached_service_serves_until_any_process_stops_it(home, tmp_path, client):
+    source = tmp_path / "service.py"
+    source.write_text(SERVE)
+    started = pyhost_cli(home, "serve", f"{source}:main", "--detach")
+    assert started.returncode == 0, started
+    run_id = started.stdout.strip()
+    assert pyhost_cli(home, "wait", run_id, "--timeout", "120").returncode == 0  # serving
+    dh.configure(home)
+    run = dh.get_run(run_id)
+    assert run.status.state == "RUNNING"
+    assert run.invoke(json={}).json() == {"hello": "world"}
+    container = run.status.replicas[0]["container"]
+    assert pyhost_cli(home, "stop", run_id).returncode == 0
+    assert run.refresh().status.state == "STOPPED"
+    assert "[replica 0] request" in run.logs()
+    with pytest.raises(docker.errors.NotFound):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            client.containers.get(container)
+            time.sleep(0.1)

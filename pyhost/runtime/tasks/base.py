@@ -59,6 +59,18 @@ class Task(abc.ABC, Generic[SpecT]):
             ConfigurationError: a bad setting; raised before anything starts.
         """
 
+    def detached_settings(self, spec: SpecT, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The settings a supervisor process checks again to run this run when nobody
+        waits for it (:mod:`.detached`); None: it runs in a thread of the caller (the
+        default; e.g. a run in this very process, or a launcher object)."""
+        return None
+
+    @abc.abstractmethod
+    def supervise(self, function: Function, runtime: Runtime, record: Record,
+                  spec: SpecT) -> None:
+        """Run the run here until it ends: a supervisor process's whole work
+        (:mod:`pyhost.runtime.supervisor`)."""
+
     @staticmethod
     def _check_wait(wait: Any) -> None:
         if not isinstance(wait, bool):
@@ -106,16 +118,9 @@ class OneShotTask(Task[SpecT]):
                          daemon=True).start()
         return Run(record, runtime)
 
-    def detached_settings(self, spec: SpecT, settings: dict[str, Any]) -> dict[str, Any] | None:
-        """The settings a supervisor process checks again to run this run when nobody
-        waits for it (:mod:`.detached`); None: it runs in a thread of the caller (the
-        default; e.g. a run in this very process, or a launcher object)."""
-        return None
-
-    def settle(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
-               execution: Execution) -> None:
-        """Execute the run here and now, then clean up (a supervisor's whole work)."""
-        cleanup = self._settled(function, runtime, record, spec, execution)
+    def supervise(self, function: Function, runtime: Runtime, record: Record,
+                  spec: SpecT) -> None:
+        cleanup = self._settled(function, runtime, record, spec, executing(record.id))
         if cleanup is not None:
             cleanup()
 

@@ -4,15 +4,19 @@ supervised by this process (:mod:`.service`).
 Everything that can be checked is checked before anything starts (:mod:`.serve_spec`). Then
 the run is CREATED and READY, and RUNNING once every replica answers. A serve run outlives
 its start, so this task starts its own way: the run is settled when its replicas end
-(``run.stop()``, a failed start, or this process's end), not when ``start`` returns.
+(``run.stop()``, a failed start, or its supervisor's end), not when ``start`` returns. Its
+supervisor is the caller when it waits (the default, as DigitalHub's), else a process of
+its own (:mod:`.detached`), which serves until the run is stopped.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..catalog import Record
 from ..runs import Run, create_run
 from .base import Task
+from .detached import detach
 from .serve_spec import ServeSpec, check_serve
 from .service import Service
 
@@ -64,8 +68,23 @@ class ServeTask(Task[ServeSpec]):
         self._check_wait(wait)
         spec = self.check(function, runtime, **settings)
         record = create_run(runtime, function, self.action, spec.record())
+        handed = None if wait else self.detached_settings(spec, settings)
+        if handed is not None and detach(runtime, record, self.action, handed):
+            return Run(record, runtime)
         service = Service(runtime, record, function, spec)
         service.start()
         if not wait:
             return Run(runtime.get("run", record.id), runtime)
         return Run(service.wait_ready(), runtime)
+
+    def detached_settings(self, spec: ServeSpec,
+                          settings: dict[str, Any]) -> dict[str, Any] | None:
+        """A service nobody waits for is supervised by a process of its own, which serves
+        until it is stopped (a launcher object stays in its caller)."""
+        return settings if isinstance(spec.launcher, str) else None
+
+    def supervise(self, function: Function, runtime: Runtime, record: Record,
+                  spec: ServeSpec) -> None:
+        service = Service(runtime, record, function, spec)
+        service.start()
+        service.wait_ended()

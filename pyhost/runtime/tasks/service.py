@@ -174,6 +174,10 @@ class Service:
         return (f"{len(late)} of {len(self.replicas)} replica(s) did not answer within "
                 f"{timeout:g} s; " + "; ".join(parts))
 
+    def wait_ended(self) -> None:
+        """Until every replica is gone and the run recorded STOPPED or ERROR."""
+        self._execution.done.wait()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Remove every replica and wait for the run to end (STOPPED)."""
         self._execution.stop_requested = True
