@@ -35,8 +35,8 @@ from benchmarks.report import Result, Unavailable, format_table  # noqa: E402
 RESULTS_FILE = Path(__file__).resolve().parent / "results.json"
 
 # Importing a rows module registers its rows; the table keeps this order.
-for _module in ("rows_latency", "rows_data", "rows_scale", "rows_runtime", "rows_serve",
-                "rows_swarm"):
+for _module in ("rows_latency", "rows_data", "rows_scale", "rows_runtime", "rows_live",
+                "rows_serve", "rows_swarm"):
     importlib.import_module(f"benchmarks.{_module}")
 
 
