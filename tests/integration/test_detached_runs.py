@@ -81,7 +81,8 @@ def test_a_run_outlives_a_caller_killed_right_after_starting_it(home):
     assert time.monotonic() - started < 60
 
 
-def test_another_process_stops_a_run_its_caller_left(home, client):
+def left_running(home) -> tuple[str, dh.Run, str]:
+    """A run whose caller has ended: its id, the run, its container (once it runs)."""
     caller, run_id = start_caller(home, seconds=600, linger=0)
     caller.wait(30)  # the caller has ended; the run has not
     dh.configure(home)
@@ -91,6 +92,11 @@ def test_another_process_stops_a_run_its_caller_left(home, client):
         time.sleep(0.1)
     container = run.status.container
     assert container and run.status.state == "RUNNING", run.status.to_dict()
+    return run_id, run, container
+
+
+def test_another_process_stops_a_run_its_caller_left(home, client):
+    run_id, run, container = left_running(home)
     assert pyhost_cli(home, "wait", run_id, "--timeout", "0.3").returncode == 124
     stopped = pyhost_cli(home, "stop", run_id)  # a third process
     assert stopped.returncode == 0 and "RUNNING -> STOPPED" in stopped.stderr, stopped
@@ -148,14 +154,7 @@ def test_a_followed_log_shows_each_line_as_it_is_printed(home, tmp_path):
 
 
 def test_a_killed_supervisor_leaves_its_run_settled_and_its_container_collected(home, client):
-    caller, run_id = start_caller(home, seconds=600, linger=0)
-    caller.wait(30)
-    dh.configure(home)
-    run = dh.get_run(run_id)
-    deadline = time.monotonic() + 120
-    while not run.refresh().status.container and time.monotonic() < deadline:
-        time.sleep(0.1)
-    container = run.status.container
+    run_id, run, container = left_running(home)
     supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
     os.kill(supervisor, signal.SIGKILL)
     deadline = time.monotonic() + 10

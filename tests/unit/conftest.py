@@ -46,3 +46,9 @@ def table(home):
     project = dh.get_or_create_project("demo")
     return project.log_dataitem(name="numbers", kind="table",
                                 data=pd.DataFrame({"x": [1, 2, 3]}))
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """This process's runtime on a fresh catalog and store in a temporary home."""
+    return dh.configure(tmp_path / "home")

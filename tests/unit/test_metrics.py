@@ -28,11 +28,6 @@ SECRET = "s3cr3t-Qm4"
 
 
 @pytest.fixture
-def runtime(tmp_path):
-    return dh.configure(tmp_path / "home")
-
-
-@pytest.fixture
 def project(runtime):
     return dh.get_or_create_project("metrics")
 

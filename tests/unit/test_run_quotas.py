@@ -25,11 +25,6 @@ SECRET = "s3cr3t-Vb7QzR2"
 
 
 @pytest.fixture
-def runtime(tmp_path):
-    return dh.configure(tmp_path / "home")
-
-
-@pytest.fixture
 def project(runtime):
     return dh.get_or_create_project("attacked")
 

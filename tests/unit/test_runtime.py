@@ -22,11 +22,6 @@ FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
 
 
 @pytest.fixture
-def runtime(tmp_path):
-    return dh.configure(tmp_path / "home")
-
-
-@pytest.fixture
 def project(runtime):
     return dh.get_or_create_project("demo")
 
