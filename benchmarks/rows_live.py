@@ -17,6 +17,7 @@ import time
 from benchmarks.bench import Bench, perf_counter, row
 from benchmarks.report import Baseline, Result, Target
 from benchmarks.rows_runtime import PROJECT, _catalog
+from pyhost.runtime.agent import stop_agent
 
 # Waits for each run id it reads and prints when it saw the run COMPLETED (wall clock).
 OBSERVER = """
@@ -101,6 +102,7 @@ def job_detached(bench: Bench) -> list[Result]:
         finally:
             observer.stdin.close()
             observer.wait(30)
+            stop_agent(home)
     bare_baseline = Baseline("bare create+start of the image (sleep infinity, network "
                              "none); ms", tuple(bares))
     return [Result("job_detached", "ms", ends, target=Target(1.3, relative=True),
@@ -122,6 +124,7 @@ def logs_follow(bench: Bench) -> list[Result]:
         run = function.run(launcher="docker", parameters={"count": count, "pause": 0.25})
         follower = _python(FOLLOWER, run.id, home=str(home))
         out, _ = follower.communicate(timeout=300)
+        stop_agent(home)
     delays = []
     for line in out.splitlines():
         seen, _, text = line.partition(" ")

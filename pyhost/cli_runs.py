@@ -75,6 +75,14 @@ def add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     stop.add_argument("--project", help="fail unless the run is of this project")
     stop.set_defaults(run=_stop)
 
+    agent = commands.add_parser(
+        "agent", help="the home's agent: the warm process supervisors are forked from",
+        description="The agent of $PYHOST_HOME starts with the first run nobody waits for "
+                    "and leaves when idle (PYHOST_AGENT_IDLE seconds, default 600); the "
+                    "supervisors it forked go on when it stops.")
+    agent.add_argument("what", choices=["status", "stop"])
+    agent.set_defaults(run=_agent)
+
     show = commands.add_parser("show", help="an entity or run as JSON")
     ref = show.add_argument("ref", metavar="KEY_OR_RUN_ID",
                             help="store://<project>/<type>/<kind>/<name>[:<id>] (no id: the "
@@ -292,6 +300,20 @@ def _stop(args: argparse.Namespace) -> int:
     run = run.stop()
     print(f"run {run.id}: {before} -> {run.status.state}", file=sys.stderr)
     return 0 if run.status.state in _WAIT_STATUS else 1
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from .runtime.agent import agent_pid, stop_agent
+    from .runtime.home import runtime_home
+
+    home = runtime_home()
+    if args.what == "stop":
+        pid = stop_agent(home)
+        print(f"agent {pid} stopped" if pid else f"no agent runs for {home}")
+        return 0
+    pid = agent_pid(home)
+    print(f"agent {pid} serves {home}" if pid else f"no agent runs for {home}")
+    return 0 if pid else 3
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
 
 from hxpy import codec
 
@@ -23,7 +24,7 @@ from .function import Function
 from .runs import ACTIVE, ERROR, STOPPED, execution_here, transition
 from .tasks import get_task
 
-__all__ = ["main"]
+__all__ = ["main", "run_payload"]
 
 log = logging.getLogger("pyhost.runtime")
 
@@ -34,7 +35,12 @@ def main() -> int:
     data = sys.stdin.buffer.read()
     if not data:
         return 1  # the caller died before handing the run over
-    payload = codec.decode(data)
+    return run_payload(codec.decode(data))
+
+
+def run_payload(payload: dict[str, Any]) -> int:
+    """Run what a caller handed over (``action``, ``run_id``, ``settings``) to its end; the
+    exit status. The agent's children call it too (:mod:`.agent`)."""
     runtime = Runtime.open(settle=False)  # $PYHOST_HOME: the caller's home
     record = runtime.get("run", payload["run_id"])
     signal.signal(signal.SIGTERM, lambda signum, frame: _stop(record.id))

@@ -196,3 +196,24 @@ def test_a_detached_service_serves_until_any_process_stops_it(home, tmp_path, cl
         while time.monotonic() < deadline:
             client.containers.get(container)
             time.sleep(0.1)
+
+
+def test_one_agent_per_home_forks_the_supervisors_even_when_callers_race(home):
+    racing = [subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, "6", "0"],
+                               stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    callers = [(caller, caller.stdout.readline().strip()) for caller in racing]
+    status = pyhost_cli(home, "agent", "status")
+    assert status.returncode == 0, status
+    agent = int(status.stdout.split()[1])
+    dh.configure(home)
+    for caller, run_id in callers:
+        caller.wait(30)
+        run = dh.get_run(run_id)
+        supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
+        with open(f"/proc/{supervisor}/stat") as stat:  # forked by the agent
+            assert int(stat.read().rsplit(")", 1)[1].split()[1]) == agent
+        assert run.wait(60).status.state == "COMPLETED"
+    socket_path = home / "agent.sock"
+    assert socket_path.stat().st_mode & 0o077 == 0  # the owner's alone
+    assert pyhost_cli(home, "agent", "stop").returncode == 0
+    assert pyhost_cli(home, "agent", "status").returncode == 3
