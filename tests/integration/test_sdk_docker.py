@@ -151,10 +151,12 @@ def test_a_replica_not_up_in_time_is_named_with_its_last_logs_and_removed(projec
     assert "replica 0 (container " in message and "replica 1 (container " in message
     assert message.count("warming up the model") == 2
     assert _gone(client)
-    waited = fn.run(action="serve", wait=False)
-    assert waited.wait(timeout=8).status.state == "ERROR"
+    # Not waited for: its supervisor process fails the start past ready_timeout.
+    waited = fn.run(action="serve", wait=False, ready_timeout=8)
+    assert waited.wait(timeout=60).status.state == "ERROR"
     assert "1 of 1 replica(s) did not answer within 8 s" in waited.status.error["message"]
-    assert _gone(client)
+    container = waited.status.replicas[0]["container"]
+    assert container and not client.api.containers(all=True, filters={"id": container})
 
 
 # -- part 5: a job's names ---------------------------------------------------------------------
