@@ -1,13 +1,17 @@
 """The pyhost demo, in real containers: a session (define/exec/eval, /io, a remote error, the
-sandbox), then the python runtime (a function run as a job, its outputs in the catalog)."""
+sandbox), then the python runtime (a function run as a job, its outputs in the catalog, a
+build, a service, and a run that outlives its caller, its log followed live)."""
 
 import os
 import tempfile
+import time
+from pathlib import Path
 
 import pandas as pd
 
 import pyhost.runtime as dh
 from pyhost import PythonError, py
+from pyhost.runtime.agent import stop_agent
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -104,6 +108,35 @@ def build_and_serve_demo(project: dh.Project) -> None:
     finally:
         served.stop()
     print(f"   {served.status.state}: every replica removed")
+    detached_demo(project)
+
+
+TICKER = """
+import time
+
+def ticker(count):
+    for i in range(count):
+        print(f"tick {i}", flush=True)
+        time.sleep(0.3)
+    return count
+"""
+
+
+def detached_demo(project: dh.Project) -> None:
+    """A run nobody waits for belongs to a supervisor process (forked by the home's agent),
+    not to this one; its log is followed while the handler prints, then it is waited for."""
+    print("10. A run that outlives its caller: wait=False, its log followed live")
+    fn = project.new_function(name="ticker", kind="python", code=TICKER, handler="ticker")
+    started = time.monotonic()
+    run = fn.run(action="job", parameters={"count": 4})
+    owner = run.refresh().metadata["owner"]["org.pyhost.owner.pid"]
+    print(f"   fn.run returned in {(time.monotonic() - started) * 1e3:.0f} ms (the first such "
+          f"run starts the home's agent); run "
+          f"{run.id[:12]} is owned by pid {owner} (this process is {os.getpid()})")
+    for line in run.logs(follow=True):
+        print(f"   +{time.monotonic() - started:4.1f} s  {line.rstrip()}")
+    print(f"   {run.wait().status.state}: {run.results()}")
+    stop_agent(Path(dh.get_runtime().home or "."))
 
 
 if __name__ == "__main__":
