@@ -57,10 +57,10 @@ class Session(Conversation):
         ``on_output(text)`` in chunks while it runs: each line as it ends when lines come
         slowly, many lines per chunk when they come fast, a partial line within about 0.2 s.
         It is called in this thread; while it runs, the eval waits. What was printed but not
-        yet sent when the eval ended is ``last_output`` instead, so the chunks followed by
-        ``last_output`` are everything printed, once, in order (the container does not cap
-        streamed output; ``last_output`` is capped as always). A callback that raises is
-        logged once per eval and the eval goes on. Without ``on_output`` nothing is streamed.
+        yet sent when the eval ended (at most 64 KiB) is ``last_output`` instead, so the
+        chunks followed by ``last_output`` are everything printed, once, in order: streamed
+        output is not capped. A callback that raises is logged once per eval and the eval
+        goes on. Without ``on_output`` nothing is streamed and nothing changes.
 
         Raises:
             PythonError: the code raised in the container (the session stays usable).
