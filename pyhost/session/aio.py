@@ -17,7 +17,14 @@ from typing import Any
 from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
-from .conversation import IO_ERRORS, Batch, Conversation, OutputCallback, encode_eval
+from .conversation import (
+    IO_ERRORS,
+    NO_REPLY,
+    Conversation,
+    OutputCallback,
+    OutputListener,
+    encode_eval,
+)
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .transport import AsyncTransport
@@ -112,12 +119,12 @@ class AsyncSession(Conversation):
         assert transport is not None
         try:
             await transport.send(batch.body, batch.buffers)
-            while batch.reply is None:
+            while batch.reply is NO_REPLY:
                 answer = self._received(batch, await transport.recv(batch.wait()))
                 if answer is not None:
                     await transport.send(*answer)
-                elif batch.awaiting is not None:
-                    await self._settle(batch)
+                elif batch.listener is not None and batch.listener.awaiting is not None:
+                    await self._settle(batch.listener)
             return self._finish(batch)
         except ProtocolError:
             await self._stop("protocol error")
@@ -130,13 +137,13 @@ class AsyncSession(Conversation):
             raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError)
                                                   else exc)
 
-    async def _settle(self, batch: Batch) -> None:
+    async def _settle(self, listener: OutputListener) -> None:
         """Await what ``on_output`` returned; a failure is logged as a raise would be."""
-        awaiting, batch.awaiting = batch.awaiting, None
+        awaiting, listener.awaiting = listener.awaiting, None
         try:
             await awaiting
         except Exception:
-            self._output_failed(batch)
+            self._output_failed(listener)
 
     async def _exit_status(self) -> ExitStatus | None:
         """How the server ended (the launcher's wait blocks: it runs in the executor)."""

@@ -20,6 +20,7 @@ from ..launchers.base import ExitStatus, Launcher
 from . import registry
 from .conversation import (
     IO_ERRORS,
+    NO_REPLY,
     REPLY_PREFIXES,
     Conversation,
     OutputCallback,
@@ -154,8 +155,8 @@ class Session(Conversation):
         assert transport is not None
         try:
             transport.send(batch.body, batch.buffers)
-            while batch.reply is None:
-                answer = self._received(batch, transport.recv(batch.wait()))
+            while ((answer := self._received(batch, transport.recv(batch.wait()))) is not None
+                   or batch.reply is NO_REPLY):  # a call to answer, or output (handed on)
                 if answer is not None:
                     transport.send(*answer)
             return self._finish(batch)
