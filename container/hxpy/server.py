@@ -269,10 +269,8 @@ class Server:
         """
         batch_id = message.get("id")
         self.batch_id = batch_id
-        streaming = message.get("stream") is True
-        if streaming:
-            self._output.start_stream(self._output_sender(batch_id), self._send_lock,
-                                      _output_chunk(self.max_frame))
+        streaming = message.get("stream") is True and self._output.start_stream(
+            self._output_sender(batch_id), self._send_lock, _output_chunk(self.max_frame))
         saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self._output
         value: Any = None

@@ -10,7 +10,6 @@ this module adds the blocking I/O.
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any
 
@@ -23,12 +22,12 @@ from .conversation import (
     NO_REPLY,
     REPLY_PREFIXES,
     Conversation,
-    OutputCallback,
     SessionStats,
     encode_eval,
 )
 from .handshake import Opened, open_server
 from .options import SessionOptions
+from .output import OutputCallback, check_callback
 from .pool import take_warm
 from .transport import Transport
 
@@ -73,7 +72,7 @@ class Session(Conversation):
                 ``AsyncSession`` takes those).
         """
         if on_output is not None:
-            _check_callback(on_output)
+            check_callback(on_output, awaitable=False)
         self._check_open()
         last = encode_eval(expr)
         ops, buffers = self._take_pending()
@@ -183,10 +182,3 @@ class Session(Conversation):
         if instance is not None:
             self._remove(instance, why)
 
-
-def _check_callback(on_output: object) -> None:
-    if not callable(on_output):
-        raise TypeError(f"on_output must be callable, not {type(on_output).__name__}")
-    if inspect.iscoroutinefunction(on_output):
-        raise TypeError("on_output is a coroutine function: the blocking Session cannot "
-                        "await it; pass a plain function, or use AsyncSession")

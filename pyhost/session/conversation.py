@@ -13,7 +13,6 @@ uniformly, but measured 3-5 us more host CPU per round trip over a real socket.)
 
 from __future__ import annotations
 
-import inspect
 import keyword
 import logging
 import secrets
@@ -36,16 +35,15 @@ from ..errors import (
 from ..launchers.base import ExitStatus, Instance, Launcher
 from .handshake import Opened
 from .options import SessionOptions
+from .output import OutputCallback, OutputListener
 
-__all__ = ["IO_ERRORS", "NO_REPLY", "REPLY_PREFIXES", "Batch", "Conversation",
-           "OutputCallback", "OutputListener", "SessionStats", "call_reply", "encode_define",
-           "encode_eval", "encode_exec", "remote_error"]
+__all__ = ["IO_ERRORS", "NO_REPLY", "REPLY_PREFIXES", "Batch", "Conversation", "SessionStats",
+           "call_reply", "encode_define", "encode_eval", "encode_exec", "remote_error"]
 
 log = logging.getLogger("pyhost")
 
 Encoded = tuple[bytes, list[memoryview]]  # a msgpack body and its out-of-band buffers
 HostHandler = Callable[..., Any]
-OutputCallback = Callable[[str], Any]  # an eval's on_output: a chunk of what user code prints
 InitFn = Callable[[Any], Any]
 _C = TypeVar("_C", bound="Conversation")
 
@@ -72,23 +70,8 @@ IO_ERRORS = (TimeoutError, wire.FrameTooLarge, wire.PeerClosed, OSError)
 
 # How the body of a reply to a batch begins, after its map header (the server writes "type"
 # first): the only messages that may be larger than ``max_call_frame``.
-_NOT_REPLIES = frozenset((protocol.CALL, protocol.OUTPUT))  # what may come before the reply
-
 REPLY_PREFIXES = tuple(bytes([0x80 | count]) + b"\xa4type" + codec.encode(kind)
                        for count in range(1, 16) for kind in (protocol.RESULT, protocol.ERROR))
-
-
-class OutputListener:
-    """An eval's ``on_output``, with what the drivers need of it: what it returned last if
-    that is to be awaited (the async driver awaits it), and whether it failed already (a
-    failure is logged once per eval)."""
-
-    __slots__ = ("callback", "awaiting", "failed")
-
-    def __init__(self, callback: OutputCallback) -> None:
-        self.callback = callback
-        self.awaiting: Any = None
-        self.failed = False
 
 
 NO_REPLY: dict[str, Any] = {}  # Batch.reply until the reply came (an empty map is a reply)
@@ -283,7 +266,7 @@ class Conversation:
         deadline = (None if self._timeout is None
                     else started + self._timeout + self.options.grace)
         return Batch(batch_id, body, buffers, size, started, deadline,
-                     None if on_output is None else OutputListener(on_output))
+                     None if on_output is None else OutputListener(on_output, self.id))
 
     def _received(self, batch: Batch, received: tuple[Any, list[memoryview]]) -> Encoded | None:
         """Take in a message that came during ``batch``: for a call from the container, the
@@ -296,7 +279,7 @@ class Conversation:
         """
         message = self._decode(received)
         kind = message.get("type")
-        if kind in _NOT_REPLIES:
+        if kind == protocol.CALL or kind == protocol.OUTPUT:  # before the reply
             size = len(received[0])  # the body: buffers were received into their arrays
             if size > self.options.max_call_frame:  # one whose "type" did not come first
                 raise ProtocolError(f"session {self.id}: a {kind} from the container with a "
@@ -323,20 +306,7 @@ class Conversation:
             raise ProtocolError(f"session {self.id}: unexpected output for batch "
                                 f"{message.get('batch')!r} while waiting for {batch.id}"
                                 + ("" if listener else " (which did not ask for output)"))
-        try:
-            result = listener.callback(text)
-        except Exception:
-            self._output_failed(listener)
-            return
-        if result is not None and inspect.isawaitable(result):
-            listener.awaiting = result
-
-    def _output_failed(self, listener: OutputListener) -> None:
-        """Log, once per eval, that its ``on_output`` raised (called in its except block)."""
-        if not listener.failed:
-            listener.failed = True
-            log.warning("session %s: on_output raised; the eval goes on and later failures "
-                        "of this eval are not logged", self.id, exc_info=True)
+        listener.hand(text)
 
     def _finish(self, batch: Batch) -> Any:
         """The value the batch's reply carries, or the error it reports.
