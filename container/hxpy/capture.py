@@ -11,9 +11,11 @@ flusher thread hands to a sender, one OUTPUT frame at a time:
 * when :data:`CHUNK` characters are waiting, at once;
 * a partial line at the latest :data:`MAX_DELAY` after it was written.
 
-Only the flusher thread sends, never the thread that prints, so a soft-timeout signal (which
-interrupts the main thread) cannot cut a frame in half. Writers wait while
-:data:`BACKLOG` characters are unsent, so a fast printer cannot fill the container's memory.
+While user code runs only the flusher thread sends, never a thread that prints, so the
+soft timeout's signal (which interrupts the main thread) cannot cut a frame in half; at the
+end, :meth:`CappedOutput.end_stream` sends what is left beyond one chunk, from a thread no
+longer in user code. Writers wait while :data:`BACKLOG` characters are unsent, so a fast
+printer cannot fill the container's memory.
 
 A write takes no lock (a lock costs more than the rest of a write, and print() writes twice
 per line): writers only append to a deque, which the GIL keeps whole; only the flusher takes
@@ -168,10 +170,21 @@ class CappedOutput(io.TextIOBase):
     # -- streaming ------------------------------------------------------------------------
 
     def start_stream(self, sender: Sender, send_lock: threading.Lock,
-                     chunk: int = CHUNK) -> None:
+                     chunk: int = CHUNK) -> bool:
         """Hand what is written from now on to ``sender``, in pieces of at most ``chunk``
         UTF-8 bytes, from the flusher thread holding ``send_lock``; what was kept (printed
-        between batches) goes first."""
+        between batches) goes first. False when the flusher cannot start (user code used up
+        the container's threads): the output is then kept for the reply, as without
+        streaming."""
+        if self._flusher is None:
+            flusher = threading.Thread(target=self._flush_forever, name="hxpy-output",
+                                       daemon=True)
+            try:
+                flusher.start()
+            except RuntimeError:
+                log.warning("no thread for streamed output; it comes with the reply")
+                return False
+            self._flusher = flusher
         if self._dropped:
             self._parts.append(TRUNCATION_MARKER.format(dropped=self._dropped))
         self._written = sum(map(len, list(self._parts)))
@@ -183,11 +196,8 @@ class CappedOutput(io.TextIOBase):
         self._sent_at = 0.0
         self._send_lock = send_lock
         self._sender = sender
-        if self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_forever, name="hxpy-output",
-                                             daemon=True)
-            self._flusher.start()
         self._news.set()
+        return True
 
     def end_stream(self) -> None:
         """Stop streaming: what was not handed to the sender yet is sent now, but for its

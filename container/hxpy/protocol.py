@@ -108,10 +108,8 @@ def pack_batch(batch_id: int, timeout: float | None, ops: list[bytes],
     batch is only spliced together here. ``stream`` asks the server for OUTPUT messages while
     the batch runs; without it the message is byte for byte what it always was.
     """
-    if stream:
-        return b"".join((_STREAMED_BATCH_HEAD, _pack_small(batch_id), _TIMEOUT,
-                         _pack_small(timeout), _STREAM, _OPS, _array_header(len(ops)), *ops))
-    return b"".join((_BATCH_HEAD, _pack_small(batch_id), _TIMEOUT, _pack_small(timeout),
+    head, flag = (_STREAMED_BATCH_HEAD, _STREAM) if stream else (_BATCH_HEAD, b"")
+    return b"".join((head, _pack_small(batch_id), _TIMEOUT, _pack_small(timeout), flag,
                      _OPS, _array_header(len(ops)), *ops))
 
 

@@ -17,9 +17,10 @@ from typing import Any
 from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
-from .conversation import IO_ERRORS, Batch, Conversation, OutputCallback, encode_eval
+from .conversation import IO_ERRORS, NO_REPLY, Conversation, encode_eval
 from .handshake import Opened, open_server
 from .options import SessionOptions
+from .output import OutputCallback, check_callback
 from .transport import AsyncTransport
 
 __all__ = ["AsyncSession"]
@@ -57,8 +58,8 @@ class AsyncSession(Conversation):
             The same errors as ``Session.eval``.
             TypeError: ``on_output`` is not callable.
         """
-        if on_output is not None and not callable(on_output):
-            raise TypeError(f"on_output must be callable, not {type(on_output).__name__}")
+        if on_output is not None:
+            check_callback(on_output, awaitable=True)
         self._check_open()
         last = encode_eval(expr)
         ops, buffers = self._take_pending()
@@ -112,12 +113,12 @@ class AsyncSession(Conversation):
         assert transport is not None
         try:
             await transport.send(batch.body, batch.buffers)
-            while batch.reply is None:
+            while batch.reply is NO_REPLY:
                 answer = self._received(batch, await transport.recv(batch.wait()))
                 if answer is not None:
                     await transport.send(*answer)
-                elif batch.awaiting is not None:
-                    await self._settle(batch)
+                elif batch.listener is not None and batch.listener.awaiting is not None:
+                    await batch.listener.settle()
             return self._finish(batch)
         except ProtocolError:
             await self._stop("protocol error")
@@ -129,14 +130,6 @@ class AsyncSession(Conversation):
             await self._stop(type(exc).__name__)
             raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError)
                                                   else exc)
-
-    async def _settle(self, batch: Batch) -> None:
-        """Await what ``on_output`` returned; a failure is logged as a raise would be."""
-        awaiting, batch.awaiting = batch.awaiting, None
-        try:
-            await awaiting
-        except Exception:
-            self._output_failed(batch)
 
     async def _exit_status(self) -> ExitStatus | None:
         """How the server ended (the launcher's wait blocks: it runs in the executor)."""

@@ -10,7 +10,6 @@ this module adds the blocking I/O.
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any
 
@@ -20,14 +19,15 @@ from ..launchers.base import ExitStatus, Launcher
 from . import registry
 from .conversation import (
     IO_ERRORS,
+    NO_REPLY,
     REPLY_PREFIXES,
     Conversation,
-    OutputCallback,
     SessionStats,
     encode_eval,
 )
 from .handshake import Opened, open_server
 from .options import SessionOptions
+from .output import OutputCallback, check_callback
 from .pool import take_warm
 from .transport import Transport
 
@@ -57,10 +57,10 @@ class Session(Conversation):
         ``on_output(text)`` in chunks while it runs: each line as it ends when lines come
         slowly, many lines per chunk when they come fast, a partial line within about 0.2 s.
         It is called in this thread; while it runs, the eval waits. What was printed but not
-        yet sent when the eval ended is ``last_output`` instead, so the chunks followed by
-        ``last_output`` are everything printed, once, in order (the container does not cap
-        streamed output; ``last_output`` is capped as always). A callback that raises is
-        logged once per eval and the eval goes on. Without ``on_output`` nothing is streamed.
+        yet sent when the eval ended (at most 64 KiB) is ``last_output`` instead, so the
+        chunks followed by ``last_output`` are everything printed, once, in order: streamed
+        output is not capped. A callback that raises is logged once per eval and the eval
+        goes on. Without ``on_output`` nothing is streamed and nothing changes.
 
         Raises:
             PythonError: the code raised in the container (the session stays usable).
@@ -72,7 +72,7 @@ class Session(Conversation):
                 ``AsyncSession`` takes those).
         """
         if on_output is not None:
-            _check_callback(on_output)
+            check_callback(on_output, awaitable=False)
         self._check_open()
         last = encode_eval(expr)
         ops, buffers = self._take_pending()
@@ -154,8 +154,8 @@ class Session(Conversation):
         assert transport is not None
         try:
             transport.send(batch.body, batch.buffers)
-            while batch.reply is None:
-                answer = self._received(batch, transport.recv(batch.wait()))
+            while ((answer := self._received(batch, transport.recv(batch.wait()))) is not None
+                   or batch.reply is NO_REPLY):  # a call to answer, or output (handed on)
                 if answer is not None:
                     transport.send(*answer)
             return self._finish(batch)
@@ -182,10 +182,3 @@ class Session(Conversation):
         if instance is not None:
             self._remove(instance, why)
 
-
-def _check_callback(on_output: object) -> None:
-    if not callable(on_output):
-        raise TypeError(f"on_output must be callable, not {type(on_output).__name__}")
-    if inspect.iscoroutinefunction(on_output):
-        raise TypeError("on_output is a coroutine function: the blocking Session cannot "
-                        "await it; pass a plain function, or use AsyncSession")

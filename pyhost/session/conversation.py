@@ -13,7 +13,6 @@ uniformly, but measured 3-5 us more host CPU per round trip over a real socket.)
 
 from __future__ import annotations
 
-import inspect
 import keyword
 import logging
 import secrets
@@ -36,16 +35,15 @@ from ..errors import (
 from ..launchers.base import ExitStatus, Instance, Launcher
 from .handshake import Opened
 from .options import SessionOptions
+from .output import OutputCallback, OutputListener
 
-__all__ = ["IO_ERRORS", "REPLY_PREFIXES", "Batch", "Conversation", "OutputCallback",
-           "SessionStats", "call_reply", "encode_define", "encode_eval", "encode_exec",
-           "remote_error"]
+__all__ = ["IO_ERRORS", "NO_REPLY", "REPLY_PREFIXES", "Batch", "Conversation", "SessionStats",
+           "call_reply", "encode_define", "encode_eval", "encode_exec", "remote_error"]
 
 log = logging.getLogger("pyhost")
 
 Encoded = tuple[bytes, list[memoryview]]  # a msgpack body and its out-of-band buffers
 HostHandler = Callable[..., Any]
-OutputCallback = Callable[[str], Any]  # an eval's on_output: a chunk of what user code prints
 InitFn = Callable[[Any], Any]
 _C = TypeVar("_C", bound="Conversation")
 
@@ -76,27 +74,26 @@ REPLY_PREFIXES = tuple(bytes([0x80 | count]) + b"\xa4type" + codec.encode(kind)
                        for count in range(1, 16) for kind in (protocol.RESULT, protocol.ERROR))
 
 
-class Batch:
-    """One batch on its way: what to send, its deadline, and the reply once it came; with an
-    ``on_output`` callback, what it returned last if that is to be awaited (the async
-    driver awaits it) and whether it failed already (logged once)."""
+NO_REPLY: dict[str, Any] = {}  # Batch.reply until the reply came (an empty map is a reply)
 
-    __slots__ = ("id", "body", "buffers", "size", "started", "deadline", "reply", "on_output",
-                 "awaiting", "output_failed")
+
+class Batch:
+    """One batch on its way: what to send, its deadline, the listener to its output if it
+    streams it, and the reply once it came."""
+
+    __slots__ = ("id", "body", "buffers", "size", "started", "deadline", "reply", "listener")
 
     def __init__(self, batch_id: int, body: bytes, buffers: list[memoryview], size: int,
                  started: float, deadline: float | None,
-                 on_output: OutputCallback | None = None) -> None:
+                 listener: OutputListener | None = None) -> None:
         self.id = batch_id
         self.body = body
         self.buffers = buffers
         self.size = size
         self.started = started
         self.deadline = deadline
-        self.reply: dict[str, Any] | None = None
-        self.on_output = on_output
-        self.awaiting: Any = None
-        self.output_failed = False
+        self.reply = NO_REPLY
+        self.listener = listener
 
     def wait(self) -> float | None:
         """Seconds left until the hard deadline (None: no deadline)."""
@@ -268,20 +265,21 @@ class Conversation:
         # answer first.
         deadline = (None if self._timeout is None
                     else started + self._timeout + self.options.grace)
-        return Batch(batch_id, body, buffers, size, started, deadline, on_output)
+        return Batch(batch_id, body, buffers, size, started, deadline,
+                     None if on_output is None else OutputListener(on_output, self.id))
 
     def _received(self, batch: Batch, received: tuple[Any, list[memoryview]]) -> Encoded | None:
         """Take in a message that came during ``batch``: for a call from the container, the
         encoded answer to send back; otherwise None: output is handed to the batch's
-        ``on_output`` (an awaitable it returns is left in ``batch.awaiting``), the reply is
-        kept in ``batch.reply``.
+        ``on_output`` (an awaitable it returns is left in its listener), the reply is kept in
+        ``batch.reply``.
 
         Raises:
             ProtocolError: the message is unreadable or unexpected (the session must end).
         """
         message = self._decode(received)
         kind = message.get("type")
-        if kind == protocol.CALL or kind == protocol.OUTPUT:
+        if kind == protocol.CALL or kind == protocol.OUTPUT:  # before the reply
             size = len(received[0])  # the body: buffers were received into their arrays
             if size > self.options.max_call_frame:  # one whose "type" did not come first
                 raise ProtocolError(f"session {self.id}: a {kind} from the container with a "
@@ -303,25 +301,12 @@ class Conversation:
             ProtocolError: output the batch did not ask for, or for another batch.
         """
         text = message.get("text")
-        callback = batch.on_output
-        if callback is None or message.get("batch") != batch.id or not isinstance(text, str):
+        listener = batch.listener
+        if listener is None or message.get("batch") != batch.id or not isinstance(text, str):
             raise ProtocolError(f"session {self.id}: unexpected output for batch "
                                 f"{message.get('batch')!r} while waiting for {batch.id}"
-                                + ("" if callback else " (which did not ask for output)"))
-        try:
-            result = callback(text)
-        except Exception:
-            self._output_failed(batch)
-            return
-        if result is not None and inspect.isawaitable(result):
-            batch.awaiting = result
-
-    def _output_failed(self, batch: Batch) -> None:
-        """Log, once per eval, that its ``on_output`` raised (called in its except block)."""
-        if not batch.output_failed:
-            batch.output_failed = True
-            log.warning("session %s: on_output raised; the eval goes on and later failures "
-                        "of this eval are not logged", self.id, exc_info=True)
+                                + ("" if listener else " (which did not ask for output)"))
+        listener.hand(text)
 
     def _finish(self, batch: Batch) -> Any:
         """The value the batch's reply carries, or the error it reports.
@@ -330,7 +315,7 @@ class Conversation:
             PythonError, MarshalError, SessionTimeout (soft): the server's error reply.
             ProtocolError: the reply breaks the protocol (the session must end).
         """
-        message = batch.reply or {}
+        message = batch.reply
         kind = message.get("type")
         self.stats.bytes_out += batch.size  # counted once answered: it was sent whole
         if message.get("id") not in (batch.id, None):

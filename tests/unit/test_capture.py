@@ -146,3 +146,14 @@ def test_the_stream_flag_and_the_output_message():
     assert msgpack.unpackb(protocol.pack_output(7, "hé\n")) == {
         "type": "output", "batch": 7, "text": "hé\n"}
     assert capture.MAX_DELAY == 0.2 and capture.MIN_GAP <= 0.02
+
+
+def test_without_a_thread_for_the_flusher_output_is_kept_for_the_reply(monkeypatch):
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    out = CappedOutput(100)
+    assert out.start_stream(Sink(), threading.Lock()) is False
+    out.write("kept\n")
+    assert out.take() == ("kept\n", False)
