@@ -83,9 +83,7 @@ def main(argv: list[str]) -> int:
     home = Path(argv[0]).absolute()
     home.mkdir(parents=True, exist_ok=True)
     lock = open(home / _LOCK, "a")  # held for the agent's life
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _take(lock):
         return 0  # another caller started one first
     for name in _WARM:
         importlib.import_module(name)
@@ -122,6 +120,18 @@ def main(argv: list[str]) -> int:
         (home / _PID).unlink(missing_ok=True)
         listener.close()
     return 0
+
+
+def _take(lock: Any) -> bool:
+    """The agent's lock, unless another agent holds it. A moment's wait: ``agent_pid`` of
+    another process may hold it for a probe, which must not make a starting agent quit."""
+    for _ in range(40):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.025)
+    return False
 
 
 def _hand_over(listener: socket.socket, conn: socket.socket, home: Path) -> int | None:

@@ -202,6 +202,7 @@ def test_one_agent_per_home_forks_the_supervisors_even_when_callers_race(home):
     racing = [subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, "6", "0"],
                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
     callers = [(caller, caller.stdout.readline().strip()) for caller in racing]
+    assert all(run_id for _, run_id in callers), [caller.wait(30) for caller in racing]
     status = pyhost_cli(home, "agent", "status")
     assert status.returncode == 0, status
     agent = int(status.stdout.split()[1])

@@ -91,7 +91,9 @@ def test_a_source_linking_to_host_files_is_refused(home, secret, tmp_path, repos
                                                  r"outside the source") as refused:
         project.new_function(name="leaky", kind="python", handler="main", code_src=code_src)
     assert MARKER not in str(refused.value)
-    assert open_fds() == fds  # nothing of the refused source is left open
+    # nothing of the refused source is left open (other tests' background cleanups may close
+    # some meanwhile: fewer is no leak)
+    assert open_fds() <= fds
     assert peak_rss_bytes() - before < 64 * MiB
     # once more while another project's job runs in a container: it completes
     results: dict[str, object] = {}

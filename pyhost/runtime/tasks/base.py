@@ -95,32 +95,29 @@ class OneShotTask(Task[SpecT]):
         self._check_wait(wait)
         spec = self.check(function, runtime, **settings)
         record = create_run(runtime, function, self.action, spec.record())
-        execution = executing(record.id)
-        work = (function, runtime, record, spec, execution)
+        if not wait:  # a supervisor process's, when it can be
+            handed = self.detached_settings(spec, settings)
+            if handed is not None and detach(runtime, record, self.action, handed):
+                return Run(record, runtime)
+        work = (function, runtime, record, spec, executing(record.id))
         if wait:  # in this thread: no thread to start, and this thread's catalog connection
             cleanup = self._settled(*work)
             if cleanup is not None:  # recorded already: the caller need not wait for it
                 threading.Thread(target=cleanup, name="pyhost-run-cleanup",
                                  daemon=True).start()
             return Run(record, runtime).refresh()
-
-        handed = self.detached_settings(spec, settings)
-        if handed is not None and detach(runtime, record, self.action, handed):
-            finished(record.id)  # not this process's to wait for or stop
-            return Run(record, runtime)
-
-        def in_background() -> None:
-            cleanup = self._settled(*work)
-            if cleanup is not None:
-                cleanup()
-
-        threading.Thread(target=in_background, name=f"pyhost-{self.action}-{record.id[:8]}",
-                         daemon=True).start()
+        threading.Thread(target=self._to_the_end, args=work,
+                         name=f"pyhost-{self.action}-{record.id[:8]}", daemon=True).start()
         return Run(record, runtime)
 
     def supervise(self, function: Function, runtime: Runtime, record: Record,
                   spec: SpecT) -> None:
-        cleanup = self._settled(function, runtime, record, spec, executing(record.id))
+        self._to_the_end(function, runtime, record, spec, executing(record.id))
+
+    def _to_the_end(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
+                    execution: Execution) -> None:
+        """Execute, settle, then clean up."""
+        cleanup = self._settled(function, runtime, record, spec, execution)
         if cleanup is not None:
             cleanup()
 
