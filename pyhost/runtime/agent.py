@@ -36,6 +36,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import IO
 
 from hxpy import codec
 
@@ -122,7 +123,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _take(lock: Any) -> bool:
+def _take(lock: IO[str]) -> bool:
     """The agent's lock, unless another agent holds it. A moment's wait: ``agent_pid`` of
     another process may hold it for a probe, which must not make a starting agent quit."""
     for _ in range(40):
