@@ -29,13 +29,14 @@ import io
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections import deque
 from typing import Callable
 
 __all__ = ["BACKLOG", "CHUNK", "MAX_DELAY", "MIN_GAP", "TRUNCATION_MARKER", "CappedOutput",
-           "encodable", "utf8_pieces"]
+           "configure_logging", "encodable", "utf8_pieces"]
 
 log = logging.getLogger("hxpy")
 
@@ -331,3 +332,26 @@ class CappedOutput(io.TextIOBase):
         self._news = threading.Event()
         self._drained = threading.Event()
         self._due = 0.0
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time: the batch's capture while user code
+    runs, the container's stderr otherwise."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(own_log: logging.Logger, level: str) -> None:
+    """The server's own log (``own_log``) goes to the container's stderr, at ``level``; what
+    user code logs (the root logger, Python's default WARNING) goes where its prints go:
+    into the batch's output, streamed or returned with the reply."""
+    own = logging.StreamHandler(sys.__stderr__)
+    own.setFormatter(logging.Formatter("hxpy %(levelname)s %(message)s"))
+    own_log.addHandler(own)
+    own_log.setLevel(level)
+    own_log.propagate = False
+    logging.basicConfig(level=logging.WARNING, stream=_CurrentStderr())  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ import traceback
 from typing import Any, Callable
 
 from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
-from .capture import CHUNK, CappedOutput
+from .capture import CHUNK, CappedOutput, configure_logging
 from .columns import send_text_columns
 
 __all__ = [
@@ -467,29 +467,6 @@ def _output_chunk(max_frame: int) -> int:
     return min(CHUNK, max_frame - 64)
 
 
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is at the time: the batch's capture while user code
-    runs, the container's stderr otherwise."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def _configure_logging(level: str) -> None:
-    """The server's own log goes to the container's stderr, at ``level``; what user code
-    logs (the root logger, Python's default WARNING) goes where its prints go: into the
-    batch's output, streamed or returned with the reply."""
-    own = logging.StreamHandler(sys.__stderr__)
-    own.setFormatter(logging.Formatter("hxpy %(levelname)s %(message)s"))
-    log.addHandler(own)
-    log.setLevel(level)
-    log.propagate = False
-    logging.basicConfig(level=logging.WARNING, stream=_CurrentStderr())  # type: ignore[arg-type]
-
-
 def _remember(cache: dict[str, Any], source: str, compiled: Any) -> Any:
     if len(cache) >= 256:
         cache.clear()
@@ -591,7 +568,7 @@ def main() -> int:
               "refusing to serve without one", file=sys.stderr)
         return 2
     load_secrets(os.environ.pop("HXPY_SECRETS_DIR", ""))
-    _configure_logging(os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper())
+    configure_logging(log, os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper())
     server = Server(
         key,
         max_frame=int(os.environ.get("HXPY_MAX_FRAME", wire.DEFAULT_MAX_FRAME)),
