@@ -161,8 +161,7 @@ class Run:
         if self._record.kind.endswith("+serve"):
             self._wait_serving(timeout)
         else:
-            with _executions_lock:
-                execution = _executions.get(self.id)
+            execution = execution_here(self.id)
             if execution is not None:
                 execution.done.wait(timeout)
                 self.refresh()
@@ -177,8 +176,7 @@ class Run:
         ``timeout`` (default: its ``ready_timeout``) is failed: every replica removed, the
         run ERROR naming the replicas that did not come up, with their last log lines. A
         service of another process is only watched."""
-        with _executions_lock:
-            execution = _executions.get(self.id)
+        execution = execution_here(self.id)
         if execution is not None and execution.wait_ready is not None:
             self._record = execution.wait_ready(timeout)
         else:
@@ -337,8 +335,7 @@ class Run:
         Raises:
             ConfigurationError: the run executes in another process (stop it there).
         """
-        with _executions_lock:
-            execution = _executions.get(self.id)
+        execution = execution_here(self.id)
         if execution is None:
             if self.refresh().status.state in FINAL:
                 return self

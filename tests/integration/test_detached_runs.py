@@ -199,7 +199,9 @@ def test_a_detached_service_serves_until_any_process_stops_it(home, tmp_path, cl
 
 
 def test_one_agent_per_home_forks_the_supervisors_even_when_callers_race(home):
-    racing = [subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, "6", "0"],
+    # Each handler sleeps 20 s: long enough for every supervisor to be seen alive below
+    # on a loaded machine.
+    racing = [subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, "20", "0"],
                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
     callers = [(caller, caller.stdout.readline().strip()) for caller in racing]
     assert all(run_id for _, run_id in callers), [caller.wait(30) for caller in racing]
@@ -211,6 +213,7 @@ def test_one_agent_per_home_forks_the_supervisors_even_when_callers_race(home):
         caller.wait(30)
         run = dh.get_run(run_id)
         supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
+        assert not gone(supervisor), run.refresh().status.to_dict()
         with open(f"/proc/{supervisor}/stat") as stat:  # forked by the agent
             assert int(stat.read().rsplit(")", 1)[1].split()[1]) == agent
         assert run.wait(60).status.state == "COMPLETED"
