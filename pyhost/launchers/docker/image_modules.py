@@ -30,7 +30,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound
+from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound, short
 from ..ownership import Owner
 from .client import engine_errors
 from .image import find_image
@@ -141,9 +141,9 @@ def parse_modules(text: str) -> frozenset[str]:
 
 def probe_modules(client: docker.DockerClient, image: str) -> str:
     """Run :data:`MODULES_PROBE` once in ``image``, sandboxed; what it printed. Its output is
-    read as it comes and the probe killed past :data:`PROBE_CAP` bytes or 60 s, so neither
-    the host's memory nor the engine's log of it (kept to 8 MiB) grows with what a hostile
-    image prints.
+    read as it comes (attached, the engine keeps no log of it) and the probe killed past
+    :data:`PROBE_CAP` bytes or 60 s, so neither the host's memory nor the engine's disk grows
+    with what a hostile image prints.
 
     Raises:
         ImageBuildError: the image cannot run python3, it failed, printed too much or took
@@ -155,7 +155,7 @@ def probe_modules(client: docker.DockerClient, image: str) -> str:
         host_config = api.create_host_config(
             network_mode="none", read_only=True, cap_drop=["ALL"], mem_limit="256m",
             pids_limit=64, nano_cpus=500_000_000, security_opt=["no-new-privileges"],
-            log_config={"Type": "json-file", "Config": {"max-size": "8m", "max-file": "1"}})
+            log_config={"Type": "none", "Config": {}})
         container = api.create_container(
             image, entrypoint=["python3", "-c", MODULES_PROBE], command=[],
             user=sandbox_uid(), labels=Owner.current().labels(f"probe-{os.urandom(4).hex()}"),
@@ -164,10 +164,21 @@ def probe_modules(client: docker.DockerClient, image: str) -> str:
             out = _read_probe(api, container, image)
             code = api.wait(container, timeout=_TIMEOUT).get("StatusCode")
         finally:
-            api.remove_container(container, force=True)
+            _remove(api, container)
     if code != 0:
         raise ImageBuildError(f"image {image[:19]}: python3 exited with code {code}")
     return out.decode("utf-8", "replace")
+
+
+def _remove(api: docker.APIClient, container: str) -> None:
+    """Remove a probe container; a failure (an engine busy killing a flood) is logged, not
+    raised, so it never hides why the probe ended: the container carries this process's
+    owner labels, and the next sweep of orphans removes it."""
+    try:
+        api.remove_container(container, force=True)
+    except Exception as exc:  # any engine failure here is only logged
+        log.warning("cannot remove probe container %s now (%s); the orphan sweep will",
+                    container[:12], short(exc))
 
 
 def _read_probe(api: docker.APIClient, container: str, image: str) -> bytearray:
@@ -177,8 +188,11 @@ def _read_probe(api: docker.APIClient, container: str, image: str) -> bytearray:
     out = bytearray()
     stream: Any = None
     try:
+        # Attached before the start, no log kept: the probe writes only as fast as this
+        # reads, and blocks once it stops (an engine logging a flood to disk is slow to
+        # kill it on a loaded machine).
+        stream = api.attach(container, stdout=True, stderr=False, stream=True, logs=False)
         api.start(container)
-        stream = api.logs(container, stdout=True, stderr=False, stream=True, follow=True)
         for chunk in stream:
             out += chunk
             if len(out) > PROBE_CAP:
