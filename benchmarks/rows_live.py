@@ -1,6 +1,7 @@
 """Rows about runs that outlive their caller and logs followed while they are written (issue
 21): a detached job observed by a second process, a printed line seen by a follower in
-another process, and 100 MB of output against the same handler writing to /dev/null.
+another process, 100 MB of output against the same handler writing to /dev/null, and the
+host's memory while 1 GB is printed.
 
 Detached runs need a launcher another process can find by name, so these jobs run on
 ``"docker"`` with the bench's image; the observers are subprocesses of this one, on the same
@@ -159,3 +160,46 @@ def log_volume(bench: Bench) -> list[Result]:
                                      tuple(discarded)),
                    note=f"{megabytes} MB printed, streamed to the run's log (64 MiB kept: "
                         "its head and its tail)")]
+
+
+def _peak_from_now() -> int:
+    """Start this process's peak resident set (``VmHWM``) afresh; the resident set now."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return _status_bytes("VmRSS")
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) << 10
+    raise LookupError(field)
+
+
+@row("log_gigabyte", issue="21")
+def log_gigabyte(bench: Bench) -> list[Result]:
+    """A handler printing 1 GB, run with ``wait=True`` in this process: how much this
+    process's peak resident set grew while its log was streamed and capped (64 MiB); against
+    the same handler writing to /dev/null."""
+    gigabyte, peaks, discarded, seconds = 1024, [], [], []
+    with _catalog():
+        function = _function(bench, "gigabyte", VOLUME, "volume")
+        for devnull in (True, False):
+            before = _peak_from_now()
+            started = perf_counter()
+            run = function.run(launcher=bench.launcher, wait=True,
+                               parameters={"megabytes": gigabyte, "devnull": devnull})
+            elapsed = perf_counter() - started
+            grown = (_status_bytes("VmHWM") - before) / (1 << 20)
+            if run.status.state != "COMPLETED":
+                raise AssertionError(f"run {run.id} ended {run.status.state}: "
+                                     f"{run.status.message}")
+            (discarded if devnull else peaks).append(grown)
+            if not devnull:
+                seconds.append(elapsed)
+    return [Result("log_gigabyte", "MiB", peaks, target=Target(64.0),
+                   baseline=Baseline("the same run writing to /dev/null; MiB",
+                                     tuple(discarded)),
+                   note=f"the host's peak RSS growth while 1 GB was printed and its log "
+                        f"capped to 64 MiB (in {seconds[0]:.1f} s)")]

@@ -1,30 +1,28 @@
 """What user code prints during a batch: kept (capped) for the reply, or streamed as it comes.
 
-One :class:`CappedOutput` is a session's ``sys.stdout`` and ``sys.stderr`` for its whole life
-(a stream user code keeps, a logging handler made in one batch, writes into later batches).
-By default it keeps what is printed, capped, for the batch's reply. While a batch that asked
-for it runs, it is in streaming mode instead: what is printed waits in a backlog that a
-flusher thread hands to a sender, one OUTPUT frame at a time:
+One :class:`CappedOutput` captures a session's output for its whole life (a stream user
+code keeps, a logging handler made in one batch, writes into later batches). Its
+:attr:`~CappedOutput.stream` is what user code sees as ``sys.stdout`` and ``sys.stderr``: a
+real :class:`io.TextIOWrapper` over a :class:`io.BufferedWriter` over the capture itself,
+so a ``print`` costs what it costs on a terminal's stdout (encoding and buffering in C), and
+``sys.stdout.buffer`` takes bytes (invalid UTF-8 is read with replacement characters). The
+capture sees the bytes a buffer at a time, under the buffer's lock, so in order:
 
-* at a line's end (or ``flush()``) when lines come slowly, but at most one frame per
-  :data:`MIN_GAP`, so a fast printer's lines are joined into few frames;
-* when :data:`CHUNK` characters are waiting, at once;
-* a partial line at the latest :data:`MAX_DELAY` after it was written.
+* by default it keeps them, capped, for the batch's reply;
+* while a batch that asked for it runs, it sends them at once as OUTPUT frames of at most
+  one chunk, from whichever thread filled the buffer; a pump thread flushes the buffer
+  every :data:`MIN_GAP`, so a line printed alone (or a partial one) goes within that. A
+  writer waits while the host has not read what it sent: a fast printer cannot fill the
+  container's memory.
 
-While user code runs only the flusher thread sends, never a thread that prints, so the
-soft timeout's signal (which interrupts the main thread) cannot cut a frame in half; at the
-end, :meth:`CappedOutput.end_stream` sends what is left beyond one chunk, from a thread no
-longer in user code. Writers wait while :data:`BACKLOG` characters are unsent, so a fast
-printer cannot fill the container's memory.
-
-A write takes no lock (a lock costs more than the rest of a write, and print() writes twice
-per line): writers only append to a deque, which the GIL keeps whole; only the flusher takes
-from it while streaming, holding the send lock, which :meth:`CappedOutput.end_stream` takes
-too. The counters that time the frames may miss a racing write's size; nothing is lost.
+A buffer being handed over must not be cut by the soft timeout's exception (the buffer
+would hand the same bytes over again): the server's timer asks :meth:`CappedOutput.busy`
+and lets such a write finish first.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import os
@@ -32,21 +30,33 @@ import re
 import sys
 import threading
 import time
-from collections import deque
-from typing import Callable
+from types import FrameType
+from typing import Any, Callable
 
-__all__ = ["BACKLOG", "CHUNK", "MAX_DELAY", "MIN_GAP", "TRUNCATION_MARKER", "CappedOutput",
+__all__ = ["CHUNK", "MAX_DELAY", "MIN_GAP", "TRUNCATION_MARKER", "CappedOutput",
            "configure_logging", "encodable", "utf8_pieces"]
 
 log = logging.getLogger("hxpy")
 
 TRUNCATION_MARKER = "\n[... output truncated by hxpy: {dropped} more characters not shown ...]\n"
-MAX_DELAY = 0.2     # seconds a partial line may wait
-MIN_GAP = 0.02      # seconds between two frames when lines come fast
-CHUNK = 64 * 1024   # characters (and UTF-8 bytes) of one frame's text, at most
-BACKLOG = 1 << 20   # unsent characters before a writer waits for the flusher
+MAX_DELAY = 0.2     # seconds printed text may wait before it is sent, at most
+MIN_GAP = 0.02      # seconds between two flushes of the buffer by the pump
+CHUNK = 64 * 1024   # bytes of the buffer, and UTF-8 bytes of one frame's text at most
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ERRORS = "hxpy-replacement"
+_REPLACEMENT = "\ufffd".encode()
+
+
+def _replace_unencodable(exc: UnicodeError) -> tuple[bytes, int]:
+    """Lone surrogates printed become U+FFFD, one for each, as :func:`encodable` makes them
+    (as bytes: the UTF-8 encoder takes only ASCII text from a handler)."""
+    if isinstance(exc, UnicodeEncodeError):
+        return _REPLACEMENT * (exc.end - exc.start), exc.end
+    raise exc
+
+
+codecs.register_error(_ERRORS, _replace_unencodable)
 
 
 def encodable(text: str) -> str:
@@ -81,257 +91,170 @@ def utf8_pieces(text: str, limit: int) -> list[str]:
 Sender = Callable[[str], None]
 
 
-class CappedOutput(io.TextIOBase):
-    """A text stream that keeps the first ``cap`` characters and counts the rest, or, between
-    :meth:`start_stream` and :meth:`end_stream`, hands what is written to a sender.
+class CappedOutput(io.RawIOBase):
+    """The bottom of :attr:`stream`: keeps the first ``cap`` characters written and counts
+    the rest, or, between :meth:`start_stream` and :meth:`end_stream`, hands them to a
+    sender.
 
-    Past the cap each write costs O(1), so printing a gigabyte cannot exhaust memory. User
-    code may print from any thread.
+    Past the cap a buffer costs its decoding only, so printing a gigabyte cannot exhaust
+    memory. User code may print from any thread.
     """
 
     def __init__(self, cap: int) -> None:
         super().__init__()
         self._cap = cap
-        # Capped mode: the kept text. Streaming mode: the unsent text, the first part read
-        # from ``_offset`` on (a large write is sent a chunk at a time, not copied each time).
-        self._parts: deque[str] = deque()
+        self._lock = threading.Lock()  # the kept text: written under the buffer's lock,
+        self._parts: list[str] = []    # taken by the server's thread
         self._kept = 0
         self._dropped = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._sender: Sender | None = None  # streaming when set
         self._send_lock: threading.Lock | None = None
         self._chunk = CHUNK
-        self._offset = 0
-        self._written = 0      # characters written while streaming (by writers)
-        self._taken = 0        # of which sent (by the flusher)
-        self._full_at = CHUNK  # _written when a chunk waits: _taken + _chunk
-        self._line = False     # a line ended (or flush()) since the last frame
-        self._since = 0.0      # when the oldest unsent text was written
-        self._sent_at = 0.0    # when the last frame was taken
-        self._due = 0.0        # nonzero while the flusher sleeps: wake it on news
-        self._news = threading.Event()    # wakes the flusher
-        self._drained = threading.Event()  # wakes writers waiting for a full backlog
-        self._flusher: threading.Thread | None = None
-        if hasattr(os, "register_at_fork"):  # a forked child has no flusher: it keeps output
+        self._ending = False  # end_stream is flushing: the rest is kept uncapped
+        self._streaming = threading.Event()  # the pump flushes while it is set
+        self._pump: threading.Thread | None = None
+        #: What user code writes to: ``sys.stdout`` and ``sys.stderr`` during a batch.
+        self.stream = io.TextIOWrapper(io.BufferedWriter(self, CHUNK), encoding="utf-8",
+                                       errors=_ERRORS, newline="\n")
+        if hasattr(os, "register_at_fork"):  # a forked child has no pump: it keeps output
             os.register_at_fork(after_in_child=self._after_fork)
+
+    @property
+    def name(self) -> str:  # the buffer's and the stream's name, as a terminal's has one
+        return "<hxpy output>"
 
     def writable(self) -> bool:
         return True
 
-    def write(self, text: str) -> int:
-        if type(text) is not str and not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        size = len(text)
-        if not size:
-            return 0
-        if self._sender is None:
-            kept = self._kept
-            if kept + size <= self._cap:
-                self._parts.append(text)
-                self._kept = kept + size
-            elif kept >= self._cap:  # past the cap: O(1)
-                self._dropped += size
-            else:
-                self._keep_some(text)
-            return size
-        parts = self._parts
-        news = not parts
-        if news:
-            self._since = time.monotonic()
-        parts.append(text)
-        written = self._written = self._written + size
-        if not self._line and "\n" in text:
-            self._line = news = True
-        if written >= self._full_at:  # a chunk waits
-            news = True
-            if written - self._taken >= BACKLOG:
-                self._wait_for_room()
-        if news and self._due:
-            self._news.set()
+    def write(self, data: Any) -> int:
+        """Take a buffer's bytes (called by the buffer, under its lock)."""
+        size = memoryview(data).nbytes
+        text = self._decoder.decode(data)
+        sender = self._sender
+        if sender is None:
+            self._keep(text, capped=not self._ending)
+        else:
+            self._send(sender, text)
         return size
-
-    def flush(self) -> None:
-        """Streaming: send what is waiting as if a line had ended."""
-        if self._sender is not None and self._parts:
-            self._line = True
-            if self._due:
-                self._news.set()
 
     def take(self) -> tuple[str, bool]:
         """The kept text (with a truncation marker when some was dropped) and whether it was;
-        the stream is empty again afterwards."""
-        if not self._parts and not self._dropped:  # the common case: nothing was printed
-            return "", False
-        text = encodable(self._pop(len(self._parts)))
-        dropped = self._dropped
-        self._kept = self._dropped = 0
+        what was printed is flushed first, and nothing is kept afterwards."""
+        self.stream.flush()
+        with self._lock:
+            if not self._parts and not self._dropped:  # the common case: nothing printed
+                return "", False
+            text = "".join(self._parts)
+            dropped = self._dropped
+            self._parts.clear()
+            self._kept = self._dropped = 0
         if dropped:
             return text + TRUNCATION_MARKER.format(dropped=dropped), True
         return text, False
+
+    def busy(self, frame: FrameType | None) -> bool:
+        """Whether ``frame`` (where a signal found the main thread) is in a hand-over of a
+        buffer, which must not be cut."""
+        while frame is not None:
+            if frame.f_code is _WRITE_CODE:
+                return True
+            frame = frame.f_back
+        return False
 
     # -- streaming ------------------------------------------------------------------------
 
     def start_stream(self, sender: Sender, send_lock: threading.Lock,
                      chunk: int = CHUNK) -> bool:
-        """Hand what is written from now on to ``sender``, in pieces of at most ``chunk``
-        UTF-8 bytes, from the flusher thread holding ``send_lock``; what was kept (printed
-        between batches) goes first. False when the flusher cannot start (user code used up
-        the container's threads): the output is then kept for the reply, as without
-        streaming."""
-        if self._flusher is None:
-            flusher = threading.Thread(target=self._flush_forever, name="hxpy-output",
-                                       daemon=True)
+        """Hand what is printed from now on to ``sender``, in pieces of at most ``chunk``
+        UTF-8 bytes, holding ``send_lock``; what was kept (printed between batches) goes
+        first. False when the pump cannot start (user code used up the container's
+        threads): the output is then kept for the reply, as without streaming."""
+        if self._pump is None:
+            pump = threading.Thread(target=self._pump_forever, name="hxpy-output",
+                                    daemon=True)
             try:
-                flusher.start()
+                pump.start()
             except RuntimeError:
                 log.warning("no thread for streamed output; it comes with the reply")
                 return False
-            self._flusher = flusher
-        if self._dropped:
-            self._parts.append(TRUNCATION_MARKER.format(dropped=self._dropped))
-        self._written = sum(map(len, list(self._parts)))
-        self._taken = self._offset = self._kept = self._dropped = 0
+            self._pump = pump
+        kept, _ = self.take()
         self._chunk = max(chunk, 4)
-        self._full_at = self._chunk
-        self._line = bool(self._parts)
-        self._since = time.monotonic()
-        self._sent_at = 0.0
         self._send_lock = send_lock
+        if kept:
+            self._send(sender, kept)
         self._sender = sender
-        self._news.set()
+        self._streaming.set()
         return True
 
     def end_stream(self) -> None:
-        """Stop streaming: what was not handed to the sender yet is sent now, but for its
-        last chunk, which is kept for the reply (:meth:`take`); later writes are capped
-        again. The caller must not be interruptible by the soft timeout (it sends).
+        """Stop streaming: what is still buffered is sent now, but for its last chunk, which
+        is kept for the reply (:meth:`take`); later writes are capped again. The caller must
+        not be interruptible by the soft timeout (it sends).
 
-        Waits for a frame the flusher is sending: a reply sent after this comes after every
-        frame.
+        A frame the pump is sending is sent before this returns: a reply sent after this
+        comes after every frame.
         """
-        sender, send_lock = self._sender, self._send_lock
-        assert sender is not None and send_lock is not None
-        with send_lock:
-            self._sender = self._send_lock = None
-            try:  # a reply stays small, under the host's cap of what it keeps
-                while self._parts and self._written - self._taken > self._chunk:
-                    self._send_chunk(sender)
-            except Exception:
-                log.debug("streamed output dropped", exc_info=True)
-        parts = self._parts
-        if self._offset and parts:
-            parts[0] = parts[0][self._offset:]
-        self._offset = 0
-        self._kept = max(self._written - self._taken, 0)
-        self._drained.set()
+        sender = self._sender
+        assert sender is not None
+        self._streaming.clear()
+        self._sender = None
+        self._ending = True
+        try:  # into the kept text, after any frame in flight (the buffer's lock)
+            self.stream.flush()
+        finally:
+            self._ending = False
+        with self._lock:
+            text = "".join(self._parts)
+            self._parts.clear()
+            self._kept = self._dropped = 0
+        pieces = utf8_pieces(text, self._chunk) if text else []
+        self._send(sender, "".join(pieces[:-1]))
+        if pieces:  # a reply stays small, under the host's cap of what it keeps
+            self._keep(pieces[-1], capped=False)
 
     # -- internals --------------------------------------------------------------------------
 
-    def _keep_some(self, text: str) -> None:
-        room = self._cap - self._kept
-        if room <= 0:
-            self._dropped += len(text)
+    def _keep(self, text: str, capped: bool = True) -> None:
+        with self._lock:
+            room = self._cap - self._kept if capped else len(text)
+            if room >= len(text):
+                self._parts.append(text)
+                self._kept += len(text)
+            else:
+                if room > 0:
+                    self._parts.append(text[:room])
+                    self._kept += room
+                self._dropped += len(text) - max(room, 0)
+
+    def _send(self, sender: Sender, text: str) -> None:
+        if not text:
             return
-        self._parts.append(text[:room])
-        self._kept += room
-        self._dropped += len(text) - room
+        assert self._send_lock is not None
+        try:
+            for piece in utf8_pieces(text, self._chunk):
+                with self._send_lock:
+                    sender(piece)
+        except Exception:  # the host is gone (the process is ending): drop it
+            log.debug("streamed output dropped", exc_info=True)
 
-    def _pop(self, count: int) -> str:
-        """The first ``count`` parts, joined; writes racing this stay behind them."""
-        popleft = self._parts.popleft
-        return "".join([popleft() for _ in range(count)])
-
-    def _wait_for_room(self) -> None:
-        """Wait (interruptibly: a soft timeout ends it) until the flusher took some text, or
-        streaming ended."""
-        sender = self._sender
-        while self._written - self._taken >= BACKLOG and self._sender is sender:
-            self._drained.clear()
-            self._news.set()
-            self._drained.wait(0.05)  # the timeout covers a wake-up lost to a race
-
-    def _due_at(self) -> float:
-        """When the waiting text should be sent (inf: nothing waits)."""
-        if not self._parts or self._sender is None:
-            return float("inf")
-        if self._written >= self._full_at:
-            return 0.0
-        if self._line:
-            return self._sent_at + MIN_GAP
-        return max(self._since + MAX_DELAY, self._sent_at + MIN_GAP)
-
-    def _take_unsent(self, limit: int) -> str:
-        """Up to ``limit`` characters of the unsent text, oldest first (the flusher only)."""
-        parts = self._parts
-        head = parts[0]
-        if self._offset or len(head) > limit:  # a large write: the next slice of it
-            piece = head[self._offset:self._offset + limit]
-            self._offset += len(piece)
-            if self._offset >= len(head):
-                parts.popleft()
-                self._offset = 0
-            self._took(len(piece))
-            return piece
-        # Whole writes: as many as there are (but a few) when they fit, else one by one.
-        count = len(parts)
-        if self._written - self._taken <= limit and count > 1:
-            text = self._pop(count)
-        else:
-            pieces = []
-            need = limit
-            popleft = parts.popleft
-            while parts and len(parts[0]) <= need:
-                piece = popleft()
-                pieces.append(piece)
-                need -= len(piece)
-            text = "".join(pieces)
-        self._took(len(text))
-        return text
-
-    def _took(self, size: int) -> None:
-        self._taken += size
-        self._full_at = self._taken + self._chunk
-
-    def _sleep_until_due(self) -> None:
-        """Return when the waiting text is due (see the module docstring)."""
+    def _pump_forever(self) -> None:
         while True:
-            # Announce the sleep before looking, so a write after the look wakes it.
-            self._due = 1.0
-            self._news.clear()
-            now = time.monotonic()
-            due = self._due_at()
-            if due <= now:
-                self._due = 0.0
-                return
-            self._due = due
-            self._news.wait(None if due == float("inf") else due - now)
-
-    def _flush_forever(self) -> None:
-        while True:
-            self._sleep_until_due()
-            sender, send_lock = self._sender, self._send_lock
-            if sender is None or send_lock is None:
-                continue
-            with send_lock:
-                if self._sender is not sender:  # the batch ended meanwhile
-                    continue
+            self._streaming.wait()
+            time.sleep(MIN_GAP)
+            if self._sender is not None:
                 try:
-                    self._send_chunk(sender)
-                except Exception:  # the host is gone (the process is ending): drop it
-                    log.debug("streamed output dropped", exc_info=True)
-
-    def _send_chunk(self, sender: Sender) -> None:
-        text = self._take_unsent(self._chunk)
-        self._sent_at = self._since = time.monotonic()
-        self._line = bool(self._parts)  # the rest of a large write: soon
-        self._drained.set()
-        for piece in utf8_pieces(encodable(text), self._chunk):
-            sender(piece)
+                    self.stream.flush()
+                except Exception:
+                    log.debug("output not flushed", exc_info=True)
 
     def _after_fork(self) -> None:
-        self._sender = self._send_lock = self._flusher = None
-        self._news = threading.Event()
-        self._drained = threading.Event()
-        self._due = 0.0
+        self._sender = self._send_lock = self._pump = None
+        self._streaming = threading.Event()
+
+
+_WRITE_CODE = CappedOutput.write.__code__
 
 
 class _CurrentStderr:

@@ -244,7 +244,8 @@ class Server:
 
     def _output_sender(self, batch_id: Any) -> Callable[[str], None]:
         """What sends a piece of batch ``batch_id``'s output as an OUTPUT frame (called by
-        the capture's flusher thread, holding the send lock)."""
+        the capture, from the thread that filled or flushed its buffer, holding the send
+        lock)."""
         conn, max_frame = self.conn, self.max_frame
         assert conn is not None
 
@@ -272,7 +273,7 @@ class Server:
         streaming = message.get("stream") is True and self._output.start_stream(
             self._output_sender(batch_id), self._send_lock, _output_chunk(self.max_frame))
         saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = self._output
+        sys.stdout = sys.stderr = self._output.stream
         value: Any = None
         failure: tuple[str, BaseException, str] | None = None
         try:
@@ -416,6 +417,10 @@ class Server:
         if left == math.inf:  # this batch has no timeout
             return
         if self._in_user_code:
+            if self._output.busy(frame):  # a buffer of output half handed over: let it be
+                signal.setitimer(signal.ITIMER_REAL, 0.001)
+                self._timer_at = time.monotonic() + 0.001
+                return
             raise SoftTimeout("the batch ran past its timeout and was interrupted")
         self._timer_fired = True
 

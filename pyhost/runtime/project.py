@@ -84,9 +84,13 @@ class Project:
         """
         if run_id.startswith("store://"):
             run_id = parse_key(run_id).name
-        record = self._runtime.get("run", run_id)
+        try:
+            record = self._runtime.get("run", run_id)
+        except NotInCatalog:
+            raise NotInCatalog(f"there is no run {run_id} in project {self.name!r}") from None
         if record.project != self.name:
-            raise NotInCatalog(f"run {run_id} is not in project {self.name!r}")
+            raise NotInCatalog(f"run {run_id} is not in project {self.name!r} (it is of "
+                               f"project {record.project!r})")
         return Run(record, self._runtime)
 
     def list_runs(self, state: str | None = None) -> list[Run]:
@@ -291,9 +295,15 @@ def get_run(identifier: str, project: str | None = None) -> Run:
         key = parse_key(identifier)
         project, identifier = project or key.project, key.name
     runtime = get_runtime()
-    run = Run(runtime.get("run", identifier), runtime)
+    try:
+        run = Run(runtime.get("run", identifier), runtime)
+    except NotInCatalog:
+        where = (f"project {project!r}" if project else
+                 f"any project of {runtime.home or 'this catalog'}")
+        raise NotInCatalog(f"there is no run {identifier} in {where}") from None
     if project is not None and run.project != project:
-        raise NotInCatalog(f"run {identifier} is not in project {project!r}")
+        raise NotInCatalog(f"run {identifier} is not in project {project!r} (it is of "
+                           f"project {run.project!r})")
     return run
 
 

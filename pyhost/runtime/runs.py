@@ -330,7 +330,9 @@ class Run:
             time.sleep(_POLL_MAX)
 
     def stop(self) -> Run:
-        """Stop the run: its container is removed and it ends STOPPED.
+        """Stop the run: its container is removed and it ends STOPPED. A run that has
+        already ended is left as it is (logged at INFO, naming its state); two stops at once
+        have one effect.
 
         Raises:
             ConfigurationError: the run executes in another process (stop it there).
@@ -338,6 +340,8 @@ class Run:
         execution = execution_here(self.id)
         if execution is None:
             if self.refresh().status.state in FINAL:
+                log.info("run %s was already %s; nothing to stop", self.id,
+                         self.status.state)
                 return self
             self._signal_supervisor()
             self._poll_while(ACTIVE, 30)

@@ -192,3 +192,34 @@ def test_bad_volumes_are_refused_before_anything_starts(project, client, volumes
     with pytest.raises(ConfigurationError, match=message):
         function(project, "volume_probe").run(volumes=volumes)
     assert not _our_containers(client)
+
+
+FLOOD = """
+import sys
+
+def main(megabytes):
+    sys.stdout.buffer.write(b"garbage \\xff\\xfe\\xc3 end\\n")  # not UTF-8
+    print("first line")
+    line = "y" * 99 + "\\n"
+    for i in range(megabytes * 10_000):
+        sys.stdout.write(line)
+    print("last line")
+    return megabytes
+"""
+
+
+def test_a_flood_of_output_is_capped_to_head_and_tail_in_bounded_host_memory(project):
+    from tests.security.conftest import peak_rss_bytes, reset_peak_rss
+
+    fn = project.new_function(name="flood", kind="python", code=FLOOD, handler="main")
+    before = reset_peak_rss()
+    run = fn.run(parameters={"megabytes": 200}, log_cap="4Mi", wait=True)
+    grown = peak_rss_bytes() - before
+    assert run.status.state == "COMPLETED", run.status.error
+    logs = run.logs()
+    assert logs.startswith("garbage \ufffd\ufffd\ufffd end\nfirst line\n" + "y" * 99 + "\n")
+    assert logs.endswith("y" * 99 + "\nlast line\n")
+    assert logs.count("bytes of logs dropped by pyhost (log_cap=4Mi)") == 1
+    assert len(logs.encode()) <= (4 << 20) + 4096
+    # 200 MB went through this process: never more than a few buffers of it at once.
+    assert grown < 64 << 20, f"the host's peak grew by {grown >> 20} MiB"

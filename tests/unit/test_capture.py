@@ -3,13 +3,14 @@ for the reply, or streamed to a sender while a batch runs; and the messages that
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import msgpack
 
 from hxpy import capture, protocol
-from hxpy.capture import CHUNK, CappedOutput, encodable, utf8_pieces
+from hxpy.capture import CHUNK, MAX_DELAY, CappedOutput, encodable, utf8_pieces
 
 
 class Sink:
@@ -32,9 +33,9 @@ class Sink:
 
 def test_capped_mode_keeps_the_head_and_counts_the_rest():
     out = CappedOutput(10)
-    out.write("0123456")
-    out.write("789abc")
-    out.write("def")
+    out.stream.write("0123456")
+    out.stream.write("789abc")
+    out.stream.write("def")
     text, truncated = out.take()
     assert truncated and text.startswith("0123456789") and "6 more characters" in text
     assert out.take() == ("", False)
@@ -47,7 +48,7 @@ def test_streaming_hands_over_every_write_once_in_order_across_threads():
 
     def printer(name: str) -> None:
         for i in range(2000):
-            out.write(f"{name}{i}\n")
+            out.stream.write(f"{name}{i}\n")
 
     threads = [threading.Thread(target=printer, args=(name,)) for name in "abc"]
     for thread in threads:
@@ -62,31 +63,27 @@ def test_streaming_hands_over_every_write_once_in_order_across_threads():
         assert [line for line in lines if line[0] == name] == [f"{name}{i}" for i in range(2000)]
 
 
-def test_a_line_goes_at_once_and_a_partial_line_after_200_ms():
+def test_a_line_and_a_partial_line_go_within_the_delay_each():
     out = CappedOutput(100)
     sink = Sink()
     out.start_stream(sink, threading.Lock())
-    out.write("line\n")
-    deadline = time.monotonic() + 1
-    while not sink.pieces and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert sink.pieces == ["line\n"]
-    written = time.monotonic()
-    out.write("partial")
-    while len(sink.pieces) < 2 and time.monotonic() < written + 1:
-        time.sleep(0.001)
-    waited = time.monotonic() - written
-    assert sink.pieces == ["line\n", "partial"] and 0.15 <= waited <= 0.4
+    for text in ("line\n", "partial"):
+        written = time.monotonic()
+        out.stream.write(text)
+        while sink.text.count(text) < 1 and time.monotonic() < written + 1:
+            time.sleep(0.001)
+        assert sink.text.endswith(text) and time.monotonic() - written <= MAX_DELAY
+    assert sink.text == "line\npartial"
     out.end_stream()
     assert out.take() == ("", False)
 
 
 def test_what_was_kept_between_batches_is_streamed_first():
     out = CappedOutput(5)
-    out.write("between batches\n")  # over the cap: cut, with its marker
+    out.stream.write("between batches\n")  # over the cap: cut, with its marker
     sink = Sink()
     out.start_stream(sink, threading.Lock())
-    out.write("in the batch\n")
+    out.stream.write("in the batch\n")
     time.sleep(0.1)
     out.end_stream()
     streamed = sink.text + out.take()[0]
@@ -103,7 +100,7 @@ def test_a_full_backlog_makes_the_writer_wait_and_the_end_sends_all_but_a_chunk(
 
     def printer() -> None:
         for _ in range(30_000):  # 3 MB, three times the backlog
-            out.write(line)
+            out.stream.write(line)
         done.set()
 
     writer = threading.Thread(target=printer)
@@ -124,7 +121,7 @@ def test_a_write_after_the_end_is_kept_for_the_next_reply():
     sink = Sink()
     out.start_stream(sink, threading.Lock())
     out.end_stream()
-    out.write("late\n")
+    out.stream.write("late\n")
     assert out.take() == ("late\n", False)
 
 
@@ -155,5 +152,30 @@ def test_without_a_thread_for_the_flusher_output_is_kept_for_the_reply(monkeypat
     monkeypatch.setattr(threading.Thread, "start", no_thread)
     out = CappedOutput(100)
     assert out.start_stream(Sink(), threading.Lock()) is False
-    out.write("kept\n")
+    out.stream.write("kept\n")
     assert out.take() == ("kept\n", False)
+
+
+def test_bytes_and_text_utf8_cannot_carry_become_replacement_characters():
+    out = CappedOutput(100)
+    out.stream.write("lone \ud800 and \udcff\n")
+    out.stream.flush()
+    out.stream.buffer.write(b"bin \xff\xfe\x00 \xe2\x82")  # a character cut at its end
+    out.stream.buffer.write(b"\xac split\n")  # ...and completed by the next write
+    assert out.take() == ("lone \ufffd and \ufffd\nbin \ufffd\ufffd\x00 \u20ac split\n", False)
+
+
+def test_the_stream_looks_like_a_files_and_a_write_in_progress_is_busy():
+    out = CappedOutput(100)
+    assert out.stream.encoding == "utf-8" and not out.stream.isatty()
+    assert out.stream.name == "<hxpy output>" and out.stream.writable()
+    seen = []
+
+    def sender(text: str) -> None:
+        seen.append(out.busy(sys._getframe()))
+
+    assert not out.busy(sys._getframe())
+    out.start_stream(sender, threading.Lock())
+    out.stream.write("x" * (CHUNK + 1))  # past the buffer: handed over from this thread
+    out.end_stream()
+    assert seen and all(seen)

@@ -173,6 +173,25 @@ def test_wait_false_returns_at_once_and_stop_ends_the_run(project, launcher):
     assert run.wait(1).status.state == "STOPPED"
 
 
+def test_stopping_an_ended_run_says_so_and_changes_nothing(project, launcher, caplog):
+    run = function(project, "func1").run(parameters={"param1": "x"}, wait=True,
+                                         launcher=launcher)
+    assert run.status.state == "COMPLETED"
+    with caplog.at_level("INFO", logger="pyhost.runtime"):
+        assert run.stop().status.state == "COMPLETED"
+    assert f"run {run.id} was already COMPLETED; nothing to stop" in caplog.text
+    assert project.get_run(run.id).status.state == "COMPLETED"
+
+
+def test_a_run_that_is_not_there_names_where_it_was_looked_for(project):
+    with pytest.raises(NotInCatalog, match="there is no run nope in project 'demo'"):
+        dh.get_run("store://demo/run/python+job/nope")
+    with pytest.raises(NotInCatalog, match="there is no run nope in any project of "):
+        dh.get_run("nope")
+    with pytest.raises(NotInCatalog, match="there is no run nope in project 'demo'"):
+        project.get_run("nope")
+
+
 def test_functions_are_versioned(project):
     first = project.new_function(name="v", code="def f():\n    return 1\n", handler="f")
     same = project.new_function(name="v", code="def f():\n    return 1\n", handler="f")
