@@ -108,8 +108,8 @@ def job_detached(bench: Bench) -> list[Result]:
                              "none); ms", tuple(bares))
     return [Result("job_detached", "ms", ends, target=Target(1.3, relative=True),
                    baseline=bare_baseline,
-                   note="from the call to COMPLETED seen by another process (which re-reads "
-                        "the run at most 100 ms apart)"),
+                   note="from the call to COMPLETED seen by another process (told by a "
+                        "FIFO when the end is recorded)"),
             Result("job_detached[call]", "ms", calls, target=Target(20.0),
                    note="fn.run(wait=False) returning: checks, the run recorded, the "
                         "supervisor started and handed the run")]

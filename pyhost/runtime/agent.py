@@ -152,7 +152,8 @@ def _hand_over(listener: socket.socket, conn: socket.socket, home: Path) -> int 
             listener.close()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.environ.clear()
-            os.environ.update({**request["env"], "PYHOST_HOME": str(home)})
+            os.environ.update({**request["env"], "PYHOST_HOME": str(home),
+                               "PYHOST_STARTUP_GC": "0"})
             with contextlib.suppress(OSError):
                 os.chdir(request["cwd"])
             conn.settimeout(30)

@@ -27,6 +27,7 @@ from ..launchers.ownership import SUPERVISOR_LABEL, Owner, owner_alive
 from .catalog import Record, StaleState
 from .entities import Entity, EntityKey, entity_class, iso_time, new_id, parse_key
 from .limits import DEFAULT_LOG_CAP, parse_size
+from .run_ends import FALLBACK, EndWatch, tell_ended
 from .run_log import LogFollower, RunLog, read_log
 from .values import from_json
 
@@ -152,9 +153,9 @@ class Run:
         run never ends by itself: its wait returns once every replica answers (RUNNING), as
         DigitalHub's returns once the service is deployed (see :meth:`_wait_serving`).
 
-        A run executing in this process ends the wait at once; another process's run is
-        re-read with a back-off from 10 ms to 100 ms. ``log_info`` logs the wait's start and
-        end (logger ``pyhost.runtime``), as DigitalHub's does.
+        A run executing in this process ends the wait at once; so does one another
+        process executes, which tells its end (:mod:`.run_ends`). ``log_info`` logs the
+        wait's start and end (logger ``pyhost.runtime``), as DigitalHub's does.
         """
         if log_info:
             log.info("waiting for run %s", self.id)
@@ -166,7 +167,7 @@ class Run:
                 execution.done.wait(timeout)
                 self.refresh()
             else:
-                self._poll_while(ACTIVE, timeout)
+                self._wait_told(timeout)
         if log_info:
             log.info("run %s is %s", self.id, self.status.state)
         return self
@@ -181,6 +182,25 @@ class Run:
             self._record = execution.wait_ready(timeout)
         else:
             self._poll_while((CREATED, READY), timeout)
+
+    def _wait_told(self, timeout: float | None) -> None:
+        """Until another process records the run's end and tells it; polled as
+        :meth:`_poll_while` where the home cannot hold the FIFO that tells it."""
+        home = self._runtime.home
+        try:
+            watch = EndWatch(home, self.id) if home is not None else None
+        except OSError:
+            watch = None
+        if watch is None:
+            self._poll_while(ACTIVE, timeout)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with watch:
+            while self.refresh().status.state in ACTIVE:
+                left = FALLBACK if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    break
+                watch.wait(min(left, FALLBACK))
 
     def _poll_while(self, states: tuple[str, ...], timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -462,8 +482,11 @@ def transition(runtime: Runtime, record: Record, state: str,
     status["timings"] = {**(status.get("timings") or {}), state: now}
     document["status"] = status
     document["metadata"] = {**(document.get("metadata") or {}), "updated": iso_time(now)}
-    return runtime.update("run", record.id, document, state=state, expect_state=expect,
-                          updated=now)
+    updated = runtime.update("run", record.id, document, state=state, expect_state=expect,
+                             updated=now)
+    if state in FINAL and runtime.home is not None:  # other processes' waits end now
+        tell_ended(runtime.home, record.id)
+    return updated
 
 
 def settle_orphaned_runs(runtime: Runtime) -> list[str]:

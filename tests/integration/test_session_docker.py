@@ -167,3 +167,15 @@ def test_fifty_sessions_in_a_row_leave_nothing_behind(client, io_dir, runtime_di
         assert not glob.glob(os.path.join(runtime_dir, f"pyhost-{session_id}-*"))
     assert not client.api.containers(all=True, filters={"label": f"org.pyhost.owner.pid="
                                                                  f"{os.getpid()}"})
+
+
+def test_the_client_speaks_the_engines_api_version_or_docker_api_version(client, monkeypatch):
+    from pyhost.launchers.docker import client as client_module
+
+    engine = client.version()["ApiVersion"]
+    monkeypatch.delenv("DOCKER_API_VERSION", raising=False)
+    assert client_module._connect().api.api_version == engine  # from its ping alone
+    monkeypatch.setenv("DOCKER_API_VERSION", "1.40")
+    pinned = client_module._connect()
+    assert pinned.api.api_version == "1.40"
+    assert pinned.containers.list(filters={"label": "no-such-label"}) == []  # it speaks it

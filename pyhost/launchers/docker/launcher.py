@@ -401,10 +401,13 @@ class DockerLauncher(Launcher):
 
     def _collect_orphans_once(self) -> None:
         """At a process's first start, remove what dead pyhost processes left (in the
-        background: it must not delay the session)."""
+        background: it must not delay the session); not with ``PYHOST_STARTUP_GC=0``, as
+        in the supervisor of a detached run, whose caller swept just before."""
         if self._collected:
             return
         self._collected = True
+        if os.environ.get("PYHOST_STARTUP_GC") == "0":  # a supervisor: its caller swept
+            return
 
         def run() -> None:
             try:

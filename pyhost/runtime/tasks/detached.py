@@ -185,7 +185,7 @@ def _child_env(home: Path) -> dict[str, str]:
     # Where this process found pyhost and hxpy: the child imports the same ones.
     paths = [str(Path(__file__).resolve().parents[3]),
              str(Path(hxpy.__file__).resolve().parents[1])]
-    return {**os.environ, "PYHOST_HOME": str(home),
+    return {**os.environ, "PYHOST_HOME": str(home), "PYHOST_STARTUP_GC": "0",
             "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
 
 
