@@ -21,15 +21,12 @@ from hxpy import codec
 from ..errors import PyHostError
 from .context import Runtime
 from .function import Function
-from .runs import ACTIVE, ERROR, STOPPED, execution_here, transition
+from .runs import ACTIVE, ERROR, STOPPED, Execution, executing, finished, transition
 from .tasks import get_task
 
 __all__ = ["main", "run_payload"]
 
 log = logging.getLogger("pyhost.runtime")
-
-_stop_asked = False  # SIGTERM came
-
 
 def main() -> int:
     data = sys.stdin.buffer.read()
@@ -43,30 +40,31 @@ def run_payload(payload: dict[str, Any]) -> int:
     exit status. The agent's children call it too (:mod:`.agent`)."""
     runtime = Runtime.open(settle=False)  # $PYHOST_HOME: the caller's home
     record = runtime.get("run", payload["run_id"])
-    signal.signal(signal.SIGTERM, lambda signum, frame: _stop(record.id))
-    task = get_task(payload["action"])
+    # Registered before anything else: a stop from now on is seen, whenever it comes.
+    execution = executing(record.id)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _stop(execution))
     try:
-        function = Function(runtime.get("function", record.document["spec"]["function_id"]),
-                            runtime)
-        spec = task.check(function, runtime, **payload["settings"])
-    except PyHostError as exc:  # what changed since the caller checked (an image removed)
-        transition(runtime, record, ERROR, ACTIVE, message=f"{type(exc).__name__}: {exc}",
-                   error={"type": type(exc).__name__, "message": str(exc), "traceback": ""})
-        return 1
-    if _stop_asked:  # stopped while it checked: nothing has started
-        transition(runtime, record, STOPPED, ACTIVE, message="stopped")
+        task = get_task(payload["action"])
+        try:
+            function = Function(runtime.get("function",
+                                            record.document["spec"]["function_id"]), runtime)
+            spec = task.check(function, runtime, **payload["settings"])
+        except PyHostError as exc:  # what changed since the caller checked (an image gone)
+            transition(runtime, record, ERROR, ACTIVE, message=f"{type(exc).__name__}: {exc}",
+                       error={"type": type(exc).__name__, "message": str(exc),
+                              "traceback": ""})
+            return 1
+        if execution.stop_requested:  # stopped while it checked: nothing has started
+            transition(runtime, record, STOPPED, ACTIVE, message="stopped")
+            return 0
+        task.supervise(function, runtime, record, spec, execution)
         return 0
-    task.supervise(function, runtime, record, spec)
-    return 0
+    finally:
+        finished(record.id)
 
 
-def _stop(run_id: str) -> None:
+def _stop(execution: Execution) -> None:
     """Stop the run (a second signal changes nothing more)."""
-    global _stop_asked
-    _stop_asked = True
-    execution = execution_here(run_id)
-    if execution is None:  # not begun (main() sees _stop_asked), or ended
-        return
     execution.stop_requested = True
     if execution.stopper is not None:
         execution.stopper()

@@ -5,12 +5,14 @@ base with no python3 is a clear error. Every image made here is removed by its t
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
 import pyhost.runtime as dh
 from pyhost.launchers.docker.image import BUILD_LABEL, PYTHON_LABEL
+from pyhost.launchers.ownership import LABEL_PREFIX, SUPERVISOR_LABEL
 from tests.integration.test_runtime_docker import containers_removed_soon_after  # noqa: F401
 from tests.support.wheels import make_wheel
 
@@ -89,6 +91,18 @@ def test_a_built_image_carries_the_wheel_and_the_instruction_and_jobs_run_on_it(
     assert changed.status.built is True and changed.status.image_id != build.status.image_id
     assert client.api.inspect_image(changed.status.image_id)["Config"]["Labels"][
         BUILD_LABEL] == changed.status.content_hash
+
+
+def test_a_build_nobody_waits_for_goes_on_in_a_supervisor_of_its_own(project, tmp_path,
+                                                                      images):
+    fn = _function(project, tmp_path, "plain")
+    run = fn.run(action="build", instructions=["echo detached > /opt/marker"])
+    owner = run.refresh().metadata["owner"]
+    assert owner[SUPERVISOR_LABEL] == "1" and owner[f"{LABEL_PREFIX}.owner.pid"] != str(os.getpid())
+    done = run.wait(600)
+    images.append(done.status.image or "")
+    assert done.status.state == "COMPLETED", done.status.error
+    assert done.status.built is True and "echo detached > /opt/marker" in done.logs()
 
 
 def test_a_failing_step_names_the_instruction_and_its_output(project, tmp_path, images):

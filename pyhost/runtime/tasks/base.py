@@ -67,9 +67,10 @@ class Task(abc.ABC, Generic[SpecT]):
 
     @abc.abstractmethod
     def supervise(self, function: Function, runtime: Runtime, record: Record,
-                  spec: SpecT) -> None:
+                  spec: SpecT, execution: Execution) -> None:
         """Run the run here until it ends: a supervisor process's whole work
-        (:mod:`pyhost.runtime.supervisor`)."""
+        (:mod:`pyhost.runtime.supervisor`, which registered ``execution`` before it checked
+        the run, so that a stop asked meanwhile is seen)."""
 
     @staticmethod
     def _check_wait(wait: Any) -> None:
@@ -111,8 +112,8 @@ class OneShotTask(Task[SpecT]):
         return Run(record, runtime)
 
     def supervise(self, function: Function, runtime: Runtime, record: Record,
-                  spec: SpecT) -> None:
-        self._to_the_end(function, runtime, record, spec, executing(record.id))
+                  spec: SpecT, execution: Execution) -> None:
+        self._to_the_end(function, runtime, record, spec, execution)
 
     def _to_the_end(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
                     execution: Execution) -> None:

@@ -66,8 +66,8 @@ class BuildTask(OneShotTask[BuildSpec]):
         instructions: shell commands run as root, each its own build step, after the
             requirements are installed. Build steps have NO network unless
             ``allow_network`` (``apt-get install`` needs it).
-        wait: return once the build ended (else at once, the build going on in this
-            process).
+        wait: return once the build ended (else at once, the build going on in a
+            supervisor process of its own, as a job's does: :mod:`.detached`).
         launcher: the launcher that builds (``"docker"``, or a Launcher).
         allow_network: let build steps reach the network.
         find_links: local wheel directories (or URLs) the requirements may come from.
@@ -107,6 +107,15 @@ class BuildTask(OneShotTask[BuildSpec]):
         chosen.check_recipe(spec.recipe)
         check_python(function, chosen, spec.recipe.base_image, base=True)
         return spec
+
+    def detached_settings(self, spec: BuildSpec,
+                          settings: dict[str, Any]) -> dict[str, Any] | None:
+        """A build nobody waits for goes to a supervisor process (its progress to the run's
+        log alone: nobody watches a terminal); one on a launcher object stays in its
+        caller."""
+        if not isinstance(spec.launcher, str):
+            return None
+        return {**settings, "progress": False}
 
     def execute(self, function: Function, runtime: Runtime, record: Record,
                 spec: BuildSpec, execution: Execution) -> Cleanup:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import Record
-from ..runs import Run, create_run
+from ..runs import Execution, Run, create_run
 from .base import Task
 from .detached import detach
 from .serve_spec import ServeSpec, check_serve
@@ -84,7 +84,7 @@ class ServeTask(Task[ServeSpec]):
         return settings if isinstance(spec.launcher, str) else None
 
     def supervise(self, function: Function, runtime: Runtime, record: Record,
-                  spec: ServeSpec) -> None:
-        service = Service(runtime, record, function, spec)
+                  spec: ServeSpec, execution: Execution) -> None:
+        service = Service(runtime, record, function, spec, execution)
         service.start()
         service.wait_ended()

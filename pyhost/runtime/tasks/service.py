@@ -35,6 +35,7 @@ from ..runs import (
     READY,
     RUNNING,
     STOPPED,
+    Execution,
     executing,
     finished,
     log_key,
@@ -106,14 +107,14 @@ class Service:
     """The replicas of one serve run, supervised by threads of this process."""
 
     def __init__(self, runtime: Runtime, record: Record, function: Function,
-                 settings: ServeSpec) -> None:
+                 settings: ServeSpec, execution: Execution | None = None) -> None:
         self.runtime = runtime
         self.run_id = record.id
         self.function = function
         self.settings = settings
         self.replicas = [_Replica(index) for index in range(settings.replicas)]
         self._record = record
-        self._execution = executing(record.id)
+        self._execution = execution or executing(record.id)
         self._execution.stopper = self._kill_all
         self._execution.wait_ready = self.wait_ready
         self._mask = masker(settings.secrets)
