@@ -105,6 +105,21 @@ def test_a_build_nobody_waits_for_goes_on_in_a_supervisor_of_its_own(project, tm
     assert done.status.built is True and "echo detached > /opt/marker" in done.logs()
 
 
+def test_a_detached_build_is_stopped_by_another_process_at_its_next_line(project, tmp_path,
+                                                                         images):
+    fn = _function(project, tmp_path, "plain")
+    run = fn.run(action="build", instructions=[
+        "for i in $(seq 600); do echo tick $i; sleep 0.1; done"])
+    deadline = time.monotonic() + 120
+    while "tick 3" not in run.logs():  # the slow step has begun
+        assert time.monotonic() < deadline and run.refresh().status.state in ("READY",
+                                                                               "RUNNING")
+        time.sleep(0.1)
+    stopped = dh.get_run(run.id).stop()
+    assert stopped.status.state == "STOPPED"
+    assert "tick 600" not in stopped.logs() and "build was abandoned" in stopped.logs()
+
+
 def test_a_failing_step_names_the_instruction_and_its_output(project, tmp_path, images):
     fn = _function(project, tmp_path, "plain")
     run = fn.run(action="build", wait=True, progress=False,

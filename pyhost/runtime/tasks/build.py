@@ -22,7 +22,17 @@ from ...launchers import get_launcher
 from ...launchers.base import Launcher
 from ...launchers.images import ImageRecipe
 from ..catalog import Record
-from ..runs import COMPLETED, ERROR, READY, RUNNING, Execution, log_key, run_log, transition
+from ..runs import (
+    COMPLETED,
+    ERROR,
+    READY,
+    RUNNING,
+    STOPPED,
+    Execution,
+    log_key,
+    run_log,
+    transition,
+)
 from ..sources import python_wanted
 from .base import Cleanup, OneShotTask
 from .progress import build_progress, check_progress
@@ -57,6 +67,11 @@ class BuildSpec(TaskSpec):
                 "find_links": [_redacted(link) for link in recipe.find_links],
                 "index_url": _redacted(recipe.index_url), "offline": recipe.offline,
                 "allow_network": recipe.allow_network, "force": self.force}
+
+
+class _Stopped(Exception):
+    """Raised in the build's progress once a stop is asked: the build is abandoned at its
+    next line of output."""
 
 
 class BuildTask(OneShotTask[BuildSpec]):
@@ -125,6 +140,8 @@ class BuildTask(OneShotTask[BuildSpec]):
         log = run_log(runtime, record, spec.limits.log_cap)
 
         def progress(line: str) -> None:
+            if execution.stop_requested:  # abandoned: the engine cancels the step
+                raise _Stopped
             log.write(line + "\n")  # the build's log, followed live like a job's
             report(line)
 
@@ -134,6 +151,11 @@ class BuildTask(OneShotTask[BuildSpec]):
                                 logs=log_key(runtime, log))
             try:
                 built = get_launcher(spec.launcher).build_image(recipe, progress)
+            except _Stopped:
+                log.write("[pyhost] stopped: the build was abandoned\n")
+                log.flush()
+                transition(runtime, record, STOPPED, RUNNING, message="stopped")
+                return None
             except PyHostError as exc:
                 log.write(f"ERROR: {exc}\n")
                 log.flush()
