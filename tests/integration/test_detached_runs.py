@@ -199,24 +199,30 @@ def test_a_detached_service_serves_until_any_process_stops_it(home, tmp_path, cl
 
 
 def test_one_agent_per_home_forks_the_supervisors_even_when_callers_race(home):
-    # Each handler sleeps 20 s: long enough for every supervisor to be seen alive below
-    # on a loaded machine.
-    racing = [subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, "20", "0"],
+    # Each handler sleeps 30 s: long enough for every supervisor to be seen alive below
+    # on a loaded machine (its parent is read first, before anything slower).
+    racing = [subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, "30", "0"],
                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
     callers = [(caller, caller.stdout.readline().strip()) for caller in racing]
     assert all(run_id for _, run_id in callers), [caller.wait(30) for caller in racing]
+    dh.configure(home)
+    runs = [dh.get_run(run_id) for _, run_id in callers]
+    parents = []
+    for run in runs:
+        supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
+        try:
+            with open(f"/proc/{supervisor}/stat") as stat:
+                parents.append(int(stat.read().rsplit(")", 1)[1].split()[1]))
+        except FileNotFoundError:
+            pytest.fail(f"supervisor {supervisor} is gone: {run.refresh().status.to_dict()}")
     status = pyhost_cli(home, "agent", "status")
     assert status.returncode == 0, status
     agent = int(status.stdout.split()[1])
-    dh.configure(home)
-    for caller, run_id in callers:
+    assert parents == [agent] * 3  # all forked by the one agent
+    for caller, _ in callers:
         caller.wait(30)
-        run = dh.get_run(run_id)
-        supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
-        assert not gone(supervisor), run.refresh().status.to_dict()
-        with open(f"/proc/{supervisor}/stat") as stat:  # forked by the agent
-            assert int(stat.read().rsplit(")", 1)[1].split()[1]) == agent
-        assert run.wait(60).status.state == "COMPLETED"
+    for run in runs:
+        assert run.wait(90).status.state == "COMPLETED"
     socket_path = home / "agent.sock"
     assert socket_path.stat().st_mode & 0o077 == 0  # the owner's alone
     assert pyhost_cli(home, "agent", "stop").returncode == 0
