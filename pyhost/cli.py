@@ -172,10 +172,32 @@ def build_parser() -> argparse.ArgumentParser:
                                         "pyhost processes", description=_GC_HELP)
     gc.set_defaults(run=_gc)
 
+    console = commands.add_parser(
+        "console", help="the catalog in the browser: projects, runs and live logs",
+        description="Serve the web console of $PYHOST_HOME (or --home) until interrupted. On "
+                    "a loopback address no token is asked; on any other, a token is made "
+                    "(or --token / PYHOST_CONSOLE_TOKEN) and the URL printed carries it.")
+    console.add_argument("--host", default="127.0.0.1", help="address to bind (default: "
+                                                             "127.0.0.1)")
+    console.add_argument("--port", type=int, default=8765, help="default: 8765")
+    console.add_argument("--home", default=None, help="the home whose catalog is shown "
+                                                      "(default: $PYHOST_HOME)")
+    console.add_argument("--token", default=os.environ.get("PYHOST_CONSOLE_TOKEN"),
+                         help="the token pages ask for (default: $PYHOST_CONSOLE_TOKEN, else "
+                              "one is made when --host is not a loopback address)")
+    console.set_defaults(run=_console)
+
     cli_runtime.add_commands(commands)
     cli_runs.add_run_commands(commands)
     cli_serve.add_serve_command(commands)
     return parser
+
+
+def _console(args: argparse.Namespace) -> int:
+    from .console import serve
+
+    serve(args.host, args.port, args.home, args.token or None)
+    return 0
 
 
 def _complete(parser: argparse.ArgumentParser) -> None:

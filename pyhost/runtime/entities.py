@@ -148,6 +148,11 @@ class Entity:
         return dict(self._document)
 
     @property
+    def runtime(self) -> Runtime:
+        """The catalog and store the entity is recorded in."""
+        return self._runtime
+
+    @property
     def files(self) -> list[dict[str, Any]]:
         """The entity's files in the store: ``{"path", "size"}`` relative to its directory."""
         return list(self.status.get("files") or [])

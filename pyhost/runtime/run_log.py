@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .limits import format_size
 
-__all__ = ["HEAD", "LOG_FILE", "LogFollower", "RunLog", "read_log"]
+__all__ = ["HEAD", "LOG_FILE", "LogFollower", "RunLog", "log_tail", "read_log"]
 
 LOG_FILE = "logs.txt"
 HEAD = 1 << 20  # bytes of a log past its cap that are kept from its start
@@ -120,13 +120,24 @@ def read_log(directory: Path, cap: int) -> str:
             tail.decode("utf-8", errors="ignore"))
 
 
+def log_tail(directory: Path, cap: int, limit: int) -> tuple[str, int, int]:
+    """The last ``limit`` bytes of the log kept (fewer when less is on disk), where they
+    start and where the log ends (a :class:`LogFollower` from there reads what comes
+    next)."""
+    cap = _cap(cap)
+    total = _total(directory)
+    start = max(total - limit, _oldest_kept(directory, cap) if total > cap else 0)
+    data = _read_range(directory, cap, start, total)
+    return data.decode("utf-8", errors="ignore"), start, total
+
+
 class LogFollower:
     """Reads a log from a byte offset on, as it grows (any process)."""
 
-    def __init__(self, directory: Path, cap: int) -> None:
+    def __init__(self, directory: Path, cap: int, offset: int = 0) -> None:
         self.directory = directory
         self.cap = _cap(cap)
-        self.offset = 0
+        self.offset = offset
         self._pending = b""
 
     def read(self) -> str:

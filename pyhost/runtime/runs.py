@@ -132,6 +132,11 @@ class Run:
         return self._record.project
 
     @property
+    def runtime(self) -> Runtime:
+        """The catalog and store the run is recorded in."""
+        return self._runtime
+
+    @property
     def spec(self) -> dict[str, Any]:
         return dict(self._record.document.get("spec") or {})
 
@@ -325,18 +330,20 @@ class Run:
         most 100 ms apart)."""
         if follow:
             return self._follow()
-        path = self.status.logs
+        path = self.status.logs or self.refresh().status.logs  # begun since it was read
         if not path:
             return ""
-        return read_log(self._runtime.store.resolve(path).parent, self._log_cap())
+        return read_log(self._runtime.store.resolve(path).parent, self.log_cap)
 
-    def _log_cap(self) -> int:
+    @property
+    def log_cap(self) -> int:
+        """Bytes of its log the run keeps (``log_cap``, default 64 MiB)."""
         cap = self.spec.get("log_cap")
         return parse_size("log_cap", cap) if cap else DEFAULT_LOG_CAP
 
     def _follow(self) -> Iterator[str]:
         directory = self._runtime.store.path(self.project, "run", self.id, "logs")
-        follower = LogFollower(directory, self._log_cap())
+        follower = LogFollower(directory, self.log_cap)
         partial = ""
         while True:
             ended = self.refresh().status.state in FINAL

@@ -167,6 +167,44 @@ def test_find_refuses_a_negative_limit(catalog):
         catalog.find("run", limit=-1)
 
 
+def test_pages_go_newest_first_and_follow_their_cursor_to_the_end(catalog):
+    made = [_record("run", "p", f"r{index}", state="COMPLETED" if index % 3 else "ERROR",
+                    created=100.0 + index // 2,  # pairs share a time: the id breaks the tie
+                    document={"spec": {"function": f"store://p/function/python/f{index % 2}"},
+                              "status": {"message": "needle" if index == 7 else ""}})
+            for index in range(25)]
+    for record in made:
+        catalog.add(record)
+    newest = sorted(made, key=lambda record: (record.created, record.id), reverse=True)
+    seen, cursor = [], None
+    while True:
+        page = catalog.page("run", project="p", size=10, after=cursor)
+        seen += page.records
+        cursor = page.next
+        if cursor is None:
+            break
+    assert seen == newest  # every record once, in order, across three pages
+    assert catalog.page("run", project="p", size=25).next is None
+    errors = catalog.page("run", project="p", state="ERROR", size=100).records
+    assert errors == [record for record in newest if record.state == "ERROR"]
+    odd = catalog.page("run", functions=["store://p/function/python/f1"], size=100).records
+    assert odd == [record for record in newest if record.name[1:].isdigit()
+                   and int(record.name[1:]) % 2]
+    assert catalog.page("run", text="NEEDLE").records == [made[7]]
+    assert catalog.page("run", project="q").records == []
+    assert catalog.page("run", state=[]).records == []
+    with pytest.raises(CatalogError, match="1 to 1000"):
+        catalog.page("run", size=0)
+
+
+def test_the_summary_counts_versions_and_names_by_project_type_and_state(catalog, runs):
+    tallies = {(t.project, t.entity_type, t.state): (t.versions, t.names)
+               for t in catalog.summary()}
+    assert tallies == {("p", "run", "CREATED"): (1, 1), ("p", "run", "RUNNING"): (1, 1),
+                       ("p", "run", "COMPLETED"): (2, 2), ("q", "run", "COMPLETED"): (1, 1),
+                       ("q", "run", "ERROR"): (1, 1), ("p", "function", ""): (1, 1)}
+
+
 def test_update_moves_a_run_when_its_state_is_the_expected_one(catalog):
     run = _record("run", state="CREATED")
     catalog.add(run)
@@ -379,12 +417,13 @@ def test_an_empty_file_is_version_0_and_is_brought_to_the_current_version(tmp_pa
     path.touch()
     catalog = SqliteCatalog(path)
     catalog.close()
-    assert _meta_version(path) == str(SqliteCatalog.schema_version) == "1"
+    assert _meta_version(path) == str(SqliteCatalog.schema_version) == "2"
     raw = sqlite3.connect(path)
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = "
                                              "'index' AND tbl_name = 'records'")}
     raw.close()
-    assert {"records_by_name", "records_by_state", "records_seq"} <= indexes
+    assert {"records_by_name", "records_by_state", "records_seq", "records_newest",
+            "records_by_project_state", "runs_by_function"} <= indexes
 
 
 def _add_owner_column(conn: sqlite3.Connection) -> None:
@@ -392,10 +431,10 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
 
 
 class _NextVersion(SqliteCatalog):
-    """What a pyhost with schema version 2 would be: one more migration."""
+    """What a pyhost with schema version 3 would be: one more migration."""
 
-    schema_version = 2
-    _migrations = {**sqlite_backend._MIGRATIONS, 1: _add_owner_column}
+    schema_version = 3
+    _migrations = {**sqlite_backend._MIGRATIONS, 2: _add_owner_column}
 
 
 def test_an_older_file_is_migrated_on_open_and_keeps_its_records(tmp_path):
@@ -410,13 +449,13 @@ def test_an_older_file_is_migrated_on_open_and_keeps_its_records(tmp_path):
         new.add(_record())
     finally:
         new.close()
-    assert _meta_version(path) == "2"
+    assert _meta_version(path) == "3"
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT owner FROM records WHERE id = ?", (record.id,)).fetchone() == \
         ("nobody",)
     raw.close()
     # ...and the older pyhost now refuses the file rather than misread it.
-    with pytest.raises(CatalogError, match="schema version 2.*up to 1: upgrade pyhost"):
+    with pytest.raises(CatalogError, match="schema version 3.*up to 2: upgrade pyhost"):
         SqliteCatalog(path)
 
 
@@ -429,12 +468,12 @@ def test_a_failed_migration_changes_nothing(tmp_path):
         conn.execute("THIS IS NOT SQL")
 
     class Broken(SqliteCatalog):
-        schema_version = 2
-        _migrations = {**sqlite_backend._MIGRATIONS, 1: broken}
+        schema_version = 3
+        _migrations = {**sqlite_backend._MIGRATIONS, 2: broken}
 
     with pytest.raises(CatalogError, match="syntax error"):
         Broken(path)
-    assert _meta_version(path) == "1"
+    assert _meta_version(path) == "2"
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() \
         == []

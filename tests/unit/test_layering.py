@@ -4,7 +4,7 @@ The wings, lowest first (a module may import its own layer and those below)::
 
     hxpy  <-  errors  <-  launchers, launchers.base, launchers.images, launchers.ownership
           <-  session.*  <-  launchers.process, launchers.docker.*  <-  api  <-  runtime.*
-          <-  cli, pyhost
+          <-  console.*  <-  cli, pyhost
 
 hxpy never imports pyhost or docker; only launchers.docker (with its swarm package: Swarm is the
 Docker engine's own cluster mode) imports docker (or requests); no
@@ -54,7 +54,9 @@ def _layer(module: str) -> int:
         return 5
     if name.startswith("runtime"):
         return 6
-    return 7  # cli, __main__, the package itself
+    if name.startswith("console"):
+        return 7
+    return 8  # cli, __main__, the package itself
 
 
 def _modules() -> dict[str, Path]:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["ENTITY_TYPES", "Catalog", "CatalogError", "Record", "StaleState"]
+__all__ = ["ENTITY_TYPES", "Catalog", "CatalogError", "Cursor", "Page", "Record", "StaleState",
+           "Tally"]
 
 # What a record may be; "project" records have project == name.
 ENTITY_TYPES = ("project", "function", "run", "artifact", "dataitem", "model")
@@ -67,6 +68,30 @@ class Record:
         return replace(self, document=copy.deepcopy(document),
                        state=self.state if state is None else state,
                        updated=self.updated if updated is None else updated)
+
+
+#: Where a page ends: the last record's ``(created, id)``; the next page starts after it.
+Cursor = tuple[float, str]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records newest first, and the cursor of the next page (None: this is the last)."""
+
+    records: list[Record]
+    next: Cursor | None
+
+
+@dataclass(frozen=True, order=True)
+class Tally:
+    """How many records of one type and state a project has: ``versions`` of ``names``
+    distinct names."""
+
+    project: str
+    entity_type: str
+    state: str
+    versions: int
+    names: int
 
 
 class Catalog(abc.ABC):
@@ -121,6 +146,32 @@ class Catalog(abc.ABC):
             CatalogError: ``limit`` is negative.
         """
 
+    @abc.abstractmethod
+    def page(self, entity_type: str, *, project: str | None = None,
+             state: str | Sequence[str] | None = None, functions: Sequence[str] | None = None,
+             text: str | None = None, after: Cursor | None = None, size: int = 50) -> Page:
+        """Records newest first (by ``created``, then ``id``), ``size`` at most, after the
+        cursor ``after``; the filters as :meth:`find`'s, and ``functions`` (runs of these
+        function keys) and ``text`` (a case-insensitive substring of the record's document).
+
+        Raises:
+            CatalogError: ``size`` is not 1 to 1000.
+        """
+
+    @abc.abstractmethod
+    def summary(self) -> list[Tally]:
+        """How many records of each project, type and state there are."""
+
     def close(self) -> None:
         """Release what the backend holds (idempotent)."""
         return None  # a backend that holds nothing has nothing to release
+
+
+def check_page_size(size: int) -> None:
+    """Refuse a page size a backend should not be asked for.
+
+    Raises:
+        CatalogError: ``size`` is not 1 to 1000.
+    """
+    if not isinstance(size, int) or not 1 <= size <= 1000:
+        raise CatalogError(f"a page holds 1 to 1000 records, not {size!r}")

@@ -7,7 +7,17 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .base import ENTITY_TYPES, Catalog, CatalogError, Record, StaleState
+from .base import (
+    ENTITY_TYPES,
+    Catalog,
+    CatalogError,
+    Cursor,
+    Page,
+    Record,
+    StaleState,
+    Tally,
+    check_page_size,
+)
 from .document import decode_document, encode_document
 
 __all__ = ["MemoryCatalog"]
@@ -73,6 +83,37 @@ class MemoryCatalog(Catalog):
             if limit is not None:
                 found = found[-limit:] if limit else []
             return [self._copy(record) for record in found]
+
+    def page(self, entity_type: str, *, project: str | None = None,
+             state: str | Sequence[str] | None = None, functions: Sequence[str] | None = None,
+             text: str | None = None, after: Cursor | None = None, size: int = 50) -> Page:
+        check_page_size(size)
+        needle = text.lower() if text else None
+        with self._lock:
+            found = sorted(
+                (record for record in self._table(entity_type).values()
+                 if (project is None or record.project == project)
+                 and (state is None or record.state in _states(state))
+                 and (functions is None or
+                      (record.document.get("spec") or {}).get("function") in functions)
+                 and (needle is None or needle in encode_document(record.document).lower())
+                 and (after is None or (record.created, record.id) < after)),
+                key=lambda record: (record.created, record.id), reverse=True)
+            records = [self._copy(record) for record in found[:size]]
+        more = len(found) > size
+        return Page(records, (records[-1].created, records[-1].id) if more else None)
+
+    def summary(self) -> list[Tally]:
+        counts: dict[tuple[str, str, str], list[Any]] = {}
+        with self._lock:
+            for entity_type, table in self._records.items():
+                for record in table.values():
+                    key = (record.project, entity_type, record.state)
+                    counts.setdefault(key, [0, set()])
+                    counts[key][0] += 1
+                    counts[key][1].add(record.name)
+        return [Tally(*key, versions, len(names))
+                for key, (versions, names) in sorted(counts.items())]
 
     def _table(self, entity_type: str) -> dict[str, Record]:
         try:

@@ -34,7 +34,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .base import ENTITY_TYPES, Catalog, CatalogError, Record, StaleState
+from .base import (
+    ENTITY_TYPES,
+    Catalog,
+    CatalogError,
+    Cursor,
+    Page,
+    Record,
+    StaleState,
+    Tally,
+    check_page_size,
+)
 from .document import decode_document, encode_document
 
 __all__ = ["SqliteCatalog"]
@@ -44,7 +54,10 @@ _COLUMNS = "entity_type, project, name, id, kind, created, updated, state, docum
 _ATTEMPTS = 8           # tries of one operation while SQLite answers "busy"
 _FIRST_PAUSE = 0.005    # seconds; doubled each try, with jitter, up to _MAX_PAUSE
 _MAX_PAUSE = 0.5
-_BUSY_CODES = (5, 6)    # SQLITE_BUSY, SQLITE_LOCKED (extended codes share the low byte)
+_BUSY_CODES = (5, 6)
+# A run's function key (indexed). A document with NaN in it is no JSON to SQLite: none.
+_FUNCTION = ("(CASE WHEN json_valid(document) THEN json_extract(document, '$.spec.function') "
+             "END)")    # SQLITE_BUSY, SQLITE_LOCKED (extended codes share the low byte)
 
 
 def _create_version_1(conn: sqlite3.Connection) -> None:
@@ -68,9 +81,20 @@ def _create_version_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX records_by_state ON records (entity_type, state)")
 
 
+def _index_pages(conn: sqlite3.Connection) -> None:
+    """Version 2: what pages of a project's records, newest first, need (the console's runs
+    page over 100,000 runs): by project; by project and state; runs by function."""
+    conn.execute("CREATE INDEX records_newest ON records (entity_type, project, created, id)")
+    conn.execute("CREATE INDEX records_by_project_state ON records "
+                 "(entity_type, project, state, created, id)")
+    conn.execute(f"CREATE INDEX runs_by_function ON records "
+                 f"(entity_type, project, {_FUNCTION}, created, id)")
+
+
 #: Version n -> the function that brings a version-n file to n + 1, inside the open's
 #: transaction. Version 0 is an empty file.
-_MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {0: _create_version_1}
+_MIGRATIONS: Mapping[int, Callable[[sqlite3.Connection], None]] = {0: _create_version_1,
+                                                                    1: _index_pages}
 
 
 class SqliteCatalog(Catalog):
@@ -89,7 +113,7 @@ class SqliteCatalog(Catalog):
             by a newer pyhost (upgrade pyhost to open it).
     """
 
-    schema_version = 1
+    schema_version = 2
     _migrations = _MIGRATIONS
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
@@ -197,6 +221,45 @@ class SqliteCatalog(Catalog):
             query += " LIMIT ?"
             values.append(limit)
         return [_record(row) for row in reversed(self._read(query, tuple(values)))]
+
+    def page(self, entity_type: str, *, project: str | None = None,
+             state: str | Sequence[str] | None = None, functions: Sequence[str] | None = None,
+             text: str | None = None, after: Cursor | None = None, size: int = 50) -> Page:
+        _check_type(entity_type)
+        check_page_size(size)
+        where = ["entity_type = ?"]
+        values: list[Any] = [entity_type]
+        if project is not None:
+            where.append("project = ?")
+            values.append(project)
+        for column, wanted in (("state", state), (_FUNCTION, functions)):
+            if wanted is not None:
+                chosen = _states(wanted)
+                where.append(f"{column} IN ({', '.join('?' * len(chosen))})" if chosen else "0")
+                values.extend(chosen)
+        if text:
+            where.append("instr(lower(document), ?) > 0")
+            values.append(text.lower())
+        if after is not None:
+            where.append("(created, id) < (?, ?)")
+            values.extend(after)
+        rows = self._read(f"SELECT {_COLUMNS} FROM records WHERE {' AND '.join(where)} "
+                          "ORDER BY created DESC, id DESC LIMIT ?", (*values, size + 1))
+        records = [_record(row) for row in rows[:size]]
+        more = len(rows) > size
+        return Page(records, (records[-1].created, records[-1].id) if more else None)
+
+    def summary(self) -> list[Tally]:
+        # Two index-only scans: counts by state; distinct names where there are versions
+        # (a run's name is its id: as many names as runs).
+        counts = self._read("SELECT project, entity_type, state, COUNT(*) FROM records "
+                            "GROUP BY entity_type, project, state", ())
+        names = {(project, entity_type): int(count) for project, entity_type, count in
+                 self._read("SELECT project, entity_type, COUNT(DISTINCT name) FROM records "
+                            "WHERE entity_type != 'run' GROUP BY entity_type, project", ())}
+        return sorted(Tally(str(project), str(entity_type), str(state), int(versions),
+                            names.get((project, entity_type), int(versions)))
+                      for project, entity_type, state, versions in counts)
 
     def close(self) -> None:
         """Close every connection this catalog opened, in any thread (idempotent); call it

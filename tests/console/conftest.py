@@ -1,0 +1,116 @@
+"""The console driven in a real headless Chromium (selenium), against a console served by
+uvicorn in this process on a free loopback port, on a real catalog whose runs are real
+container jobs.
+
+No browser is a FAILURE, never a skip: `make test` installs Debian's chromium and
+chromium-driver first (`make browser`). A failing test leaves a screenshot in
+``test-artifacts/console/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+import pyhost.runtime as dh
+from pyhost.console import Console, create_app
+from pyhost.errors import PyHostError
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from pyhost.launchers.docker.client import docker_client
+    from pyhost.launchers.docker.dockerd import ensure_engine
+    from pyhost.launchers.docker.image import build_image
+
+    try:
+        ensure_engine(install=False)
+        build_image()  # a no-op when the image matches the sources
+        return docker_client()
+    except PyHostError as exc:
+        pytest.fail(f"the console's tests run real jobs: they need a Docker engine and the "
+                    f"hxpy image: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    binary = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.fail("the console's tests need Debian's chromium and chromium-driver: run "
+                    "`make browser` (make test does)", pytrace=False)
+    return binary, driver
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("PYHOST_HOME", str(home))
+    return dh.configure(home)
+
+
+class Served:
+    """A console served by uvicorn in a thread of this process."""
+
+    def __init__(self, console: Console, host: str = "127.0.0.1") -> None:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(create_app(console, host), host=host, port=self.port,
+                                log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the console did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def served(runtime):
+    made = Served(Console(runtime))
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def browser(chromium, request):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = chromium
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    report = getattr(request.node, "outcome", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
+    driver.quit()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.outcome = report  # the browser fixture's teardown looks at it
+    return report
