@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test unit bench setup engine image images lint clean
+.PHONY: demo test unit bench setup engine image images browser lint clean
 
 $(BIN)/pyhost: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ images: engine
 demo: image
 	$(BIN)/python examples/demo.py
 
-test: image images
+# Debian's chromium and chromium-driver: the console's tests drive a real browser.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium chromium-driver; }
+
+test: image images browser
 	$(BIN)/python -m pytest -q
 
 unit: setup

@@ -36,7 +36,7 @@ RESULTS_FILE = Path(__file__).resolve().parent / "results.json"
 
 # Importing a rows module registers its rows; the table keeps this order.
 for _module in ("rows_latency", "rows_data", "rows_scale", "rows_runtime", "rows_live",
-                "rows_serve", "rows_swarm"):
+                "rows_console", "rows_serve", "rows_swarm"):
     importlib.import_module(f"benchmarks.{_module}")
 
 

@@ -3,7 +3,8 @@ sandbox), then the python runtime (a function run as a job, its outputs in the c
 build, a service, and a run that outlives its caller, its log followed live)."""
 
 import os
-import tempfile
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -52,9 +53,14 @@ def main() -> None:
         except PythonError as exc:
             print(f"   writing /etc/passwd: {exc.remote_type}: {exc.remote_message}")
 
-    with tempfile.TemporaryDirectory(prefix="pyhost-demo-") as home:
-        runtime_demo(home)
+    # The runtime's catalog and store stay after the demo (made afresh each time), so that
+    # the console can show them.
+    home = Path(os.environ.get("PYHOST_DEMO_HOME", "demo-home")).absolute()
+    shutil.rmtree(home, ignore_errors=True)
+    runtime_demo(str(home))
     print("done: no container is left behind")
+    print(f"the demo's catalog in the browser: {Path(sys.executable).parent / 'pyhost'} "
+          f"console --home {home}   (then open http://127.0.0.1:8765/)")
 
 
 def runtime_demo(home: str) -> None:

@@ -8,13 +8,16 @@ See :mod:`.app` for who may use it, and ``docs/console.md``.
 from __future__ import annotations
 
 import secrets
+import socket
+import threading
+import time
 from pathlib import Path
 
 from ..runtime import Runtime
 from .app import create_app, is_loopback
 from .state import Console
 
-__all__ = ["Console", "create_app", "serve"]
+__all__ = ["BackgroundConsole", "Console", "create_app", "serve"]
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, home: str | Path | None = None,
@@ -41,3 +44,39 @@ def serve(host: str = "127.0.0.1", port: int = 8765, home: str | Path | None = N
                     server_header=False)
     finally:
         runtime.close()
+
+
+class BackgroundConsole:
+    """A console served by uvicorn in a daemon thread of this process (a notebook's, a
+    test's): ``url`` is where it answers; :meth:`stop` ends it.
+
+    Raises:
+        TimeoutError: it did not start within ``timeout`` seconds.
+    """
+
+    def __init__(self, console: Console, host: str = "127.0.0.1", port: int = 0,
+                 timeout: float = 10.0) -> None:
+        import uvicorn
+
+        if not port:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.bind((host, 0))
+                port = probe.getsockname()[1]
+        self.port = port
+        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self._server = uvicorn.Server(uvicorn.Config(
+            create_app(console, host), host=host, port=port, log_level="warning",
+            access_log=False, server_header=False))
+        self._thread = threading.Thread(target=self._server.run, name="pyhost-console",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
+                raise TimeoutError(f"the console on {self.url} did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)

@@ -19,7 +19,7 @@ from ..errors import ConfigurationError
 from ..runtime.entities import parse_key
 from .state import console_of
 
-__all__ = ["entity_url", "page", "short_json"]
+__all__ = ["bad_request", "entity_url", "not_found", "page", "short_json", "size", "took", "when"]
 
 _templates = Jinja2Templates(env=jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True))

@@ -1,6 +1,6 @@
 """The console driven in a real headless Chromium (selenium), against a console served by
-uvicorn in this process on a free loopback port, on a real catalog whose runs are real
-container jobs.
+uvicorn in a thread of this process on a free loopback port (``BackgroundConsole``), on a
+real catalog whose runs are real container jobs.
 
 No browser is a FAILURE, never a skip: `make test` installs Debian's chromium and
 chromium-driver first (`make browser`). A failing test leaves a screenshot in
@@ -10,16 +10,12 @@ chromium-driver first (`make browser`). A failing test leaves a screenshot in
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 import pyhost.runtime as dh
-from pyhost.console import Console, create_app
+from pyhost.console import BackgroundConsole, Console
 from pyhost.errors import PyHostError
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
@@ -57,32 +53,9 @@ def runtime(tmp_path, monkeypatch):
     return dh.configure(home)
 
 
-class Served:
-    """A console served by uvicorn in a thread of this process."""
-
-    def __init__(self, console: Console, host: str = "127.0.0.1") -> None:
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(create_app(console, host), host=host, port=self.port,
-                                log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the console did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture
 def served(runtime):
-    made = Served(Console(runtime))
+    made = BackgroundConsole(Console(runtime))
     yield made
     made.stop()
 

@@ -15,8 +15,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 import pyhost.runtime as dh
-from pyhost.console import Console
-from tests.console.conftest import Served
+from pyhost.console import BackgroundConsole, Console
 
 CODE = '''
 import time
@@ -99,7 +98,7 @@ def test_a_script_in_a_parameter_is_text_and_never_runs(engine, served, browser)
 
 
 def test_off_loopback_the_pages_need_the_token(runtime, chromium, browser):
-    served = Served(Console(runtime, token="secret-token"), host="0.0.0.0")
+    served = BackgroundConsole(Console(runtime, token="secret-token"), host="0.0.0.0")
     try:
         browser.get(f"http://127.0.0.1:{served.port}/projects/web/runs")
         assert "401" in browser.find_element(By.TAG_NAME, "body").text

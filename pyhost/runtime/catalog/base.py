@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["ENTITY_TYPES", "Catalog", "CatalogError", "Cursor", "Page", "Record", "StaleState",
-           "Tally"]
+           "Tally", "check_page_size"]
 
 # What a record may be; "project" records have project == name.
 ENTITY_TYPES = ("project", "function", "run", "artifact", "dataitem", "model")
