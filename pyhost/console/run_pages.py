@@ -55,6 +55,7 @@ def run(request: Request) -> HTMLResponse:
                 parameters=spec.get("parameters") or {}, inputs=spec.get("inputs") or {},
                 secrets=_secret_names(spec.get("secrets")),
                 resources=_resources(spec), service=status.service or {},
+                replicas=status.to_dict().get("replicas") or [],
                 active=status.state not in FINAL,
                 notice=NOTICES.get(request.query_params.get("notice", "")))
 

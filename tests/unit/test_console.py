@@ -216,3 +216,19 @@ def _events(body: str) -> list[tuple[str, str]]:
         lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         found.append((lines.get("event", ""), lines.get("data", "")))
     return found
+
+
+def test_a_serve_runs_page_lists_its_replicas_and_urls(project, runtime, client):
+    record = runs_module.create_run(runtime, _function(project, "echo"), "serve",
+                                    {"function": "x", "replicas": 2})
+    runs_module.transition(
+        runtime, record, runs_module.RUNNING, runs_module.ACTIVE,
+        service={"type": "http", "urls": ["http://127.0.0.1:40001", "http://127.0.0.1:40002"],
+                 "port": 8080},
+        replicas=[{"index": index, "state": "ready", "restarts": 0, "container": "c",
+                   "url": f"http://127.0.0.1:4000{index + 1}", "error": None, "requests": 7,
+                   "errors": 0, "rejected": 0} for index in range(2)])
+    page = client.get(f"/runs/{record.id}")
+    replicas = page.text.split('id="replicas"')[1].split("</table>")[0]
+    assert replicas.count("<tr>") == 3 and "http://127.0.0.1:40002" in replicas
+    assert "http://127.0.0.1:40001" in page.text.split('id="replicas"')[0]  # the URLs
