@@ -1,0 +1,74 @@
+"""Warm pools with the real hxpy server as local processes: a pooled server has answered a
+batch before it is handed over (its first-time work done), and the refill after one take
+from a full pool waits, so the taker's first round trips run alone; a burst refills at once."""
+
+from __future__ import annotations
+
+import time
+
+import pyhost
+from pyhost.session import pool as pool_module
+from tests.unit.conftest import session
+
+
+def test_a_pooled_server_has_answered_a_warm_up_batch(launcher):
+    pool = pyhost.warm_pool(1, launcher=launcher, io=None)
+    try:
+        assert pool.wait_ready(60)
+        with session(launcher) as s:
+            assert s.eval("1 + 1") == 2
+            seen = s.eval("{k: v[2] for k, v in __import__('linecache').cache.items() "
+                          "if k in ('<hxpy-1>', '<hxpy-2>')}")
+            assert seen == {"<hxpy-1>": ["None"], "<hxpy-2>": ["1 + 1"]}  # None came first
+            assert s.eval("sorted(k for k in globals() if not k.startswith('__'))") == []
+    finally:
+        pool.close()
+
+
+def test_one_take_from_a_full_pool_defers_the_refill_and_a_burst_does_not(launcher,
+                                                                         monkeypatch):
+    monkeypatch.setattr(pool_module, "REFILL_DELAY", 5.0)
+    pool = pyhost.warm_pool(3, launcher=launcher, io=None)
+    held = []
+    try:
+        assert pool.wait_ready(60)
+        held.append(session(launcher).__enter__())
+        held[-1].eval("None")
+        time.sleep(1.5)  # a server starts in well under this: it was deferred
+        assert pool.ready == 2
+        held.append(session(launcher).__enter__())  # a second take: refill at once
+        held[-1].eval("None")
+        deadline = time.monotonic() + 4.0  # well before the 5 s delay runs out
+        while pool.ready < 2:
+            assert time.monotonic() < deadline, "the refill waited after a second take"
+            time.sleep(0.02)
+    finally:
+        for s in held:
+            s.close()
+        pool.close()
+
+
+def test_a_server_that_does_not_answer_the_warm_up_is_never_pooled(launcher, monkeypatch,
+                                                                   caplog):
+    opened = []
+
+    def broken():
+        made = original()
+        made.transport.close()  # as a server that died before its first batch
+        opened.append(made)
+        return made
+
+    template = pyhost.warm_pool(1, launcher=launcher, io=None)
+    original = template._open_one
+    template.close()
+    with caplog.at_level("ERROR", logger="pyhost"):
+        pool = pool_module.WarmPool(1, ("broken",), broken)
+        deadline = time.monotonic() + 30
+        while len(opened) < 2:  # it tried, failed, and tried again
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert pool.ready == 0 and pool.take() is None
+        pool.close()
+    for made in opened:
+        made.instance.cleanup()
+    assert "could not start a server" in caplog.text
