@@ -372,3 +372,12 @@ def test_spin_reaches_both_ends(launcher, spin):
         assert server_spin == pytest.approx(spin)
         assert s._transport._reader.spin == spin
         assert [s.define("i", i).eval("i * 2") for i in range(200)] == list(range(0, 400, 2))
+
+
+def test_an_idle_server_has_imported_nothing_user_code_did_not_ask_for(launcher):
+    # hashlib loads OpenSSL (3.6 MB of a server's resident memory, measured); numpy and
+    # pandas load when a value needs them.
+    with session(launcher) as s:
+        loaded = s.eval("sorted(__import__('sys').modules)")
+        assert not {"hashlib", "hmac", "_hashlib", "numpy", "pandas"} & set(loaded)
+        assert s.eval("import hmac\nhmac.new(b'k', b'm', 'sha256').hexdigest()[:8]")
