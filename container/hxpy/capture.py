@@ -33,7 +33,7 @@ import time
 from types import FrameType
 from typing import Any, Callable
 
-__all__ = ["CHUNK", "MAX_DELAY", "MIN_GAP", "TRUNCATION_MARKER", "CappedOutput",
+__all__ = ["CHUNK", "MAX_DELAY", "MIN_GAP", "TRUNCATION_MARKER", "CappedOutput", "CappedText",
            "configure_logging", "encodable", "utf8_pieces"]
 
 log = logging.getLogger("hxpy")
@@ -91,6 +91,42 @@ def utf8_pieces(text: str, limit: int) -> list[str]:
 Sender = Callable[[str], None]
 
 
+class CappedText:
+    """Text kept up to ``cap`` characters between two takes, the rest counted; several
+    threads may keep and one take."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._lock = threading.Lock()
+        self._parts: list[str] = []
+        self._kept = 0
+        self._dropped = 0
+
+    def keep(self, text: str, capped: bool = True) -> None:
+        """Keep ``text``, or as much of it as the cap leaves room for (all of it when not
+        ``capped``)."""
+        with self._lock:
+            room = self._cap - self._kept if capped else len(text)
+            if room >= len(text):
+                self._parts.append(text)
+                self._kept += len(text)
+            else:
+                if room > 0:
+                    self._parts.append(text[:room])
+                    self._kept += room
+                self._dropped += len(text) - max(room, 0)
+
+    def take_kept(self) -> tuple[str, int]:
+        """What was kept, and how many characters were dropped; nothing is kept afterwards."""
+        with self._lock:
+            if not self._parts and not self._dropped:
+                return "", 0
+            text, dropped = "".join(self._parts), self._dropped
+            self._parts.clear()
+            self._kept = self._dropped = 0
+        return text, dropped
+
+
 class CappedOutput(io.RawIOBase):
     """The bottom of :attr:`stream`: keeps the first ``cap`` characters written and counts
     the rest, or, between :meth:`start_stream` and :meth:`end_stream`, hands them to a
@@ -102,11 +138,7 @@ class CappedOutput(io.RawIOBase):
 
     def __init__(self, cap: int) -> None:
         super().__init__()
-        self._cap = cap
-        self._lock = threading.Lock()  # the kept text: written under the buffer's lock,
-        self._parts: list[str] = []    # taken by the server's thread
-        self._kept = 0
-        self._dropped = 0
+        self._kept = CappedText(cap)  # written under the buffer's lock, taken by the server
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._sender: Sender | None = None  # streaming when set
         self._send_lock: threading.Lock | None = None
@@ -133,7 +165,7 @@ class CappedOutput(io.RawIOBase):
         text = self._decoder.decode(data)
         sender = self._sender
         if sender is None:
-            self._keep(text, capped=not self._ending)
+            self._kept.keep(text, capped=not self._ending)
         else:
             self._send(sender, text)
         return size
@@ -142,13 +174,7 @@ class CappedOutput(io.RawIOBase):
         """The kept text (with a truncation marker when some was dropped) and whether it was;
         what was printed is flushed first, and nothing is kept afterwards."""
         self.stream.flush()
-        with self._lock:
-            if not self._parts and not self._dropped:  # the common case: nothing printed
-                return "", False
-            text = "".join(self._parts)
-            dropped = self._dropped
-            self._parts.clear()
-            self._kept = self._dropped = 0
+        text, dropped = self._kept.take_kept()
         if dropped:
             return text + TRUNCATION_MARKER.format(dropped=dropped), True
         return text, False
@@ -205,28 +231,13 @@ class CappedOutput(io.RawIOBase):
             self.stream.flush()
         finally:
             self._ending = False
-        with self._lock:
-            text = "".join(self._parts)
-            self._parts.clear()
-            self._kept = self._dropped = 0
+        text, _ = self._kept.take_kept()  # uncapped while ending: nothing dropped
         pieces = utf8_pieces(text, self._chunk) if text else []
         self._send(sender, "".join(pieces[:-1]))
         if pieces:  # a reply stays small, under the host's cap of what it keeps
-            self._keep(pieces[-1], capped=False)
+            self._kept.keep(pieces[-1], capped=False)
 
     # -- internals --------------------------------------------------------------------------
-
-    def _keep(self, text: str, capped: bool = True) -> None:
-        with self._lock:
-            room = self._cap - self._kept if capped else len(text)
-            if room >= len(text):
-                self._parts.append(text)
-                self._kept += len(text)
-            else:
-                if room > 0:
-                    self._parts.append(text[:room])
-                    self._kept += room
-                self._dropped += len(text) - max(room, 0)
 
     def _send(self, sender: Sender, text: str) -> None:
         if not text:

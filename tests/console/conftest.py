@@ -16,24 +16,9 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost.console import BackgroundConsole, Console
-from pyhost.errors import PyHostError
+from tests.integration.conftest import client  # noqa: F401 - the engine, as there
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
-
-
-@pytest.fixture(scope="session")
-def engine():
-    from pyhost.launchers.docker.client import docker_client
-    from pyhost.launchers.docker.dockerd import ensure_engine
-    from pyhost.launchers.docker.image import build_image
-
-    try:
-        ensure_engine(install=False)
-        build_image()  # a no-op when the image matches the sources
-        return docker_client()
-    except PyHostError as exc:
-        pytest.fail(f"the console's tests run real jobs: they need a Docker engine and the "
-                    f"hxpy image: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

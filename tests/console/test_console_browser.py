@@ -44,7 +44,7 @@ def _state_badge(browser, state, timeout=30):
         (By.CSS_SELECTOR, f'#run-state [data-state="{state}"]')))
 
 
-def test_the_runs_page_shows_the_states_of_real_runs(engine, served, browser):
+def test_the_runs_page_shows_the_states_of_real_runs(client, served, browser):
     done = _function("echo").run(parameters={"text": "hi"}, wait=True)
     failed = _function("fails").run(wait=True)
     assert (done.status.state, failed.status.state) == ("COMPLETED", "ERROR")
@@ -57,7 +57,7 @@ def test_the_runs_page_shows_the_states_of_real_runs(engine, served, browser):
     assert "broken on purpose" in browser.find_element(By.CSS_SELECTOR, "pre.traceback").text
 
 
-def test_an_active_runs_log_grows_in_the_page_and_stop_stops_it(engine, served, browser):
+def test_an_active_runs_log_grows_in_the_page_and_stop_stops_it(client, served, browser):
     run = _function("ticker").run(parameters={"count": 600, "pause": 0.2})  # a supervisor's
     deadline = time.monotonic() + 60
     while "tick 0" not in run.logs():
@@ -87,7 +87,7 @@ def test_a_dataitems_first_rows_are_read_in_the_page(served, browser):
     assert "500 rows" in browser.page_source and item.id in browser.current_url
 
 
-def test_a_script_in_a_parameter_is_text_and_never_runs(engine, served, browser):
+def test_a_script_in_a_parameter_is_text_and_never_runs(client, served, browser):
     payload = "<script>alert(1)</script><img src=x onerror=alert(2)>"
     run = _function("echo").run(parameters={"text": payload}, wait=True)
     browser.get(f"{served.url}/runs/{run.id}")

@@ -27,6 +27,7 @@ import time
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from ..capture import CappedText
 from . import calls
 from .asgi import BadRequest, Event, Response, ServeApp
 from .loader import check_python, import_function, read_signature, write_sources
@@ -39,28 +40,15 @@ DEFAULT_PORT = 8080
 LOG_CAP = 1 << 20  # characters the log buffer keeps between two flushes
 
 
-class LogBuffer:
+class LogBuffer(CappedText):
     """A text stream several threads write into and the reporter drains (thread-safe); it
     keeps at most ``cap`` characters between two drains and counts the rest."""
 
     def __init__(self, cap: int = LOG_CAP) -> None:
-        self._lock = threading.Lock()
-        self._parts: list[str] = []
-        self._kept = 0
-        self._dropped = 0
-        self._cap = cap
+        super().__init__(cap)
 
     def write(self, text: str) -> int:
-        with self._lock:
-            room = self._cap - self._kept
-            if len(text) <= room:
-                self._parts.append(text)
-                self._kept += len(text)
-            else:
-                if room > 0:
-                    self._parts.append(text[:room])
-                    self._kept += room
-                self._dropped += len(text) - max(room, 0)
+        self.keep(text)
         return len(text)
 
     def flush(self) -> None:
@@ -70,12 +58,9 @@ class LogBuffer:
         return False
 
     def take(self) -> str:
-        with self._lock:
-            text = "".join(self._parts)
-            if self._dropped:
-                text += f"\n[... {self._dropped} characters of logs dropped ...]\n"
-            self._parts.clear()
-            self._kept = self._dropped = 0
+        text, dropped = self.take_kept()
+        if dropped:
+            text += f"\n[... {dropped} characters of logs dropped ...]\n"
         return text
 
 
