@@ -15,7 +15,7 @@ from typing import Any
 
 import pyhost
 from benchmarks.bench import Bench, perf_counter, row
-from benchmarks.report import Baseline, Result, Unavailable
+from benchmarks.report import Baseline, Result, Target, Unavailable
 from benchmarks.rows_runtime import _catalog, _completed
 
 HANDLER = "def f(x):\n    return x + 1\n"
@@ -154,3 +154,54 @@ def _in_flight(function: Any, launcher: Any, count: int) -> float:
         list(pool.map(one, range(count)))
     return count / (perf_counter() - started)
 
+
+
+@row("swarm_warm", issue="23")
+def swarm_warm(bench: Bench) -> list[Result]:
+    """Warm pools on the swarm: ``py(launcher="swarm")`` + first eval taken from
+    ``warm_pool(2, launcher="swarm")`` (``swarm_open[warm]``), and a job whose session comes
+    from such a pool (``swarm_job[warm]``); each against the same on the plain engine, the
+    pools full before each sample; interleaved."""
+    from benchmarks.rows_scale import _wait_pool_full
+
+    warmup, n = 1, bench.n(12, 6)
+    opens: dict[str, list[float]] = {"swarm": [], "plain": []}
+    jobs: dict[str, list[float]] = {"swarm": [], "plain": []}
+    taken = 0
+    with _swarm(bench) as swarm, _catalog():
+        function = _function(bench)
+        options = {"io": None, "image": bench.image_tag}
+        pools = {"swarm": pyhost.warm_pool(2, launcher=swarm, **options),
+                 "plain": pyhost.warm_pool(2, launcher=bench.launcher, **options)}
+        launchers = {"swarm": swarm, "plain": bench.launcher}
+        try:
+            for index in range(warmup + n):
+                for name, pool in pools.items():
+                    _wait_pool_full(pool, 120)
+                    started = perf_counter()
+                    with pyhost.py(launcher=launchers[name], **options) as session:
+                        session.eval("1")
+                        opened = perf_counter() - started
+                    _wait_pool_full(pool, 120)
+                    started = perf_counter()
+                    run = function.run(wait=True, launcher=launchers[name],
+                                       parameters={"x": index})
+                    elapsed = perf_counter() - started
+                    from_pool = pool.ready < 2
+                    _completed(run, index + 1)
+                    if index >= warmup:
+                        opens[name].append(opened * 1e3)
+                        jobs[name].append(elapsed * 1e3)
+                        taken += from_pool and name == "swarm"
+        finally:
+            for pool in pools.values():
+                pool.close()
+    return [
+        Result("swarm_open[warm]", "ms", opens["swarm"], target=Target(2.0, relative=True),
+               baseline=Baseline("the same from a plain-engine pool (pool_open); ms",
+                                 tuple(opens["plain"]))),
+        Result("swarm_job[warm]", "ms", jobs["swarm"], target=Target(2.0, relative=True),
+               baseline=Baseline("the same job from a plain-engine pool (job_warm); ms",
+                                 tuple(jobs["plain"])),
+               note=f"{taken} of {n} swarm jobs seen taking a pooled task"),
+    ]

@@ -392,3 +392,32 @@ def test_processes_racing_to_make_the_overlay_all_get_it(client):
     finally:
         for network in client.api.networks(names=[name]):
             client.api.remove_network(network["Id"])
+
+
+def test_a_warm_pool_on_the_swarm_hands_its_tasks_to_sessions_and_jobs(client, tmp_path):
+    import pyhost
+
+    pool = pyhost.warm_pool(2, launcher="swarm", io=None)
+    try:
+        assert pool.wait_ready(120)
+        waiting = {service["ID"] for service in _our_services(client)}
+        assert len(waiting) == 2  # two one-task services, labelled as this process's
+        with py(launcher="swarm", io=None) as session:
+            assert session.eval("1 + 1") == 2
+        assert pool.ready == 1 and len(waiting - {s["ID"] for s in _our_services(client)}) == 1
+        dh.configure(tmp_path / "home")
+        fn = dh.get_or_create_project("demo").new_function(
+            name="inc", kind="python", code="def f(x):\n    return x + 1\n", handler="f")
+        assert pool.wait_ready(120)
+        before = {service["ID"] for service in _our_services(client)}
+        run = fn.run(parameters={"x": 1}, launcher="swarm", wait=True)
+        assert run.status.state == "COMPLETED", run.status.error
+        assert run.result("output_0") == 2
+        assert pool.ready < 2  # taken by the job (a refill waits, and takes seconds)
+        deadline = time.monotonic() + 30  # its service goes just after the run is recorded
+        while not before - {service["ID"] for service in _our_services(client)}:
+            assert time.monotonic() < deadline, "the job's pooled service stayed"
+            time.sleep(0.1)
+    finally:
+        pool.close()
+    assert not _our_services(client)

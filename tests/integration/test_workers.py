@@ -122,7 +122,9 @@ def test_soft_timeout_keeps_state_and_hard_timeout_restarts(client, io_dir):
     with pytest.raises(SessionTimeout) as hard:
         s.eval("while True: pass")
     assert hard.value.kind == "hard"
-    assert time.monotonic() - started < 2.5
+    # 1 s + 0.5 s of grace, then the kill: about 1.7 s alone; a loaded engine's kill took
+    # 3.2 s once in a full run. The bound tells a hard timeout from a loop never stopped.
+    assert time.monotonic() - started < 8
     assert s.timeout(10).eval("'fresh'") == "fresh"
     assert s.stats.restarts == 1
 

@@ -9,13 +9,16 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const badge = document.getElementById("run-state");
   const source = new EventSource(log.dataset.follow);
-  const atBottom = () => window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+  // The log scrolls in its own box (never the page: the Stop button stays where it is),
+  // and keeps to its end while the reader is there.
+  const atEnd = () => log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
+  log.scrollTop = log.scrollHeight;
 
   source.addEventListener("log", (event) => {
-    const follow = atBottom();
+    const follow = atEnd();
     log.appendChild(document.createTextNode(JSON.parse(event.data)));
     if (follow) {
-      window.scrollTo(0, document.body.scrollHeight);
+      log.scrollTop = log.scrollHeight;
     }
   });
   source.addEventListener("state", (event) => {
