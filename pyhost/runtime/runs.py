@@ -371,7 +371,7 @@ class Run:
                          self.status.state)
                 return self
             self._signal_supervisor()
-            self._poll_while(ACTIVE, 30)
+            self._wait_told(30)
             return self
         execution.stop_requested = True
         if execution.stopper is not None:
