@@ -13,7 +13,7 @@ try:  # what hmac.compare_digest is, without hmac's import of hashlib and OpenSS
     # a server's resident memory, measured, for one comparison at the handshake)
     from _operator import _compare_digest as compare_digest
 except ImportError:  # another Python: the public name
-    from hmac import compare_digest
+    from hmac import compare_digest  # type: ignore[no-redef]
 
 import msgpack
 
