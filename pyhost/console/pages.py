@@ -15,13 +15,14 @@ from ..errors import ConfigurationError, NotInCatalog
 from ..runtime.catalog import Record
 from ..runtime.entities import parse_key
 from ..runtime.function import Function
+from ..runtime.runs import ACTIVE, FINAL, RUNNING
 from .render import page
 from .state import console_of
 
 __all__ = ["function", "project", "projects", "run_row", "runs"]
 
 PAGE_SIZE = 50
-STATES = ("CREATED", "READY", "RUNNING", "COMPLETED", "ERROR", "STOPPED")
+STATES = (*ACTIVE, *FINAL)
 ENTITY_TYPES = ("dataitem", "artifact", "model")
 _HIGHLIGHT_MAX = 256 * 1024  # characters of a source file shown highlighted; more is plain
 
@@ -76,14 +77,14 @@ def runs(request: Request) -> HTMLResponse:
     if state is not None and state not in STATES:
         raise ConfigurationError(f"there is no run state {state!r} (the states: "
                                  f"{', '.join(STATES)})")
-    functions = None
-    if function_name is not None:
-        functions = [str(record.document.get("key"))
-                     for record in runtime.find("function", project=name, name=function_name)]
+    every_version = runtime.find("function", project=name)
+    functions = None if function_name is None else [
+        str(record.document.get("key")) for record in every_version
+        if record.name == function_name]
     found = runtime.catalog.page("run", project=name, state=state, functions=functions,
                                  text=text, after=_cursor(query.get("after")),
                                  size=PAGE_SIZE)
-    names = sorted({record.name for record in runtime.find("function", project=name)})
+    names = sorted({record.name for record in every_version})
     following = (f"{found.next[0]!r}:{found.next[1]}" if found.next else None)
     return page(request, "runs.html", project=name, runs=[run_row(r) for r in found.records],
                 states=STATES, function_names=names, state=state or "",
@@ -115,12 +116,11 @@ def run_row(record: Record) -> dict[str, Any]:
     spec = record.document.get("spec") or {}
     status = record.document.get("status") or {}
     timings = status.get("timings") or {}
-    ended = next((timings[state] for state in ("COMPLETED", "ERROR", "STOPPED")
-                  if state in timings), None)
+    ended = next((timings[state] for state in FINAL if state in timings), None)
     return {"id": record.id, "state": record.state, "created": record.created,
             "function": _function_name(spec.get("function")),
             "action": spec.get("action") or record.kind.partition("+")[2],
-            "started": timings.get("RUNNING"), "ended": ended,
+            "started": timings.get(RUNNING), "ended": ended,
             "message": str(status.get("message") or "")[:200]}
 
 

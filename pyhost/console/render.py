@@ -24,12 +24,9 @@ __all__ = ["bad_request", "entity_url", "not_found", "page", "short_json", "size
 _templates = Jinja2Templates(env=jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True))
 
-ACTIVE = ("CREATED", "READY", "RUNNING")
-
-
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """Render template ``name`` with ``context``, the CSRF value and the helpers."""
-    context.update(csrf=console_of(request).csrf, active_states=ACTIVE)
+    """Render template ``name`` with ``context`` and the CSRF value of its forms."""
+    context.update(csrf=console_of(request).csrf)
     return _templates.TemplateResponse(request, name, context, status_code=status_code)
 
 

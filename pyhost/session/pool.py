@@ -84,7 +84,7 @@ class WarmPool:
                 if _looks_alive(opened):
                     return opened
                 log.warning("warm pool: a ready server had died; discarding it")
-                opened.instance.cleanup()
+                _discard(opened)
         return None
 
     def close(self) -> None:
@@ -97,9 +97,7 @@ class WarmPool:
             if _pools.get(self.key) is self:
                 del _pools[self.key]
         while self._ready:
-            opened = self._ready.popleft()
-            opened.transport.close()
-            opened.instance.cleanup()
+            _discard(self._ready.popleft())
 
     def _fill(self) -> None:
         while True:
@@ -115,8 +113,7 @@ class WarmPool:
                 if self._closed:
                     return
             try:
-                opened = self._open_one()
-                _warm_up(opened)
+                opened = _warmed(self._open_one())
             except Exception as exc:
                 self._failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(self._failures, 6))
@@ -128,26 +125,38 @@ class WarmPool:
             self._failures = 0
             with self._cond:
                 if self._closed:
-                    opened.transport.close()
-                    opened.instance.cleanup()
+                    _discard(opened)
                     return
                 self._ready.append(opened)
                 self._cond.notify_all()
 
 
-def _warm_up(opened: Opened) -> None:
-    """One batch that does nothing (``None``), answered, so that the server's first-time work
-    is done before a session takes it.
+def _warmed(opened: Opened) -> Opened:
+    """``opened``, once it answered one batch that does nothing (``None``): the server's
+    first-time work is done before a session takes it. A server that does not answer is
+    removed.
 
     Raises:
         ConfigurationError: the server answered with something else than a result.
+        OSError, PeerClosed, MarshalError: it did not answer.
     """
-    opened.transport.send(protocol.pack_batch(0, _WARM_UP_TIMEOUT,
-                                              [protocol.pack_eval("None")]))
-    reply = codec.decode(*opened.transport.recv(_WARM_UP_TIMEOUT))
-    kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
-    if kind != protocol.RESULT:
-        raise ConfigurationError(f"the warm-up batch got {kind!r}, not a result")
+    try:
+        opened.transport.send(protocol.pack_batch(0, _WARM_UP_TIMEOUT,
+                                                  [protocol.pack_eval("None")]))
+        reply = codec.decode(*opened.transport.recv(_WARM_UP_TIMEOUT))
+        kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+        if kind != protocol.RESULT:
+            raise ConfigurationError(f"the warm-up batch got {kind!r}, not a result")
+    except BaseException:
+        _discard(opened)
+        raise
+    return opened
+
+
+def _discard(opened: Opened) -> None:
+    """Close a server's connection and remove it."""
+    opened.transport.close()
+    opened.instance.cleanup()
 
 
 def _looks_alive(opened: Opened) -> bool:
