@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -46,7 +45,7 @@ def run(request: Request) -> HTMLResponse:
     found = Run(runtime.get("run", request.path_params["run_id"]), runtime)
     status = found.status
     spec = found.spec
-    text, start, end = log_tail(_log_directory(found), found.log_cap, TAIL)
+    text, start, end = log_tail(found.log_directory(), found.log_cap, TAIL)
     timings = sorted((status.timings or {}).items(), key=lambda item: item[1])
     metrics = found.metrics()
     return page(request, "run.html", run=found, spec=spec, status=status,
@@ -77,7 +76,7 @@ def log_events(request: Request) -> StreamingResponse:
         offset = max(int(request.query_params.get("from", "0")), 0)
     except ValueError:
         raise ConfigurationError("from= is a byte offset into the log") from None
-    follower = LogFollower(_log_directory(found), found.log_cap, offset)
+    follower = LogFollower(found.log_directory(), found.log_cap, offset)
 
     async def events() -> AsyncIterator[str]:
         state = None
@@ -127,10 +126,6 @@ async def stop(request: Request) -> Response:
             notice = "elsewhere"
     url = request.url_for("run", run_id=found.id).include_query_params(notice=notice)
     return RedirectResponse(str(url), 303)
-
-
-def _log_directory(found: Run) -> Path:
-    return found.runtime.store.resolve(f"{found.project}/run/{found.id}/logs")
 
 
 def _event(name: str, data: Any) -> str:

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, overload
 
 from hxpy.runtime.handler import DEFAULT_OUTPUT
@@ -335,6 +336,11 @@ class Run:
             return ""
         return read_log(self._runtime.store.resolve(path).parent, self.log_cap)
 
+    def log_directory(self) -> Path:
+        """Where the run's log is written (:class:`~.run_log.RunLog`; a reader finds no log
+        there before it begins)."""
+        return self._runtime.store.resolve(f"{self.project}/run/{self.id}/logs")
+
     @property
     def log_cap(self) -> int:
         """Bytes of its log the run keeps (``log_cap``, default 64 MiB)."""
@@ -342,7 +348,7 @@ class Run:
         return parse_size("log_cap", cap) if cap else DEFAULT_LOG_CAP
 
     def _follow(self) -> Iterator[str]:
-        directory = self._runtime.store.path(self.project, "run", self.id, "logs")
+        directory = self.log_directory()
         follower = LogFollower(directory, self.log_cap)
         partial = ""
         while True:
