@@ -171,7 +171,7 @@ class ServiceUnavailable(PyHostError, ConnectionError):
     connection)."""
 
 
-def short(exc: BaseException, first_line: bool = False) -> str:
+def short(exc: BaseException | str, first_line: bool = False) -> str:
     """An error's text on one line of at most 300 characters, to quote it in a message of
     ours; its type name when the text is empty.
 
@@ -180,14 +180,15 @@ def short(exc: BaseException, first_line: bool = False) -> str:
     process: error setting rlimit type 7: operation not permitted``).
 
     Args:
-        exc: the error to quote.
+        exc: the error to quote, or the text of one.
         first_line: quote only its first line, for errors whose message goes on with a log
             (a build's last lines); otherwise every line, joined by spaces.
     """
     text = str(exc).strip()
     if first_line:
         text = text.splitlines()[0] if text else text
-    text = " ".join(text.split()) or type(exc).__name__
+    text = " ".join(text.split()) or (type(exc).__name__ if isinstance(exc, BaseException)
+                                      else "(no message)")
     if len(text) <= _SHORT_MAX:
         return text
     tail = _SHORT_MAX - _SHORT_HEAD - len(_CUT)

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +27,13 @@ import docker
 import docker.errors
 
 from .client import engine_errors
+from .engine_kind import EngineKind, engine_kind, session_ulimits
 
 __all__ = [
     "EngineLocation",
     "EngineView",
     "container_id_candidates",
+    "engine_view",
     "locate_engine",
     "translate",
 ]
@@ -135,6 +138,28 @@ class EngineView:
         self._lock = threading.Lock()
         self._looked = False
         self._container: dict[str, Any] | None = None
+        self._kind: EngineKind | None = None
+
+    @property
+    def kind(self) -> EngineKind:
+        """Which engine this is (Docker, Podman, Docker Desktop; rootless or not), asked of
+        the engine the first time.
+
+        Raises:
+            EngineUnavailable: the engine could not be asked.
+        """
+        with self._lock:
+            if self._kind is None:
+                with engine_errors("cannot ask the engine what it is"):
+                    info, version = self.client.info(), self.client.version()
+                self._kind = engine_kind(info, version, local=not self.location.remote)
+            return self._kind
+
+    @property
+    def published(self) -> bool:
+        """Whether sessions are reached on a published port: no Unix socket of this machine
+        reaches the engine's containers (a remote engine, or one in a VM)."""
+        return self.location.remote or self.kind.in_vm
 
     @property
     def own_container(self) -> dict[str, Any] | None:
@@ -145,6 +170,17 @@ class EngineView:
                 self._container = None if self.location.remote else self._find_self()
                 self._looked = True
             return self._container
+
+    def ulimits(self) -> list[docker.types.Ulimit] | None:
+        """The ulimits a container of ours asks for on this engine (see
+        :func:`~.engine_kind.session_ulimits`); None: the engine's own.
+
+        Raises:
+            EngineUnavailable: the engine could not be asked what it is.
+        """
+        limits = session_ulimits(self.kind, local=not self.location.remote)
+        return [docker.types.Ulimit(name=name, soft=soft, hard=hard)
+                for name, (soft, hard) in limits.items()] or None
 
     def engine_path(self, path: str) -> str | None:
         """``path`` as the engine sees it; None when the engine cannot see it.
@@ -164,6 +200,9 @@ class EngineView:
         """One line for ``pyhost doctor``."""
         if self.location.remote:
             return f"remote engine {self.location.url}: sessions publish a port, /io is a volume"
+        if self.kind.in_vm:
+            return (f"local engine in a VM ({self.kind.product}): sessions publish a port on "
+                    "publish_address (127.0.0.1); /io is a directory the VM shares")
         container = self.own_container
         if container is None:
             return "local engine; this process runs on the engine's machine"
@@ -194,3 +233,17 @@ def _read(path: str) -> str:
             return handle.read()
     except OSError:
         return ""
+
+
+_views: weakref.WeakKeyDictionary[docker.DockerClient, EngineView] = weakref.WeakKeyDictionary()
+_views_lock = threading.Lock()
+
+
+def engine_view(client: docker.DockerClient) -> EngineView:
+    """The one :class:`EngineView` of ``client``, so the engine is asked about itself once
+    per client however many parts of pyhost need to know."""
+    with _views_lock:
+        view = _views.get(client)
+        if view is None:
+            view = _views[client] = EngineView(client)
+        return view
