@@ -6,34 +6,58 @@ as their documentation and users' reports show them)."""
 from __future__ import annotations
 
 import resource
+import socket
 from types import SimpleNamespace
 
+import docker.errors
 import pytest
 
-from pyhost.launchers.docker.engine_kind import EngineKind, engine_kind, session_ulimits
+from pyhost.errors import EngineUnavailable
+from pyhost.launchers.docker.client import engine_errors
+from pyhost.launchers.docker.engine_kind import (
+    EngineKind,
+    engine_kind,
+    engine_process_limits,
+    parse_limits,
+    podman_version,
+    rlimit_advice,
+    session_ulimits,
+)
 from pyhost.launchers.docker.paths import EngineView
 
 DOCKER_INFO = {
-    "OperatingSystem": "Debian GNU/Linux 12 (bookworm)", "OSType": "linux",
-    "Name": "buildhost", "ServerVersion": "20.10.24+dfsg1", "Labels": [],
-    "SecurityOptions": ["name=seccomp,profile=default", "name=cgroupns"],
+    "OperatingSystem": "Debian GNU/Linux 12 (bookworm)", "OSType": "linux", "Name": "vm",
+    "ServerVersion": "20.10.24+dfsg1", "Labels": [], "Driver": "overlay2",
+    "SecurityOptions": ["name=seccomp,profile=default"],
 }
 DOCKER_VERSION = {
     "Platform": {"Name": ""}, "Version": "20.10.24+dfsg1", "ApiVersion": "1.41",
     "Components": [{"Name": "Engine", "Version": "20.10.24+dfsg1"},
                    {"Name": "containerd", "Version": "1.6.20~ds1"},
-                   {"Name": "runc", "Version": "1.1.5+ds1"}],
+                   {"Name": "runc", "Version": "1.1.5+ds1"}, {"Name": "docker-init"}],
 }
+DOCKER_PING = {"Api-Version": "1.41", "Server": "Docker/20.10.24+dfsg1 (linux)"}
 PODMAN_INFO = {
-    "OperatingSystem": "debian", "OSType": "linux", "Name": "buildhost",
-    "ServerVersion": "4.3.1", "Labels": None,
-    "SecurityOptions": ["name=apparmor", "name=seccomp,profile=default"],
+    "OperatingSystem": "debian", "OSType": "linux", "Name": "vm", "ServerVersion": "4.3.1",
+    "Labels": None, "Driver": "overlay", "SecurityOptions": ["name=seccomp,profile=default"],
 }
 PODMAN_VERSION = {
     "Platform": {"Name": "linux/amd64/debian-12"}, "Version": "4.3.1", "ApiVersion": "1.41",
     "Components": [{"Name": "Podman Engine", "Version": "4.3.1",
-                    "Details": {"APIVersion": "4.3.1", "MinAPIVersion": "4.0.0"}}],
+                    "Details": {"APIVersion": "4.3.1", "MinAPIVersion": "4.0.0"}},
+                   {"Name": "Conmon", "Version": "conmon version 2.1.6, commit: unknown"},
+                   {"Name": "OCI Runtime (runc)", "Version": "runc version 1.1.5+ds1"}],
 }
+PODMAN_PING = {"Api-Version": "1.41", "Libpod-Api-Version": "4.3.1",
+               "Server": "Libpod/4.3.1 (linux)"}
+# /proc/PID/limits of Podman's service as it ran here (in a container, no CAP_SYS_RESOURCE).
+PODMAN_LIMITS = """\
+Limit                     Soft Limit           Hard Limit           Units
+Max cpu time              unlimited            unlimited            seconds
+Max processes             32768                32768                processes
+Max open files            20000                20000                files
+Max locked memory         8388608              8388608              bytes
+"""
 DESKTOP_INFO = {
     "OperatingSystem": "Docker Desktop", "OSType": "linux", "Name": "docker-desktop",
     "KernelVersion": "6.10.14-linuxkit", "ServerVersion": "27.4.0",
@@ -53,7 +77,7 @@ def test_docker_on_linux_changes_nothing():
     assert kind == EngineKind("Docker", "20.10.24+dfsg1")
     assert str(kind) == "Docker 20.10.24+dfsg1"
     assert kind.changes() == ()
-    assert session_ulimits(kind, local=True) == {}
+    assert session_ulimits(kind, parse_limits(PODMAN_LIMITS)) == {}
 
 
 def test_podman_is_named_by_its_component_and_says_what_it_changes():
@@ -62,6 +86,9 @@ def test_podman_is_named_by_its_component_and_says_what_it_changes():
     assert str(kind) == "Podman 4.3.1"
     (change,) = kind.changes()
     assert "localhost/NAME" in change and "limits" in change
+    # What a launcher knows of it from its ping alone: no /info, so rootless is unknown.
+    from_ping = engine_kind({}, podman_version("4.3.1"), platform="linux")
+    assert from_ping == EngineKind("Podman", "4.3.1", rootless=None)
 
 
 def test_docker_desktop_runs_in_a_vm_however_it_says_so():
@@ -69,12 +96,13 @@ def test_docker_desktop_runs_in_a_vm_however_it_says_so():
         EngineKind("Docker Desktop", "27.4.0", in_vm=True)
     # Docker Desktop for Linux: the engine is in a VM on Linux too.
     assert engine_kind(DESKTOP_INFO, DESKTOP_VERSION, platform="linux").in_vm
-    # Each sign alone is enough.
+    # Each sign alone is enough (a launcher asks /info only).
     plain_info = {**DESKTOP_INFO, "OperatingSystem": "", "Labels": []}
     assert engine_kind(plain_info, DESKTOP_VERSION, platform="linux").in_vm
     assert engine_kind({**plain_info, "Labels": DESKTOP_INFO["Labels"]}, {},
                        platform="linux").in_vm
     assert engine_kind({**DESKTOP_INFO, "Labels": []}, {}, platform="linux").in_vm
+    assert not engine_kind(plain_info, {}, platform="linux").in_vm
     changes = " ".join(engine_kind(DESKTOP_INFO, DESKTOP_VERSION).changes())
     assert "published" in changes and "127.0.0.1" in changes
 
@@ -94,57 +122,110 @@ def test_a_rootless_engine_is_told_by_its_security_options(info, version, produc
     assert kind.product == product and kind.rootless and not kind.in_vm
     assert str(kind).endswith(" rootless")
     assert any("subordinate" in change for change in kind.changes())
-    assert not engine_kind(info, version, platform="linux").rootless
+    assert engine_kind(info, version, platform="linux").rootless is False
 
 
-def test_a_local_podman_session_asks_for_the_limits_this_process_has():
-    podman = engine_kind(PODMAN_INFO, PODMAN_VERSION, platform="linux")
-    limits = session_ulimits(podman, local=True)
-    assert set(limits) == {"nofile", "nproc"}
-    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
-        soft, hard = limits[name]
-        own_soft, own_hard = resource.getrlimit(which)
-        assert 0 < soft <= hard <= 1048576
-        assert own_hard == resource.RLIM_INFINITY or hard <= own_hard
-        assert own_soft == resource.RLIM_INFINITY or soft <= own_soft
-    # Nothing is known of a remote Podman's limits: nothing is asked for.
-    assert session_ulimits(podman, local=False) == {}
+def test_the_engine_process_limits_are_read_from_proc():
+    assert parse_limits(PODMAN_LIMITS) == {"nofile": (20000, 20000), "nproc": (32768, 32768)}
+    unlimited = PODMAN_LIMITS.replace("32768                32768", "unlimited            "
+                                      "unlimited")
+    assert parse_limits(unlimited)["nproc"] == (1048576, 1048576)
+
+
+def test_podman_containers_ask_for_the_engine_limits_and_others_for_none():
+    podman = engine_kind({}, podman_version("4.3.1"), platform="linux")
+    limits = parse_limits(PODMAN_LIMITS)
+    assert session_ulimits(podman, limits) == limits
+    # Unknown engine limits (a remote Podman): nothing is asked, its defaults decide.
+    assert session_ulimits(podman, None) == {}
+    huge = {"nofile": (1 << 40, 1 << 40), "nproc": (4096, 1 << 40)}
+    assert session_ulimits(podman, huge) == {"nofile": (1048576, 1048576),
+                                             "nproc": (4096, 1048576)}
+
+
+def test_the_limits_of_the_process_behind_a_unix_socket(tmp_path):
+    """This process listens: its own limits are found through the socket's peer."""
+    path = str(tmp_path / "engine.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen()
+        found = engine_process_limits(path)
+    nofile, nproc = (resource.getrlimit(which) for which in (resource.RLIMIT_NOFILE,
+                                                            resource.RLIMIT_NPROC))
+    capped = tuple(1048576 if value == resource.RLIM_INFINITY else value for value in nofile)
+    assert found is not None and found["nofile"] == capped
+    assert set(found) == {"nofile", "nproc"}
+    assert engine_process_limits(str(tmp_path / "no-such.sock")) is None
+
+
+def test_an_rlimit_failure_says_what_to_change():
+    said = ("HTTP 500: runc: runc create failed: unable to start container process: error "
+            "during container init: error setting rlimits for ready process: error setting "
+            "rlimit type 7: operation not permitted: OCI permission denied")
+    assert "`default_ulimits = []`" in rlimit_advice(said)
+    assert rlimit_advice("HTTP 404: no such image") == ""
 
 
 class _StubClient:
-    """The three things EngineView reads of an SDK client."""
+    """What EngineView reads of an SDK client: its base URL, its ping's headers, /info."""
 
-    def __init__(self, base_url: str, info: dict, version: dict) -> None:
-        self.api = SimpleNamespace(base_url=base_url)
-        self._info, self._version = info, version
+    def __init__(self, base_url: str, ping: dict, info: dict) -> None:
+        self.api = SimpleNamespace(base_url=base_url, get=self._get)
+        self._ping, self._info = ping, info
+        self.info_asked = 0
+
+    def _get(self, url: str) -> SimpleNamespace:
+        assert url.endswith("/_ping")
+        return SimpleNamespace(headers=self._ping, raise_for_status=lambda: None)
 
     def info(self) -> dict:
+        self.info_asked += 1
         return self._info
 
-    def version(self) -> dict:
-        return self._version
 
-
-@pytest.mark.parametrize("base_url, info, version, published", [
-    ("http+docker://localhost", DOCKER_INFO, DOCKER_VERSION, False),
-    ("http+docker://localhost", PODMAN_INFO, PODMAN_VERSION, False),
-    ("http+docker://localhost", DESKTOP_INFO, DESKTOP_VERSION, True),
-    ("http+docker://localnpipe", DESKTOP_INFO, DESKTOP_VERSION, True),
-    ("http://10.0.0.5:2375", DOCKER_INFO, DOCKER_VERSION, True),
+@pytest.mark.parametrize("base_url, ping, info, published", [
+    ("http+docker://localhost", DOCKER_PING, DOCKER_INFO, False),
+    ("http+docker://localhost", PODMAN_PING, PODMAN_INFO, False),
+    ("http+docker://localhost", DOCKER_PING, DESKTOP_INFO, True),
+    ("http+docker://localnpipe", DOCKER_PING, DESKTOP_INFO, True),
+    ("http://10.0.0.5:2375", DOCKER_PING, DOCKER_INFO, True),
 ])
-def test_sessions_are_published_where_no_unix_socket_reaches(base_url, info, version,
-                                                             published):
-    view = EngineView(_StubClient(base_url, info, version))
+def test_sessions_are_published_where_no_unix_socket_reaches(base_url, ping, info, published):
+    client = _StubClient(base_url, ping, info)
+    view = EngineView(client)
     assert view.published is published
+    assert view.kind.product == ("Podman" if ping is PODMAN_PING else
+                                 "Docker Desktop" if info is DESKTOP_INFO else "Docker")
+    assert client.info_asked == (0 if ping is PODMAN_PING else 1)  # Podman's /info is slow
     if info is DESKTOP_INFO:
         assert "in a VM (Docker Desktop)" in view.describe()
 
 
-def test_a_local_podman_view_gives_containers_explicit_ulimits():
-    view = EngineView(_StubClient("http+docker://localhost", PODMAN_INFO,
-                                  PODMAN_VERSION))
-    ulimits = view.ulimits()
-    assert ulimits is not None and sorted(u["Name"] for u in ulimits) == ["nofile", "nproc"]
-    docker_view = EngineView(_StubClient("http+docker://localhost", DOCKER_INFO,
-                                         DOCKER_VERSION))
+def test_only_a_podman_view_gives_containers_explicit_ulimits():
+    docker_view = EngineView(_StubClient("http+docker://localhost", DOCKER_PING, DOCKER_INFO))
     assert docker_view.ulimits() is None
+
+
+def test_an_engine_error_quotes_the_engine_and_keeps_its_cause():
+    """The SDK's text leads with the request URL; pyhost quotes the engine's own words,
+    cut in the middle when long, and adds what to change for an rlimit failure."""
+    explanation = ("runc: runc create failed: unable to start container process: "
+                   + "error during container init: " * 10
+                   + "error setting rlimits for ready process: error setting rlimit type 7: "
+                   "operation not permitted: OCI permission denied")
+    error = docker.errors.APIError(
+        f"500 Server Error for http+docker://localhost/v1.41/containers/{'f' * 64}/start: "
+        "Internal Server Error", response=SimpleNamespace(status_code=500),
+        explanation=explanation)
+    with pytest.raises(EngineUnavailable) as caught:
+        with engine_errors("the engine could not start the session container"):
+            raise error
+    message = str(caught.value)
+    assert caught.value.__cause__ is error
+    assert message.startswith("the engine could not start the session container: HTTP 500: "
+                              "runc: runc create failed")
+    assert "http+docker://" not in message and " ... " in message
+    quoted, _, advice = message.partition("; the engine asked")
+    assert quoted.endswith("error setting rlimit type 7: operation not permitted: OCI "
+                           "permission denied")
+    assert "`default_ulimits = []`" in advice

@@ -21,6 +21,7 @@ import docker.errors
 import requests.exceptions
 
 from ...errors import EngineUnavailable, ImageNotFound, short
+from .engine_kind import rlimit_advice
 
 __all__ = ["ENGINE_ERRORS", "docker_client", "engine_errors", "engine_said", "inspect_image"]
 
@@ -46,7 +47,8 @@ def engine_errors(doing: str) -> Iterator[None]:
         raise ImageNotFound(f"{doing}: the image is not present ({short(exc)}); run "
                             "`pyhost image build`") from exc
     except docker.errors.APIError as exc:
-        raise EngineUnavailable(f"{doing}: {short(engine_said(exc))}") from exc
+        said = engine_said(exc)
+        raise EngineUnavailable(f"{doing}: {short(said)}{rlimit_advice(said)}") from exc
     except ENGINE_ERRORS as exc:
         raise EngineUnavailable(f"{doing}: {short(exc)}") from exc
 

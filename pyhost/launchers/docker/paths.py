@@ -27,7 +27,14 @@ import docker
 import docker.errors
 
 from .client import engine_errors
-from .engine_kind import EngineKind, engine_kind, session_ulimits
+from .engine_kind import (
+    PODMAN_PING_HEADER,
+    EngineKind,
+    engine_kind,
+    engine_process_limits,
+    podman_version,
+    session_ulimits,
+)
 
 __all__ = [
     "EngineLocation",
@@ -139,21 +146,31 @@ class EngineView:
         self._looked = False
         self._container: dict[str, Any] | None = None
         self._kind: EngineKind | None = None
+        self._ulimits: list[docker.types.Ulimit] | None = None
 
     @property
     def kind(self) -> EngineKind:
-        """Which engine this is (Docker, Podman, Docker Desktop; rootless or not), asked of
-        the engine the first time.
+        """Which engine this is (Docker, Podman, Docker Desktop), asked of the engine the
+        first time: its ping, and the ``/info`` of an engine that is not Podman.
 
         Raises:
             EngineUnavailable: the engine could not be asked.
         """
         with self._lock:
             if self._kind is None:
-                with engine_errors("cannot ask the engine what it is"):
-                    info, version = self.client.info(), self.client.version()
-                self._kind = engine_kind(info, version, local=not self.location.remote)
+                self._kind = self._ask_kind()
             return self._kind
+
+    def _ask_kind(self) -> EngineKind:
+        api = self.client.api
+        with engine_errors("cannot ask the engine what it is"):
+            answer = api.get(api.base_url + "/_ping")  # not versioned
+            answer.raise_for_status()
+            podman = answer.headers.get(PODMAN_PING_HEADER)
+            # Podman's /info takes a second or more; its ping names it.
+            info = {} if podman else dict(self.client.info())
+        version = podman_version(podman) if podman else {}
+        return engine_kind(info, version, local=not self.location.remote)
 
     @property
     def published(self) -> bool:
@@ -178,9 +195,16 @@ class EngineView:
         Raises:
             EngineUnavailable: the engine could not be asked what it is.
         """
-        limits = session_ulimits(self.kind, local=not self.location.remote)
-        return [docker.types.Ulimit(name=name, soft=soft, hard=hard)
-                for name, (soft, hard) in limits.items()] or None
+        kind = self.kind  # asked outside the lock, which it takes itself
+        with self._lock:
+            if self._ulimits is None:
+                engine = None
+                if kind.podman and not self.location.remote:
+                    engine = engine_process_limits(_socket_path(self.client))
+                self._ulimits = [
+                    docker.types.Ulimit(name=name, soft=soft, hard=hard)
+                    for name, (soft, hard) in session_ulimits(kind, engine).items()]
+            return self._ulimits or None
 
     def engine_path(self, path: str) -> str | None:
         """``path`` as the engine sees it; None when the engine cannot see it.
@@ -225,6 +249,15 @@ class EngineView:
                 log.info("pyhost runs in container %s of its engine", candidate[:12])
                 return dict(attrs)
         return None
+
+
+def _socket_path(client: docker.DockerClient) -> str:
+    """The Unix socket the SDK client speaks on (its adapter's; else DOCKER_HOST's)."""
+    path = getattr(getattr(client.api, "_custom_adapter", None), "socket_path", None)
+    if isinstance(path, str) and path:
+        return path
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return host[len("unix://"):] if host.startswith("unix://") else host
 
 
 def _read(path: str) -> str:
