@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,43 @@ def _unmount_under(path: Path) -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+# What rootful Podman makes outside its storage root whatever its configuration says:
+# netavark's run directory (its IPAM database, aardvark-dns's), containers/image's blob info
+# cache, and netavark's iptables chains with their jumps from the built-in chains (left in
+# place, empty, when the last container goes). Removed at the end when the module made them.
+_PODMAN_DIRS = ("/run/containers", "/var/lib/containers")
+_NETAVARK = "NETAVARK"
+
+
+def _iptables_lines(table: str) -> list[str]:
+    done = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True,
+                          check=False)
+    return done.stdout.splitlines() if done.returncode == 0 else []
+
+
+def _remove_netavark_chains() -> None:
+    """Delete netavark's jumps from the built-in chains, then its own chains: no chain of
+    Docker's is touched (each rule deleted names a NETAVARK chain)."""
+    for table in ("filter", "nat"):
+        lines = _iptables_lines(table)
+        chains = [line[1:].split()[0] for line in lines
+                  if line.startswith(":") and line[1:].startswith(_NETAVARK)]
+        for line in lines:
+            words = shlex.split(line)  # a rule's comment is quoted
+            if words[:1] == ["-A"] and not words[1].startswith(_NETAVARK) and \
+                    any(word.startswith(_NETAVARK) for word in words[2:]):
+                subprocess.run(["iptables", "-t", table, "-D", *words[1:]], check=False)
+        for chain in chains:
+            subprocess.run(["iptables", "-t", table, "-F", chain], check=False)
+        for chain in chains:
+            subprocess.run(["iptables", "-t", table, "-X", chain], check=False)
+
+
+def _netavark_present() -> bool:
+    return any(_NETAVARK in line for table in ("filter", "nat")
+               for line in _iptables_lines(table))
+
+
 @pytest.fixture(scope="module")
 def podman(client) -> Iterator[Podman]:
     """A private ``podman system service``, stopped and removed with its storage at the end."""
@@ -134,6 +172,8 @@ def podman(client) -> Iterator[Podman]:
     if binary is None:
         pytest.fail("podman is not installed: run `make podman` (a prerequisite of "
                     "`make test`)", pytrace=False)
+    made_dirs = [path for path in _PODMAN_DIRS if not os.path.exists(path)]
+    made_chains = not _netavark_present()
     home = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))  # short: a socket path is short
     env = {**os.environ, **_podman_config(home)}
     env.pop("DOCKER_CONTEXT", None)
@@ -159,6 +199,10 @@ def podman(client) -> Iterator[Podman]:
         _podman(env, "system", "reset", "--force")
         _unmount_under(home)
         shutil.rmtree(home, ignore_errors=True)
+        for path in made_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        if made_chains:
+            _remove_netavark_chains()
 
 
 def _seed_base(client, podman: Podman) -> None:
