@@ -308,22 +308,25 @@ def test_a_serve_answers_on_podman(built: Podman):
     assert found["status"] == 200, found
 
 
-def test_an_imported_rootfs_is_tagged_as_asked(podman: Podman, tmp_path):
+@pytest.mark.parametrize("engine", ["podman", "docker"])
+def test_an_imported_rootfs_is_tagged_as_asked(engine, request, tmp_path):
     """Podman's import keeps no tag (4.3 stores docker.io/library/NAME:latest); pyhost's
-    import tags what the engine stored, and takes the stray ``latest`` off."""
+    import tags what the engine stored, and takes the stray ``latest`` off. On Docker, which
+    keeps the tag, nothing changes."""
+    api = request.getfixturevalue("podman").client if engine == "podman" else \
+        request.getfixturevalue("client")
     archive = tmp_path / "rootfs.tar"
     with tarfile.open(archive, "w") as tar:
         data = b"a root filesystem of one file\n"
         entry = tarfile.TarInfo("etc/hello")
         entry.size = len(data)
         tar.addfile(entry, io.BytesIO(data))
-    api = podman.client
-    attrs = import_rootfs(api, archive, "pyhost-import-test", "bookworm",
-                          ["LABEL org.pyhost.test=import"])
+    repository = f"pyhost-import-test-{os.getpid()}"
+    attrs = import_rootfs(api, archive, repository, "bookworm", ["LABEL org.pyhost.test=import"])
     try:
         assert image_labels(attrs).get("org.pyhost.test") == "import"
-        assert inspect_image(api, "pyhost-import-test:bookworm")["Id"] == attrs["Id"]
-        assert inspect_image(api, "pyhost-import-test:latest") is None
+        assert inspect_image(api, f"{repository}:bookworm")["Id"] == attrs["Id"]
+        assert inspect_image(api, f"{repository}:latest") is None
     finally:
         with contextlib.suppress(docker.errors.APIError):
             api.api.remove_image(attrs["Id"], force=True)
