@@ -213,7 +213,8 @@ def _seed_base(client, podman: Podman) -> None:
     attrs = inspect_image(client, reference)
     if attrs is None or image_labels(attrs).get(PACKAGES_LABEL) != base_packages():
         return  # `pyhost image build` makes one on Podman itself
-    podman.client.api.load_image(client.api.get_image(reference))
+    for answer in podman.client.api.load_image(client.api.get_image(reference)):
+        assert "error" not in answer, f"Podman did not load {reference}: {answer}"
 
 
 @pytest.fixture(scope="module")
