@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import docker.errors
 import pytest
+import requests
 
 from pyhost.errors import EngineUnavailable
 from pyhost.launchers.docker.client import engine_errors
@@ -213,10 +214,12 @@ def test_an_engine_error_quotes_the_engine_and_keeps_its_cause():
                    + "error during container init: " * 10
                    + "error setting rlimits for ready process: error setting rlimit type 7: "
                    "operation not permitted: OCI permission denied")
-    error = docker.errors.APIError(
-        f"500 Server Error for http+docker://localhost/v1.41/containers/{'f' * 64}/start: "
-        "Internal Server Error", response=SimpleNamespace(status_code=500),
-        explanation=explanation)
+    response = requests.Response()
+    response.status_code, response.reason = 500, "Internal Server Error"
+    response.url = f"http+docker://localhost/v1.41/containers/{'f' * 64}/start"
+    error = docker.errors.APIError(requests.HTTPError(response=response), response=response,
+                                   explanation=explanation)
+    assert str(error).startswith("500 Server Error for http+docker://")  # the SDK's text
     with pytest.raises(EngineUnavailable) as caught:
         with engine_errors("the engine could not start the session container"):
             raise error
