@@ -26,6 +26,9 @@ repository, a zip archive. What is read is data, never a path to follow out of t
   fetched pack is capped in size (``RLIMIT_FSIZE`` through util-linux's ``prlimit``, found
   on every Linux this runs on; without it, only the tree's listed sizes are checked).
 
+How a remote source is reached (TLS, ``PYHOST_SOURCE_CA_FILE``, credentials, redirects,
+timeouts) is :mod:`pyhost.runtime.source_transport`.
+
 The caps, each a module constant overridden by an environment variable read at each call
 (listed in ``docs/runtime.md``); a refusal names the cap, its value and the variable:
 
