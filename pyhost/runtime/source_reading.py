@@ -65,7 +65,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .source_transport import git_settings, open_url, redact_url, tls_advice
+from .source_transport import GitTransport, git_transport, open_url, redact_url, tls_advice
 
 __all__ = ["MAX_FETCH_BYTES", "MAX_SOURCE_BYTES", "MAX_SOURCE_FILES", "MAX_ZIP_RATIO",
            "ZIP_RATIO_FLOOR", "SourceLimits", "read_directory", "read_file", "read_git",
@@ -435,10 +435,11 @@ def read_git(url: str, what: str, limits: SourceLimits | None = None) -> dict[st
         raise ConfigurationError(f"{what}: {ref!r} is not a branch, tag or commit sha")
     with tempfile.TemporaryDirectory(prefix="pyhost-git-") as scratch:
         checkout = Path(scratch, "checkout")
-        git = _Git(checkout, what, limits, *git_settings(scheme, Path(scratch)))
+        transport = git_transport(url, Path(scratch))
+        git = _Git(checkout, what, limits, transport)
         git.run("init", "--quiet", str(checkout), cwd=scratch)
         git.run("fetch", "--quiet", "--depth", "1", "--no-tags", "--no-recurse-submodules",
-                url, ref or "HEAD", pack_capped=True, ref=ref)
+                transport.url, ref or "HEAD", pack_capped=True, ref=ref)
         _check_tree(git.run("ls-tree", "-r", "-l", "-z", "FETCH_HEAD"), what, limits)
         git.run("checkout", "--quiet", "FETCH_HEAD")
         return read_directory(checkout, what, limits)
@@ -446,16 +447,16 @@ def read_git(url: str, what: str, limits: SourceLimits | None = None) -> dict[st
 
 class _Git:
     """``git`` with the settings every step of a fetch needs (the transport's:
-    :func:`~pyhost.runtime.source_transport.git_settings`)."""
+    :class:`~pyhost.runtime.source_transport.GitTransport`)."""
 
     def __init__(self, checkout: Path, what: str, limits: SourceLimits,
-                 transport: list[str], transport_env: dict[str, str]) -> None:
+                 transport: GitTransport) -> None:
         self.checkout, self.what, self.limits = checkout, what, limits
         self.config = ["-c", "core.symlinks=true", "-c", f"core.hooksPath={os.devnull}",
                        "-c", "submodule.recurse=false", "-c", "fetch.recurseSubmodules=false",
-                       "-c", "advice.detachedHead=false", *transport]
+                       "-c", "advice.detachedHead=false", *transport.config]
         self.env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1",
-                    "GIT_ASKPASS": "true", "SSH_ASKPASS": "true", **transport_env}
+                    "GIT_ASKPASS": "true", "SSH_ASKPASS": "true", **transport.env}
 
     def run(self, *args: str, cwd: str | None = None, pack_capped: bool = False,
             ref: str = "") -> str:

@@ -9,7 +9,8 @@ timeouts, for the zip download (``urllib``) and the git fetch (``git`` over libc
 * **Credentials** (``https://user:token@host/...``): never shown. :func:`redact_url` turns
   them into ``***`` in every message and in the ``code_src`` the catalog keeps. A zip download
   sends them as HTTP Basic to the URL's own server only (a redirect does not carry them); git
-  sends them itself when the server asks.
+  gets the URL without them and asks a credential helper that answers for that server only
+  (so they are in no command line, which any user of the host may read).
 * **Redirects**: a zip download follows at most urllib's 10; git follows the first request's
   only (its default). Neither may leave https for anything else: urllib refuses the
   redirect, git is allowed no transport but the URL's own (``protocol.allow=never``).
@@ -24,14 +25,15 @@ import os
 import re
 import ssl
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError
 
-__all__ = ["CA_FILE_VARIABLE", "DOWNLOAD_TIMEOUT", "git_settings", "open_url", "redact_url",
-           "tls_advice"]
+__all__ = ["CA_FILE_VARIABLE", "DOWNLOAD_TIMEOUT", "GitTransport", "git_transport", "open_url",
+           "redact_url", "tls_advice"]
 
 CA_FILE_VARIABLE = "PYHOST_SOURCE_CA_FILE"
 DOWNLOAD_TIMEOUT = 60.0  # seconds a server may stay silent
@@ -112,22 +114,58 @@ def open_url(url: str, what: str) -> Any:
     return opener.open(request, timeout=DOWNLOAD_TIMEOUT)
 
 
-def git_settings(scheme: str, scratch: Path) -> tuple[list[str], dict[str, str]]:
-    """The ``-c`` options and environment a ``git fetch`` of a ``scheme`` URL runs with:
-    only that transport (and https after http), the low-speed limit, and, when
-    ``PYHOST_SOURCE_CA_FILE`` is set, a bundle in ``scratch`` of the authorities in force plus
-    that file's (libcurl takes one file: it replaces, it does not add).
+@dataclass(frozen=True)
+class GitTransport:
+    """How ``git fetch`` reaches one URL.
+
+    Attributes:
+        url: the URL to give git: an http(s) one without its credentials (a command line is
+            readable by every user of the host, and git would repeat it in its messages).
+        config: ``-c`` options: only the URL's own transport (and https after http), the
+            low-speed limit.
+        env: variables to add: the credentials, as a helper git asks only for the URL's own
+            server (``credential.<scheme>://<host>.helper``, every other helper cleared, so
+            none stores them); ``GIT_SSL_CAINFO`` when ``PYHOST_SOURCE_CA_FILE`` is set.
+    """
+
+    url: str
+    config: list[str]
+    env: dict[str, str]
+
+
+# a credential helper (git runs it with "get", "store" or "erase"): it answers only "get",
+# from variables, so the values never appear in a command line or a config file
+_HELPER = ('!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
+           '"$PYHOST_GIT_USERNAME" "$PYHOST_GIT_PASSWORD"; }; f')
+
+
+def git_transport(url: str, scratch: Path) -> GitTransport:
+    """The settings a ``git fetch`` of ``url`` runs with (see :class:`GitTransport`);
+    ``scratch`` is a private directory for the CA bundle: libcurl takes one file, which
+    replaces the system's set, so the bundle is the authorities in force plus the setting's.
 
     Raises:
         ConfigurationError: the CA setting names no file.
     """
-    allowed = {"http": ("http", "https")}.get(scheme, (scheme,))
+    parts = urlsplit(url)
+    scheme = parts.scheme
     config = ["-c", "protocol.allow=never"]
-    for name in allowed:
+    for name in {"http": ("http", "https")}.get(scheme, (scheme,)):
         config += ["-c", f"protocol.{name}.allow=always"]
     config += ["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60"]
     env: dict[str, str] = {}
-    extra = _extra_ca_file() if scheme in ("http", "https") else None
+    if scheme not in ("http", "https"):
+        return GitTransport(url, config, env)
+    server = parts.netloc.rpartition("@")[2]
+    if parts.username is not None:
+        url = parts._replace(netloc=server).geturl()
+        env.update({"GIT_CONFIG_COUNT": "2",
+                    "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": "",
+                    "GIT_CONFIG_KEY_1": f"credential.{scheme}://{server}.helper",
+                    "GIT_CONFIG_VALUE_1": _HELPER,
+                    "PYHOST_GIT_USERNAME": unquote(parts.username),
+                    "PYHOST_GIT_PASSWORD": unquote(parts.password or "")})
+    extra = _extra_ca_file()
     if extra:
         bundle = scratch / "ca-bundle.pem"
         with open(bundle, "wb") as out:
@@ -136,7 +174,7 @@ def git_settings(scheme: str, scratch: Path) -> tuple[list[str], dict[str, str]]
                 out.write(Path(base).read_bytes().rstrip(b"\n") + b"\n")
             out.write(Path(extra).read_bytes())
         env["GIT_SSL_CAINFO"] = str(bundle)
-    return config, env
+    return GitTransport(url, config, env)
 
 
 def _system_bundle() -> str | None:

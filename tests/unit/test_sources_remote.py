@@ -8,6 +8,8 @@ no temporary directory behind."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -167,3 +169,23 @@ def test_credentials_in_the_url_are_sent_and_never_shown(home, trusted, scratch,
     message = refused(f"{source}+{wrong}", "401|Authentication failed")
     assert TOKEN[::-1] not in message and "***@" in message
 
+
+
+def test_git_is_given_the_credentials_on_no_command_line(home, trusted, scratch, tmp_path,
+                                                         monkeypatch):
+    """A command line is readable by every user of the host (``ps``): git gets the URL without
+    the credentials, and a helper answers with them for that server only."""
+    calls = tmp_path / "git-calls.log"
+    shim = tmp_path / "bin" / "git"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\n'
+                    f'exec {shutil.which("git")} "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    server = trusted.server
+    fn = save("git+" + server.private(trusted.repository))
+    assert source_of(fn) == b"def main():\n    return 'main'\n"
+    fetches = [line for line in calls.read_text().splitlines() if " fetch " in line]
+    assert fetches and all(TOKEN not in line and USER not in line for line in fetches)
+    assert f" {trusted.repository.replace('/git/', '/private/git/')} " in fetches[0]
+    assert any(seen.authorized for seen in server.requests)  # the helper answered
