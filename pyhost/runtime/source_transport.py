@@ -167,6 +167,7 @@ def git_transport(url: str, scratch: Path) -> GitTransport:
                     "PYHOST_GIT_PASSWORD": unquote(parts.password or "")})
     extra = _extra_ca_file()
     if extra:
+        _tls_context()  # a file that is no PEM of authorities is refused here too, by name
         bundle = scratch / "ca-bundle.pem"
         with open(bundle, "wb") as out:
             base = os.environ.get("GIT_SSL_CAINFO") or _system_bundle()

@@ -9,6 +9,7 @@ no temporary directory behind."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -104,9 +105,9 @@ def test_a_server_answering_an_error_is_refused_naming_the_url(home, trusted, sc
                                                                 status):
     url = f"{trusted.server.url}/status/{status}/" + ("functions.git" if source == "git"
                                                        else "functions.zip")
-    message = refused(f"{source}+{url}", str(status) if status != 404 or source == "zip"
-                      else "not found")
-    assert url in message
+    said = {"zip": f"the server answered HTTP {status} ", "git": "returned error: 500"
+            if status == 500 else f"repository '{url}/' not found"}[source]
+    assert url in refused(f"{source}+{url}", re.escape(said))
 
 
 def test_a_missing_file_is_a_404_naming_the_url(home, trusted, scratch):
@@ -123,13 +124,16 @@ def test_an_unknown_authority_is_refused_saying_how_to_trust_it(home, served, sc
     assert "set PYHOST_SOURCE_CA_FILE" in message and url in message
 
 
+@pytest.mark.parametrize("source", ["git", "zip"])
 def test_a_bad_authority_setting_is_refused_naming_it(home, served, scratch, monkeypatch,
-                                                      tmp_path):
+                                                      tmp_path, source):
+    code_src = f"{source}+" + (served.repository if source == "git" else served.archive)
     monkeypatch.setenv("PYHOST_SOURCE_CA_FILE", str(tmp_path / "nowhere.pem"))
-    refused(f"zip+{served.archive}", "PYHOST_SOURCE_CA_FILE=.*nowhere.pem.*no such file")
+    refused(code_src, "PYHOST_SOURCE_CA_FILE=.*nowhere.pem.*no such file")
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     monkeypatch.setenv("PYHOST_SOURCE_CA_FILE", str(tmp_path / "junk.pem"))
-    refused(f"zip+{served.archive}", "not a PEM file of certificate authorities")
+    refused(code_src, "PYHOST_SOURCE_CA_FILE=.*junk.pem.*not a PEM file of certificate "
+                      "authorities")
 
 
 @pytest.mark.parametrize("source", ["git", "zip"])
