@@ -37,7 +37,7 @@ __all__ = ["CA_FILE_VARIABLE", "DOWNLOAD_TIMEOUT", "GitTransport", "git_transpor
 
 CA_FILE_VARIABLE = "PYHOST_SOURCE_CA_FILE"
 DOWNLOAD_TIMEOUT = 60.0  # seconds a server may stay silent
-_USERINFO = re.compile(r"(?<=://)[^/@\s'\"]+@")
+_USERINFO = re.compile(r"(?<=://)[^/\s'\"]+@")  # to the host's last @: a password may hold one
 # where a system keeps its authorities as one file (git's libcurl is built to read it)
 _SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
                    "/etc/ssl/cert.pem")

@@ -20,6 +20,7 @@ import trustme
 
 import pyhost.runtime as dh
 from pyhost import ConfigurationError, NotInCatalog
+from pyhost.runtime.sources import redact_url
 from tests.security.conftest import open_fds
 from tests.support.https_sources import TOKEN, USER, SourceServer, serve_functions
 
@@ -193,3 +194,15 @@ def test_git_is_given_the_credentials_on_no_command_line(home, trusted, scratch,
     assert fetches and all(TOKEN not in line and USER not in line for line in fetches)
     assert f" {trusted.repository.replace('/git/', '/private/git/')} " in fetches[0]
     assert any(seen.authorized for seen in server.requests)  # the helper answered
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("git+https://u:t0k@host/r.git#main", "git+https://***@host/r.git#main"),
+    ("zip+https://t0k@host:8443/a.zip", "zip+https://***@host:8443/a.zip"),
+    ("https://u:p@t0k@host/x", "https://***@host/x"),  # an unescaped @ in the password
+    ("fatal: 'https://u:t0k@h/r/' and 'http://v:t0k@g/'", "fatal: 'https://***@h/r/' and "
+                                                         "'http://***@g/'"),
+    ("/srv/src@2024/main.py", "/srv/src@2024/main.py"),  # a local path is no URL
+])
+def test_redact_url_hides_every_credential(text, shown):
+    assert redact_url(text) == shown
