@@ -125,6 +125,24 @@ def test_an_unknown_authority_is_refused_saying_how_to_trust_it(home, served, sc
     assert "set PYHOST_SOURCE_CA_FILE" in message and url in message
 
 
+@pytest.mark.parametrize("source, variable", [("zip", "SSL_CERT_FILE"),
+                                              ("git", "GIT_SSL_CAINFO")])
+def test_each_tools_own_setting_still_replaces_the_systems_authorities(
+        home, served, scratch, monkeypatch, source, variable):
+    """What was honoured before PYHOST_SOURCE_CA_FILE still is, on its own side; with both set,
+    pyhost's adds to the tool's, it does not replace them."""
+    monkeypatch.delenv("PYHOST_SOURCE_CA_FILE", raising=False)
+    code_src = f"{source}+" + (served.repository if source == "git" else served.archive)
+    other = served.server.root / "other-ca.pem"  # an authority that did not sign the server
+    trustme.CA().cert_pem.write_to_path(str(other))
+    monkeypatch.setenv(variable, str(other))
+    refused(code_src, "certificate")
+    monkeypatch.setenv(variable, str(served.server.ca_file))
+    assert source_of(save(code_src, "tools-own"))
+    monkeypatch.setenv("PYHOST_SOURCE_CA_FILE", str(other))
+    assert source_of(save(code_src, "both"))
+
+
 @pytest.mark.parametrize("source", ["git", "zip"])
 def test_a_bad_authority_setting_is_refused_naming_it(home, served, scratch, monkeypatch,
                                                       tmp_path, source):
