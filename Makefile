@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test unit bench setup engine image images browser lint clean
+.PHONY: demo test unit bench setup engine image images browser git lint clean
 
 $(BIN)/pyhost: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,16 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends chromium chromium-driver; }
 
-test: image images browser
+# git, with its http-backend: git+https:// function sources, and the tests' server of them.
+git:
+	@command -v git >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends git; }
+
+test: image images browser git
 	$(BIN)/python -m pytest -q
 
-unit: setup
+unit: setup git
 	$(BIN)/python -m pytest -q tests/unit
 
 bench: image
