@@ -52,6 +52,7 @@ __all__ = [
     "HostCallError",
     "Server",
     "SoftTimeout",
+    "Terminated",
     "call_host",
     "listen",
     "listener_path",
@@ -74,6 +75,16 @@ class SoftTimeout(BaseException):
     A BaseException, like KeyboardInterrupt, so ``except Exception`` in user code does not
     swallow it.
     """
+
+
+class Terminated(BaseException):
+    """Raised inside user code when the host ends the session with SIGTERM (a run stopped),
+    so that its ``finally`` blocks and context managers run before the server exits. A
+    BaseException: ``except Exception`` does not swallow it; user code that sets SIGTERM's
+    handler itself (or swallows this) is killed after the host's grace period."""
+
+
+TERMINATED_EXIT = 128 + signal.SIGTERM  # as a process ended by the signal's default action
 
 
 class HostCallError(Exception):
@@ -199,6 +210,9 @@ class Server:
         _current = self
         _exit_when_peer_hangs_up(conn)
         signal.signal(signal.SIGALRM, self._on_timer)
+        # The server is the container's PID 1, which the kernel spares SIGTERM unless it
+        # handles it: without this, a stop would always wait out its grace period.
+        signal.signal(signal.SIGTERM, self._on_term)
         while True:
             try:
                 body, buffers = self.reader.read()
@@ -214,7 +228,11 @@ class Server:
                 continue
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == protocol.BATCH:
-                self.run_batch(message)
+                try:
+                    self.run_batch(message)
+                except Terminated:
+                    log.info("SIGTERM: user code ended; exiting")
+                    os._exit(TERMINATED_EXIT)
             elif kind == protocol.SECRETS:
                 self.set_secrets(message)
             else:
@@ -423,6 +441,17 @@ class Server:
                 return
             raise SoftTimeout("the batch ran past its timeout and was interrupted")
         self._timer_fired = True
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        if self.batch_id is None:  # between batches: nothing to end cleanly
+            os._exit(TERMINATED_EXIT)
+        if self._in_user_code and not self._output.busy(frame):
+            raise Terminated("the host ended the session (SIGTERM)")
+        # In a host call, or a buffer of output half handed over: raised once back in user
+        # code (the signal again, a moment later).
+        later = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM))
+        later.daemon = True
+        later.start()
 
     # -- container -> host calls ----------------------------------------------------------
 

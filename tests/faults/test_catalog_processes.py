@@ -1,6 +1,7 @@
-"""Several processes writing one SQLite catalog file at once lose nothing, never see
-"database is locked", and never both win a compare-and-set. The workers are real
-interpreters running ``tests/support/catalog_worker.py``."""
+"""N processes writing one SQLite catalog file at once lose nothing, never see "database is
+locked", and never both win a compare-and-set. The workers are real interpreters running
+``tests/support/catalog_worker.py`` on the catalog of the test's home (moved here from
+``tests/unit/``)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import pyhost
 from pyhost.runtime.catalog import Record, SqliteCatalog
 
 WORKER = Path(__file__).parent.parent / "support" / "catalog_worker.py"
 SOURCE = Path(pyhost.__file__).parent.parent
 PROCESSES = 4
+
+pytestmark = pytest.mark.docker  # the engine: gc's report on the home, and what is left
 
 
 def _run_workers(path: Path, count: int, mode: str) -> list[dict[str, Any]]:
@@ -61,8 +66,15 @@ def _assert_overlapped(reports: list[dict[str, Any]]) -> None:
         f"the workers ran one after another: {reports}"
 
 
-def test_processes_making_runs_at_once_lose_nothing(tmp_path):
-    path = tmp_path / "shared" / "catalog.db"
+def _gc_finds_nothing(home) -> None:
+    seen = home.gc()
+    assert seen.returncode == 0, seen
+    assert seen.runs == "settled 0 run(s) left active by dead processes", seen
+    assert seen.socket_dirs == 0, seen
+
+
+def test_processes_making_runs_at_once_lose_nothing(faults_home):
+    path = faults_home.path / "catalog.db"
     began = time.monotonic()
     reports = _run_workers(path, 200, "runs")
     elapsed = time.monotonic() - began
@@ -79,10 +91,11 @@ def test_processes_making_runs_at_once_lose_nothing(tmp_path):
     finally:
         catalog.close()
     assert elapsed < 60, f"{elapsed:.1f} s"
+    _gc_finds_nothing(faults_home)
 
 
-def test_processes_claiming_the_same_runs_each_win_different_ones(tmp_path):
-    path = tmp_path / "catalog.db"
+def test_processes_claiming_the_same_runs_each_win_different_ones(faults_home):
+    path = faults_home.path / "catalog.db"
     catalog = SqliteCatalog(path)
     ids = []
     for _ in range(400):
@@ -102,4 +115,5 @@ def test_processes_claiming_the_same_runs_each_win_different_ones(tmp_path):
                 assert record.document == {"owner": worker}
     finally:
         catalog.close()
+    _gc_finds_nothing(faults_home)
 
