@@ -228,11 +228,7 @@ class Server:
                 continue
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == protocol.BATCH:
-                try:
-                    self.run_batch(message)
-                except Terminated:
-                    log.info("SIGTERM: user code ended; exiting")
-                    os._exit(TERMINATED_EXIT)
+                self.run_batch(message)
             elif kind == protocol.SECRETS:
                 self.set_secrets(message)
             else:
@@ -294,6 +290,7 @@ class Server:
         sys.stdout = sys.stderr = self._output.stream
         value: Any = None
         failure: tuple[str, BaseException, str] | None = None
+        terminated = False
         try:
             if self.fault == "hang":
                 while True:
@@ -304,6 +301,8 @@ class Server:
             value = self._run_ops(message.get("ops", ()))
         except SoftTimeout as exc:
             failure = (protocol.KIND_TIMEOUT, exc, _user_traceback(exc))
+        except Terminated as exc:  # answered as an error (with what it printed), then exit
+            failure, terminated = (protocol.KIND_PYTHON, exc, _user_traceback(exc)), True
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             # As in IPython, exit(), sys.exit(), an argparse error or Ctrl-C ends the cell, not
             # the session: losing the namespace to them is never what the user meant.
@@ -317,6 +316,9 @@ class Server:
             self.batch_id = None
         if failure is not None:
             self._reply_error(batch_id, *failure)
+            if terminated:
+                log.info("SIGTERM: user code ended; exiting")
+                os._exit(TERMINATED_EXIT)
             return
         self._send_result(batch_id, value)
 

@@ -75,10 +75,11 @@ def test_a_write_fails_after_the_busy_timeout_writes_nothing_and_reads_go_on(fau
         assert project.get_dataitem("first").as_df()["x"].tolist() == [1, 2]  # reads go on
         with pytest.raises(NotInCatalog):
             project.get_dataitem("second")
-        assert home.disk_leftovers() == []  # its table was not left in the store
     finally:
         holder.release()
+    assert home.disk_leftovers() == []  # the failed version's table was not left behind
     again = project.log_dataitem(name="second", kind="table", data=pd.DataFrame({"x": [3, 4]}))
+    assert home.disk_leftovers() == []
     catalog = SqliteCatalog(home.path / "catalog.db")
     try:
         assert [record.name for record in catalog.find("dataitem")] == ["first", "second"]

@@ -118,9 +118,7 @@ def test_a_store_already_full_ends_the_run_error_not_stuck_running(faults_home,
     fn = project.new_function(name="filled", kind="python", code=FILLED, handler="main")
     filler = faults_small_store / "filler"
     try:
-        # Everything but a few hundred bytes taken before the run starts: its log and its
-        # table meet a full disk (the log's directory is made before the filler).
-        (faults_small_store / "full" / "run").mkdir(parents=True)
+        # Every byte taken before the run starts: its log and its table meet a full disk.
         with open(filler, "wb") as out:
             try:
                 while True:
