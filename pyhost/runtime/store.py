@@ -304,7 +304,8 @@ class Upload:
 
 def _discard(open_file: list[BinaryIO], temporary: Path) -> None:
     for file in open_file:
-        file.close()
+        with contextlib.suppress(OSError):  # its buffer's flush meets the full disk again
+            file.close()
     open_file.clear()
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()

@@ -122,7 +122,7 @@ def test_a_run_ending_while_the_catalog_is_locked_is_recorded_once_after(faults_
     run.wait(60)
     assert time.monotonic() - released < 10
     assert run.status.state == "COMPLETED", run.status.to_dict()
-    assert run.results() == {"answer": 42}  # nothing lost
+    assert run.results() == {"output_0": {"answer": 42}}  # nothing lost
     assert run.logs().startswith("ending soon")
     assert [record.id for record in home_runs(home)] == [run.id]  # nothing written twice
     assert len(run.status.timings) == len({"CREATED", "READY", "RUNNING", "COMPLETED"})

@@ -117,3 +117,50 @@ def test_processes_claiming_the_same_runs_each_win_different_ones(faults_home):
         catalog.close()
     _gc_finds_nothing(faults_home)
 
+
+
+# Another process's write, then its last connection closed (as a CLI command, a supervisor or
+# gc does when it exits).
+WRITES_AND_CLOSES = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("INSERT INTO meta (key, value) VALUES ('other process', 'was here')")
+conn.close()
+"""
+
+
+def test_a_second_catalog_in_one_process_keeps_the_locks_of_the_first(faults_home):
+    path = faults_home.path / "catalog.db"
+    first = SqliteCatalog(path)
+    second = None
+    try:
+        first.add(_run_record())
+        assert len(first.find("run")) == 1  # its connection reads through the WAL now
+        second = SqliteCatalog(path)  # as configure(), gc or a console open one again
+        other = faults_home.python(WRITES_AND_CLOSES, str(path))
+        assert other.wait(30) == 0
+        # Had opening the second dropped this process's locks (a descriptor of the file
+        # closed), the other process would have taken itself for the last one and deleted
+        # the WAL and its index under the first catalog's connection.
+        assert path.with_name("catalog.db-shm").exists() and \
+            path.with_name("catalog.db-wal").exists()
+        first.add(_run_record())
+        assert len(first.find("run")) == len(second.find("run")) == 2
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    reopened = SqliteCatalog(path)
+    try:
+        assert len(reopened.find("run")) == 2
+        assert reopened._read("SELECT value FROM meta WHERE key = 'other process'", ()) == \
+            [("was here",)]
+        assert reopened._read("PRAGMA integrity_check", ()) == [("ok",)]
+    finally:
+        reopened.close()
+    _gc_finds_nothing(faults_home)
+
+
+def _run_record() -> Record:
+    return Record("run", "p", uuid.uuid4().hex, uuid.uuid4().hex, "python+job", 1.0, 1.0,
+                  "CREATED", {})

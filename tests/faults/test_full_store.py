@@ -119,7 +119,7 @@ def test_a_store_already_full_ends_the_run_error_not_stuck_running(faults_home,
     filler = faults_small_store / "filler"
     try:
         # Every byte taken before the run starts: its log and its table meet a full disk.
-        with open(filler, "wb") as out:
+        with open(filler, "wb", buffering=0) as out:
             try:
                 while True:
                     out.write(b"\0" * 4096)

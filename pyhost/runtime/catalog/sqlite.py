@@ -133,8 +133,13 @@ class SqliteCatalog(Catalog):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Made here rather than by SQLite, which would use 0644; its -wal and -shm files
-            # take the database file's mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            # take the database file's mode. Only when missing: closing ANY descriptor of a
+            # file drops every POSIX lock this process holds on it, so opening and closing an
+            # existing catalog would drop the locks of the process's other connections, and
+            # another process closing its last connection would then delete the WAL under them.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
         except OSError as exc:
             raise CatalogError(f"cannot make the catalog file {self.path}: {exc}") from exc
         try:
