@@ -62,10 +62,10 @@ def test_a_full_store_ends_the_run_error_and_loses_nothing_logged_before(
     source = tmp_path / "weights.bin"
     source.write_bytes(bytes(range(256)) * 512)
     artifact = project.log_artifact(name="weights", source=str(source))
-    before = _files(faults_small_store)
-    assert len(before) == 2, before
-
     fn = project.new_function(name="fills", kind="python", code=FILLS, handler="main")
+    before = _files(faults_small_store)
+    assert len(before) == 3, before  # the table, the artifact, the function's source
+
     run = fn.run(action="job", parameters={"rows": 750_000}, wait=True,
                  launcher=faults_home.launcher)
 
@@ -74,7 +74,7 @@ def test_a_full_store_ends_the_run_error_and_loses_nothing_logged_before(
     assert "no space left on the store's filesystem" in status.message, status.message
     assert "cannot write the table big" in status.message
     assert "<store>" in status.message and str(faults_small_store) not in status.message
-    assert status.error["type"] == "HostCallError"
+    assert status.error["type"] == "hxpy.server.HostCallError"
     assert run.logs().startswith("filling")
     with pytest.raises(NotInCatalog):  # no entity half made
         project.get_dataitem("big")
@@ -105,6 +105,7 @@ FILLED = textwrap.dedent("""
     def main(project):
         for n in range(50):
             print(f"a line the full disk cannot take {n}", flush=True)
+        print("and one without its end", end="", flush=True)  # stored when the run ends
         project.log_dataitem(name="small", kind="table",
                              data=__import__("pandas").DataFrame({"x": [1, 2, 3]}))
         return "never"
@@ -133,6 +134,7 @@ def test_a_store_already_full_ends_the_run_error_not_stuck_running(faults_home,
     assert status.state == "ERROR", status.to_dict()  # ended: not left RUNNING
     assert "no space left on the store's filesystem" in status.message, status.message
     assert "the runtime failed" not in status.message
+    assert "full disk" not in run.logs()  # the disk took none of its log: it was full
     with pytest.raises(NotInCatalog):
         project.get_dataitem("small")
     assert faults_home.disk_leftovers() == []
