@@ -87,3 +87,22 @@ def test_a_handler_that_does_not_ignore_sigterm_ends_at_once_cleaning_up(faults_
     assert run.status.state == "STOPPED", run.status.to_dict()
     assert "cleaned up" in run.logs()  # its finally block ran before the container ended
     _gone(faults_home, container)
+
+
+def test_a_detached_run_stopped_by_another_process_gets_the_same_grace(faults_home,
+                                                                       monkeypatch, tmp_path):
+    monkeypatch.setenv("PYHOST_STOP_GRACE", str(GRACE))  # the supervisor's, from its caller
+    source = tmp_path / "ignores.py"
+    source.write_text(IGNORES)
+    started = faults_home.cli("run", f"{source}:main", "--detach")
+    assert started.returncode == 0, started
+    run_id = started.stdout.strip()
+    dh.configure(faults_home.path)
+    container = _running(dh.get_run(run_id), "ignoring SIGTERM")
+    began = time.monotonic()
+    stopped = faults_home.cli("stop", run_id)  # a third process: SIGTERM to the supervisor
+    took = time.monotonic() - began
+    assert stopped.returncode == 0 and "RUNNING -> STOPPED" in stopped.stderr, stopped
+    assert GRACE - 0.2 < took < GRACE + 15, took
+    assert dh.get_run(run_id).status.state == "STOPPED"
+    _gone(faults_home, container)
