@@ -44,6 +44,7 @@ from typing import Any, Callable
 from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
 from .capture import CHUNK, CappedOutput, configure_logging
 from .columns import send_text_columns
+from .startup import MAX_KEY_BYTES, load_secrets, read_key
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -66,7 +67,6 @@ log = logging.getLogger("hxpy")
 
 DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
-MAX_KEY_BYTES = 4096  # a key line or file is a few dozen bytes: never read more
 
 
 class SoftTimeout(BaseException):
@@ -542,38 +542,6 @@ def _exit_when_peer_hangs_up(conn: socket.socket) -> None:
                     os._exit(0)
 
     threading.Thread(target=watch, name="hxpy-hangup", daemon=True).start()
-
-
-def load_secrets(directory: str) -> None:
-    """Put each file of ``directory`` into the environment under its name: user code sees a
-    secret the same way on every launcher."""
-    if not directory:
-        return
-    for entry in sorted(os.scandir(directory), key=lambda found: found.name):
-        if entry.name.isidentifier() and entry.is_file():
-            with open(entry.path, "rb") as secret:
-                os.environ[entry.name] = secret.read().decode("utf-8", "surrogateescape")
-
-
-def read_key(source: str) -> str:
-    """The session key from ``source`` (``HXPY_KEY_FROM``): ``stdin`` reads one line from
-    standard input and leaves ``/dev/null`` there, ``file:PATH`` reads a file; "" when there
-    is none."""
-    if source == "stdin":
-        data = b""
-        while b"\n" not in data and len(data) < MAX_KEY_BYTES:
-            chunk = os.read(0, MAX_KEY_BYTES - len(data))
-            if not chunk:
-                break
-            data += chunk
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)  # user code reading stdin gets EOF, never the launcher's pipe
-        os.close(null)
-        return data.partition(b"\n")[0].decode("ascii", "replace").strip()
-    if source.startswith("file:"):
-        with open(source[len("file:"):], "rb") as key_file:
-            return key_file.read(MAX_KEY_BYTES).decode("ascii", "replace").strip()
-    return ""
 
 
 def listener_path(listener: socket.socket) -> str | None:

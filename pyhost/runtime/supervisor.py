@@ -4,8 +4,9 @@ started by :func:`pyhost.runtime.tasks.detached.detach` in a session of its own.
 It reads the run's settings from stdin (the caller writes them once it has recorded this
 process as the run's owner; EOF first means the caller died before: nothing to do), checks
 them again as the caller did, executes the run as a waited run is executed, records its end,
-and exits. SIGTERM (``run.stop()`` from any process of this host) stops the run: STOPPED,
-its container removed. SIGKILL leaves it to the next process that opens the catalog, which
+and exits. SIGTERM (``run.stop()`` from any process of this host) stops the run as a stop
+in its caller does (its container sent SIGTERM, killed after ``PYHOST_STOP_GRACE``):
+STOPPED, its container removed. SIGKILL leaves it to the next process that opens the catalog, which
 settles it ERROR as any run of a dead owner; its container goes with ``pyhost gc``.
 """
 
