@@ -39,8 +39,11 @@ def faults_small_store(faults_home):
     """The home's store on a tmpfs of :data:`SIZE` bytes, unmounted at the end."""
     store = faults_home.path / "store"
     store.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs",
-                    str(store)], check=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs",
+                              str(store)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.fail(f"this fault mounts a tmpfs, which needs root (CAP_SYS_ADMIN): "
+                    f"{mounted.stderr.strip()}", pytrace=False)
     try:
         yield store
     finally:
