@@ -44,6 +44,7 @@ from typing import Any, Callable
 from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
 from .capture import CHUNK, CappedOutput, configure_logging
 from .columns import send_text_columns
+from .startup import MAX_KEY_BYTES, load_secrets, read_key
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -52,6 +53,7 @@ __all__ = [
     "HostCallError",
     "Server",
     "SoftTimeout",
+    "Terminated",
     "call_host",
     "listen",
     "listener_path",
@@ -65,7 +67,6 @@ log = logging.getLogger("hxpy")
 
 DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
-MAX_KEY_BYTES = 4096  # a key line or file is a few dozen bytes: never read more
 
 
 class SoftTimeout(BaseException):
@@ -74,6 +75,16 @@ class SoftTimeout(BaseException):
     A BaseException, like KeyboardInterrupt, so ``except Exception`` in user code does not
     swallow it.
     """
+
+
+class Terminated(BaseException):
+    """Raised inside user code when the host ends the session with SIGTERM (a run stopped),
+    so that its ``finally`` blocks and context managers run before the server exits. A
+    BaseException: ``except Exception`` does not swallow it; user code that sets SIGTERM's
+    handler itself (or swallows this) is killed after the host's grace period."""
+
+
+TERMINATED_EXIT = 128 + signal.SIGTERM  # as a process ended by the signal's default action
 
 
 class HostCallError(Exception):
@@ -199,6 +210,9 @@ class Server:
         _current = self
         _exit_when_peer_hangs_up(conn)
         signal.signal(signal.SIGALRM, self._on_timer)
+        # The server is the container's PID 1, which the kernel spares SIGTERM unless it
+        # handles it: without this, a stop would always wait out its grace period.
+        signal.signal(signal.SIGTERM, self._on_term)
         while True:
             try:
                 body, buffers = self.reader.read()
@@ -276,6 +290,7 @@ class Server:
         sys.stdout = sys.stderr = self._output.stream
         value: Any = None
         failure: tuple[str, BaseException, str] | None = None
+        terminated = False
         try:
             if self.fault == "hang":
                 while True:
@@ -286,6 +301,8 @@ class Server:
             value = self._run_ops(message.get("ops", ()))
         except SoftTimeout as exc:
             failure = (protocol.KIND_TIMEOUT, exc, _user_traceback(exc))
+        except Terminated as exc:  # answered as an error (with what it printed), then exit
+            failure, terminated = (protocol.KIND_PYTHON, exc, _user_traceback(exc)), True
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             # As in IPython, exit(), sys.exit(), an argparse error or Ctrl-C ends the cell, not
             # the session: losing the namespace to them is never what the user meant.
@@ -299,6 +316,9 @@ class Server:
             self.batch_id = None
         if failure is not None:
             self._reply_error(batch_id, *failure)
+            if terminated:
+                log.info("SIGTERM: user code ended; exiting")
+                os._exit(TERMINATED_EXIT)
             return
         self._send_result(batch_id, value)
 
@@ -424,6 +444,17 @@ class Server:
             raise SoftTimeout("the batch ran past its timeout and was interrupted")
         self._timer_fired = True
 
+    def _on_term(self, signum: int, frame: Any) -> None:
+        if self.batch_id is None:  # between batches: nothing to end cleanly
+            os._exit(TERMINATED_EXIT)
+        if self._in_user_code and not self._output.busy(frame):
+            raise Terminated("the host ended the session (SIGTERM)")
+        # In a host call, or a buffer of output half handed over: raised once back in user
+        # code (the signal again, a moment later).
+        later = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM))
+        later.daemon = True
+        later.start()
+
     # -- container -> host calls ----------------------------------------------------------
 
     def call_host(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -511,38 +542,6 @@ def _exit_when_peer_hangs_up(conn: socket.socket) -> None:
                     os._exit(0)
 
     threading.Thread(target=watch, name="hxpy-hangup", daemon=True).start()
-
-
-def load_secrets(directory: str) -> None:
-    """Put each file of ``directory`` into the environment under its name: user code sees a
-    secret the same way on every launcher."""
-    if not directory:
-        return
-    for entry in sorted(os.scandir(directory), key=lambda found: found.name):
-        if entry.name.isidentifier() and entry.is_file():
-            with open(entry.path, "rb") as secret:
-                os.environ[entry.name] = secret.read().decode("utf-8", "surrogateescape")
-
-
-def read_key(source: str) -> str:
-    """The session key from ``source`` (``HXPY_KEY_FROM``): ``stdin`` reads one line from
-    standard input and leaves ``/dev/null`` there, ``file:PATH`` reads a file; "" when there
-    is none."""
-    if source == "stdin":
-        data = b""
-        while b"\n" not in data and len(data) < MAX_KEY_BYTES:
-            chunk = os.read(0, MAX_KEY_BYTES - len(data))
-            if not chunk:
-                break
-            data += chunk
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)  # user code reading stdin gets EOF, never the launcher's pipe
-        os.close(null)
-        return data.partition(b"\n")[0].decode("ascii", "replace").strip()
-    if source.startswith("file:"):
-        with open(source[len("file:"):], "rb") as key_file:
-            return key_file.read(MAX_KEY_BYTES).decode("ascii", "replace").strip()
-    return ""
 
 
 def listener_path(listener: socket.socket) -> str | None:

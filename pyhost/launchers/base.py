@@ -179,6 +179,12 @@ class Instance(abc.ABC):
     def kill(self) -> None:
         """Stop it at once (idempotent)."""
 
+    def terminate(self, grace: float) -> None:
+        """Ask it to end (SIGTERM: the server ends, user code's ``finally`` blocks run
+        first), and kill it if it still runs ``grace`` seconds later; returns once it has
+        ended. By default (a launcher that cannot signal), a kill."""
+        self.kill()
+
     @abc.abstractmethod
     def cleanup(self) -> None:
         """Kill it if needed and remove everything made for it (idempotent)."""

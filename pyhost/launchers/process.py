@@ -106,6 +106,15 @@ class ProcessInstance(Instance):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
 
+    def terminate(self, grace: float) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
     def cleanup(self) -> None:
         self.kill()
         self.proc.wait()

@@ -18,9 +18,12 @@ from typing import Any
 
 from ..errors import CatalogUnavailable, NotInCatalog
 from .catalog import Catalog, CatalogError, Record, StaleState
+from .limits import env_seconds
 from .store import Store
 
-__all__ = ["Runtime", "configure", "get_runtime"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "Runtime", "busy_timeout", "configure", "get_runtime"]
+
+DEFAULT_BUSY_TIMEOUT = 10.0  # seconds; PYHOST_CATALOG_BUSY_TIMEOUT
 
 
 class Runtime:
@@ -43,6 +46,7 @@ class Runtime:
 
         Raises:
             CatalogUnavailable: the catalog cannot be opened.
+            ConfigurationError: ``PYHOST_CATALOG_BUSY_TIMEOUT`` is not a number of seconds.
         """
         from .catalog.sqlite import SqliteCatalog
         from .home import runtime_home
@@ -51,7 +55,7 @@ class Runtime:
         own = catalog is None and store is None
         if catalog is None:
             with _translated():
-                catalog = SqliteCatalog(root / "catalog.db")
+                catalog = SqliteCatalog(root / "catalog.db", busy_timeout=busy_timeout())
         runtime = cls(catalog, store or Store(root / "store"), root.absolute() if own else None)
         if settle:
             runtime.settle_orphans()
@@ -98,6 +102,17 @@ class Runtime:
     def find(self, entity_type: str, **filters: Any) -> list[Record]:
         with _translated():
             return self.catalog.find(entity_type, **filters)
+
+
+def busy_timeout() -> float:
+    """Seconds a catalog operation waits for another process's write lock before it fails
+    with :class:`~pyhost.errors.CatalogUnavailable`: ``$PYHOST_CATALOG_BUSY_TIMEOUT``,
+    default 10.
+
+    Raises:
+        ConfigurationError: the variable is not a number of seconds over 0.
+    """
+    return env_seconds("PYHOST_CATALOG_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CatalogUnavailable, ConfigurationError
 from .catalog import Record
 from .entities import EntityKey, check_name, iso_time
-from .sources import PYTHON_VERSIONS, HandlerInfo, Source, load_source, resolve_handler
+from .sources import (
+    PYTHON_VERSIONS,
+    HandlerInfo,
+    Source,
+    load_source,
+    redact_url,
+    resolve_handler,
+)
 from .tasks import get_task
 
 if TYPE_CHECKING:
@@ -159,7 +166,8 @@ def save_function(runtime: Runtime, project: str, name: str, kind: str = "python
     source = load_source(code=code, base64=base64, code_src=code_src)
     resolve_handler(source, handler)  # a missing module or name fails now
     spec = {"lang": "python", **fields, "handler": handler, "python_version": python_version,
-            "code_src": code_src if code_src is not None else
+            # the catalog keeps where the source came from, never the credentials to it
+            "code_src": redact_url(code_src) if code_src is not None else
             ("base64" if base64 is not None else "code"), "source_digest": source.digest}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
     try:

@@ -154,16 +154,28 @@ class HostCalls:
         entity_id = new_id()
         store = self.runtime.store
         directory = store.path(self.project, entity_type, name, entity_id)
+        try:
+            document = self._record_version(cls, entity_type, name, kind, entity_id, directory,
+                                            fields, uploads, data)
+        except BaseException:
+            # A version half made (the disk full, the catalog locked) is no version: none of
+            # its files stays in the store for no record to name.
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        self.produced.append(document["key"])
+        return document
+
+    def _record_version(self, cls: Any, entity_type: str, name: str, kind: str,
+                        entity_id: str, directory: Path, fields: dict[str, Any],
+                        uploads: list[str], data: Any) -> dict[str, Any]:
+        """Write the files of one entity version into ``directory``, then record it."""
+        store = self.runtime.store
         status: dict[str, Any] = {"path": self._relative(directory), "files": []}
         if data is not None:
             status["table"] = store.write_table(self.project, name, entity_id,
                                                 _as_dataframe(data))
             size = store.size(status["table"])
-            try:
-                self._count(size, f"the table {name!r}")
-            except ConfigurationError:
-                shutil.rmtree(directory, ignore_errors=True)
-                raise
+            self._count(size, f"the table {name!r}")
             status["files"].append({"path": os.path.basename(status["table"]),
                                     "size": size})
         for upload_id in uploads:
@@ -177,7 +189,6 @@ class HostCalls:
                                 status=status,
                                 metadata={"produced_by": self.run_key}, id=entity_id)
         self._add(document)
-        self.produced.append(document["key"])
         return document
 
     def get_entity(self, entity_type: str, name_or_key: str) -> dict[str, Any]:

@@ -8,6 +8,8 @@ here, on the host, as the data arrives; the container's own caps are a courtesy.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,7 +17,7 @@ from typing import Any, Callable
 from ..errors import ConfigurationError
 
 __all__ = ["DEFAULT_LOG_CAP", "DEFAULT_OPEN_UPLOADS", "DEFAULT_STORE_QUOTA", "RunLimits",
-           "format_size", "masker", "parse_size"]
+           "env_seconds", "format_size", "masker", "parse_size"]
 
 DEFAULT_STORE_QUOTA = 10 << 30  # bytes a run may add to the store
 DEFAULT_LOG_CAP = 64 << 20  # bytes of a run's log kept whole (past it: its head and tail)
@@ -40,6 +42,24 @@ def parse_size(setting: str, value: Any, minimum: int = 1) -> int:
     if size < minimum:
         raise ConfigurationError(f"{setting}={value!r}: at least {format_size(minimum)}")
     return size
+
+
+def env_seconds(variable: str, default: float) -> float:
+    """Seconds from the environment variable ``variable`` (``default`` when unset or empty).
+
+    Raises:
+        ConfigurationError: it is not a finite number of seconds over 0.
+    """
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ConfigurationError(f"{variable}={text!r}: give a number of seconds over 0")
+    return seconds
 
 
 def format_size(size: int) -> str:

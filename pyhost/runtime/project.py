@@ -161,11 +161,14 @@ class Project:
              source: str | None, data: Any = None) -> Entity:
         calls = HostCalls(self._runtime, self.name, "host", f"{self.key}")
         uploads = []
-        if source is not None:
-            if not os.path.exists(source):
-                raise ConfigurationError(f"source={source!r}: no such file or directory")
-            uploads = upload_files(calls.dispatch, source)  # staged as a job's files are
-        document = calls.log_entity(entity_type, name, kind, fields, uploads, data)
+        if source is not None and not os.path.exists(source):
+            raise ConfigurationError(f"source={source!r}: no such file or directory")
+        try:
+            if source is not None:
+                uploads = upload_files(calls.dispatch, source)  # staged as a job's files are
+            document = calls.log_entity(entity_type, name, kind, fields, uploads, data)
+        finally:
+            calls.abort_uploads()  # what a failure left staged (none once logged)
         return entity_class(entity_type)(document, self._runtime)
 
     def _get(self, entity_type: str, name_or_key: str) -> Entity:

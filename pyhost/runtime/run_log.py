@@ -18,6 +18,7 @@ kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -31,6 +32,7 @@ __all__ = ["HEAD", "LOG_FILE", "LogFollower", "RunLog", "log_tail", "read_log"]
 LOG_FILE = "logs.txt"
 HEAD = 1 << 20  # bytes of a log past its cap that are kept from its start
 _SEGMENT = re.compile(r"^tail-(\d{20})\.txt$")
+_log = logging.getLogger("pyhost.runtime")
 _DROPPED = "\n[... {dropped} bytes of logs dropped by pyhost (log_cap={cap}) ...]\n"
 
 
@@ -50,8 +52,12 @@ class RunLog:
         self._allow = allow
         self._partial = ""  # an unterminated last line, held back for masking
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
+        self.lost = 0  # bytes the filesystem refused (a full disk): the run goes on without
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
+        except OSError as exc:
+            self._lose(0, exc)
         self._written = _total(directory)  # a log another attempt began goes on
         self._refused = False
 
@@ -98,9 +104,22 @@ class RunLog:
                 if not target.exists():
                     _drop_old_segments(self.directory, keep=2)  # the new one makes three
             chunk, data = data[:room], data[room:]
-            with open(target, "ab") as out:
-                out.write(chunk)
+            try:
+                with open(target, "ab") as out:
+                    out.write(chunk)
+            except OSError as exc:  # what the disk took of it is counted by the next _total
+                self._lose(len(chunk) + len(data), exc)
+                self._written = _total(self.directory)
+                return
             self._written += len(chunk)
+
+    def _lose(self, size: int, exc: OSError) -> None:
+        # A log is worth less than the run it tells of: a log that cannot be written (the
+        # store's disk full) must not fail the run or lose how it ended. Said once, here.
+        if not self.lost and size:
+            _log.warning("the log of %s cannot be written (%s); %d bytes of it, and what "
+                         "follows while this lasts, are lost", self.directory, exc, size)
+        self.lost += size
 
 
 def read_log(directory: Path, cap: int) -> str:

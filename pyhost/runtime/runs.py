@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Callable, overload
 
 from hxpy.runtime.handler import DEFAULT_OUTPUT
 
-from ..errors import ConfigurationError, NotInCatalog
+from ..errors import CatalogUnavailable, ConfigurationError, NotInCatalog
 from ..launchers.ownership import SUPERVISOR_LABEL, Owner, owner_alive
-from .catalog import Record, StaleState
+from .catalog import CatalogBusy, Record, StaleState
 from .entities import Entity, EntityKey, entity_class, iso_time, new_id, parse_key
-from .limits import DEFAULT_LOG_CAP, parse_size
+from .limits import DEFAULT_LOG_CAP, env_seconds, parse_size
 from .run_ends import FALLBACK, EndWatch, tell_ended
 from .run_log import LogFollower, RunLog, read_log
 from .values import from_json
@@ -36,15 +36,19 @@ if TYPE_CHECKING:
     from .context import Runtime
     from .function import Function
 
-__all__ = ["ACTIVE", "FINAL", "SDK_DEFAULT_OUTPUT", "Execution", "Run", "RunStatus",
-           "create_run", "execution_here", "executing", "finished", "log_key", "run_log",
-           "settle_orphaned_runs", "transition"]
+__all__ = ["ACTIVE", "DEFAULT_STOP_GRACE", "END_PATIENCE", "FINAL", "SDK_DEFAULT_OUTPUT",
+           "Execution", "Run", "RunStatus", "create_run", "execution_here", "executing",
+           "finished", "log_key", "record_end", "run_log", "settle_orphaned_runs",
+           "stop_grace", "transition"]
 
 log = logging.getLogger("pyhost.runtime")
 # What DigitalHub names the value an undecorated handler returns; pyhost's "result" stays its
 # alias (run.result("result"), outputs={"result": ...}).
 SDK_DEFAULT_OUTPUT = "output_0"
 _POLL_MAX = 0.1  # seconds at most between two reads of another process's run
+# Seconds a run's end is tried again while the catalog is unavailable (record_end).
+END_PATIENCE = 120.0
+DEFAULT_STOP_GRACE = 10.0  # seconds; PYHOST_STOP_GRACE (stop_grace)
 
 CREATED, READY, RUNNING = "CREATED", "READY", "RUNNING"
 COMPLETED, ERROR, STOPPED = "COMPLETED", "ERROR", "STOPPED"
@@ -363,9 +367,10 @@ class Run:
             time.sleep(_POLL_MAX)
 
     def stop(self) -> Run:
-        """Stop the run: its container is removed and it ends STOPPED. A run that has
-        already ended is left as it is (logged at INFO, naming its state); two stops at once
-        have one effect.
+        """Stop the run: its container is sent SIGTERM (the handler is interrupted, its
+        ``finally`` blocks run), killed if it still runs :func:`stop_grace` seconds later,
+        and removed; the run ends STOPPED. A run that has already ended is left as it is
+        (logged at INFO, naming its state); two stops at once have one effect.
 
         Raises:
             ConfigurationError: the run executes in another process (stop it there).
@@ -377,7 +382,7 @@ class Run:
                          self.status.state)
                 return self
             self._signal_supervisor()
-            self._wait_told(30)
+            self._wait_told(stop_grace() + 30)
             return self
         execution.stop_requested = True
         if execution.stopper is not None:
@@ -500,6 +505,40 @@ def transition(runtime: Runtime, record: Record, state: str,
     if state in FINAL and runtime.home is not None:  # other processes' waits end now
         tell_ended(runtime.home, record.id)
     return updated
+
+
+def stop_grace() -> float:
+    """Seconds a stopped run's handler has to end after SIGTERM before it is killed:
+    ``$PYHOST_STOP_GRACE`` (read by the process executing the run), default 10.
+
+    Raises:
+        ConfigurationError: the variable is not a number of seconds over 0.
+    """
+    return env_seconds("PYHOST_STOP_GRACE", DEFAULT_STOP_GRACE)
+
+
+def record_end(runtime: Runtime, run_id: str, state: str, expect: str | tuple[str, ...],
+               patience: float | None = None, **changes: Any) -> Record:
+    """:func:`transition` of a run to how it ended, tried again while another process holds
+    the catalog's write lock past the busy timeout, for up to ``patience`` seconds (default
+    :data:`END_PATIENCE`): a run's end is what its waiters wait for, and its results exist
+    nowhere else. Each try re-reads the run, so a run that another process settled
+    meanwhile raises :class:`StaleState`, never a second end.
+
+    Raises:
+        CatalogUnavailable: the catalog failed, or stayed locked for ``patience`` seconds.
+        StaleState: the run is no longer in ``expect``.
+    """
+    deadline = time.monotonic() + (END_PATIENCE if patience is None else patience)
+    while True:
+        try:
+            return transition(runtime, runtime.get("run", run_id), state, expect, **changes)
+        except CatalogUnavailable as exc:
+            if not isinstance(exc.__cause__, CatalogBusy) or time.monotonic() >= deadline:
+                raise
+            log.warning("run %s ended %s, but the catalog is unavailable (%s); trying again",
+                        run_id, state, exc)
+            time.sleep(0.2)
 
 
 def settle_orphaned_runs(runtime: Runtime) -> list[str]:

@@ -26,6 +26,9 @@ repository, a zip archive. What is read is data, never a path to follow out of t
   fetched pack is capped in size (``RLIMIT_FSIZE`` through util-linux's ``prlimit``, found
   on every Linux this runs on; without it, only the tree's listed sizes are checked).
 
+How a remote source is reached (TLS, ``PYHOST_SOURCE_CA_FILE``, credentials, redirects,
+timeouts) is :mod:`pyhost.runtime.source_transport`.
+
 The caps, each a module constant overridden by an environment variable read at each call
 (listed in ``docs/runtime.md``); a refusal names the cap, its value and the variable:
 
@@ -54,7 +57,7 @@ import stat
 import struct
 import subprocess
 import tempfile
-import urllib.request
+import urllib.error
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
+from .source_transport import GitTransport, git_transport, open_url, redact_url, tls_advice
 
 __all__ = ["MAX_FETCH_BYTES", "MAX_SOURCE_BYTES", "MAX_SOURCE_FILES", "MAX_ZIP_RATIO",
            "ZIP_RATIO_FLOOR", "SourceLimits", "read_directory", "read_file", "read_git",
@@ -307,7 +311,7 @@ def _download(url: str, spool: IO[bytes], what: str, limits: SourceLimits) -> No
     """Stream the response into ``spool``, refusing as soon as it passes the fetch cap."""
     cap = limits.max_fetch_bytes
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (https/http only)
+        with open_url(url, what) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > cap:
                 raise _over(what, f"the server announces {int(declared):,} bytes", cap,
@@ -319,8 +323,16 @@ def _download(url: str, spool: IO[bytes], what: str, limits: SourceLimits) -> No
                     raise _over(what, f"the download passed {cap:,} bytes", cap,
                                 "PYHOST_SOURCE_MAX_FETCH_BYTES")
                 spool.write(chunk)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise ConfigurationError(f"{what}: cannot download it: the server answered HTTP "
+                                 f"{exc.code} ({exc.reason})") from None
+    except urllib.error.URLError as exc:
+        why = redact_url(str(exc.reason))
+        raise ConfigurationError(f"{what}: cannot download it: {why}{tls_advice(why)}") from None
     except OSError as exc:
-        raise ConfigurationError(f"{what}: cannot download it: {exc}") from None
+        why = redact_url(str(exc))
+        raise ConfigurationError(f"{what}: cannot download it: {why}{tls_advice(why)}") from None
     spool.seek(0)
 
 
@@ -423,28 +435,31 @@ def read_git(url: str, what: str, limits: SourceLimits | None = None) -> dict[st
         raise ConfigurationError(f"{what}: {ref!r} is not a branch, tag or commit sha")
     with tempfile.TemporaryDirectory(prefix="pyhost-git-") as scratch:
         checkout = Path(scratch, "checkout")
-        git = _Git(checkout, what, limits, local=scheme == "file")
+        transport = git_transport(url, Path(scratch))
+        git = _Git(checkout, what, limits, transport)
         git.run("init", "--quiet", str(checkout), cwd=scratch)
         git.run("fetch", "--quiet", "--depth", "1", "--no-tags", "--no-recurse-submodules",
-                url, ref or "HEAD", pack_capped=True)
+                transport.url, ref or "HEAD", pack_capped=True, ref=ref)
         _check_tree(git.run("ls-tree", "-r", "-l", "-z", "FETCH_HEAD"), what, limits)
         git.run("checkout", "--quiet", "FETCH_HEAD")
         return read_directory(checkout, what, limits)
 
 
 class _Git:
-    """``git`` with the settings every step of a fetch needs."""
+    """``git`` with the settings every step of a fetch needs (the transport's:
+    :class:`~pyhost.runtime.source_transport.GitTransport`)."""
 
-    def __init__(self, checkout: Path, what: str, limits: SourceLimits, *, local: bool) -> None:
+    def __init__(self, checkout: Path, what: str, limits: SourceLimits,
+                 transport: GitTransport) -> None:
         self.checkout, self.what, self.limits = checkout, what, limits
         self.config = ["-c", "core.symlinks=true", "-c", f"core.hooksPath={os.devnull}",
                        "-c", "submodule.recurse=false", "-c", "fetch.recurseSubmodules=false",
-                       "-c", "advice.detachedHead=false",
-                       "-c", f"protocol.file.allow={'always' if local else 'never'}"]
+                       "-c", "advice.detachedHead=false", *transport.config]
         self.env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1",
-                    "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+                    "GIT_ASKPASS": "true", "SSH_ASKPASS": "true", **transport.env}
 
-    def run(self, *args: str, cwd: str | None = None, pack_capped: bool = False) -> str:
+    def run(self, *args: str, cwd: str | None = None, pack_capped: bool = False,
+            ref: str = "") -> str:
         argv = ["git", *self.config, *args]
         prlimit = shutil.which("prlimit")
         if pack_capped and prlimit:  # no file git writes (the pack) may pass the fetch cap
@@ -453,14 +468,18 @@ class _Git:
             done = subprocess.run(argv, cwd=cwd or self.checkout, env=self.env,
                                   capture_output=True, text=True, timeout=300, check=False,
                                   stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except subprocess.TimeoutExpired:  # its message holds the command line, and the URL
+            raise ConfigurationError(f"{self.what}: git {args[0]} took more than 300 s; "
+                                     "given up") from None
+        except OSError as exc:
             raise ConfigurationError(f"{self.what}: git {args[0]}: {exc}") from None
         if pack_capped and done.returncode != 0 and self._hit_file_cap():
             raise _over(self.what, "the fetch passed the size cap",
                         self.limits.max_fetch_bytes, "PYHOST_SOURCE_MAX_FETCH_BYTES")
         if done.returncode != 0:
-            raise ConfigurationError(f"{self.what}: git {args[0]} failed: "
-                                     f"{done.stderr.strip()[-500:]}")
+            said = redact_url(done.stderr.strip()[-500:])
+            raise ConfigurationError(f"{self.what}: {_plainly(ref, said)}git {args[0]} "
+                                     f"failed: {said}{tls_advice(said)}")
         return done.stdout
 
     def _hit_file_cap(self) -> bool:
@@ -475,6 +494,18 @@ class _Git:
                 except FileNotFoundError:
                     pass
         return False
+
+
+def _plainly(ref: str, said: str) -> str:
+    """A plain sentence before git's own message, when that one says what went wrong only
+    in git's terms."""
+    if "couldn't find remote ref" in said:
+        return f"the repository has no branch or tag {ref!r}; "
+    if "not our ref" in said:
+        return f"the repository has no commit {ref!r} (or its server does not serve it); "
+    if "not supported or disabled in libcurl" in said:
+        return "the server redirects to another transport, which is not followed; "
+    return ""
 
 
 def _check_tree(listing: str, what: str, limits: SourceLimits) -> None:

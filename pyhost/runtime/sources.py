@@ -9,7 +9,9 @@ starts.
 
 What is read from a directory, a git repository or a zip, what is refused there, and the caps
 (bytes, files, zip ratio, fetch size; each an environment variable) are in
-:mod:`pyhost.runtime.source_reading`.
+:mod:`pyhost.runtime.source_reading`; how a remote one is reached (TLS and the
+``PYHOST_SOURCE_CA_FILE`` setting, credentials in a URL, redirects, timeouts) in
+:mod:`pyhost.runtime.source_transport`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from .source_reading import read_directory, read_file, read_git, read_zip
+from .source_transport import redact_url
 
 __all__ = ["PYTHON_VERSIONS", "HandlerInfo", "Param", "Source", "load_source",
-           "parse_python", "python_wanted", "resolve_handler"]
+           "parse_python", "python_wanted", "redact_url", "resolve_handler"]
 
 # python_version -> the interpreter's "major.minor" it names
 PYTHON_VERSIONS = {f"PYTHON3_{minor}": f"3.{minor}" for minor in range(9, 14)}
@@ -89,7 +92,7 @@ def _text(what: str, value: object) -> str:
 
 def _fetch(code_src: str) -> Source:
     scheme = code_src.split("://", 1)[0] if "://" in code_src else ""
-    what = f"code_src={code_src!r}"
+    what = f"code_src={redact_url(code_src)!r}"  # credentials in a URL are never shown
     if scheme in ("s3", "zip+s3"):
         raise ConfigurationError(f"{what}: no S3 store is configured; use a "
                                  "local path, git+https://, git+file://, zip+file:// or "

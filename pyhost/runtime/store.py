@@ -9,12 +9,14 @@ leave a ``.part`` file, never a wrong one).
 
 Caller mistakes (a name with a path separator, a relative path that leads out of the root)
 raise :class:`ValueError`; the filesystem's and pyarrow's failures raise :class:`StoreError`
-with the original as its cause.
+with the original as its cause (a full disk named as such: "no space left on the store's
+filesystem").
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Store", "StoreError", "Upload"]
 
 _TABLE_FILE = "data.parquet"
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # no room on the filesystem, or none left in a quota
 
 
 class StoreError(CatalogUnavailable):
@@ -111,7 +114,8 @@ class Store:
             pq.write_table(table, upload.file)
         except (OSError, pa.ArrowException) as exc:
             upload.abort()
-            raise StoreError(f"cannot write the table {name} to {target}: {exc}") from exc
+            raise StoreError(_failed(f"cannot write the table {name} to {target}",
+                                     exc)) from exc
         return upload.commit()
 
     def read_table(self, relpath: str) -> pd.DataFrame:
@@ -263,7 +267,7 @@ class Upload:
                     out.write(chunk)
         except OSError as exc:
             self.abort()
-            raise StoreError(f"cannot write {self._target}: {exc}") from exc
+            raise StoreError(_failed(f"cannot write {self._target}", exc)) from exc
         self.written += len(chunk)
 
     def commit(self) -> str:
@@ -282,7 +286,7 @@ class Upload:
             os.replace(self.temporary, self._target)
         except OSError as exc:
             self.abort()
-            raise StoreError(f"cannot finish writing {self._target}: {exc}") from exc
+            raise StoreError(_failed(f"cannot finish writing {self._target}", exc)) from exc
         self._state = "committed"
         self._discard.detach()
         return self._target.relative_to(self._root).as_posix()
@@ -300,7 +304,8 @@ class Upload:
 
 def _discard(open_file: list[BinaryIO], temporary: Path) -> None:
     for file in open_file:
-        file.close()
+        with contextlib.suppress(OSError):  # its buffer's flush meets the full disk again
+            file.close()
     open_file.clear()
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
@@ -331,4 +336,13 @@ def _os_errors(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise StoreError(f"{what}: {exc}") from exc
+        raise StoreError(_failed(what, exc)) from exc
+
+
+def _failed(what: str, exc: BaseException) -> str:
+    """``what`` failed because of ``exc``; a full filesystem said in words first (pyarrow's
+    text for it is "Error writing bytes to file"), and that nothing of the write is kept."""
+    if getattr(exc, "errno", None) in _FULL or "no space left" in str(exc).lower():
+        return (f"{what}: no space left on the store's filesystem (the disk is full; nothing "
+                f"of this write was kept): {exc}")
+    return f"{what}: {exc}"

@@ -4,8 +4,9 @@ started by :func:`pyhost.runtime.tasks.detached.detach` in a session of its own.
 It reads the run's settings from stdin (the caller writes them once it has recorded this
 process as the run's owner; EOF first means the caller died before: nothing to do), checks
 them again as the caller did, executes the run as a waited run is executed, records its end,
-and exits. SIGTERM (``run.stop()`` from any process of this host) stops the run: STOPPED,
-its container removed. SIGKILL leaves it to the next process that opens the catalog, which
+and exits. SIGTERM (``run.stop()`` from any process of this host) stops the run as a stop
+in its caller does (its container sent SIGTERM, killed after ``PYHOST_STOP_GRACE``):
+STOPPED, its container removed. SIGKILL leaves it to the next process that opens the catalog, which
 settles it ERROR as any run of a dead owner; its container goes with ``pyhost gc``.
 """
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from typing import Any
 
 from hxpy import codec
 
 from ..errors import PyHostError
+from ..session.registry import keep_sigterm
 from .context import Runtime
 from .function import Function
 from .runs import ACTIVE, ERROR, STOPPED, Execution, executing, finished, transition
@@ -42,6 +45,7 @@ def run_payload(payload: dict[str, Any]) -> int:
     record = runtime.get("run", payload["run_id"])
     # Registered before anything else: a stop from now on is seen, whenever it comes.
     execution = executing(record.id)
+    keep_sigterm()  # a stop is the run's own, with its grace: not every session closed at once
     signal.signal(signal.SIGTERM, lambda signum, frame: _stop(execution))
     try:
         task = get_task(payload["action"])
@@ -67,7 +71,9 @@ def _stop(execution: Execution) -> None:
     """Stop the run (a second signal changes nothing more)."""
     execution.stop_requested = True
     if execution.stopper is not None:
-        execution.stopper()
+        # Not in this handler: a stop waits out a grace period talking to the engine, as the
+        # main thread it interrupted may be doing itself (one engine client, re-entered).
+        threading.Thread(target=execution.stopper, name="pyhost-stop", daemon=True).start()
 
 
 def _run() -> None:

@@ -101,13 +101,22 @@ class Session(Conversation):
             self._stop("close")
         registry.forget(self)
 
-    def kill(self) -> None:
+    def kill(self, grace: float = 0.0) -> None:
         """Kill the container at once, even while another thread waits in eval (or is
-        still starting the container: that eval then ends with SessionClosed)."""
+        still starting the container: that eval then ends with SessionClosed).
+
+        Args:
+            grace: when over 0, SIGTERM first: the server ends (raising in user code, whose
+                ``finally`` blocks run) and is killed only if it still runs ``grace``
+                seconds later (user code that ignores SIGTERM, say). Returns once it ended.
+        """
         self._closed = True
         instance = self._instance
         if instance is not None:
-            instance.kill()
+            if grace > 0:
+                instance.terminate(grace)
+            else:
+                instance.kill()
         if self._lock.acquire(blocking=False):  # no eval under way: remove it now
             try:
                 self._stop("kill")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from .blocking import Session
 
-__all__ = ["close_all", "close_on_sigterm", "forget", "live_sessions", "persistent",
-           "remember", "sessions"]
+__all__ = ["close_all", "close_on_sigterm", "forget", "keep_sigterm", "live_sessions",
+           "persistent", "remember", "sessions"]
 
 log = logging.getLogger("pyhost")
 
@@ -85,6 +85,14 @@ def _close_at_exit() -> None:
             session.close()
         except Exception:  # exiting: report nothing, remove what we can
             pass
+
+
+def keep_sigterm() -> None:
+    """This process handles SIGTERM itself and its sessions with it (a run's supervisor,
+    which gives its run's session a grace period): :func:`close_on_sigterm` installs
+    nothing here."""
+    global _sigterm_installed
+    _sigterm_installed = True
 
 
 def close_on_sigterm() -> None:

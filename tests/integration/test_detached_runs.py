@@ -1,11 +1,10 @@
-"""A run nobody waits for belongs to a supervisor process, not to its caller: it finishes
-when the caller is killed right after ``fn.run(wait=False)``, and any process of this host
-can wait for it and stop it (real containers, a real catalog)."""
+"""A run nobody waits for belongs to a supervisor process, not to its caller: any process
+of this host can wait for it and stop it (real containers, a real catalog). Its caller or
+its supervisor killed: ``tests/faults/test_host_killed.py``."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,84 +14,12 @@ import docker.errors
 import pytest
 
 import pyhost.runtime as dh
-
-HANDLER = textwrap.dedent("""
-    import time
-
-    def main(n, seconds):
-        for i in range(3):
-            print(f"line {i}", flush=True)
-        time.sleep(seconds)
-        return n * 2
-""")
-
-CALLER = textwrap.dedent("""
-    import sys, time
-    import pyhost.runtime as dh
-
-    dh.configure(sys.argv[1])
-    project = dh.get_or_create_project("detached")
-    fn = project.new_function(name="slow", kind="python", code=sys.argv[2], handler="main")
-    run = fn.run(action="job", parameters={"n": 21, "seconds": float(sys.argv[3])})
-    print(run.id, flush=True)
-    time.sleep(float(sys.argv[4]))  # killed here, or ends while the run goes on
-""")
-
-
-def start_caller(home, seconds: float, linger: float) -> tuple[subprocess.Popen, str]:
-    caller = subprocess.Popen([sys.executable, "-c", CALLER, str(home), HANDLER, str(seconds),
-                               str(linger)], stdout=subprocess.PIPE, text=True)
-    run_id = caller.stdout.readline().strip()
-    assert run_id, "the caller printed no run id"
-    return caller, run_id
-
-
-def gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie nobody reaped (its parent died first)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def pyhost_cli(home, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pyhost", *argv], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PYHOST_HOME": str(home)})
+from tests.support.detached import CALLER, HANDLER, left_running, pyhost_cli
 
 
 @pytest.fixture
 def home(tmp_path):
     return tmp_path / "home"
-
-
-def test_a_run_outlives_a_caller_killed_right_after_starting_it(home):
-    started = time.monotonic()
-    caller, run_id = start_caller(home, seconds=2, linger=60)
-    os.kill(caller.pid, signal.SIGKILL)  # at once: the run is the supervisor's
-    caller.wait()
-    dh.configure(home)  # settles the runs of dead owners: not this one
-    run = dh.get_run(run_id).wait(120)
-    assert run.status.state == "COMPLETED", run.status.to_dict()
-    assert run.results() == {"output_0": 42}
-    assert run.logs().splitlines()[:3] == ["line 0", "line 1", "line 2"]
-    owner = run.metadata["owner"]
-    assert int(owner["org.pyhost.owner.pid"]) not in (caller.pid, os.getpid())
-    assert time.monotonic() - started < 60
-
-
-def left_running(home) -> tuple[str, dh.Run, str]:
-    """A run whose caller has ended: its id, the run, its container (once it runs)."""
-    caller, run_id = start_caller(home, seconds=600, linger=0)
-    caller.wait(30)  # the caller has ended; the run has not
-    dh.configure(home)
-    run = dh.get_run(run_id)
-    deadline = time.monotonic() + 120
-    while not run.refresh().status.container and time.monotonic() < deadline:
-        time.sleep(0.1)
-    container = run.status.container
-    assert container and run.status.state == "RUNNING", run.status.to_dict()
-    return run_id, run, container
 
 
 def test_another_process_stops_a_run_its_caller_left(home, client):
@@ -151,22 +78,6 @@ def test_a_followed_log_shows_each_line_as_it_is_printed(home, tmp_path):
     run = dh.get_run(run_id)
     assert run.wait(30).status.state == "COMPLETED"
     assert run.logs() == text
-
-
-def test_a_killed_supervisor_leaves_its_run_settled_and_its_container_collected(home, client):
-    run_id, run, container = left_running(home)
-    supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
-    os.kill(supervisor, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not gone(supervisor):
-        time.sleep(0.05)
-    dh.configure(home)  # the next process to open the catalog settles it
-    settled = dh.get_run(run_id)
-    assert settled.status.state == "ERROR"
-    assert f"pid {supervisor}" in settled.status.message
-    assert pyhost_cli(home, "gc").returncode == 0
-    with pytest.raises(docker.errors.NotFound):
-        client.containers.get(container)
 
 
 SERVE = textwrap.dedent("""

@@ -1,11 +1,8 @@
-"""Long-lived workers on real containers: persistence, restart, concurrency, pools, orphans."""
+"""Long-lived workers on real containers: persistence, restart, concurrency, pools, orphans.
+Their container or their host killed: ``tests/faults/``."""
 
 import glob
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -44,24 +41,6 @@ def test_persistent_key_is_thread_safe(client, io_dir):
     for thread in threads:
         thread.join()
     assert len({id(s) for s in found}) == 1
-
-
-def test_docker_kill_mid_eval_on_a_persistent_session_restarts_with_init(client, io_dir):
-    runs = []
-    s = py(persist="killed", io=io_dir).init(
-        lambda s: runs.append(1) or s.exec("import time; base = 40"))
-    assert s.eval("base + 2") == 42
-    first = s.container_id
-    threading.Timer(0.5, lambda: client.api.kill(first)).start()
-    started = time.monotonic()
-    with pytest.raises(SessionDied) as info:
-        s.eval("time.sleep(30)")
-    assert time.monotonic() - started < 1.5
-    assert "exit code 137" in str(info.value)
-    assert s.eval("base + 2") == 42  # a fresh container, init re-run
-    assert s.container_id != first
-    assert runs == [1, 1]
-    assert s.stats.restarts == 1
 
 
 def test_out_of_memory_is_named(client, io_dir):
@@ -154,38 +133,6 @@ def test_warm_pool_hands_out_fresh_handshaken_servers(client, io_dir):
     pool.close()
     assert pool.ready == 0
     assert not _running_ours(client)  # closing the pool removed what waited in it
-
-
-def test_a_sigkilled_host_leaves_nothing_gc_cannot_clean(client, io_dir):
-    script = textwrap.dedent(f"""
-        import sys, time
-        from pyhost import py
-        s = py(persist="orphan", io={io_dir!r})
-        s.eval("None")
-        print(s.container_id, flush=True)
-        time.sleep(600)
-    """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    container = child.stdout.readline().strip()
-    try:
-        assert client.api.inspect_container(container)["State"]["Running"]
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        # the server notices its host is gone and exits at once
-        deadline = time.monotonic() + 10
-        while client.api.inspect_container(container)["State"]["Running"]:
-            assert time.monotonic() < deadline, "the server outlived its host"
-            time.sleep(0.1)
-        from pyhost.launchers.docker.orphans import collect
-
-        report = collect()
-        assert container in report.containers
-        assert not client.api.containers(all=True, filters={"id": container})
-    finally:
-        child.kill()
-        child.wait()
-        if client.api.containers(all=True, filters={"id": container}):
-            client.api.remove_container(container, force=True)
 
 
 def test_two_hundred_restarts_leave_nothing_behind(client, io_dir, runtime_dir):

@@ -1,4 +1,4 @@
-"""One process of the multi-process catalog test (``tests/unit/test_catalog_processes.py``).
+"""One process of the multi-process catalog test (``tests/faults/test_catalog_processes.py``).
 
 ``python catalog_worker.py DB WORKER COUNT MODE`` opens the SQLite catalog at DB, prints
 ``ready``, waits for a line on stdin (so that every process starts at once), then:

@@ -91,3 +91,14 @@ def test_invalid_text_is_stored_with_replacement_characters(tmp_path):
     log.write("bad \udcff byte\n")
     log.close()
     assert read_log(tmp_path, CAP) == "bad ? byte\n"
+
+
+def test_a_log_the_filesystem_refuses_is_lost_without_failing_its_run(tmp_path, caplog):
+    # A full disk in tests/faults/test_full_store.py; here a file that cannot be opened.
+    log = RunLog(tmp_path / "logs", 1 << 20)
+    (tmp_path / "logs" / "logs.txt").unlink()
+    (tmp_path / "logs" / "logs.txt").mkdir()
+    log.write("a line\nanother\n")
+    log.write("more\n")
+    assert log.lost == len("a line\nanother\nmore\n")
+    assert caplog.text.count("cannot be written") == 1  # said once

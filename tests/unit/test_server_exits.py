@@ -4,7 +4,7 @@ the session."""
 
 import pytest
 
-from pyhost import PythonError, SessionDied
+from pyhost import PythonError, SessionClosed, SessionDied
 from tests.unit.conftest import session
 
 
@@ -98,3 +98,51 @@ def test_os_exit_still_ends_the_session(launcher):
             s.eval("import os; os._exit(5)")
         assert info.value.exit_code == 5
         assert launcher.started[0].poll() is not None
+
+
+def _killed_with_grace(launcher, source: str, grace: float) -> tuple[BaseException, float]:
+    """Eval ``source`` (which prints "started") in a thread, then ``kill(grace=...)`` the
+    session from this one; what the eval raised, and how long the kill took."""
+    import threading
+    import time
+
+    raised: list[BaseException] = []
+    s = session(launcher)
+    s.__enter__()
+    s.eval("None")
+
+    def work() -> None:
+        try:
+            s.eval(source, on_output=lambda text: None)
+        except BaseException as exc:  # noqa: B036  (whatever it is, the test reads it)
+            raised.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.5)  # into user code
+    began = time.monotonic()
+    s.kill(grace=grace)
+    took = time.monotonic() - began
+    thread.join(30)
+    assert raised, "the eval did not end"
+    return raised[0], took
+
+
+def test_a_kill_with_grace_interrupts_user_code_and_runs_its_finally(launcher):
+    error, took = _killed_with_grace(
+        launcher, "import time\ntry:\n    time.sleep(60)\nfinally:\n    print('cleaned up')",
+        grace=20)
+    assert took < 5, took  # the server ended on SIGTERM: the grace was not waited out
+    assert isinstance(error, PythonError), error
+    assert error.remote_type == "hxpy.server.Terminated"
+    assert error.output == "cleaned up\n"
+    assert launcher.started[0].poll() is not None
+
+
+def test_user_code_ignoring_sigterm_is_killed_when_the_grace_runs_out(launcher):
+    error, took = _killed_with_grace(
+        launcher, "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                  "time.sleep(60)", grace=1.5)
+    assert 1.4 < took < 5, took
+    assert isinstance(error, SessionClosed), error  # as a kill without grace ends an eval
+    assert launcher.started[0].poll() is not None

@@ -140,6 +140,18 @@ class DockerInstance(Instance):
                 if exc.status_code != 409:  # 409: not running any more
                     raise
 
+    def terminate(self, grace: float) -> None:
+        try:
+            with engine_errors(f"cannot signal container {self.id[:12]}"):
+                self.client.api.kill(self.id, signal="SIGTERM")
+        except EngineUnavailable:
+            pass  # gone, or not running: the kill below says which, if it matters
+        else:
+            if self.wait(grace) is None:  # ignored it, or slower than its grace
+                log.info("container %s did not end within %g s of SIGTERM; killed",
+                         self.id[:12], grace)
+        self.kill()
+
     def cleanup(self) -> None:
         if not self._removed:
             with engine_errors(f"cannot remove container {self.id[:12]}"):

@@ -7,7 +7,9 @@ task of ours whose service is gone (asked where the engine is a manager) or that
 again, and Swarm (20.10) keeps such containers on each node even after their service is
 removed (``pyhost gc`` against a worker's engine clears them there). Its live owner may still
 read its logs just after it ends, hence the wait. Socket directories are named
-``pyhost-<session id>-*`` and are orphans once no container of that session exists.
+``pyhost-<session id>-*`` and are orphans once no container of that session exists: at
+once when this gc removed the session's container, else once over :data:`_YOUNG` seconds old
+(a session being started has a socket dir before its container).
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ class GcReport:
     failed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        text = (f"removed {len(self.containers)} orphaned container(s) and "
-                f"{len(self.socket_dirs)} socket dir(s)")
+        text = f"removed {len(self.containers)} orphaned container(s)"
+        if self.containers:  # named, as the runs gc settles are: what went can be found
+            text += f" ({', '.join(id[:12] for id in self.containers)})"
+        text += f" and {len(self.socket_dirs)} socket dir(s)"
         if self.failed:
             text += f"; {len(self.failed)} orphaned container(s) could not be removed"
         return text
@@ -67,6 +71,7 @@ def collect(client: docker.DockerClient | None = None,
     client = client or docker_client()
     report = GcReport()
     live_sessions: set[str] = set()
+    dead_sessions: set[str] = set()  # whose container this gc removed
     with engine_errors("cannot list containers"):
         containers = client.api.containers(all=True, filters={"label": SESSION_LABEL})
     for info in containers:
@@ -92,12 +97,13 @@ def collect(client: docker.DockerClient | None = None,
         log.info("gc: removed %s %s", "the finished swarm task container" if finished_task
                  else "orphaned container", info["Id"][:12])
         report.containers.append(info["Id"])
+        dead_sessions.add(session_id)
     base = runtime_dir or os.environ.get("PYHOST_RUNTIME_DIR") or tempfile.gettempdir()
     for path in glob.glob(os.path.join(base, "pyhost-*-*")):
         session_id = os.path.basename(path).split("-")[1]
         if session_id in live_sessions or not os.path.isdir(path):
             continue
-        if time.time() - os.path.getmtime(path) < _YOUNG:
+        if session_id not in dead_sessions and time.time() - os.path.getmtime(path) < _YOUNG:
             continue  # its container may be being created right now
         shutil.rmtree(path, ignore_errors=True)
         report.socket_dirs.append(path)

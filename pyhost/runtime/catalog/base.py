@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["ENTITY_TYPES", "Catalog", "CatalogError", "Cursor", "Page", "Record", "StaleState",
-           "Tally", "check_page_size"]
+__all__ = ["ENTITY_TYPES", "Catalog", "CatalogBusy", "CatalogError", "Cursor", "Page", "Record",
+           "StaleState", "Tally", "check_page_size"]
 
 # What a record may be; "project" records have project == name.
 ENTITY_TYPES = ("project", "function", "run", "artifact", "dataitem", "model")
@@ -29,6 +29,11 @@ ENTITY_TYPES = ("project", "function", "run", "artifact", "dataitem", "model")
 class CatalogError(Exception):
     """A catalog operation failed (the backend's error is the cause). The runtime turns it
     into a pyhost error; backends raise only this (and :class:`StaleState`)."""
+
+
+class CatalogBusy(CatalogError):
+    """Another writer held the catalog's write lock past the busy timeout; nothing of the
+    operation was written (trying it again later may succeed)."""
 
 
 class StaleState(CatalogError):

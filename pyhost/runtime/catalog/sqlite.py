@@ -13,10 +13,12 @@ JSON text (:mod:`.document`), never a pickle.
 
 Concurrency: the file is in WAL mode (readers never block the writer), each thread has its
 own connection, every write is one ``BEGIN IMMEDIATE`` transaction (so a compare-and-set
-reads and writes under the one write lock), waits up to ``busy_timeout`` for the lock, and
-is retried with backoff if SQLite still answers "busy" (it does, without waiting, in a few
-cases such as a WAL recovery by another process). ``synchronous=NORMAL``: a power cut may
-lose the last commits, never consistency.
+reads and writes under the one write lock), waits for the lock, and is retried with backoff
+if SQLite still answers "busy" (it does, without waiting, in a few cases such as a WAL
+recovery by another process). One operation waits ``busy_timeout`` seconds in all, however
+many tries that takes; then it raises :class:`CatalogError` having written nothing (a writer
+holding the lock that long is stuck, or the file is on a filesystem whose locks fail).
+``synchronous=NORMAL``: a power cut may lose the last commits, never consistency.
 
 Versions: on open the schema is created or brought forward by :data:`_MIGRATIONS` (version
 ``n`` -> ``n + 1``), all in one transaction; a file written by a newer pyhost is refused.
@@ -24,6 +26,7 @@ Versions: on open the schema is created or brought forward by :data:`_MIGRATIONS
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -37,6 +40,7 @@ from typing import Any, TypeVar
 from .base import (
     ENTITY_TYPES,
     Catalog,
+    CatalogBusy,
     CatalogError,
     Cursor,
     Page,
@@ -103,7 +107,7 @@ class SqliteCatalog(Catalog):
     Args:
         path: the database file; it and its directory are made if missing, the file with
             mode 0600 (run documents may hold anything a user passed).
-        busy_timeout: seconds one statement waits for another writer's lock.
+        busy_timeout: seconds one operation waits for another writer's lock, in all.
 
     Attributes:
         path: ``path``, made absolute.
@@ -129,8 +133,13 @@ class SqliteCatalog(Catalog):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Made here rather than by SQLite, which would use 0644; its -wal and -shm files
-            # take the database file's mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            # take the database file's mode. Only when missing: closing ANY descriptor of a
+            # file drops every POSIX lock this process holds on it, so opening and closing an
+            # existing catalog would drop the locks of the process's other connections, and
+            # another process closing its last connection would then delete the WAL under them.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
         except OSError as exc:
             raise CatalogError(f"cannot make the catalog file {self.path}: {exc}") from exc
         try:
@@ -337,18 +346,33 @@ class SqliteCatalog(Catalog):
 
     def _attempt(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         pause = _FIRST_PAUSE
+        began = time.monotonic()
+        deadline = began + self._busy_ms / 1000
         for attempt in range(1, _ATTEMPTS + 1):
+            conn: sqlite3.Connection | None = None
             try:
-                return work(self._connection())
+                conn = self._connection()
+                if attempt > 1:  # a retry waits only what is left of the one busy_timeout
+                    left = max(int((deadline - time.monotonic()) * 1000), 0)
+                    conn.execute(f"PRAGMA busy_timeout = {left}")
+                return work(conn)
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise CatalogError(f"the catalog {self.path} failed: {exc}") from exc
-                if attempt == _ATTEMPTS:
-                    raise CatalogError(f"the catalog {self.path} stayed locked by another "
-                                       f"writer through {_ATTEMPTS} tries") from exc
+                if attempt == _ATTEMPTS or time.monotonic() >= deadline:
+                    raise CatalogBusy(
+                        f"the catalog {self.path} stayed locked by another writer for "
+                        f"{time.monotonic() - began:.1f} s (busy_timeout "
+                        f"{self._busy_ms / 1000:g} s); nothing of this "
+                        "operation was written") from exc
             except sqlite3.Error as exc:
                 raise CatalogError(f"the catalog {self.path} failed: {exc}") from exc
-            time.sleep(pause * random.uniform(0.5, 1.5))  # jitter: retries do not collide
+            finally:
+                if attempt > 1 and conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            time.sleep(min(pause * random.uniform(0.5, 1.5),  # jitter: retries do not collide
+                           max(deadline - time.monotonic(), 0)))
             pause = min(pause * 2, _MAX_PAUSE)
         raise AssertionError("unreachable")
 

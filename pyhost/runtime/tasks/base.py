@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 from ...errors import ConfigurationError
 from ..catalog import Record, StaleState
-from ..runs import ACTIVE, ERROR, Execution, Run, create_run, executing, finished, transition
+from ..runs import ACTIVE, ERROR, Execution, Run, create_run, executing, finished, record_end
 from .detached import detach
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class OneShotTask(Task[SpecT]):
         except Exception:
             log.exception("%s run %s: the runtime failed", self.action, record.id)
             with contextlib.suppress(Exception):
-                transition(runtime, runtime.get("run", record.id), ERROR, ACTIVE,
+                record_end(runtime, record.id, ERROR, ACTIVE,
                            message="the runtime failed; see the host's log")
         finally:
             finished(record.id)  # waiters wake before the cleanup

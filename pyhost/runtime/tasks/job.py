@@ -31,7 +31,9 @@ from ..runs import (
     STOPPED,
     Execution,
     log_key,
+    record_end,
     run_log,
+    stop_grace,
     transition,
 )
 from ..sources import python_wanted
@@ -170,7 +172,8 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, spec: JobSpec,
     # only what was not streamed yet.
     session = py(timeout=spec.timeout, output_cap=min(spec.limits.log_cap, HEAD),
                  **spec.session_options())
-    execution.stopper = session.kill
+    grace = stop_grace()  # read now: a bad value fails the start, not the stop
+    execution.stopper = lambda: session.kill(grace=grace)
     session.__enter__()  # kept across evals; closed by the caller once the run is recorded
     try:
         for name, handler in calls.table().items():
@@ -223,7 +226,7 @@ def _finish(runtime: Runtime, record: Record, spec: JobSpec, calls: HostCalls,
     for attempt in attempts:
         if attempt["error"]:
             attempt["error"] = {key: mask(value) for key, value in attempt["error"].items()}
-    transition(runtime, runtime.get("run", record.id), state, (RUNNING,), **changes)
+    record_end(runtime, record.id, state, (RUNNING,), **changes)
 
 
 def _record_outputs(calls: HostCalls, answer: dict[str, Any],

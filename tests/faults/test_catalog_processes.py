@@ -1,6 +1,7 @@
-"""Several processes writing one SQLite catalog file at once lose nothing, never see
-"database is locked", and never both win a compare-and-set. The workers are real
-interpreters running ``tests/support/catalog_worker.py``."""
+"""N processes writing one SQLite catalog file at once lose nothing, never see "database is
+locked", and never both win a compare-and-set. The workers are real interpreters running
+``tests/support/catalog_worker.py`` on the catalog of the test's home (moved here from
+``tests/unit/``)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import pyhost
 from pyhost.runtime.catalog import Record, SqliteCatalog
 
 WORKER = Path(__file__).parent.parent / "support" / "catalog_worker.py"
 SOURCE = Path(pyhost.__file__).parent.parent
 PROCESSES = 4
+
+pytestmark = pytest.mark.docker  # the engine: gc's report on the home, and what is left
 
 
 def _run_workers(path: Path, count: int, mode: str) -> list[dict[str, Any]]:
@@ -61,8 +66,15 @@ def _assert_overlapped(reports: list[dict[str, Any]]) -> None:
         f"the workers ran one after another: {reports}"
 
 
-def test_processes_making_runs_at_once_lose_nothing(tmp_path):
-    path = tmp_path / "shared" / "catalog.db"
+def _gc_finds_nothing(home) -> None:
+    seen = home.gc()
+    assert seen.returncode == 0, seen
+    assert seen.runs == "settled 0 run(s) left active by dead processes", seen
+    assert seen.socket_dirs == 0, seen
+
+
+def test_processes_making_runs_at_once_lose_nothing(faults_home):
+    path = faults_home.path / "catalog.db"
     began = time.monotonic()
     reports = _run_workers(path, 200, "runs")
     elapsed = time.monotonic() - began
@@ -79,10 +91,11 @@ def test_processes_making_runs_at_once_lose_nothing(tmp_path):
     finally:
         catalog.close()
     assert elapsed < 60, f"{elapsed:.1f} s"
+    _gc_finds_nothing(faults_home)
 
 
-def test_processes_claiming_the_same_runs_each_win_different_ones(tmp_path):
-    path = tmp_path / "catalog.db"
+def test_processes_claiming_the_same_runs_each_win_different_ones(faults_home):
+    path = faults_home.path / "catalog.db"
     catalog = SqliteCatalog(path)
     ids = []
     for _ in range(400):
@@ -102,4 +115,52 @@ def test_processes_claiming_the_same_runs_each_win_different_ones(tmp_path):
                 assert record.document == {"owner": worker}
     finally:
         catalog.close()
+    _gc_finds_nothing(faults_home)
 
+
+
+# Another process's write, then its last connection closed (as a CLI command, a supervisor or
+# gc does when it exits).
+WRITES_AND_CLOSES = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("INSERT INTO meta (key, value) VALUES ('other process', 'was here')")
+conn.close()
+"""
+
+
+def test_a_second_catalog_in_one_process_keeps_the_locks_of_the_first(faults_home):
+    path = faults_home.path / "catalog.db"
+    first = SqliteCatalog(path)
+    second = None
+    try:
+        first.add(_run_record())
+        assert len(first.find("run")) == 1  # its connection reads through the WAL now
+        second = SqliteCatalog(path)  # as configure(), gc or a console open one again
+        other = faults_home.python(WRITES_AND_CLOSES, str(path))
+        assert other.wait(30) == 0
+        # Had opening the second dropped this process's locks (a descriptor of the file
+        # closed), the other process would have taken itself for the last one and deleted
+        # the WAL and its index under the first catalog's connection.
+        assert path.with_name("catalog.db-shm").exists() and \
+            path.with_name("catalog.db-wal").exists()
+        first.add(_run_record())
+        assert len(first.find("run")) == len(second.find("run")) == 2
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    reopened = SqliteCatalog(path)
+    try:
+        assert len(reopened.find("run")) == 2
+        assert reopened._read("SELECT value FROM meta WHERE key = 'other process'", ()) == \
+            [("was here",)]
+        assert reopened._read("PRAGMA integrity_check", ()) == [("ok",)]
+    finally:
+        reopened.close()
+    _gc_finds_nothing(faults_home)
+
+
+def _run_record() -> Record:
+    return Record("run", "p", uuid.uuid4().hex, uuid.uuid4().hex, "python+job", 1.0, 1.0,
+                  "CREATED", {})
