@@ -24,7 +24,7 @@ from pyhost.launchers.docker.engine_kind import (
     rlimit_advice,
     session_ulimits,
 )
-from pyhost.launchers.docker.paths import EngineView
+from pyhost.launchers.docker.paths import EngineView, desktop_socket
 
 DOCKER_INFO = {
     "OperatingSystem": "Debian GNU/Linux 12 (bookworm)", "OSType": "linux", "Name": "vm",
@@ -168,10 +168,13 @@ def test_an_rlimit_failure_says_what_to_change():
 
 
 class _StubClient:
-    """What EngineView reads of an SDK client: its base URL, its ping's headers, /info."""
+    """What EngineView reads of an SDK client: its base URL and socket, its ping's headers,
+    /info."""
 
-    def __init__(self, base_url: str, ping: dict, info: dict) -> None:
-        self.api = SimpleNamespace(base_url=base_url, get=self._get)
+    def __init__(self, base_url: str, ping: dict, info: dict,
+                 socket_path: str = "/var/run/docker.sock") -> None:
+        self.api = SimpleNamespace(base_url=base_url, get=self._get,
+                                   _custom_adapter=SimpleNamespace(socket_path=socket_path))
         self._ping, self._info = ping, info
         self.info_asked = 0
 
@@ -184,22 +187,37 @@ class _StubClient:
         return self._info
 
 
-@pytest.mark.parametrize("base_url, ping, info, published", [
-    ("http+docker://localhost", DOCKER_PING, DOCKER_INFO, False),
-    ("http+docker://localhost", PODMAN_PING, PODMAN_INFO, False),
-    ("http+docker://localhost", DOCKER_PING, DESKTOP_INFO, True),
-    ("http+docker://localnpipe", DOCKER_PING, DESKTOP_INFO, True),
-    ("http://10.0.0.5:2375", DOCKER_PING, DOCKER_INFO, True),
+DESKTOP_SOCKET = "/home/ada/.docker/desktop/docker.sock"
+
+
+@pytest.mark.parametrize("base_url, ping, info, socket_path, published, product, asked", [
+    ("http+docker://localhost", DOCKER_PING, DOCKER_INFO, "/var/run/docker.sock", False,
+     "Docker", 0),
+    ("http+docker://localhost", PODMAN_PING, PODMAN_INFO, "/tmp/p/podman.sock", False,
+     "Podman", 0),  # Podman's /info is slow; its ping names it
+    ("http+docker://localhost", DOCKER_PING, DESKTOP_INFO, DESKTOP_SOCKET, True,
+     "Docker Desktop", 1),
+    ("http://10.0.0.5:2375", DOCKER_PING, DOCKER_INFO, "", True, "Docker", 0),
 ])
-def test_sessions_are_published_where_no_unix_socket_reaches(base_url, ping, info, published):
-    client = _StubClient(base_url, ping, info)
+def test_sessions_are_published_where_no_unix_socket_reaches(base_url, ping, info, socket_path,
+                                                             published, product, asked):
+    client = _StubClient(base_url, ping, info, socket_path)
     view = EngineView(client)
     assert view.published is published
-    assert view.kind.product == ("Podman" if ping is PODMAN_PING else
-                                 "Docker Desktop" if info is DESKTOP_INFO else "Docker")
-    assert client.info_asked == (0 if ping is PODMAN_PING else 1)  # Podman's /info is slow
-    if info is DESKTOP_INFO:
+    assert view.kind.product == product
+    assert client.info_asked == asked  # /info only where it decides something
+    if product == "Docker Desktop":
         assert "in a VM (Docker Desktop)" in view.describe()
+
+
+@pytest.mark.parametrize("path, desktop", [
+    ("/home/ada/.docker/desktop/docker.sock", True),
+    ("/var/run/docker.sock", False),
+    ("/run/user/1000/docker.sock", False),
+    ("/tmp/podman/podman.sock", False),
+])
+def test_only_docker_desktops_socket_is_worth_asking_info(path, desktop):
+    assert desktop_socket(path) is desktop
 
 
 def test_only_a_podman_view_gives_containers_explicit_ulimits():
@@ -232,3 +250,4 @@ def test_an_engine_error_quotes_the_engine_and_keeps_its_cause():
     assert quoted.endswith("error setting rlimit type 7: operation not permitted: OCI "
                            "permission denied")
     assert "`default_ulimits = []`" in advice
+

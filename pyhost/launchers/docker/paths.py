@@ -40,6 +40,7 @@ __all__ = [
     "EngineLocation",
     "EngineView",
     "container_id_candidates",
+    "desktop_socket",
     "engine_view",
     "locate_engine",
     "translate",
@@ -167,8 +168,12 @@ class EngineView:
             answer = api.get(api.base_url + "/_ping")  # not versioned
             answer.raise_for_status()
             podman = answer.headers.get(PODMAN_PING_HEADER)
-            # Podman's /info takes a second or more; its ping names it.
-            info = {} if podman else dict(self.client.info())
+            # Podman's /info takes a second or more; its ping names it. Docker's costs tens
+            # of ms on every process's first session, so it is asked only where it decides
+            # something: a Docker Desktop for Linux, known by its socket (off Linux, every
+            # local engine is in a VM). Whether an engine is rootless is the doctor's question.
+            info = dict(self.client.info()) if not podman and desktop_socket(
+                _socket_path(self.client)) else {}
         version = podman_version(podman) if podman else {}
         return engine_kind(info, version, local=not self.location.remote)
 
@@ -249,6 +254,12 @@ class EngineView:
                 log.info("pyhost runs in container %s of its engine", candidate[:12])
                 return dict(attrs)
         return None
+
+
+def desktop_socket(path: str) -> bool:
+    """Whether ``path`` is where Docker Desktop for Linux puts its engine's socket
+    (``~/.docker/desktop/docker.sock``)."""
+    return "/.docker/desktop/" in path
 
 
 def _socket_path(client: docker.DockerClient) -> str:
