@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test unit bench setup engine image images browser git lint clean
+.PHONY: demo test unit bench setup engine image images browser git podman lint clean
 
 $(BIN)/pyhost: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,13 @@ git:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends git; }
 
-test: image images browser git
+# Debian's podman: tests/integration/test_podman.py runs pyhost on Podman's Docker-compatible
+# API, on a private `podman system service` it starts and removes (the engine is untouched).
+podman:
+	@command -v podman >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman; }
+
+test: image images browser git podman
 	$(BIN)/python -m pytest -q
 
 unit: setup git

@@ -24,9 +24,13 @@ def _say(line: str) -> None:
 
 def _engine_up(args: argparse.Namespace) -> int:
     from .launchers.docker.dockerd import ensure_engine
+    from .launchers.docker.paths import engine_view
 
     client = ensure_engine(install=not args.no_install, progress=_say)
-    print(f"engine ready: Docker {client.version().get('Version')}")
+    kind = engine_view(client).kind
+    print(f"engine ready: {kind}")
+    for change in kind.changes():
+        print(f"  {kind.product}: {change}")
     return 0
 
 

@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 _SHORT_MAX = 300
+_SHORT_HEAD = 100  # what was being done; the rest of the room goes to the end, the cause
+_CUT = " ... "
 
 
 class PyHostError(Exception):
@@ -169,17 +171,25 @@ class ServiceUnavailable(PyHostError, ConnectionError):
     connection)."""
 
 
-def short(exc: BaseException, first_line: bool = False) -> str:
-    """An error's text on one line of at most 300 characters (cut with ``...``), to quote it
-    in a message of ours; its type name when the text is empty.
+def short(exc: BaseException | str, first_line: bool = False) -> str:
+    """An error's text on one line of at most 300 characters, to quote it in a message of
+    ours; its type name when the text is empty.
+
+    A longer text loses its middle (marked `` ... ``), never its end: a lower layer's error
+    says what it was doing first and why it failed last (``error setting rlimits for ready
+    process: error setting rlimit type 7: operation not permitted``).
 
     Args:
-        exc: the error to quote.
+        exc: the error to quote, or the text of one.
         first_line: quote only its first line, for errors whose message goes on with a log
             (a build's last lines); otherwise every line, joined by spaces.
     """
     text = str(exc).strip()
     if first_line:
         text = text.splitlines()[0] if text else text
-    text = " ".join(text.split()) or type(exc).__name__
-    return text if len(text) <= _SHORT_MAX else text[:_SHORT_MAX - 3] + "..."
+    text = " ".join(text.split()) or (type(exc).__name__ if isinstance(exc, BaseException)
+                                      else "(no message)")
+    if len(text) <= _SHORT_MAX:
+        return text
+    tail = _SHORT_MAX - _SHORT_HEAD - len(_CUT)
+    return text[:_SHORT_HEAD].rstrip() + _CUT + text[-tail:].lstrip()

@@ -8,6 +8,7 @@ by id; session containers started inside the host container are removed by their
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -324,3 +325,30 @@ def test_an_io_volume_replaces_the_default_io_on_a_local_engine(client, volume):
         mounts = client.api.inspect_container(s.container_id)["Mounts"]
     assert [(m["Type"], m.get("Name")) for m in mounts if m["Destination"] == "/io"] == \
         [("volume", volume)]
+
+
+# -- a local engine in a VM (Docker Desktop) --------------------------------------------------
+
+def test_an_engine_in_a_vm_is_reached_on_a_published_port_and_keeps_io(client, io_dir,
+                                                                        runtime_dir):
+    """Docker Desktop runs its engine in a VM, where a Unix socket of this machine cannot be
+    bind-mounted: told so (here by hand, as no VM runs on this machine), the launcher takes
+    the remote engine's published port on loopback, and still mounts the io directory."""
+    launcher = DockerLauncher(client=docker.from_env(), runtime_dir=runtime_dir)
+    view = launcher.engine
+    view._kind = dataclasses.replace(view.kind, product="Docker Desktop", in_vm=True)
+    assert view.published and not view.location.remote
+    with py(launcher=launcher, io=io_dir) as s:
+        assert s.timeout(10).define("a", 100).define("b", 2).exec(
+            "def mult(x, y): return x * y\n").eval("mult(a, b)") == 200
+        s.exec("open('/io/from-vm.txt', 'w').write('through the shared directory')").eval(
+            "None")
+        attrs = client.api.inspect_container(s.container_id)
+    assert attrs["HostConfig"]["NetworkMode"] == PUBLISH_NETWORK
+    binding = attrs["NetworkSettings"]["Ports"][f"{SERVER_PORT}/tcp"]
+    assert binding[0]["HostIp"] == "127.0.0.1" and int(binding[0]["HostPort"]) > 0
+    assert f"HXPY_LISTEN=tcp:0.0.0.0:{SERVER_PORT}" in attrs["Config"]["Env"]
+    assert [m["Destination"] for m in attrs["Mounts"]] == ["/io"]  # no socket directory
+    assert os.listdir(runtime_dir) == []
+    with open(os.path.join(io_dir, "from-vm.txt")) as handle:
+        assert handle.read() == "through the shared directory"

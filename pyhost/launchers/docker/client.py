@@ -21,8 +21,9 @@ import docker.errors
 import requests.exceptions
 
 from ...errors import EngineUnavailable, ImageNotFound, short
+from .engine_kind import rlimit_advice
 
-__all__ = ["ENGINE_ERRORS", "docker_client", "engine_errors", "inspect_image"]
+__all__ = ["ENGINE_ERRORS", "docker_client", "engine_errors", "engine_said", "inspect_image"]
 
 # What the SDK raises when the engine fails or refuses: its own errors and its transport's.
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -45,8 +46,20 @@ def engine_errors(doing: str) -> Iterator[None]:
     except docker.errors.ImageNotFound as exc:
         raise ImageNotFound(f"{doing}: the image is not present ({short(exc)}); run "
                             "`pyhost image build`") from exc
+    except docker.errors.APIError as exc:
+        said = engine_said(exc)
+        raise EngineUnavailable(f"{doing}: {short(said)}{rlimit_advice(said)}") from exc
     except ENGINE_ERRORS as exc:
         raise EngineUnavailable(f"{doing}: {short(exc)}") from exc
+
+
+def engine_said(exc: docker.errors.APIError) -> str:
+    """What the engine answered, without the SDK's request URL (which only pushes the
+    engine's words, the cause, further out): ``HTTP 500: crun: error setting rlimits ...``."""
+    explanation = str(exc.explanation or "").strip()
+    if exc.status_code is None or not explanation:
+        return str(exc)
+    return f"HTTP {exc.status_code}: {explanation}"
 
 
 def docker_client() -> docker.DockerClient:

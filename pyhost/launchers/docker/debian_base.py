@@ -17,10 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 
-from ...errors import EngineUnavailable, ImageBuildError
+from ...errors import EngineUnavailable, ImageBuildError, short
 from .client import engine_errors, inspect_image
 from .probe import PYTHON_PROBE, parse_facts
 from .system import SYSTEM_PATH, Progress, apt_install, say
@@ -28,7 +29,7 @@ from .wheels import SITE_DIR, install_wheels
 
 __all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "GLIBC_LABEL", "PACKAGES_LABEL",
            "PYTHON_LABEL", "RECIPES", "SUITE_PYTHON", "BaseRecipe", "apt_mirror",
-           "base_packages", "build_debian_base"]
+           "base_packages", "build_debian_base", "import_rootfs"]
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -157,21 +158,65 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
             f"LABEL {BASE_LABEL}=debootstrap org.pyhost.suite={suite} "
             f'{PACKAGES_LABEL}="{recipe.label()}" {PYTHON_LABEL}={python} {GLIBC_LABEL}={glibc}',
         ]
-        with engine_errors("the engine refused to import the base image"):
-            client.api.import_image(src=str(archive), repository=repository, tag=tag,
-                                    changes=changes)
+        attrs = import_rootfs(client, archive, repository, tag, changes)
         say(progress, f"imported in {time.monotonic() - started:.0f} s")
     except OSError as exc:  # disk full, unreadable file in the rootfs, ...
         raise ImageBuildError(f"making the base image in {workdir} failed: {exc}") from exc
     finally:
         _remove_workdir(workdir, rootfs)
-    attrs = inspect_image(client, f"{repository}:{tag}")
-    if attrs is None:
-        raise ImageBuildError(f"importing {repository}:{tag} reported success but it is not "
-                              "present")
     if replaced is not None and replaced.get("Id") != attrs.get("Id"):
         _drop_untagged(client, str(replaced["Id"]))
     return str(attrs["Id"])
+
+
+_IMAGE_ID = re.compile(r"\b(?:sha256:)?([0-9a-f]{64})\b")
+
+
+def import_rootfs(client: docker.DockerClient, archive: Path, repository: str, tag: str,
+                  changes: list[str]) -> dict[str, Any]:
+    """Import a root filesystem tarball as ``repository:tag``; the engine's inspect of it.
+
+    The image is tagged from the id the import answers rather than trusted to carry the tag
+    asked for: Podman's Docker-compatible import ignores the tag (4.3 stores
+    ``docker.io/library/REPOSITORY:latest``). A ``latest`` tag the engine gave instead is
+    taken off again.
+
+    Raises:
+        EngineUnavailable: the engine refused the import or the tag.
+        ImageBuildError: the engine said it imported but has no such image.
+    """
+    reference = f"{repository}:{tag}"
+    with engine_errors(f"the engine refused to import {reference}"):
+        answer = client.api.import_image(src=str(archive), repository=repository, tag=tag,
+                                         changes=changes)
+    found = _IMAGE_ID.findall(str(answer))
+    imported = inspect_image(client, f"sha256:{found[-1]}") if found else None
+    if imported is None:
+        # An engine that names no id: what it stored under the name is all there is.
+        imported = inspect_image(client, reference)
+        if imported is None:
+            raise ImageBuildError(f"importing {reference} reported success but it is not "
+                                  f"present (the engine answered {short(str(answer))!r})")
+        return imported
+    image_id = str(imported["Id"])
+    present = inspect_image(client, reference)
+    if present is None or present.get("Id") != image_id:
+        with engine_errors(f"the engine refused to tag the imported {image_id[:19]} as "
+                           f"{reference}"):
+            client.api.tag(image_id, repository, tag, force=True)
+    if tag != "latest":
+        stray = inspect_image(client, f"{repository}:latest")
+        if stray is not None and stray.get("Id") == image_id:
+            try:
+                with engine_errors(f"cannot untag {repository}:latest"):
+                    client.api.remove_image(f"{repository}:latest")  # an untag: tagged twice
+            except EngineUnavailable:
+                pass  # a stray name only; the base is tagged as asked
+    attrs = inspect_image(client, reference)
+    if attrs is None:
+        raise ImageBuildError(f"{image_id[:19]} was imported and tagged {reference}, but the "
+                              "engine does not find it under that name")
+    return attrs
 
 
 def _drop_untagged(client: docker.DockerClient, image_id: str) -> None:

@@ -36,10 +36,13 @@ def diagnose(io_dir: str = "io", tag: str = DEFAULT_TAG) -> list[Check]:
     checks: list[Check] = []
     engine = engine_status()
     if engine.reachable:
-        checks.append(Check("engine", True, f"Docker {engine.server_version} (API "
-                                            f"{engine.api_version}) at {engine.host}; storage "
-                                            f"{engine.storage_driver}, cgroup v"
-                                            f"{engine.cgroup_version}"))
+        kind = engine.kind or f"Docker {engine.server_version}"
+        checks.append(Check("engine", True, f"{kind} (API {engine.api_version}) at "
+                                            f"{engine.host}; storage {engine.storage_driver}, "
+                                            f"cgroup v{engine.cgroup_version}"))
+        if engine.kind is not None and engine.kind.changes():
+            checks.append(Check("engine kind", True, f"{engine.kind.product}: "
+                                                     + "; ".join(engine.kind.changes())))
     else:
         checks.append(Check("engine", False, engine.problem or "no engine answers"))
     sock = engine.socket

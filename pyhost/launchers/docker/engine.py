@@ -23,6 +23,7 @@ from docker.utils import kwargs_from_env
 
 from ...errors import short
 from .client import ENGINE_ERRORS
+from .engine_kind import EngineKind, engine_kind
 from .system import which
 
 __all__ = [
@@ -86,6 +87,7 @@ class EngineStatus:
         uid: the current uid.
         in_docker_group: whether the user is in the socket's group (or the ``docker`` group).
         dockerd_path: where ``dockerd`` is installed, or ``None``.
+        kind: Docker, Podman or Docker Desktop, rootless or not (when it answers).
         problem: why the engine cannot be used, with what to do about it; ``None`` if usable.
     """
 
@@ -101,6 +103,7 @@ class EngineStatus:
     uid: int = -1
     in_docker_group: bool = False
     dockerd_path: str | None = None
+    kind: EngineKind | None = None
     problem: str | None = None
 
 
@@ -141,6 +144,7 @@ def engine_status() -> EngineStatus:
         storage_driver=info.get("Driver"),
         cgroup_version=info.get("CgroupVersion"),
         security_options=tuple(info.get("SecurityOptions") or ()),
+        kind=engine_kind(info, version, local=sock is not None or host.startswith("npipe:")),
     )
 
 

@@ -35,6 +35,7 @@ from ..ownership import Owner
 from .client import engine_errors
 from .image import find_image
 from .iodir import sandbox_uid
+from .paths import engine_view
 
 __all__ = ["MODULES_PROBE", "PROBE_CAP", "cache_dir", "image_modules", "parse_modules",
            "probe_modules"]
@@ -155,7 +156,7 @@ def probe_modules(client: docker.DockerClient, image: str) -> str:
         host_config = api.create_host_config(
             network_mode="none", read_only=True, cap_drop=["ALL"], mem_limit="256m",
             pids_limit=64, nano_cpus=500_000_000, security_opt=["no-new-privileges"],
-            log_config={"Type": "none", "Config": {}})
+            log_config={"Type": "none", "Config": {}}, ulimits=engine_view(client).ulimits())
         container = api.create_container(
             image, entrypoint=["python3", "-c", MODULES_PROBE], command=[],
             user=sandbox_uid(), labels=Owner.current().labels(f"probe-{os.urandom(4).hex()}"),

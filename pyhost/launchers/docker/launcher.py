@@ -9,7 +9,8 @@ A session is reached in one of three ways (the sandbox is the same in each):
 * ``network=NAME`` (Docker-in-Docker): the container joins that network and the server listens
   on TCP :data:`~pyhost.launchers.docker.networking.SERVER_PORT`; the host connects to its
   address there;
-* remote engine: the engine publishes that port on ``publish_address`` of its host.
+* remote engine, or one in a VM (Docker Desktop), which a Unix socket of this machine does
+  not reach: the engine publishes that port on ``publish_address`` of its host.
 
 The session key reaches the server on its standard input (attached before the start, closed
 once written), never in its environment: ``docker inspect`` does not show it.
@@ -65,7 +66,7 @@ from .networking import (
     session_network,
 )
 from .orphans import collect
-from .paths import EngineView
+from .paths import EngineView, engine_view
 from .python_images import image_for_python
 
 __all__ = ["DockerInstance", "DockerLauncher", "check_volumes", "lock_socket_dir"]
@@ -206,7 +207,7 @@ class DockerLauncher(Launcher):
         """Where the engine is and how it sees our paths (asked once per launcher)."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = EngineView(self.client)
+                self._engine = engine_view(self.client)
             return self._engine
 
     def check(self, spec: LaunchSpec) -> None:
@@ -258,10 +259,11 @@ class DockerLauncher(Launcher):
         self.check(spec)
         self._collect_orphans_once()
         image = resolve_image(self.client, spec.image)
-        remote = self.engine.location.remote
+        published = self.engine.published  # no Unix socket of ours reaches the session
         # Checked before anything is made for the session.
         network = session_network(self.client, spec.network) if spec.network else None
-        address = self._publish_address(spec.publish_address) if remote and not network else ""
+        address = self._publish_address(spec.publish_address) if published and not network \
+            else ""
         mounts, access = self._io_mounts(spec)
         mounts += [docker.types.Mount(v.target, v.source, type="volume", read_only=v.read_only,
                                       labels=self.owner.labels(spec.session_id))
@@ -270,7 +272,7 @@ class DockerLauncher(Launcher):
         try:
             if network is not None:
                 wiring = _Wiring.on_network(network)
-            elif remote:
+            elif published:
                 wiring = _Wiring.published(publish_network(self.client), address)
             else:
                 # A replica publishing ports needs a bridge; its session keeps the socket.
@@ -304,7 +306,8 @@ class DockerLauncher(Launcher):
 
     def _publish_address(self, requested: str) -> str:
         address = check_publish_address(requested)
-        if address == "0.0.0.0" and self.engine.location.host is None:
+        if (address == "0.0.0.0" and self.engine.location.remote
+                and self.engine.location.host is None):
             raise ConfigurationError(
                 f"publish_address='0.0.0.0' connects to the engine's host name, which "
                 f"{self.engine.location.url} does not tell; pass that host's IP address as "
@@ -463,6 +466,7 @@ class DockerLauncher(Launcher):
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
             log_config=docker.types.LogConfig(
                 type="json-file", config={"max-size": "1m", "max-file": "1"}),
+            ulimits=self.engine.ulimits(),
         )
         has_io = bool(spec.io_volume) or any(mount["Target"] == "/io" for mount in mounts)
         with engine_errors(f"the engine could not create the session container from {image}"):

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +27,21 @@ import docker
 import docker.errors
 
 from .client import engine_errors
+from .engine_kind import (
+    PODMAN_PING_HEADER,
+    EngineKind,
+    engine_kind,
+    engine_process_limits,
+    podman_version,
+    session_ulimits,
+)
 
 __all__ = [
     "EngineLocation",
     "EngineView",
     "container_id_candidates",
+    "desktop_socket",
+    "engine_view",
     "locate_engine",
     "translate",
 ]
@@ -135,6 +146,42 @@ class EngineView:
         self._lock = threading.Lock()
         self._looked = False
         self._container: dict[str, Any] | None = None
+        self._kind: EngineKind | None = None
+        self._ulimits: list[docker.types.Ulimit] | None = None
+
+    @property
+    def kind(self) -> EngineKind:
+        """Which engine this is (Docker, Podman, Docker Desktop), asked of the engine the
+        first time: its ping, and the ``/info`` of an engine that is not Podman.
+
+        Raises:
+            EngineUnavailable: the engine could not be asked.
+        """
+        with self._lock:
+            if self._kind is None:
+                self._kind = self._ask_kind()
+            return self._kind
+
+    def _ask_kind(self) -> EngineKind:
+        api = self.client.api
+        with engine_errors("cannot ask the engine what it is"):
+            answer = api.get(api.base_url + "/_ping")  # not versioned
+            answer.raise_for_status()
+            podman = answer.headers.get(PODMAN_PING_HEADER)
+            # Podman's /info takes a second or more; its ping names it. Docker's costs tens
+            # of ms on every process's first session, so it is asked only where it decides
+            # something: a Docker Desktop for Linux, known by its socket (off Linux, every
+            # local engine is in a VM). Whether an engine is rootless is the doctor's question.
+            info = dict(self.client.info()) if not podman and desktop_socket(
+                _socket_path(self.client)) else {}
+        version = podman_version(podman) if podman else {}
+        return engine_kind(info, version, local=not self.location.remote)
+
+    @property
+    def published(self) -> bool:
+        """Whether sessions are reached on a published port: no Unix socket of this machine
+        reaches the engine's containers (a remote engine, or one in a VM)."""
+        return self.location.remote or self.kind.in_vm
 
     @property
     def own_container(self) -> dict[str, Any] | None:
@@ -145,6 +192,24 @@ class EngineView:
                 self._container = None if self.location.remote else self._find_self()
                 self._looked = True
             return self._container
+
+    def ulimits(self) -> list[docker.types.Ulimit] | None:
+        """The ulimits a container of ours asks for on this engine (see
+        :func:`~.engine_kind.session_ulimits`); None: the engine's own.
+
+        Raises:
+            EngineUnavailable: the engine could not be asked what it is.
+        """
+        kind = self.kind  # asked outside the lock, which it takes itself
+        with self._lock:
+            if self._ulimits is None:
+                engine = None
+                if kind.podman and not self.location.remote:
+                    engine = engine_process_limits(_socket_path(self.client))
+                self._ulimits = [
+                    docker.types.Ulimit(name=name, soft=soft, hard=hard)
+                    for name, (soft, hard) in session_ulimits(kind, engine).items()]
+            return self._ulimits or None
 
     def engine_path(self, path: str) -> str | None:
         """``path`` as the engine sees it; None when the engine cannot see it.
@@ -164,6 +229,9 @@ class EngineView:
         """One line for ``pyhost doctor``."""
         if self.location.remote:
             return f"remote engine {self.location.url}: sessions publish a port, /io is a volume"
+        if self.kind.in_vm:
+            return (f"local engine in a VM ({self.kind.product}): sessions publish a port on "
+                    "publish_address (127.0.0.1); /io is a directory the VM shares")
         container = self.own_container
         if container is None:
             return "local engine; this process runs on the engine's machine"
@@ -188,9 +256,38 @@ class EngineView:
         return None
 
 
+def desktop_socket(path: str) -> bool:
+    """Whether ``path`` is where Docker Desktop for Linux puts its engine's socket
+    (``~/.docker/desktop/docker.sock``)."""
+    return "/.docker/desktop/" in path
+
+
+def _socket_path(client: docker.DockerClient) -> str:
+    """The Unix socket the SDK client speaks on (its adapter's; else DOCKER_HOST's)."""
+    path = getattr(getattr(client.api, "_custom_adapter", None), "socket_path", None)
+    if isinstance(path, str) and path:
+        return path
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return host[len("unix://"):] if host.startswith("unix://") else host
+
+
 def _read(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return handle.read()
     except OSError:
         return ""
+
+
+_views: weakref.WeakKeyDictionary[docker.DockerClient, EngineView] = weakref.WeakKeyDictionary()
+_views_lock = threading.Lock()
+
+
+def engine_view(client: docker.DockerClient) -> EngineView:
+    """The one :class:`EngineView` of ``client``, so the engine is asked about itself once
+    per client however many parts of pyhost need to know."""
+    with _views_lock:
+        view = _views.get(client)
+        if view is None:
+            view = _views[client] = EngineView(client)
+        return view

@@ -20,6 +20,7 @@ from ...errors import ImageBuildError
 from ..ownership import Owner
 from .client import engine_errors
 from .iodir import sandbox_uid
+from .paths import engine_view
 
 __all__ = ["PYTHON_PROBE", "PythonFacts", "parse_facts", "probe_python"]
 
@@ -79,7 +80,8 @@ def probe_python(client: docker.DockerClient, image: str, needs: str = "") -> Py
     with engine_errors(f"cannot probe image {image}"):
         host_config = api.create_host_config(network_mode="none", read_only=True,
                                              cap_drop=["ALL"],
-                                             security_opt=["no-new-privileges"])
+                                             security_opt=["no-new-privileges"],
+                                             ulimits=engine_view(client).ulimits())
         container = api.create_container(
             image, entrypoint=["python3", "-c", PYTHON_PROBE], command=[], user=sandbox_uid(),
             labels=Owner.current().labels(f"probe-{os.urandom(4).hex()}"),
