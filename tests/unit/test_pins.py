@@ -164,3 +164,21 @@ def test_the_versions_label_round_trips():
     assert format_versions(versions) == "numpy==2.3.5,pandas==2.3.3"
     assert parse_versions(format_versions(versions)) == versions
     assert parse_versions("") == {}
+
+
+def test_doctor_shows_the_label_and_fails_an_image_whose_pins_moved(pins):
+    from pyhost.launchers.docker.doctor import _check_versions
+
+    wanted = pins_for(pins, "3.11")
+
+    def attrs(labels):
+        return {"Config": {"Labels": {"org.pyhost.python": "3.11", **labels}}}
+    current = _check_versions("hxpy:x", attrs({"org.pyhost.versions": format_versions(wanted)}),
+                              pins, "`pyhost image build`")
+    assert current.ok and "numpy " + wanted["numpy"] in current.detail
+    moved = _check_versions("hxpy:x", attrs({"org.pyhost.versions": format_versions(
+        {**wanted, "numpy": "1.0"})}), pins, "`pyhost image build`")
+    assert not moved.ok and f"numpy is 1.0, pinned {wanted['numpy']}" in moved.detail
+    assert "pyhost image build" in moved.detail
+    old = _check_versions("hxpy:x", attrs({}), pins, "`pyhost image build`")
+    assert not old.ok and "records no pinned versions" in old.detail
