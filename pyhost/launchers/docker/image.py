@@ -208,10 +208,13 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
             return str(existing["Id"])
     say(progress, f"building {tag} on {base} (sources {digest[:12]})")
     pins = snapshot_constraints(snapshot)
+    # A Debian base of ours carries the pinned packages: its build needs no network, and
+    # gets none (pip, on a registry base, needs the index).
+    offline = image_labels(base_attrs).get(BASE_LABEL) == "debootstrap"
     # Built untagged: the tag is given only to an image whose versions are the pinned ones.
     built = _run_build(client, context_tar(snapshot), tag, None,
                        {HASH_LABEL: digest, BASE_LABEL: base, **wanted}, progress,
-                       buildargs={"BASE": base})
+                       buildargs={"BASE": base}, network="none" if offline else None)
     versions = _pinned_versions(client, built, tag, base, pins)
     say(progress, f"{tag} holds the pinned versions: "
                   + ", ".join(f"{name} {version}" for name, version in versions.items()))
@@ -224,8 +227,9 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
 
 def _run_build(client: docker.DockerClient, context: io.BytesIO, what: str, tag: str | None,
                labels: dict[str, str], progress: Progress,
-               buildargs: dict[str, str] | None = None) -> str:
-    """Build ``DOCKERFILE`` from ``context`` (tagged ``tag`` unless None); the image id."""
+               buildargs: dict[str, str] | None = None, network: str | None = None) -> str:
+    """Build ``DOCKERFILE`` from ``context`` (tagged ``tag`` unless None; its steps on the
+    network ``network``, the engine's default when None); the image id."""
     recent: list[str] = []
 
     def line(text: str) -> None:
@@ -235,7 +239,7 @@ def _run_build(client: docker.DockerClient, context: io.BytesIO, what: str, tag:
     with engine_errors(f"the engine failed while building {what}"):
         stream = client.api.build(
             fileobj=context, custom_context=True, dockerfile=DOCKERFILE, tag=tag,
-            buildargs=buildargs or {}, labels=labels,
+            buildargs=buildargs or {}, labels=labels, network_mode=network,
             rm=True, forcerm=True, pull=False, decode=True, timeout=_BUILD_TIMEOUT,
         )
         image_id, error = follow_build(stream, line)
