@@ -1,7 +1,8 @@
-"""The default session image holds exactly what ``container/constraints.txt`` pins: its
-python3, asked in a real session, reports the pinned version of each package and nothing
-unpinned; its ``org.pyhost.versions`` label says the same; ``pyhost doctor`` shows them; and
-a build whose image cannot hold the pins is refused without taking the tag.
+"""The default session image, and each Python version's, holds exactly what
+``container/constraints.txt`` pins: its python3, asked in a real session, reports the pinned
+version of each package and nothing unpinned; its ``org.pyhost.versions`` label says the
+same; ``pyhost doctor`` shows them; and a build whose image cannot hold the pins is refused
+without taking the tag.
 
 Set ``PYHOST_IMAGE`` (and ``PYHOST_BASE_REPOSITORY``) to test an image of your own.
 """
@@ -29,6 +30,11 @@ from pyhost.launchers.docker.pins import (
     read_constraints,
     unpinned,
 )
+from pyhost.launchers.docker.python_images import (
+    DEBIAN_VERSIONS,
+    build_python_image,
+    python_route,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -38,14 +44,29 @@ ASK = ("({d.metadata['Name']: d.version for d in __import__('importlib.metadata'
        "'%d.%d' % __import__('sys').version_info[:2])")
 
 
-def test_the_default_images_versions_are_its_label_and_the_pins(client: docker.DockerClient
-                                                                 ) -> None:
-    installed, python = py(image=DEFAULT_TAG, io=None).timeout(30).eval(ASK)
+def _check_holds_the_pins(client: docker.DockerClient, image: str) -> str:
+    """Ask the image's python3, in a session, for every distribution; compare with the pins
+    and the label. Its Python."""
+    installed, python = py(image=image, io=None).timeout(30).eval(ASK)
     wanted = pins_for(read_constraints(find_sources().constraints), python)
     assert pin_problems(installed, wanted) == []
     assert unpinned(installed, wanted) == {}, "the image holds packages no pin names"
-    label = image_labels(client.api.inspect_image(DEFAULT_TAG))[VERSIONS_LABEL]
+    label = image_labels(client.api.inspect_image(image))[VERSIONS_LABEL]
     assert parse_versions(label) == wanted
+    return str(python)
+
+
+def test_the_default_images_versions_are_its_label_and_the_pins(client: docker.DockerClient
+                                                                 ) -> None:
+    _check_holds_the_pins(client, DEFAULT_TAG)
+
+
+@pytest.mark.parametrize("version", DEBIAN_VERSIONS)
+def test_each_versions_image_holds_its_own_pins(client: docker.DockerClient,
+                                                version: str) -> None:
+    """``make images`` builds them first; here the build is then a no-op."""
+    build_python_image(version, client=client)
+    assert _check_holds_the_pins(client, python_route(version).tag) == version
 
 
 def test_doctor_shows_the_default_images_versions(client: docker.DockerClient) -> None:
