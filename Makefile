@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   installs what it needs, ensures the engine and image, runs the demo
 #   make test   the same set-up, then every test (no engine is a failure, not a skip)
+#   make bench  the same set-up and wrk, then every benchmark row
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test unit bench setup engine image images browser git podman lint clean
+.PHONY: demo test unit bench setup engine image images browser git podman wrk lint clean
 
 $(BIN)/pyhost: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +55,13 @@ test: image images browser git podman
 unit: setup git
 	$(BIN)/python -m pytest -q tests/unit
 
-bench: image
+# Debian's wrk: the load generator of the serve rows (benchmarks/rows_serve.py).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends wrk; }
+
+bench: image wrk
 	$(BIN)/python benchmarks/run.py
 
 lint: setup

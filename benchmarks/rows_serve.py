@@ -4,8 +4,8 @@ same run, on the same network path (a port published on 127.0.0.1 from the pyhos
 bridge).
 
 The load comes from Debian's ``wrk`` in another process (one per replica, each with half the
-connections, summed); the row is unavailable without it (``apt-get install wrk``). Trials of
-serve and baseline are interleaved.
+connections, summed); ``make bench`` installs it (``make wrk``), and the row is unavailable
+without it. Trials of serve and baseline are interleaved.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def serve_rps_async_1(bench: Bench) -> list[Result]:
 def _serve_rows(bench: Bench, replicas: int, handler: str = HANDLER,
                 prefix: str = "serve_rps") -> list[Result]:
     if shutil.which("wrk") is None:
-        raise Unavailable("wrk is not installed (apt-get install wrk)")
+        raise Unavailable("wrk is not installed (`make wrk`: apt-get install wrk)")
     trials, seconds = bench.n(3, 1), 2 if bench.quick else 4
     served: list[tuple[float, float, float]] = []
     bare: list[tuple[float, float, float]] = []

@@ -40,11 +40,13 @@ def _image_build(args: argparse.Namespace) -> int:
     from .launchers.docker.python_images import DEBIAN_VERSIONS, build_python_image, python_route
 
     if args.python is None:
-        ensure_engine(install=not args.no_install, progress=_say)
+        client = ensure_engine(install=not args.no_install, progress=_say)
         started = time.monotonic()
         tag = args.tag or DEFAULT_TAG
-        image_id = build_image(tag, base=args.base, force=args.force, progress=_say)
+        image_id = build_image(tag, base=args.base, force=args.force, progress=_say,
+                               client=client)
         print(f"image ready: {tag} = {image_id[:19]} ({time.monotonic() - started:.1f} s)")
+        _print_versions(client, image_id)
         return 0
     versions = DEBIAN_VERSIONS if args.python == "all" else (args.python,)
     if args.tag or (args.base and len(versions) > 1):
@@ -60,7 +62,20 @@ def _image_build(args: argparse.Namespace) -> int:
                                       progress=_say, client=client)
         print(f"image ready: {python_route(version).tag} = {image_id[:19]} "
               f"({time.monotonic() - started:.1f} s)")
+        _print_versions(client, image_id)
     return 0
+
+
+def _print_versions(client: Any, image_id: str) -> None:
+    """The pinned versions an image holds, as its label records them."""
+    from .launchers.docker.client import inspect_image
+    from .launchers.docker.image import image_labels
+    from .launchers.docker.pins import VERSIONS_LABEL, parse_versions
+
+    attrs = inspect_image(client, image_id) or {}
+    held = parse_versions(image_labels(attrs).get(VERSIONS_LABEL, ""))
+    print("  versions: " + (", ".join(f"{name} {version}" for name, version in held.items())
+                            or "none recorded"))
 
 
 def _engine_swarm_up(args: argparse.Namespace) -> int:

@@ -19,7 +19,11 @@ from pyhost import NA, ConfigurationError, Grid, GridBuilder, Marker, Number, Re
 from pyhost.launchers.docker.doctor import diagnose
 from pyhost.launchers.docker.image import DEFAULT_TAG, image_labels
 from pyhost.launchers.docker.libraries import USER_LIBRARIES
-from pyhost.launchers.docker.python_images import DEBIAN_VERSIONS, build_python_image
+from pyhost.launchers.docker.python_images import (
+    DEBIAN_VERSIONS,
+    build_python_image,
+    python_route,
+)
 from tests.support.user_libraries import check_user_libraries
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "support" / "functions"
@@ -31,7 +35,7 @@ GLIBC = {"3.9": "2.31", "3.11": "2.36", "3.13": "2.41"}  # bullseye, bookworm, t
 def image(request, client):
     """``hxpy:py3.X``, built if missing (a no-op when current)."""
     build_python_image(request.param, client=client)
-    return request.param, f"hxpy:py{request.param}"
+    return request.param, python_route(request.param).tag
 
 
 def test_each_image_is_labelled_with_its_python_and_glibc(image, client):
@@ -116,7 +120,7 @@ def test_doctor_lists_the_libraries_of_the_default_and_each_version_image(
     checks = [check for check in diagnose(io_dir=str(tmp_path / "io"))
               if check.name == "libraries"]
     listed = {check.detail.split(": ")[0]: check for check in checks}
-    images = [DEFAULT_TAG, *(f"hxpy:py{version}" for version in DEBIAN_VERSIONS)]
+    images = [DEFAULT_TAG, *(python_route(version).tag for version in DEBIAN_VERSIONS)]
     assert set(images) <= set(listed), checks
     for image in images:
         check = listed[image]
@@ -145,7 +149,7 @@ def test_a_job_runs_in_the_image_of_its_python_version(project, client, python_v
     assert run.status.state == "COMPLETED", run.status.error
     reported = run.result("result")
     assert ".".join(map(str, reported["version_info"][:2])) == version, reported
-    assert run.spec["image"] == f"hxpy:py{version}"  # recorded: which image it ran in
+    assert run.spec["image"] == python_route(version).tag  # recorded: which image it ran in
 
 
 def test_a_version_no_route_provides_is_refused_before_anything_starts(project,

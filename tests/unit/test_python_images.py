@@ -12,7 +12,7 @@ import pytest
 from pyhost.errors import ConfigurationError, ImageBuildError, ImageNotFound
 from pyhost.launchers.docker import python_images
 from pyhost.launchers.docker.client import inspect_image
-from pyhost.launchers.docker.debian_base import RECIPES, base_packages
+from pyhost.launchers.docker.debian_base import base_packages, base_recipe
 from pyhost.launchers.docker.image import image_python
 from pyhost.launchers.docker.python_images import (
     DEBIAN_VERSIONS,
@@ -72,13 +72,13 @@ def test_an_unsupported_version_is_a_configuration_error(version):
 
 
 def test_bullseye_takes_numpy_and_pandas_as_wheels_and_bookworm_is_made_again():
-    bullseye = RECIPES["bullseye"]
+    bullseye = base_recipe("bullseye")
     assert bullseye.packages == ("python3",)
     assert {wheel.split("==")[0] for wheel in bullseye.wheels} >= {"numpy", "pandas",
                                                                    "msgpack", "uvicorn"}
     assert all("==" in wheel for wheel in bullseye.wheels)  # pinned: the label says it all
-    # A base made before the libraries for user code carries this label: it is out of date,
-    # so it is made again with them.
+    # A base made from Debian's python3-numpy, ... carries this label: it is out of date, so
+    # it is made again with the pinned wheels.
     assert base_packages("bookworm") != ("python3,python3-numpy,python3-pandas,"
                                          "python3-msgpack,python3-uvicorn")
     assert "wheel:numpy==" in base_packages("bullseye")

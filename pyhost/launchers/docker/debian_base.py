@@ -1,8 +1,11 @@
 """A Debian base image made with debootstrap, for machines that no registry reaches.
 
 :func:`build_debian_base` makes ``pyhost-base:<suite>``: a ``minbase`` root filesystem with
-python3, numpy, pandas and msgpack from Debian, fetched from this machine's own apt mirror
-(:func:`apt_mirror`), slimmed and imported through the engine's import API.
+Debian's python3 from this machine's own apt mirror (:func:`apt_mirror`) and, unpacked in
+:data:`~.wheels.SITE_DIR`, the Python packages ``container/constraints.txt`` pins for that
+python3 (:mod:`.pins`), as wheels the host downloads; slimmed and imported through the
+engine's import API. ``PYHOST_BASE_REPOSITORY`` names another repository than
+``pyhost-base``, so a checkout with other pins keeps its bases apart.
 """
 
 from __future__ import annotations
@@ -23,33 +26,23 @@ import docker
 
 from ...errors import EngineUnavailable, ImageBuildError, short
 from .client import engine_errors, inspect_image
+from .image_context import SourceTree, find_sources
+from .pins import pins_for, read_constraints
 from .probe import PYTHON_PROBE, parse_facts
 from .system import SYSTEM_PATH, Progress, apt_install, say
 from .wheels import SITE_DIR, install_wheels
 
-__all__ = ["BASE_LABEL", "DEFAULT_MIRROR", "DEFAULT_SUITE", "GLIBC_LABEL", "PACKAGES_LABEL",
-           "PYTHON_LABEL", "RECIPES", "SUITE_PYTHON", "BaseRecipe", "apt_mirror",
-           "base_packages", "build_debian_base", "import_rootfs"]
+__all__ = ["BASE_LABEL", "BASE_REPOSITORY", "DEFAULT_MIRROR", "DEFAULT_SUITE", "GLIBC_LABEL",
+           "PACKAGES_LABEL", "PYTHON_LABEL", "SUITE_PYTHON", "BaseRecipe", "apt_mirror",
+           "base_packages", "base_recipe", "base_tag", "build_debian_base", "import_rootfs"]
 
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+BASE_REPOSITORY = os.environ.get("PYHOST_BASE_REPOSITORY") or "pyhost-base"
 BASE_LABEL = "org.pyhost.base"  # what an image was built on ("debootstrap" for this base)
 # The python3 of each Debian suite a base can be made from.
 SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
-
-# uvicorn serves the runtime's serve task; numpy, pandas and msgpack are what the hxpy server
-# needs; the rest is the scientific stack hxPy's image gives user code (USER_LIBRARIES),
-# imported only when user code asks. dateutil and pytz come with pandas, named so the list
-# says the whole set. No suite packages tzdata for Python (python3-tzdata is in none of
-# bullseye, bookworm, trixie; debootstrap says "Couldn't find these debs"): each gets its wheel.
-_SERVER_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "python3-msgpack",
-                    "python3-uvicorn")
-_LIBRARY_PACKAGES = ("python3-scipy", "python3-sklearn", "python3-numexpr",
-                     "python3-dateutil", "python3-tz")
-_DEBIAN_PACKAGES = (*_SERVER_PACKAGES, *_LIBRARY_PACKAGES)
-# tzdata is pure Python: one wheel fits every interpreter and platform.
-_TZDATA_WHEEL = "tzdata==2026.6"
-PACKAGES_LABEL = "org.pyhost.packages"  # the Debian packages a base was made with
+PACKAGES_LABEL = "org.pyhost.packages"  # the Debian packages and wheels a base was made with
 PYTHON_LABEL = "org.pyhost.python"  # "3.9": the python3 of an image or base
 GLIBC_LABEL = "org.pyhost.glibc"  # "2.31": its C library, which bounds the wheels it can use
 _DEBOOTSTRAP_TIMEOUT = 1800.0
@@ -68,43 +61,44 @@ class BaseRecipe:
     """
 
     suite: str
-    packages: tuple[str, ...] = _DEBIAN_PACKAGES
+    packages: tuple[str, ...] = ("python3",)
     wheels: tuple[str, ...] = ()
 
     def label(self) -> str:
-        """The value of :data:`PACKAGES_LABEL`; for a Debian-only recipe just the package
-        list, as bases made before wheels were labelled (so those stay current)."""
+        """The value of :data:`PACKAGES_LABEL`: the Debian packages, then ``wheel:`` and
+        each pin."""
         return ",".join([*self.packages, *(f"wheel:{wheel}" for wheel in self.wheels)])
 
 
-# bullseye's numpy 1.19 and pandas 1.1 are older than hxpy supports (pandas 1.5+), so its
-# base is Debian's python3 and the newest wheels still built for cp39 (numpy 2.0 is the last
-# numpy for 3.9): scipy 1.13, scikit-learn 1.6 and numexpr 2.10 are the last for 3.9 and are
-# built against numpy 2.0, which Debian's scipy (1.6) would not load with. bookworm (numpy
-# 1.24, pandas 1.5, scipy 1.10, scikit-learn 1.2) and trixie (numpy 2.2, pandas 2.2, scipy
-# 1.15, scikit-learn 1.4) are recent enough as Debian ships them. typing_extensions is
-# uvicorn's dependency on Python < 3.11 only: pip judges such markers by the host's
-# interpreter, not --python-version, so a 3.11 host would leave it out.
-RECIPES = {
-    "bullseye": BaseRecipe("bullseye", ("python3",),
-                           ("numpy==2.0.2", "pandas==2.3.2", "msgpack==1.1.2",
-                            "uvicorn==0.39.0", "typing_extensions==4.16.0",
-                            "scipy==1.13.1", "scikit-learn==1.6.1", "numexpr==2.10.2",
-                            "joblib==1.5.3", "threadpoolctl==3.7.0",
-                            "python-dateutil==3.0.0", "pytz==2026.6", _TZDATA_WHEEL)),
-    "bookworm": BaseRecipe("bookworm", wheels=(_TZDATA_WHEEL,)),
-    # trixie moved the old zone names (US/Eastern, ...) that Debian's pytz reads from
-    # /usr/share/zoneinfo into tzdata-legacy; bookworm's tzdata and pip's pytz have them.
-    "trixie": BaseRecipe("trixie", (*_DEBIAN_PACKAGES, "tzdata-legacy"), (_TZDATA_WHEEL,)),
-}
+def base_recipe(suite: str = DEFAULT_SUITE, sources: SourceTree | None = None) -> BaseRecipe:
+    """The recipe of ``suite``: Debian's python3 alone, and as wheels every package the
+    constraints pin for that python3. Debian's python3-numpy, python3-pandas, ... are not
+    used: an apt mirror has only the suite's current version of each, so no file could pin
+    them, and bullseye's are older than hxpy supports.
+
+    Raises:
+        ImageBuildError: a suite whose python3 is unknown, or the constraints cannot be read.
+    """
+    python = SUITE_PYTHON.get(suite)
+    if python is None:
+        raise ImageBuildError(f"no Debian base for suite {suite!r}: the suites are "
+                              f"{', '.join(SUITE_PYTHON)}")
+    pins = pins_for(read_constraints((sources or find_sources()).constraints), python)
+    return BaseRecipe(suite, wheels=tuple(f"{name}=={version}"
+                                          for name, version in pins.items()))
+
+
+def base_tag(suite: str = DEFAULT_SUITE) -> str:
+    """The tag of the Debian base of ``suite``: ``pyhost-base:bookworm``."""
+    return f"{BASE_REPOSITORY}:{suite}"
 
 
 def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
                       mirror: str | None = None, progress: Progress = None) -> str:
-    """Make ``pyhost-base:<suite>`` from Debian packages with debootstrap and import it.
+    """Make ``pyhost-base:<suite>`` (:func:`base_tag`) with debootstrap and import it.
 
-    The root filesystem is a ``minbase`` with what the suite's :class:`BaseRecipe` lists
-    (Debian packages less the compilers and headers they drag in, then wheels in
+    The root filesystem is a ``minbase`` with what the suite's :func:`base_recipe` lists
+    (Debian's python3, then wheels in
     :data:`~.wheels.SITE_DIR`, compiled there since the sessions' root is read-only), without
     apt caches, docs, man pages, locales and the test suites of numpy, pandas, scipy,
     scikit-learn and numexpr. It is imported through the engine's import API with
@@ -120,17 +114,18 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
         The imported image's id.
 
     Raises:
-        ImageBuildError: not root, debootstrap missing and not installable, or a step failed.
+        ImageBuildError: not root, debootstrap missing and not installable, a step failed,
+            or the constraints cannot be read.
         EngineUnavailable: the engine refused the import.
     """
-    recipe = RECIPES.get(suite) or BaseRecipe(suite)
+    recipe = base_recipe(suite)
     if os.geteuid() != 0:
         raise ImageBuildError("no base image is present and none can be pulled; making one with "
                           "debootstrap needs root: run `pyhost image build` as root once")
     if shutil.which("debootstrap", path=SYSTEM_PATH) is None:
         apt_install(["debootstrap"], progress=progress)
     mirror = mirror or apt_mirror(suite)
-    repository, tag = "pyhost-base", suite
+    repository, tag = BASE_REPOSITORY, suite
     try:
         workdir = Path(tempfile.mkdtemp(prefix="pyhost-base-", dir="/var/tmp"))
     except OSError as exc:
@@ -142,7 +137,6 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
         _debootstrap(recipe, rootfs, mirror, progress)
         say(progress, f"debootstrap finished in {time.monotonic() - started:.0f} s")
         _unmount_inside(rootfs)
-        _drop_build_tools(rootfs, progress)
         python, glibc = _probe_rootfs(rootfs)
         if recipe.wheels:
             _add_wheels(recipe, rootfs, python, glibc, progress)
@@ -234,27 +228,12 @@ def _drop_untagged(client: docker.DockerClient, image_id: str) -> None:
 
 def base_packages(suite: str = DEFAULT_SUITE) -> str:
     """What a base of ``suite`` made now carries, as its label records it; a base labelled
-    otherwise is out of date and made again."""
-    return (RECIPES.get(suite) or BaseRecipe(suite)).label()
+    otherwise is out of date and made again.
 
-
-# Debian's python3-scipy depends on pythran, which depends on a C++ compiler and Boost's and
-# Python's headers: nothing a session runs uses them (scipy needs pythran only to build).
-# They are purged after debootstrap, their dependents left as they are.
-_BUILD_TOOLS = re.compile(r"^(?:gcc|g\+\+|cpp)(?:-\d+)?(?:-[a-z0-9_-]+-linux-gnu)?$"
-                          r"|^binutils(?:-.*)?$|-dev$")
-
-
-def _drop_build_tools(rootfs: Path, progress: Progress) -> None:
-    """Purge the compilers and ``-dev`` packages that dependencies pulled into the rootfs."""
-    listed = _in_rootfs(rootfs, ["dpkg-query", "-W", "-f", "${Package}\n"],
-                        "listing its packages", 60)
-    names = sorted(name for name in listed.split() if _BUILD_TOOLS.search(name))
-    if not names:
-        return
-    say(progress, f"purging {len(names)} build-only packages ({', '.join(names[:6])}, ...)")
-    _in_rootfs(rootfs, ["dpkg", "--purge", "--force-depends", *names],
-               "purging build-only packages", 600)
+    Raises:
+        ImageBuildError: as :func:`base_recipe`.
+    """
+    return base_recipe(suite).label()
 
 
 def _probe_rootfs(rootfs: Path) -> tuple[str, str]:

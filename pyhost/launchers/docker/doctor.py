@@ -1,19 +1,22 @@
-"""``pyhost doctor``: engine, image, permissions, deployment, the images' libraries and io
-directory, each OK or what is wrong."""
+"""``pyhost doctor``: engine, image, permissions, deployment, the images' libraries and
+pinned versions, and io directory, each OK or what is wrong."""
 
 from __future__ import annotations
 
 import os
 import pwd
 from dataclasses import dataclass
+from typing import Any
 
 from ...errors import PyHostError
-from .client import docker_client
+from .client import docker_client, inspect_image
 from .engine import engine_status
-from .image import DEFAULT_TAG, image_status
+from .image import DEFAULT_TAG, image_labels, image_python, image_status
+from .image_context import CONSTRAINTS_NAME, find_sources
 from .iodir import SANDBOX_UID_ENV, plan_io_access, sandbox_uid
 from .libraries import image_libraries
 from .paths import EngineView
+from .pins import VERSIONS_LABEL, Pin, parse_versions, pin_problems, pins_for, read_constraints
 from .python_images import DEBIAN_VERSIONS, python_images
 
 __all__ = ["Check", "diagnose"]
@@ -137,20 +140,51 @@ def _check_libraries(tag: str) -> list[Check]:
             images.setdefault(image, python)
     except PyHostError as exc:
         return [Check("libraries", False, str(exc))]
+    try:
+        pins: list[Pin] | None = read_constraints(find_sources().constraints)
+    except PyHostError:
+        pins = None  # no sources here: the labels are shown, not compared
     checks = []
     for image, version in images.items():
+        rebuild = (f"`pyhost image build --python {version}`" if version
+                   else "`pyhost image build`")
         try:
             found = image_libraries(client, image)
+            attrs = inspect_image(client, image)
         except PyHostError as exc:
             checks.append(Check("libraries", False, f"{image}: {exc}"))
             continue
-        if found is None:
+        if found is None or attrs is None:
             continue  # the image check or the pythons check already says so
-        rebuild = (f"`pyhost image build --python {version}`" if version
-                   else "`pyhost image build`")
         hint = f"; rebuild it with {rebuild}" if found.missing else ""
         checks.append(Check("libraries", not found.missing, f"{found}{hint}"))
+        checks.append(_check_versions(image, attrs, pins, rebuild))
     return checks
+
+
+def _check_versions(image: str, attrs: dict[str, Any], pins: list[Pin] | None,
+                    rebuild: str) -> Check:
+    """The versions an image holds (its :data:`~.pins.VERSIONS_LABEL`, read back from it
+    when it was built), and whether they are what the constraints pin now."""
+    label = image_labels(attrs).get(VERSIONS_LABEL)
+    if label is None:
+        return Check("versions", False, f"{image} records no pinned versions (built before "
+                                        f"{CONSTRAINTS_NAME}); rebuild it with {rebuild}")
+    held = parse_versions(label)
+    listed = ", ".join(f"{name} {version}" for name, version in held.items())
+    python = image_python(attrs)
+    if pins is None or python is None:
+        return Check("versions", True, f"{image}: {listed}")
+    try:
+        problems = pin_problems(held, pins_for(pins, python))
+    except PyHostError as exc:
+        return Check("versions", False, f"{image}: {exc}")
+    if problems:
+        return Check("versions", False, f"{image} (Python {python}) differs from "
+                                        f"{CONSTRAINTS_NAME}: {'; '.join(problems)}; "
+                                        f"rebuild it with {rebuild}")
+    return Check("versions", True, f"{image} (Python {python}), as {CONSTRAINTS_NAME} pins: "
+                                   f"{listed}")
 
 
 def _check_io(path: str) -> Check:

@@ -2,16 +2,20 @@
 
 :func:`build_image` builds ``Dockerfile.hxpy`` with only that file and ``container/`` as the
 context, and labels the image with a hash of exactly those sources (:mod:`.image_context`), so
-an unchanged tree is a no-op. Its base is ``python:3.12-slim`` when the engine has it or can
-pull it; with no registry in reach (air-gapped machines, CI) a Debian base is made with
-``debootstrap`` from the machine's own apt mirror and imported as ``pyhost-base:<suite>``
-(:mod:`.debian_base`).
+an unchanged tree is a no-op. The packages it installs are those ``container/constraints.txt``
+pins; the built image's python3 is asked for their versions, an image that differs is
+refused, and the versions it holds become its ``org.pyhost.versions`` label (:mod:`.pins`).
+Its base is ``python:3.12-slim`` when the engine has it or can pull it; with no registry in
+reach (air-gapped machines, CI) a Debian base is made with ``debootstrap`` from the
+machine's own apt mirror and imported as ``pyhost-base:<suite>`` (:mod:`.debian_base`).
 :func:`resolve_image` picks the image a session runs; :func:`image_status` serves ``pyhost
 doctor``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -20,30 +24,36 @@ from typing import Any, Callable
 
 import docker
 from docker.utils import parse_repository_tag
+from packaging.utils import canonicalize_name
 
 from ...errors import EngineUnavailable, ImageBuildError, ImageNotFound, short
 from .client import engine_errors, inspect_image
 from .debian_base import (
     BASE_LABEL,
+    BASE_REPOSITORY,
     DEFAULT_SUITE,
     GLIBC_LABEL,
     PACKAGES_LABEL,
     PYTHON_LABEL,
     SUITE_PYTHON,
     base_packages,
+    base_tag,
     build_debian_base,
 )
 from .dockerd import ensure_engine
 from .image_context import (
+    CONSTRAINTS_NAME,
     DOCKERFILE,
-    Snapshot,
     SourceTree,
     context_tar,
     find_sources,
+    snapshot_constraints,
     snapshot_hash,
     snapshot_sources,
     source_hash,
 )
+from .pins import VERSIONS_LABEL, Pin, format_versions, pin_problems, pins_for
+from .probe import probe_python
 from .system import Progress, say
 
 __all__ = [
@@ -57,6 +67,7 @@ __all__ = [
     "HASH_LABEL",
     "IMAGE_CANDIDATES",
     "PYTHON_LABEL",
+    "VERSIONS_LABEL",
     "ImageStatus",
     "build_image",
     "drop_replaced",
@@ -171,8 +182,9 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
 
     Raises:
         EngineUnavailable: no engine answers, or it refused a request.
-        ImageBuildError: the sources are missing, no base could be had, or the build failed
-            (the message ends with the build's last lines).
+        ImageBuildError: the sources are missing, no base could be had, the build failed
+            (the message ends with the build's last lines), or the image does not hold the
+            versions ``container/constraints.txt`` pins (the message names each one).
     """
     client = client or ensure_engine(progress=progress)
     snapshot = snapshot_sources(sources or find_sources())
@@ -190,41 +202,76 @@ def build_image(tag: str = DEFAULT_TAG, base: str | None = None, progress: Progr
     if existing is not None and not force:
         labels = image_labels(existing)
         if (labels.get(HASH_LABEL) == digest and labels.get(BASE_LABEL) == base
+                and VERSIONS_LABEL in labels
                 and all(labels.get(key) == value for key, value in wanted.items())):
             say(progress, f"{tag} is up to date ({digest[:12]})")
             return str(existing["Id"])
     say(progress, f"building {tag} on {base} (sources {digest[:12]})")
-    image_id = _run_build(client, snapshot, tag, base,
-                          {HASH_LABEL: digest, BASE_LABEL: base, **wanted}, progress)
+    pins = snapshot_constraints(snapshot)
+    # A Debian base of ours carries the pinned packages: its build needs no network, and
+    # gets none (pip, on a registry base, needs the index).
+    offline = image_labels(base_attrs).get(BASE_LABEL) == "debootstrap"
+    # Built untagged: the tag is given only to an image whose versions are the pinned ones.
+    built = _run_build(client, context_tar(snapshot), tag, None,
+                       {HASH_LABEL: digest, BASE_LABEL: base, **wanted}, progress,
+                       buildargs={"BASE": base}, network="none" if offline else None)
+    versions = _pinned_versions(client, built, tag, base, pins)
+    say(progress, f"{tag} holds the pinned versions: "
+                  + ", ".join(f"{name} {version}" for name, version in versions.items()))
+    image_id = _run_build(client, context_tar([(DOCKERFILE, f"FROM {built}\n".encode(), False)]),
+                          tag, tag, {VERSIONS_LABEL: format_versions(versions)}, progress)
     if existing is not None and existing.get("Id") != image_id:
         drop_replaced(client, str(existing["Id"]))
     return image_id
 
 
-def _run_build(client: docker.DockerClient, snapshot: Snapshot, tag: str, base: str,
-               labels: dict[str, str], progress: Progress) -> str:
+def _run_build(client: docker.DockerClient, context: io.BytesIO, what: str, tag: str | None,
+               labels: dict[str, str], progress: Progress,
+               buildargs: dict[str, str] | None = None, network: str | None = None) -> str:
+    """Build ``DOCKERFILE`` from ``context`` (tagged ``tag`` unless None; its steps on the
+    network ``network``, the engine's default when None); the image id."""
     recent: list[str] = []
 
     def line(text: str) -> None:
         recent[:] = (recent + [text])[-20:]
         say(progress, text)
 
-    with engine_errors(f"the engine failed while building {tag}"):
+    with engine_errors(f"the engine failed while building {what}"):
         stream = client.api.build(
-            fileobj=context_tar(snapshot), custom_context=True, dockerfile=DOCKERFILE,
-            tag=tag, buildargs={"BASE": base}, labels=labels,
+            fileobj=context, custom_context=True, dockerfile=DOCKERFILE, tag=tag,
+            buildargs=buildargs or {}, labels=labels, network_mode=network,
             rm=True, forcerm=True, pull=False, decode=True, timeout=_BUILD_TIMEOUT,
         )
         image_id, error = follow_build(stream, line)
     if error is not None:
         tail = "\n".join(recent)
-        raise ImageBuildError(f"building {tag} failed: {error}\n{tail}")
+        raise ImageBuildError(f"building {what} failed: {error}\n{tail}")
     if image_id is None:
-        attrs = inspect_image(client, tag)
+        attrs = inspect_image(client, tag) if tag else None
         if attrs is None:
-            raise ImageBuildError(f"the build of {tag} ended without an image")
+            raise ImageBuildError(f"the build of {what} ended without an image")
         image_id = str(attrs["Id"])
     return image_id
+
+
+def _pinned_versions(client: docker.DockerClient, image_id: str, tag: str, base: str,
+                     pins: list[Pin]) -> dict[str, str]:
+    """The pinned packages' versions, as the built image's own python3 reports them.
+
+    Raises:
+        ImageBuildError: one is missing or at another version than pinned (the image is
+            removed); the image's python3 could not be asked.
+    """
+    facts = probe_python(client, image_id, needs="its package versions are checked")
+    wanted = pins_for(pins, facts.python)
+    problems = pin_problems(facts.installed, wanted)
+    if problems:
+        with contextlib.suppress(EngineUnavailable):
+            drop_replaced(client, image_id)
+        raise ImageBuildError(f"{tag} built on {base} does not hold what {CONSTRAINTS_NAME} "
+                              f"pins for Python {facts.python}: {'; '.join(problems)}")
+    have = {str(canonicalize_name(name)): version for name, version in facts.installed.items()}
+    return {name: have[name] for name in wanted}
 
 
 def follow_build(stream: Iterable[dict[str, Any]],
@@ -280,7 +327,7 @@ def resolve_base(client: docker.DockerClient, progress: Progress = None,
         EngineUnavailable: the engine refused a request.
         ImageBuildError: no base could be had.
     """
-    debian = f"pyhost-base:{suite}"
+    debian = base_tag(suite)
     if inspect_image(client, DEFAULT_BASE) is not None:
         return DEFAULT_BASE
     made = inspect_image(client, debian)
@@ -373,7 +420,7 @@ def image_python(attrs: dict[str, Any]) -> str | None:
     match = re.match(r"^(?:[^/]*/)?python:(\d+\.\d+)", base)
     if match:
         return match.group(1)
-    suite = base.rpartition(":")[2] if base.startswith("pyhost-base:") else ""
+    suite = base.rpartition(":")[2] if base.startswith(f"{BASE_REPOSITORY}:") else ""
     return SUITE_PYTHON.get(suite)
 
 

@@ -3,10 +3,10 @@ them.
 
 ``pyhost image build`` (:mod:`pyhost.launchers.docker.image`) sends a context holding only
 ``Dockerfile.hxpy`` and ``container/`` (:class:`SourceTree`; from an installed wheel, its
-``hxpy`` package), read once (:func:`snapshot_sources`) so that the hash labelling the image
-(:func:`source_hash`) is of exactly what was sent, as a reproducible tar
-(:func:`context_tar`). A function's image (:mod:`pyhost.launchers.docker.function_image`)
-copies the same ``hxpy`` files.
+``hxpy`` package and the constraints file it ships), read once (:func:`snapshot_sources`) so
+that the hash labelling the image (:func:`source_hash`) is of exactly what was sent, the
+constraints included, as a reproducible tar (:func:`context_tar`). A function's image
+(:mod:`pyhost.launchers.docker.function_image`) copies the same ``hxpy`` files.
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ImageBuildError
+from .pins import CONSTRAINTS, Pin, parse_constraints
 
-__all__ = ["DOCKERFILE", "Snapshot", "SourceTree", "context_tar", "find_sources",
-           "snapshot_hash", "snapshot_sources", "source_hash"]
+__all__ = ["CONSTRAINTS_NAME", "DOCKERFILE", "Snapshot", "SourceTree", "context_tar",
+           "find_sources", "snapshot_constraints", "snapshot_hash", "snapshot_sources",
+           "source_hash"]
 
 DOCKERFILE = "Dockerfile.hxpy"
+# The image's pinned packages (:mod:`.pins`), by its name in the context.
+CONSTRAINTS_NAME = f"container/{CONSTRAINTS}"
 
 # Bumped when the way the context is laid out changes, so old images stop matching.
 _CONTEXT_FORMAT = b"pyhost-context-1"
@@ -47,6 +51,11 @@ class SourceTree:
     dockerfile: Path
     container: Path
 
+    @property
+    def constraints(self) -> Path:
+        """The constraints file pinning the image's packages (:mod:`.pins`)."""
+        return self.container / CONSTRAINTS
+
     def files(self) -> list[tuple[str, Path]]:
         """``(name in the context, path on disk)`` pairs, sorted by name."""
         found = [(DOCKERFILE, self.dockerfile)]
@@ -65,8 +74,8 @@ def find_sources() -> SourceTree:
     """Locate ``Dockerfile.hxpy`` and the hxpy sources.
 
     In a source checkout they sit beside the ``pyhost`` package. An installed wheel carries the
-    ``hxpy`` package; the Dockerfile is found there only if the wheel ships it as
-    ``pyhost/Dockerfile.hxpy``.
+    ``hxpy`` package; the Dockerfile and the constraints are found there only if the wheel
+    ships them as ``pyhost/Dockerfile.hxpy`` and ``pyhost/constraints.txt``.
 
     Raises:
         ImageBuildError: the sources are not installed; the message says where they were sought.
@@ -77,7 +86,8 @@ def find_sources() -> SourceTree:
         return SourceTree(checkout / DOCKERFILE, checkout / "container")
     spec = importlib.util.find_spec("hxpy")
     shipped = package_dir / DOCKERFILE
-    if shipped.is_file() and spec is not None and spec.origin:
+    if (shipped.is_file() and (package_dir / CONSTRAINTS).is_file() and spec is not None
+            and spec.origin):
         # Only the hxpy package itself is taken from site-packages, never its neighbours.
         return _WheelSourceTree(shipped, Path(spec.origin).resolve().parent.parent)
     raise ImageBuildError(
@@ -89,11 +99,17 @@ def find_sources() -> SourceTree:
 
 @dataclass(frozen=True)
 class _WheelSourceTree(SourceTree):
-    """A tree whose ``container`` is site-packages: only its ``hxpy`` package is taken."""
+    """A tree whose ``container`` is site-packages: only its ``hxpy`` package is taken, and
+    the constraints shipped beside the Dockerfile."""
+
+    @property
+    def constraints(self) -> Path:
+        return self.dockerfile.parent / CONSTRAINTS
 
     def files(self) -> list[tuple[str, Path]]:
         package = SourceTree(self.dockerfile, self.container / "hxpy")
-        return sorted((_rename_under_hxpy(name), path) for name, path in package.files())
+        named = [(_rename_under_hxpy(name), path) for name, path in package.files()]
+        return sorted([*named, (CONSTRAINTS_NAME, self.constraints)])
 
 
 def _rename_under_hxpy(name: str) -> str:
@@ -129,6 +145,19 @@ def snapshot_sources(sources: SourceTree) -> Snapshot:
         except OSError as exc:
             raise ImageBuildError(f"cannot read {path} for the image build: {exc}") from exc
     return taken
+
+
+def snapshot_constraints(snapshot: Snapshot) -> list[Pin]:
+    """The pins of the constraints file in a snapshot: the very bytes the build is sent.
+
+    Raises:
+        ImageBuildError: the snapshot has no constraints file, or a line is malformed.
+    """
+    for name, data, _ in snapshot:
+        if name == CONSTRAINTS_NAME:
+            return parse_constraints(data.decode("utf-8", "replace"), CONSTRAINTS_NAME)
+    raise ImageBuildError(f"the image's sources have no {CONSTRAINTS_NAME}, which pins its "
+                          "packages")
 
 
 def snapshot_hash(snapshot: Snapshot) -> str:

@@ -1,5 +1,9 @@
 """A session image per Python version: ``hxpy:py3.9``, ``hxpy:py3.11``, ``hxpy:py3.13``.
 
+They share the default image's repository: with ``PYHOST_IMAGE=hxpy-pins:latest`` they are
+``hxpy-pins:py3.9``, ..., so a checkout that names its own default image keeps these apart
+too (with ``PYHOST_BASE_REPOSITORY`` for its Debian bases, :mod:`.debian_base`).
+
 Each version has a :class:`PythonRoute`, the ways its base can be had, tried in order:
 
 1. ``python:3.X-slim`` when the engine has it;
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import docker
+from docker.utils import parse_repository_tag
 
 from ...errors import ConfigurationError, ImageBuildError, ImageNotFound
 from .client import inspect_image
@@ -32,6 +37,7 @@ from .debian_base import (
     PYTHON_LABEL,
     SUITE_PYTHON,
     base_packages,
+    base_tag,
     build_debian_base,
 )
 from .dockerd import ensure_engine
@@ -71,8 +77,9 @@ class PythonRoute:
 
     @property
     def tag(self) -> str:
-        """The session image of this version, ``hxpy:py3.9``."""
-        return f"hxpy:py{self.version}"
+        """The session image of this version, ``hxpy:py3.9`` (in the default image's
+        repository)."""
+        return f"{parse_repository_tag(DEFAULT_TAG)[0]}:py{self.version}"
 
     @property
     def registry_base(self) -> str:
@@ -82,7 +89,7 @@ class PythonRoute:
     @property
     def debian_base(self) -> str | None:
         """``pyhost-base:<suite>``, or None when no suite has this version."""
-        return f"pyhost-base:{self.suite}" if self.suite else None
+        return base_tag(self.suite) if self.suite else None
 
     def no_route(self) -> str:
         """Why no image of this version can be made here, and what to pass instead."""
