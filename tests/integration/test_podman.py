@@ -39,6 +39,7 @@ from pyhost.launchers.docker.debian_base import (
     DEFAULT_SUITE,
     PACKAGES_LABEL,
     base_packages,
+    base_tag,
     import_rootfs,
 )
 from pyhost.launchers.docker.image import image_labels
@@ -209,7 +210,7 @@ def _seed_base(client, podman: Podman) -> None:
     """Hand the shared engine's current Debian base to Podman, when it has one: made with
     debootstrap it takes minutes, and this module tests Podman, not debootstrap (the import
     that base goes through is tested on Podman below)."""
-    reference = f"pyhost-base:{DEFAULT_SUITE}"
+    reference = base_tag(DEFAULT_SUITE)
     attrs = inspect_image(client, reference)
     if attrs is None or image_labels(attrs).get(PACKAGES_LABEL) != base_packages():
         return  # `pyhost image build` makes one on Podman itself
