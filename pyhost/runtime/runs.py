@@ -459,11 +459,11 @@ def create_run(runtime: Runtime, function: Function, action: str,
                      "owner": Owner.current().labels(run_id)},
         "spec": {"function": function.key, "function_id": function.id, "action": action,
                  **spec},
-        "status": {"state": CREATED, "timings": {CREATED: now}, "attempts": []},
+        # CREATED and READY in one write: nothing happens between them worth a transaction.
+        "status": {"state": READY, "timings": {CREATED: now, READY: now}, "attempts": []},
     }
-    record = runtime.add(Record("run", function.project, run_id, run_id, kind, now,
-                                now, CREATED, document))
-    return transition(runtime, record, READY, CREATED)
+    return runtime.add(Record("run", function.project, run_id, run_id, kind, now, now, READY,
+                              document))
 
 
 def run_log(runtime: Runtime, record: Record, cap: int = DEFAULT_LOG_CAP,
