@@ -50,8 +50,9 @@ class RunLog:
         self._allow = allow
         self._partial = ""  # an unterminated last line, held back for masking
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
+        # Made by the first bytes stored: a run that prints nothing costs no directory, and
+        # a reader treats a missing log as empty.
+        self._made = False
         self._written = _total(directory)  # a log another attempt began goes on
         self._refused = False
 
@@ -86,6 +87,9 @@ class RunLog:
                                         b"logs kept ...]\n"
         elif self._refused:
             return
+        if data and not self._made:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._made = True
         while data:
             if self._written < self._cap:
                 room = self._cap - self._written

@@ -470,8 +470,8 @@ def run_log(runtime: Runtime, record: Record, cap: int = DEFAULT_LOG_CAP,
             mask: Callable[[str], str] = str,
             allow: Callable[[int], int] | None = None) -> RunLog:
     """The run's log in the store (:mod:`.run_log`), written while it runs."""
-    return RunLog(runtime.store.path(record.project, "run", record.id, "logs"), cap, mask,
-                  allow)
+    directory = runtime.store.path(record.project, "run", record.id, "logs", make=False)
+    return RunLog(directory, cap, mask, allow)
 
 
 def log_key(runtime: Runtime, log: RunLog) -> str:
