@@ -135,6 +135,38 @@ def swarm_jobs_per_s(bench: Bench) -> list[Result]:
                         "calling fn.run(wait=True)); ratio reported, no target")]
 
 
+@row("swarm_jobs_warm", issue="23")
+def swarm_jobs_warm(bench: Bench) -> list[Result]:
+    """``swarm_jobs_per_s`` with warm tasks: a ``warm_pool`` as large as a round on each
+    launcher, full before the round starts, so each job's session is a started, handshaken
+    task; rounds of each alternate."""
+    from benchmarks.rows_scale import _wait_pool_full
+
+    rounds, per_round = bench.n(3, 2), 2 * IN_FLIGHT
+    rates: dict[str, list[float]] = {"swarm": [], "plain": []}
+    with _swarm(bench) as swarm, _catalog():
+        function = _function(bench)
+        options = {"io": None, "image": bench.image_tag}
+        launchers = {"swarm": swarm, "plain": bench.launcher}
+        pools = {name: pyhost.warm_pool(per_round, launcher=launcher, **options)
+                 for name, launcher in launchers.items()}
+        try:
+            for _ in range(rounds):
+                for name, launcher in launchers.items():
+                    _wait_pool_full(pools[name], 300)
+                    rates[name].append(_in_flight(function, launcher, per_round))
+        finally:
+            for pool in pools.values():
+                pool.close()
+    return [Result("swarm_jobs_per_s[warm]", "jobs/s", rates["swarm"], higher_is_better=True,
+                   target=Target(0.8, relative=True),
+                   baseline=Baseline("the same on the plain engine with its own pool; jobs/s",
+                                     tuple(rates["plain"])),
+                   note=f"{per_round} jobs per round, {IN_FLIGHT} in flight, from a full pool "
+                        f"of {per_round} on each launcher (bursts, not a sustained rate: a "
+                        "pool refills at the launcher's start rate)")]
+
+
 def _function(bench: Bench) -> Any:
     import pyhost.runtime as dh
 

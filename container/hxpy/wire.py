@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from . import codec
 
@@ -31,6 +31,8 @@ __all__ = [
     "FrameTooLarge",
     "HEADER",
     "PeerClosed",
+    "SPIN_GATE",
+    "SpinGate",
     "allocate",
     "check_size",
     "frames",
@@ -177,11 +179,13 @@ class FrameReader:
     """
 
     def __init__(self, sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME,
-                 buffer_size: int = 64 * 1024, spin: float = 0.0) -> None:
+                 buffer_size: int = 64 * 1024, spin: float = 0.0,
+                 gate: SpinGate | None = None) -> None:
         # A buffer of HEADER.size bytes never reads past the end of a message.
         self.sock = sock
         self.max_size = max_size
         self.spin = spin
+        self.gate = gate if gate is not None else SPIN_GATE
         self._buf = bytearray(buffer_size)
         self._view = memoryview(self._buf)
         self._start = 0  # buffered, unread bytes are self._buf[self._start:self._end]
@@ -229,6 +233,8 @@ class FrameReader:
         """``recv_into`` the empty buffer, polling first (see the class)."""
         if self._skip:
             self._skip -= 1
+            return self.sock.recv_into(self._view)
+        if not self.gate.open():  # more runnable threads than CPUs: a poll would steal one
             return self.sock.recv_into(self._view)
         until = _now() + self.spin
         while True:
@@ -308,6 +314,63 @@ class FrameReader:
                     raise PeerClosed(f"connection closed after {self._end} of {need} bytes")
                 raise PeerClosed("connection closed")
             self._end += n
+
+
+class SpinGate:
+    """Whether a waiting reader may poll now: only while the machine has no more runnable
+    threads than this process has CPUs. Past that, a poller takes the CPU that the peer (or
+    another session's server, or another thread of this process) needs to answer, and many
+    sessions at once get less done in total than one. Shared by every reader of a process;
+    the count is read at most every ``every`` seconds (one ``pread`` of /proc/loadavg, whose
+    fourth field is the kernel's count of runnable threads, machine-wide even in a
+    container), so the gate follows the load within that time and costs almost nothing.
+    Without that file (not Linux) the gate stays open, as polling was before it.
+    """
+
+    def __init__(self, cpus: int | None = None,
+                 runnable: Callable[[], int | None] | None = None,
+                 now: Callable[[], float] = time.monotonic, every: float = 0.01) -> None:
+        self._cpus = cpus
+        self._runnable = runnable if runnable is not None else _runnable_threads
+        self._now = now
+        self._every = every
+        self._next = float("-inf")  # when to read the count again
+        self._open = True
+
+    def open(self) -> bool:
+        now = self._now()
+        if now >= self._next:
+            self._next = now + self._every
+            if self._cpus is None:
+                self._cpus = _cpu_count()
+            runnable = self._runnable()
+            self._open = runnable is None or runnable <= self._cpus
+        return self._open
+
+
+def _runnable_threads() -> int | None:
+    """The machine's runnable threads now (this one included), or None if unknown."""
+    global _loadavg
+    try:
+        if _loadavg is None:
+            _loadavg = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
+        # "0.52 0.58 0.59 3/512 12345": runnable/existing scheduling entities
+        return int(os.pread(_loadavg, 128, 0).split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_loadavg: int | None = None  # the fd of /proc/loadavg, kept open: one pread per reading
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+SPIN_GATE = SpinGate()
 
 
 def _several_cpus() -> bool:

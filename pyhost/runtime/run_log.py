@@ -53,11 +53,9 @@ class RunLog:
         self._partial = ""  # an unterminated last line, held back for masking
         self._lock = threading.Lock()
         self.lost = 0  # bytes the filesystem refused (a full disk): the run goes on without
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            self.path.touch()
-        except OSError as exc:
-            self._lose(0, exc)
+        # Made by the first bytes stored: a run that prints nothing costs no directory, and
+        # a reader treats a missing log as empty.
+        self._made = False
         self._written = _total(directory)  # a log another attempt began goes on
         self._refused = False
 
@@ -92,6 +90,13 @@ class RunLog:
                                         b"logs kept ...]\n"
         elif self._refused:
             return
+        if data and not self._made:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._lose(len(data), exc)
+                return
+            self._made = True
         while data:
             if self._written < self._cap:
                 room = self._cap - self._written

@@ -464,19 +464,19 @@ def create_run(runtime: Runtime, function: Function, action: str,
                      "owner": Owner.current().labels(run_id)},
         "spec": {"function": function.key, "function_id": function.id, "action": action,
                  **spec},
-        "status": {"state": CREATED, "timings": {CREATED: now}, "attempts": []},
+        # CREATED and READY in one write: nothing happens between them worth a transaction.
+        "status": {"state": READY, "timings": {CREATED: now, READY: now}, "attempts": []},
     }
-    record = runtime.add(Record("run", function.project, run_id, run_id, kind, now,
-                                now, CREATED, document))
-    return transition(runtime, record, READY, CREATED)
+    return runtime.add(Record("run", function.project, run_id, run_id, kind, now, now, READY,
+                              document))
 
 
 def run_log(runtime: Runtime, record: Record, cap: int = DEFAULT_LOG_CAP,
             mask: Callable[[str], str] = str,
             allow: Callable[[int], int] | None = None) -> RunLog:
     """The run's log in the store (:mod:`.run_log`), written while it runs."""
-    return RunLog(runtime.store.path(record.project, "run", record.id, "logs"), cap, mask,
-                  allow)
+    directory = runtime.store.path(record.project, "run", record.id, "logs", make=False)
+    return RunLog(directory, cap, mask, allow)
 
 
 def log_key(runtime: Runtime, log: RunLog) -> str:

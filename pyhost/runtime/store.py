@@ -59,9 +59,10 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
-    def path(self, project: str, entity_type: str, name: str, id: str) -> Path:
+    def path(self, project: str, entity_type: str, name: str, id: str, *,
+             make: bool = True) -> Path:
         """The entity version's own directory, ``<root>/<project>/<entity_type>/<name>/<id>``,
-        made if missing.
+        made if missing (unless not ``make``: a run's log is made by its first line).
 
         Raises:
             ValueError: a part is empty, ``.`` or ``..``, or holds a path separator or NUL.
@@ -71,6 +72,8 @@ class Store:
                              ("name", name), ("id", id)):
             _check_name(label, value)
         directory = self.root / project / entity_type / name / id
+        if not make:
+            return directory
         with _os_errors(f"cannot make the directory {directory}"):
             directory.mkdir(parents=True, exist_ok=True)
         return directory

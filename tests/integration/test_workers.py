@@ -89,6 +89,49 @@ def test_sixteen_sessions_in_parallel(client, io_dir):
     assert results == {n: [n * n] * 20 for n in range(16)}
 
 
+def test_sixty_four_sessions_from_sixteen_threads_lose_and_mix_no_reply(client, io_dir):
+    # Each thread drives four sessions in turn; every reply names its session and step, and
+    # each session keeps a running checksum the host recomputes: a reply lost, repeated or
+    # delivered to another session breaks one of the three.
+    sessions, threads_n, evals = 64, 16, 1000
+    problems: list[tuple] = []
+    checksums: dict[int, tuple[int, int]] = {}
+
+    def work(thread: int) -> None:
+        mine = range(thread * sessions // threads_n, (thread + 1) * sessions // threads_n)
+        opened = {}
+        try:
+            for sid in mine:  # entered: kept open across evals, as a worker's would be
+                opened[sid] = py(io=io_dir).__enter__()
+                opened[sid].define("sid", sid).exec("total = 0\n")
+            expected = dict.fromkeys(mine, 0)
+            for step in range(evals):
+                for sid, s in opened.items():
+                    value = sid * 1_000_003 + step
+                    got = s.define("v", value).exec("total = (total * 31 + v) % 1000000007\n") \
+                        .eval("(sid, v, total)")
+                    expected[sid] = (expected[sid] * 31 + value) % 1000000007
+                    if got != [sid, value, expected[sid]]:  # a tuple comes back a list
+                        problems.append((sid, step, got))
+                        return
+            for sid, s in opened.items():
+                checksums[sid] = (s.eval("total"), expected[sid])
+        except Exception as error:  # reported below with the thread that met it
+            problems.append((thread, "raised", repr(error)))
+        finally:
+            for s in opened.values():
+                s.close()
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert problems == []
+    assert len(checksums) == sessions
+    assert all(there == here for there, here in checksums.values())
+
+
 def test_soft_timeout_keeps_state_and_hard_timeout_restarts(client, io_dir):
     s = py(persist="timeouts", io=io_dir, grace=0.5)
     s.define("state", "kept").eval("None")

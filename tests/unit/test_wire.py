@@ -104,6 +104,10 @@ def test_small_frames_over_max_are_refused_both_ways():
             wire.FrameReader(b, max_size=10).read()
 
 
+# These tests are about polling itself: a gate the machine's load cannot close.
+OPEN = wire.SpinGate(runnable=lambda: None)
+
+
 class _CountingSocket:
     """A socket whose reads are counted: ``polls`` without waiting, ``sleeps`` blocking."""
 
@@ -130,7 +134,7 @@ def test_a_polling_reader_gets_what_comes_during_and_after_the_poll():
     a, b = socket.socketpair()
     with a, b:
         counted = _CountingSocket(b)
-        reader = wire.FrameReader(counted, spin=0.5)  # type: ignore[arg-type]
+        reader = wire.FrameReader(counted, spin=0.5, gate=OPEN)  # type: ignore[arg-type]
         timer = _send_later(a, b"during", 0.01)
         assert reader.read() == (b"during", [])
         timer.join()
@@ -149,7 +153,7 @@ def test_failed_polls_make_the_next_reads_sleep_at_once():
     a, b = socket.socketpair()
     with a, b:
         counted = _CountingSocket(b)
-        reader = wire.FrameReader(counted, spin=0.001)  # type: ignore[arg-type]
+        reader = wire.FrameReader(counted, spin=0.001, gate=OPEN)  # type: ignore[arg-type]
         polls_per_read = []
         for _ in range(6):  # a slow peer: every poll finds nothing
             before = counted.polls
@@ -173,7 +177,7 @@ def test_a_reader_confined_to_one_cpu_backs_off_fully():
         os.sched_setaffinity(0, {min(before)})
         with a, b:
             counted = _CountingSocket(b)
-            reader = wire.FrameReader(counted, spin=0.001)  # type: ignore[arg-type]
+            reader = wire.FrameReader(counted, spin=0.001, gate=OPEN)  # type: ignore[arg-type]
             for _ in range(3):
                 timer = _send_later(a, b"x", 0.01)
                 assert reader.read() == (b"x", [])
@@ -186,3 +190,65 @@ def test_a_reader_confined_to_one_cpu_backs_off_fully():
             assert counted.polls == polls  # ... and the next ones do not poll
     finally:
         os.sched_setaffinity(0, before)
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.time = 100.0
+
+    def __call__(self) -> float:
+        return self.time
+
+
+def test_the_spin_gate_follows_the_runnable_count_read_at_most_every_interval():
+    clock, counts, reads = _FakeClock(), iter([2, 3, 9, 1]), []
+
+    def runnable() -> int:
+        reads.append(clock.time)
+        return next(counts)
+
+    gate = wire.SpinGate(cpus=2, runnable=runnable, now=clock, every=0.25)  # exact steps
+    assert gate.open()  # 2 runnable on 2 CPUs: a poller has a CPU to spare
+    clock.time += 0.125
+    assert gate.open() and reads == [100.0]  # within the interval: not read again
+    clock.time += 0.125
+    assert not gate.open()  # 3 on 2 CPUs: closed
+    clock.time += 0.125
+    assert not gate.open() and len(reads) == 2
+    clock.time += 0.125
+    assert not gate.open()  # 9
+    clock.time += 1.0
+    assert gate.open()  # 1: open again
+    assert reads == [100.0, 100.25, 100.5, 101.5]
+
+
+def test_the_spin_gate_stays_open_where_the_count_is_unknown():
+    gate = wire.SpinGate(cpus=1, runnable=lambda: None, now=_FakeClock())
+    assert gate.open()
+
+
+def test_a_reader_behind_a_closed_gate_sleeps_at_once_and_polls_again_when_it_opens():
+    clock, count = _FakeClock(), [8]
+    gate = wire.SpinGate(cpus=2, runnable=lambda: count[0], now=clock, every=0.25)
+    a, b = socket.socketpair()
+    with a, b:
+        counted = _CountingSocket(b)
+        reader = wire.FrameReader(counted, spin=0.5, gate=gate)  # type: ignore[arg-type]
+        for _ in range(3):  # 8 runnable on 2 CPUs: no read polls
+            timer = _send_later(a, b"busy", 0.005)
+            assert reader.read() == (b"busy", [])
+            timer.join()
+        assert counted.polls == 0 and counted.sleeps == 3
+        count[0] = 2
+        clock.time += 0.25
+        timer = _send_later(a, b"quiet", 0.005)
+        assert reader.read() == (b"quiet", [])  # within the 0.5 s poll
+        timer.join()
+        assert counted.polls > 0 and counted.sleeps == 3
+
+
+def test_the_machine_wide_runnable_count_is_read_on_linux():
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg here")
+    count = wire._runnable_threads()
+    assert isinstance(count, int) and count >= 1  # this thread is running

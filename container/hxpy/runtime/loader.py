@@ -65,8 +65,10 @@ def import_function(directory: str, module_name: str, function_name: str
     """
     install_shim()
     top = module_name.split(".")[0]
-    for name in [name for name in sys.modules if name == top or name.startswith(top + ".")]:
-        del sys.modules[name]
+    earlier = sys.modules.pop(top, None)
+    if hasattr(earlier, "__path__"):  # a package: its submodules go too (a plain module has
+        for name in [name for name in sys.modules if name.startswith(top + ".")]:  # none)
+            del sys.modules[name]
     sys.path.insert(0, directory)
     try:
         importlib.invalidate_caches()

@@ -19,6 +19,7 @@ from .base import CatalogError
 __all__ = ["decode_document", "encode_document"]
 
 _SCALARS = (str, int, float, bool, type(None))
+_EXACT_SCALARS = frozenset(_SCALARS)
 
 
 def encode_document(document: Any) -> str:
@@ -31,7 +32,8 @@ def encode_document(document: Any) -> str:
     if not isinstance(document, dict):
         raise CatalogError(f"a document is a dict, not {type(document).__name__}")
     try:
-        _check(document, "document", set())
+        if not _plain(document):  # the slow walk only to say where the bad value sits
+            _check(document, "document", set())
         return json.dumps(document, ensure_ascii=False, check_circular=False)
     except RecursionError:
         raise CatalogError("the document is nested too deeply to store") from None
@@ -50,6 +52,31 @@ def decode_document(text: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise CatalogError(f"a stored document is a {type(document).__name__}, not an object")
     return document
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is JSON data, answered without building the paths :func:`_check`
+    names (a run's status is encoded at every transition). A cycle or a nesting too deep
+    answers False, and :func:`_check` then tells which."""
+    try:
+        return _plain_data(value)
+    except RecursionError:
+        return False
+
+
+def _plain_data(value: Any) -> bool:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _EXACT_SCALARS
+                                        and not _plain_data(item)):
+                return False
+        return True
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if type(item) not in _EXACT_SCALARS and not _plain_data(item):
+                return False
+        return True
+    return isinstance(value, _SCALARS)
 
 
 def _check(value: Any, where: str, parents: set[int]) -> None:

@@ -55,6 +55,7 @@ __all__ = ["SqliteCatalog"]
 
 _T = TypeVar("_T")
 _COLUMNS = "entity_type, project, name, id, kind, created, updated, state, document"
+_KEY_COLUMNS = "project, name, kind, created, state"  # what an update keeps of a record
 _ATTEMPTS = 8           # tries of one operation while SQLite answers "busy"
 _FIRST_PAUSE = 0.005    # seconds; doubled each try, with jitter, up to _MAX_PAUSE
 _MAX_PAUSE = 0.5
@@ -159,6 +160,8 @@ class SqliteCatalog(Catalog):
         text = encode_document(record.document)
 
         def insert(conn: sqlite3.Connection) -> None:
+            # One statement is its own transaction, and a writing statement takes the write
+            # lock before it reads MAX(seq).
             try:
                 conn.execute(
                     f"INSERT INTO records ({_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -168,31 +171,37 @@ class SqliteCatalog(Catalog):
             except sqlite3.IntegrityError as exc:
                 raise CatalogError(f"a record with id {record.id} exists") from exc
 
-        self._write(insert)
+        self._attempt(insert)
 
     def update(self, entity_type: str, id: str, document: dict[str, Any], *,
                state: str | None = None, expect_state: str | Sequence[str] | None = None,
                updated: float) -> Record:
         _check_type(entity_type)
         text = encode_document(document)
+        expected = () if expect_state is None else _states(expect_state)
+        guard = "" if expect_state is None else \
+            f" AND state IN ({', '.join('?' * len(expected))})"  # IN () is never true
 
-        def compare_and_set(conn: sqlite3.Connection) -> Record:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM records WHERE id = ? AND "
-                               "entity_type = ?", (id, entity_type)).fetchone()
-            if row is None:
-                raise CatalogError(f"no {entity_type} with id {id}")
-            current = _record(row)
-            if expect_state is not None and current.state not in _states(expect_state):
-                raise StaleState(f"{entity_type} {id} is {current.state}, not "
-                                 f"{' or '.join(_states(expect_state))}")
-            new_state = current.state if state is None else state
-            conn.execute("UPDATE records SET document = ?, state = ?, updated = ? WHERE id = ?",
-                         (text, new_state, updated, id))
-            return Record(current.entity_type, current.project, current.name, current.id,
-                          current.kind, current.created, updated, new_state,
-                          decode_document(text))
+        def compare_and_set(conn: sqlite3.Connection) -> bool:
+            # One statement: the state is compared under the write lock it holds to write.
+            changed = conn.execute(
+                "UPDATE records SET document = ?, state = COALESCE(?, state), updated = ? "
+                f"WHERE id = ? AND entity_type = ?{guard}",
+                (text, state, updated, id, entity_type, *expected))
+            return changed.rowcount == 1
 
-        return self._write(compare_and_set)
+        changed = self._attempt(compare_and_set)
+        # What an update never changes; read after it, which is enough to name the record.
+        rows = self._read(f"SELECT {_KEY_COLUMNS} FROM records WHERE id = ? AND "
+                          "entity_type = ?", (id, entity_type))
+        if not rows:
+            raise CatalogError(f"no {entity_type} with id {id}")
+        project, name, kind, created, current_state = rows[0]
+        if not changed:
+            raise StaleState(f"{entity_type} {id} is {current_state}, not "
+                             f"{' or '.join(expected)}")
+        return Record(entity_type, project, name, id, kind, float(created), updated,
+                      current_state if state is None else state, decode_document(text))
 
     def get(self, entity_type: str, id: str) -> Record | None:
         _check_type(entity_type)
