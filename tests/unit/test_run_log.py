@@ -96,9 +96,17 @@ def test_invalid_text_is_stored_with_replacement_characters(tmp_path):
 def test_a_log_the_filesystem_refuses_is_lost_without_failing_its_run(tmp_path, caplog):
     # A full disk in tests/faults/test_full_store.py; here a file that cannot be opened.
     log = RunLog(tmp_path / "logs", 1 << 20)
-    (tmp_path / "logs" / "logs.txt").unlink()
-    (tmp_path / "logs" / "logs.txt").mkdir()
+    (tmp_path / "logs" / "logs.txt").mkdir(parents=True)  # the log is made by its first line
     log.write("a line\nanother\n")
     log.write("more\n")
     assert log.lost == len("a line\nanother\nmore\n")
     assert caplog.text.count("cannot be written") == 1  # said once
+
+
+def test_a_run_that_prints_nothing_makes_no_log_directory(tmp_path):
+    log = RunLog(tmp_path / "logs", 1 << 20)
+    log.flush()
+    assert not (tmp_path / "logs").exists()
+    assert read_log(tmp_path / "logs", 1 << 20) == ""  # a missing log reads as empty
+    log.write("first\n")
+    assert (tmp_path / "logs" / "logs.txt").read_text() == "first\n"

@@ -27,6 +27,7 @@ Versions: on open the schema is created or brought forward by :data:`_MIGRATIONS
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import sqlite3
@@ -140,7 +141,10 @@ class SqliteCatalog(Catalog):
             # another process closing its last connection would then delete the WAL under them.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
-            pass
+            if self.path.is_dir():  # SQLite would only say "unable to open database file"
+                raise CatalogError(f"cannot use {self.path} as the catalog: it is a "
+                                   "directory") from IsADirectoryError(
+                    errno.EISDIR, os.strerror(errno.EISDIR), str(self.path))
         except OSError as exc:
             raise CatalogError(f"cannot make the catalog file {self.path}: {exc}") from exc
         try:
