@@ -118,15 +118,20 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a server ended."""
+    """How a server ended.
+
+    ``engine`` is what became of the engine that ran it when that explains the end (it
+    restarted, stopped, does not answer), else "".
+    """
 
     exit_code: int | None
     oom_killed: bool = False
     error: str = ""
     logs: str = ""
+    engine: str = ""
 
     def describe(self) -> str:
-        parts = []
+        parts = [self.engine] if self.engine else []
         if self.oom_killed:
             parts.append("killed for running out of memory (OOM)")
         if self.exit_code is not None:
@@ -212,6 +217,11 @@ class Launcher(ImageBuilder, abc.ABC):
         serve run's ``service_type="LoadBalancer"``); None when it can."""
         return (f"the {self.name or type(self).__name__} launcher has no load balancer; "
                 "LoadBalancer needs a cluster launcher (swarm) whose routing mesh works")
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for where servers run (an engine) to take new ones
+        again after it went away; whether it does. Ready at once by default."""
+        return True
 
     @abc.abstractmethod
     def start(self, spec: LaunchSpec) -> Instance:
