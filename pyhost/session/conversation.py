@@ -406,8 +406,7 @@ class Conversation:
             log.error("session %s: the container went with its engine: %s", self.id,
                       status.engine)
             return SessionDied(f"session {self.id}: the container is gone with the engine that "
-                               f"ran it: {status.describe()}; the next eval starts a new "
-                               "container (init runs again)", status.exit_code,
+                               f"ran it: {status.describe()}", status.exit_code,
                                status.oom_killed, engine_lost=True)
         log.error("session %s: container died during a batch: %s", self.id,
                   status.describe().splitlines()[0])

@@ -11,7 +11,8 @@ breaks. Two facts tell an engine's fault apart, and :class:`EngineWatch` gathers
   (and, if it answers again, restarted). The stream asks for the daemon's own events, which
   come almost never; the engine closes it only when it exits.
 
-The watch runs in one daemon thread per launcher. When the engine answers again it reopens
+The watch runs in one daemon thread per engine client (:func:`watch_of`: the launchers of a
+process share the client, so one thread). When the engine answers again it reopens
 the stream and removes the containers whose removal failed while the engine was away (see
 :meth:`EngineWatch.remove_later`); what is left when the process ends, ``pyhost gc`` removes.
 """
@@ -29,7 +30,7 @@ from ...errors import EngineUnavailable
 from .client import ENGINE_ERRORS
 from .engine import ping
 
-__all__ = ["PING_TIMEOUT", "EngineWatch"]
+__all__ = ["PING_TIMEOUT", "EngineWatch", "watch_of"]
 
 log = logging.getLogger("pyhost")
 
@@ -38,6 +39,18 @@ log = logging.getLogger("pyhost")
 #: is down).
 PING_TIMEOUT = 3.0
 _RETRY_MAX = 2.0  # seconds between attempts to reach an engine that went away
+
+_watches: dict[int, EngineWatch] = {}  # by id(client); each watch holds its client
+_watches_lock = threading.Lock()
+
+
+def watch_of(client: docker.DockerClient) -> EngineWatch:
+    """The one :class:`EngineWatch` of ``client``'s engine in this process."""
+    with _watches_lock:
+        watch = _watches.get(id(client))
+        if watch is None:
+            watch = _watches[id(client)] = EngineWatch(client)
+        return watch
 
 
 class EngineWatch:
@@ -116,7 +129,7 @@ class EngineWatch:
             stream, self._stream = self._stream, None
             thread = self._thread
         if stream is not None:
-            stream.close()
+            _close(stream)
         if thread is not None:
             thread.join(timeout=10)
 
@@ -141,6 +154,9 @@ class EngineWatch:
                     delay = min(delay * 2, _RETRY_MAX)
                     continue
                 with self._lock:
+                    if self._closed.is_set():  # closed while it opened
+                        _close(stream)
+                        return
                     self._stream = stream
             delay = 0.1
             self._remove_pending()
@@ -149,6 +165,7 @@ class EngineWatch:
                     pass  # a reload of the daemon's configuration: nothing to us
             except Exception:  # noqa: BLE001 - however it breaks (requests, urllib3, OSError)
                 pass
+            _close(stream)
             with self._lock:
                 self._stream = None
                 if self._closed.is_set():
@@ -164,6 +181,15 @@ class EngineWatch:
                 remove()
             except EngineUnavailable as exc:
                 log.error("removing a container the engine kept while it was away: %s", exc)
+
+
+def _close(stream: Any) -> None:
+    """Close an event stream, broken or not (docker-py's close reaches into the response's
+    socket, which a broken one may have lost already)."""
+    try:
+        stream.close()
+    except Exception:  # noqa: BLE001 - closing what is gone: nothing to report
+        pass
 
 
 def _address(client: docker.DockerClient) -> str | None:

@@ -49,7 +49,7 @@ from ..base import (
 from ..images import BuildProgress, BuiltImage, ImageRecipe
 from ..ownership import Owner
 from .client import docker_client, engine_errors
-from .engine_watch import EngineWatch
+from .engine_watch import EngineWatch, watch_of
 from .function_image import build_function_image, check_recipe
 from .image import find_image, image_python, resolve_image
 from .image_modules import image_modules
@@ -215,7 +215,6 @@ class DockerLauncher(Launcher):
         self._collected = False
         self._engine: EngineView | None = None
         self._engine_lock = threading.Lock()
-        self._watch: EngineWatch | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -234,10 +233,7 @@ class DockerLauncher(Launcher):
     @property
     def watch(self) -> EngineWatch:
         """What notices the engine going away (see :mod:`.engine_watch`)."""
-        with self._engine_lock:
-            if self._watch is None:
-                self._watch = EngineWatch(self.client)
-            return self._watch
+        return watch_of(self.client)
 
     def wait_until_ready(self, timeout: float) -> bool:
         """Wait for the engine to answer a new connection (after it went away)."""
@@ -245,10 +241,8 @@ class DockerLauncher(Launcher):
 
     def close(self) -> None:
         """Stop watching the engine (the next start watches again)."""
-        with self._engine_lock:
-            watch = self._watch
-        if watch is not None:
-            watch.close()
+        if self._client is not None:
+            self.watch.close()
 
     def check(self, spec: LaunchSpec) -> None:
         """The checks that need no engine: run when the session is made."""
