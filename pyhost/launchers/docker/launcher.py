@@ -110,19 +110,24 @@ class DockerInstance(Instance):
                                             state.get("Error") or "", self._logs()))
 
     def wait(self, timeout: float) -> ExitStatus | None:
-        """How it ended, waiting up to ``timeout``; when the engine does not answer, an
-        ExitStatus saying so (it went with the engine, or cannot be reached any more)."""
+        """How it ended, waiting up to ``timeout``. When the engine went away, an ExitStatus
+        saying so even if the container still shows as running (a stopping engine may not
+        have recorded its end yet) or cannot be asked (the engine does not answer)."""
         try:
             with engine_errors("waiting for the container"):
                 self.client.api.wait(self.id, timeout=max(timeout, 0.01))
         except EngineUnavailable:
             pass  # the wait ran out (it still runs), or it is gone: poll tells which
         try:
-            return self.poll()
+            status = self.poll()
         except EngineUnavailable as exc:
             engine = self._watch.went_away(self._mark) if self._watch is not None else ""
             return ExitStatus(None, engine=engine or f"the Docker engine does not answer "
                                                      f"({short(exc)})")
+        if status is None and self._watch is not None:
+            engine = self._watch.went_away(self._mark)
+            return ExitStatus(None, engine=engine) if engine else None
+        return status
 
     def _with_engine(self, status: ExitStatus) -> ExitStatus:
         """``status`` with what became of the engine since the start, if it went away."""
