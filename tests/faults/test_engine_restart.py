@@ -15,6 +15,7 @@ engine, no socket dir, and ``pyhost gc`` finds nothing to remove.
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -58,12 +59,20 @@ def engine() -> Iterator[PrivateEngine]:
         if inspect_image(shared, DEFAULT_TAG) is None:
             pytest.fail(f"the session image {DEFAULT_TAG} is missing: run `pyhost image build`",
                         pytrace=False)
+        bridge_before = _has_docker0()
         with PrivateEngine() as private:
             load_image(shared, private.start(), DEFAULT_TAG)
             yield private
         assert not private.root.exists(), f"the private engine left {private.root}"
+        # It runs in a network namespace of its own: the shared engine's default bridge is
+        # still there (a dockerd with --bridge=none deletes docker0 where it runs).
+        assert _has_docker0() == bridge_before, "the private engine deleted docker0"
     finally:
         shared.close()
+
+
+def _has_docker0() -> bool:
+    return "docker0" in {name for _index, name in socket.if_nameindex()}
 
 
 @pytest.fixture

@@ -5,11 +5,14 @@ others use.
 :func:`~pyhost.launchers.docker.dockerd.spawn_dockerd` and
 :func:`~pyhost.launchers.docker.dockerd.wait_until_answering`, with everything of its own
 under one temp dir (data-root, exec-root, pidfile, Unix socket, log, an empty config file so
-``/etc/docker/daemon.json`` is not read) and a cgroup parent of its own. ``--bridge=none
---iptables=false --ip6tables=false``: it makes no network interface and no firewall rule, so
-the shared engine's networks and NAT are untouched; its sessions run as on any local engine
-(network ``none``, reached through their socket directory). Its managed containerd lives
-under its exec-root too.
+``/etc/docker/daemon.json`` is not read), a cgroup parent of its own, and a network namespace
+of its own (``unshare --net``; it ends with the engine's last process). The namespace is not
+optional: a dockerd started with ``--bridge=none`` deletes the interface ``docker0`` of the
+namespace it runs in, which in the host's is the shared engine's default bridge. With
+``--iptables=false --ip6tables=false`` too, it makes no interface and no firewall rule where
+anyone else could see them; its sessions run as on any local engine (network ``none``,
+reached through their socket directory, a path the namespace does not change). Its managed
+containerd lives under its exec-root and in its namespace too.
 
 :func:`load_image` copies an image from one engine to another (``docker save`` streamed into
 ``docker load``); :func:`remove_tree` and :func:`remove_cgroups` undo what a dockerd leaves
@@ -85,7 +88,7 @@ class PrivateEngine:
         :attr:`client`)."""
         if self.pid is not None:
             raise PrivateEngineError(f"the private engine at {self.host} already runs")
-        self._dockerd = spawn_dockerd(self.args, str(self.log))
+        self._dockerd = spawn_dockerd(self.args, str(self.log), wrapper=("unshare", "--net"))
         self.client = wait_until_answering(_START_TIMEOUT, self._dockerd, host=self.host)
         return self.client
 

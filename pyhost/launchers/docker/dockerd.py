@@ -146,9 +146,13 @@ def _start_and_wait(timeout: float, progress: Progress) -> docker.DockerClient:
 
 
 def spawn_dockerd(args: Sequence[str] = (), log_path: str = DOCKERD_LOG,
-                  progress: Progress = None) -> StartedDockerd:
+                  progress: Progress = None, wrapper: Sequence[str] = ()) -> StartedDockerd:
     """Start ``dockerd`` with ``args`` in the background, in its own session, logging to
     ``log_path``; it may not answer yet (:func:`wait_until_answering`).
+
+    ``wrapper`` is a command that executes dockerd in place (``unshare --net``: a network
+    namespace of its own, where a second engine's start-up cannot touch the first one's
+    interfaces; dockerd without a bridge deletes ``docker0`` of the namespace it runs in).
 
     Raises:
         EngineUnavailable: dockerd is not installed, or cannot be started or log.
@@ -164,7 +168,7 @@ def spawn_dockerd(args: Sequence[str] = (), log_path: str = DOCKERD_LOG,
     log_start = log.seek(0, os.SEEK_END)
     try:
         # Its own session: the daemon outlives us and our terminal's signals never reach it.
-        proc = subprocess.Popen([dockerd, *args], stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen([*wrapper, dockerd, *args], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True, env={**os.environ, "PATH": SYSTEM_PATH})
     except OSError as exc:
