@@ -178,7 +178,9 @@ class Instance(abc.ABC):
 
     @abc.abstractmethod
     def wait(self, timeout: float) -> ExitStatus | None:
-        """Wait up to ``timeout`` for it to end; None if it still runs."""
+        """Wait up to ``timeout`` for it to end; None if it still runs. A server whose
+        engine went away counts as ended (``ExitStatus.engine`` says how), whatever the
+        engine last recorded of it."""
 
     @abc.abstractmethod
     def kill(self) -> None:
