@@ -14,6 +14,7 @@ engine, no socket dir, and ``pyhost gc`` finds nothing to remove.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import tempfile
@@ -153,6 +154,27 @@ def test_a_persistent_session_raises_session_died_naming_the_restart_then_works_
             again.eval("x")
     finally:
         session.close()
+    assert_nothing_left(engine, runtime_dir, tmp_path / "home")
+
+
+def test_an_eval_while_the_engine_is_stopped_raises_session_died_then_works_once_it_is_back(
+        engine, launcher, runtime_dir, tmp_path):
+    with py(launcher=launcher) as session:
+        assert session.eval("1 + 1") == 2
+        first = session.container_id
+        engine.stop()
+        try:
+            with pytest.raises(SessionDied) as died:
+                session.eval("2 + 2")
+            assert died.value.engine_lost
+            # Which of the two depends on whether the watch saw its stream break yet.
+            assert re.search(r"the Docker engine (stopped at \S+ and does not answer|is "
+                             r"stopping or down)", str(died.value)), died.value
+        finally:
+            engine.start()
+        assert session.eval("3 + 3") == 6 and session.container_id != first
+    # The first container, which the engine could not remove while it was stopped, was
+    # removed once it answered again.
     assert_nothing_left(engine, runtime_dir, tmp_path / "home")
 
 

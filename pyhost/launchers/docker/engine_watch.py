@@ -159,7 +159,7 @@ class EngineWatch:
                         return
                     self._stream = stream
             delay = 0.1
-            self._remove_pending()
+            self.remove_pending()
             try:
                 for _event in stream:
                     pass  # a reload of the daemon's configuration: nothing to us
@@ -173,8 +173,14 @@ class EngineWatch:
                 self._breaks.append(time.time())
             log.warning("the Docker engine closed its event stream: it stopped or restarted")
 
-    def _remove_pending(self) -> None:
+    def remove_pending(self) -> None:
+        """Do the removals that waited for the engine to answer again. The watch does them
+        when it reconnects; a start does them first too, so that a new container never
+        meets the name of an old one still waiting (a session's next container is named
+        like its last)."""
         with self._lock:
+            if not self._pending:
+                return
             pending, self._pending = self._pending, []
         for remove in pending:
             try:

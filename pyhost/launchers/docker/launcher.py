@@ -298,6 +298,7 @@ class DockerLauncher(Launcher):
         self.check(spec)
         self._collect_orphans_once()
         mark = self.watch.mark()  # before anything is made: a restart from now on is seen
+        self.watch.remove_pending()
         image = resolve_image(self.client, spec.image)
         remote = self.engine.location.remote
         # Checked before anything is made for the session.
