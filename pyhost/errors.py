@@ -7,7 +7,8 @@ The tree::
      ├── MarshalError           a value cannot cross the channel (names the type and where it sits)
      ├── SessionTimeout         also a builtin TimeoutError; says whether soft or hard
      ├── SessionClosed          we closed the session; it was used afterwards
-     ├── SessionDied            the container went away under us (exit code, OOM, kill)
+     ├── SessionDied            the container went away under us (exit code, OOM, kill, the
+     │                          engine restarted or stopped)
      ├── ProtocolError          the peer broke the wire contract (bad frame, key, version)
      ├── ConfigurationError     also a builtin ValueError: a bad option, path or deployment
      │                          setting, found before anything starts
@@ -118,13 +119,16 @@ class SessionDied(PyHostError):
     Attributes:
         exit_code: the container's exit code when it is known.
         oom_killed: whether the engine reports the container was killed for memory.
+        engine_lost: whether the container went with its engine (the engine restarted,
+            stopped, or stopped answering); the message says which.
     """
 
     def __init__(self, message: str, exit_code: int | None = None,
-                 oom_killed: bool = False) -> None:
+                 oom_killed: bool = False, engine_lost: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.oom_killed = oom_killed
+        self.engine_lost = engine_lost
 
 
 class ProtocolError(PyHostError):

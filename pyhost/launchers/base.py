@@ -118,15 +118,20 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a server ended."""
+    """How a server ended.
+
+    ``engine`` is what became of the engine that ran it when that explains the end (it
+    restarted, stopped, does not answer), else "".
+    """
 
     exit_code: int | None
     oom_killed: bool = False
     error: str = ""
     logs: str = ""
+    engine: str = ""
 
     def describe(self) -> str:
-        parts = []
+        parts = [self.engine] if self.engine else []
         if self.oom_killed:
             parts.append("killed for running out of memory (OOM)")
         if self.exit_code is not None:
@@ -173,7 +178,9 @@ class Instance(abc.ABC):
 
     @abc.abstractmethod
     def wait(self, timeout: float) -> ExitStatus | None:
-        """Wait up to ``timeout`` for it to end; None if it still runs."""
+        """Wait up to ``timeout`` for it to end; None if it still runs. A server whose
+        engine went away counts as ended (``ExitStatus.engine`` says how), whatever the
+        engine last recorded of it."""
 
     @abc.abstractmethod
     def kill(self) -> None:
@@ -218,6 +225,11 @@ class Launcher(ImageBuilder, abc.ABC):
         serve run's ``service_type="LoadBalancer"``); None when it can."""
         return (f"the {self.name or type(self).__name__} launcher has no load balancer; "
                 "LoadBalancer needs a cluster launcher (swarm) whose routing mesh works")
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for where servers run (an engine) to take new ones
+        again after it went away; whether it does. Ready at once by default."""
+        return True
 
     @abc.abstractmethod
     def start(self, spec: LaunchSpec) -> Instance:

@@ -126,8 +126,10 @@ class AsyncSession(Conversation):
         except PyHostError:
             raise  # what the reply means (a soft timeout is a TimeoutError too)
         except IO_ERRORS as exc:
-            status = await self._exit_status() if self._wants_status(exc) else None
-            await self._stop(type(exc).__name__)
+            try:
+                status = await self._exit_status() if self._wants_status(exc) else None
+            finally:  # the server is stopped however its end is learned
+                await self._stop(type(exc).__name__)
             raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError)
                                                   else exc)
 

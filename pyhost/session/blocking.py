@@ -174,8 +174,10 @@ class Session(Conversation):
         except PyHostError:
             raise  # what the reply means (a soft timeout is a TimeoutError too)
         except IO_ERRORS as exc:
-            status = self._exit_status() if self._wants_status(exc) else None
-            self._stop(type(exc).__name__)
+            try:
+                status = self._exit_status() if self._wants_status(exc) else None
+            finally:  # the server is stopped however its end is learned
+                self._stop(type(exc).__name__)
             raise self._broken(exc, status) from (None if isinstance(exc, TimeoutError)
                                                   else exc)
 

@@ -402,6 +402,12 @@ class Conversation:
             log.error("session %s: connection lost during a batch", self.id)
             return SessionDied(f"session {self.id}: the connection to the server broke during "
                                "a batch")
+        if status.engine:
+            log.error("session %s: the container went with its engine: %s", self.id,
+                      status.engine)
+            return SessionDied(f"session {self.id}: the container is gone with the engine that "
+                               f"ran it: {status.describe()}", status.exit_code,
+                               status.oom_killed, engine_lost=True)
         log.error("session %s: container died during a batch: %s", self.id,
                   status.describe().splitlines()[0])
         return SessionDied(f"session {self.id}: the container died during a batch: "

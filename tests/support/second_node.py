@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -44,13 +43,14 @@ from docker.constants import MINIMUM_DOCKER_API_VERSION
 from pyhost.launchers.docker.system import SYSTEM_PATH, which
 from pyhost.launchers.ownership import LABEL_PREFIX
 
+from .private_engine import PrivateEngineError, load_image, remove_cgroups, remove_tree
+
 __all__ = ["PREFIX", "SecondNode", "SecondNodeError", "missing_prerequisite",
            "reap_leftovers", "start_second_node"]
 
 PREFIX = "pyhost-node2"
 PID_LABEL = f"{LABEL_PREFIX}.node2.pid"  # on the swarm node: which test process made it
 _SUBNETS = "10.213"
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
 _START_TIMEOUT = 60.0
 _GWBRIDGE_OPTIONS = {
     "com.docker.network.bridge.name": "docker_gwbridge",
@@ -294,10 +294,10 @@ def _make_network(undo: contextlib.ExitStack, names: Names, host_ip: str, node_i
 
 def _start_dockerd(undo: contextlib.ExitStack, names: Names) -> docker.DockerClient:
     names.exec_root.mkdir(mode=0o700)
-    undo.callback(_remove_tree, names.exec_root)
+    undo.callback(remove_tree, names.exec_root)
     names.data_root.mkdir(mode=0o700)
-    undo.callback(_remove_tree, names.data_root)
-    undo.callback(_remove_cgroups, names)
+    undo.callback(remove_tree, names.data_root)
+    undo.callback(remove_cgroups, names.netns)
     argv = ["nsenter", f"--net=/run/netns/{names.netns}", "dockerd",
             "--data-root", str(names.data_root), "--exec-root", str(names.exec_root),
             "--host", f"unix://{names.socket}", "--pidfile", str(names.pidfile),
@@ -340,11 +340,9 @@ def _answering(names: Names) -> docker.DockerClient | None:
 def _load_image(manager: docker.DockerClient, client: docker.DockerClient, image: str) -> None:
     """Stream ``docker save`` of the manager's image into the node's ``docker load``."""
     try:
-        for status in client.api.load_image(manager.api.get_image(image)):
-            if isinstance(status, dict) and status.get("error"):
-                raise SecondNodeError(f"loading {image} into the node: {status['error']}")
-    except docker.errors.DockerException as exc:
-        raise SecondNodeError(f"loading {image} into the node: {exc}") from exc
+        load_image(manager, client, image)
+    except PrivateEngineError as exc:
+        raise SecondNodeError(f"{exc} (into the node)") from exc
 
 
 def _join(undo: contextlib.ExitStack, names: Names, manager: docker.DockerClient,
@@ -412,32 +410,12 @@ def _stop_dockerd(names: Names, proc: subprocess.Popen[bytes] | None) -> None:
         time.sleep(0.1)
 
 
-def _remove_tree(root: Path) -> None:
-    """Unmount what dockerd left mounted at and under ``root`` (its data-root is a bind mount
-    of itself; the swarm's network namespaces stay bind-mounted in its exec-root), then
-    remove it."""
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        points = [line.split()[1] for line in mounts]
-    below = [point for point in points if point == str(root) or point.startswith(f"{root}/")]
-    for point in sorted(below, key=len, reverse=True):
-        _quiet(["umount", "--lazy", point])
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _remove_cgroups(names: Names) -> None:
-    """The cgroup parent's directories (empty once the node's containers are gone)."""
-    for parent in _CGROUP_ROOT.glob(f"*/{names.netns}"):
-        for child in sorted(parent.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                child.rmdir()
-
-
 def _remove_everything(names: Names) -> None:
     """Tear down by name what a dead test process left."""
     _stop_dockerd(names, None)
-    _remove_tree(names.exec_root)
-    _remove_tree(names.data_root)
-    _remove_cgroups(names)
+    remove_tree(names.exec_root)
+    remove_tree(names.data_root)
+    remove_cgroups(names.netns)
     _quiet(["ip", "link", "delete", names.veth_host])
     _quiet(["ip", "netns", "delete", names.netns])
 

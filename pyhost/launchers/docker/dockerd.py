@@ -5,6 +5,10 @@ root on a Debian-like machine, it installs Debian's ``docker.io`` and starts ``d
 the background; otherwise it raises :class:`~pyhost.errors.EngineUnavailable` naming what the
 user must do (the advice of :mod:`pyhost.launchers.docker.engine`, which holds the facts).
 
+:func:`spawn_dockerd` and :func:`wait_until_answering` are the two steps of starting a
+``dockerd``; a caller may start one of its own with them (other flags, another socket: the
+fault tests start a private engine they can stop and start again).
+
 ``apt-get``, ``systemctl``, ``cgroupfs-mount`` and ``dockerd`` are the only programs this
 module runs.
 """
@@ -15,7 +19,8 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -32,7 +37,7 @@ from .engine import (
 )
 from .system import SYSTEM_PATH, Progress, apt_install, say, which
 
-__all__ = ["ensure_engine"]
+__all__ = ["StartedDockerd", "ensure_engine", "spawn_dockerd", "wait_until_answering"]
 
 _DOCKERD_PIDFILE = "/var/run/docker.pid"
 _LOCK_FILE = "/run/pyhost-engine.lock"
@@ -40,6 +45,25 @@ _LOCK_FILE = "/run/pyhost-engine.lock"
 # Keeps the Popen of a dockerd we started alive, so it is never garbage-collected while the
 # daemon runs (Popen.__del__ would warn about a still-running child).
 _started: list[subprocess.Popen[bytes]] = []
+
+
+@dataclass(frozen=True)
+class StartedDockerd:
+    """A ``dockerd`` this process started, and where its log of this start begins.
+
+    Attributes:
+        process: the daemon's process (its own session: it outlives us).
+        log_path: the file it logs to.
+        log_start: the log's size before it started: errors quote only what it wrote.
+    """
+
+    process: subprocess.Popen[bytes]
+    log_path: str = DOCKERD_LOG
+    log_start: int = 0
+
+    def log_tail(self, lines: int = 12) -> str:
+        """The end of what this start logged, its info chatter left out."""
+        return _log_tail(self.log_path, self.log_start, lines)
 
 
 def ensure_engine(install: bool = True, timeout: float = 60.0,
@@ -109,8 +133,7 @@ def _engine_lock() -> Iterator[None]:
 
 
 def _start_and_wait(timeout: float, progress: Progress) -> docker.DockerClient:
-    proc: subprocess.Popen[bytes] | None = None
-    log_start = 0
+    started: StartedDockerd | None = None
     if _dockerd_running():
         say(progress, "dockerd is running but not answering yet; waiting for it")
     elif _systemd_runs() and which("systemctl") is not None:
@@ -118,23 +141,34 @@ def _start_and_wait(timeout: float, progress: Progress) -> docker.DockerClient:
         _run_quietly(["systemctl", "start", "docker.service"], timeout)
     else:
         _mount_cgroups(progress)
-        proc, log_start = _spawn_dockerd(progress)
-    return _wait_until_answering(timeout, proc, log_start, progress)
+        started = spawn_dockerd(progress=progress)
+    return wait_until_answering(timeout, started, progress)
 
 
-def _spawn_dockerd(progress: Progress) -> tuple[subprocess.Popen[bytes], int]:
+def spawn_dockerd(args: Sequence[str] = (), log_path: str = DOCKERD_LOG,
+                  progress: Progress = None, wrapper: Sequence[str] = ()) -> StartedDockerd:
+    """Start ``dockerd`` with ``args`` in the background, in its own session, logging to
+    ``log_path``; it may not answer yet (:func:`wait_until_answering`).
+
+    ``wrapper`` is a command that executes dockerd in place (``unshare --net``: a network
+    namespace of its own, where a second engine's start-up cannot touch the first one's
+    interfaces; dockerd without a bridge deletes ``docker0`` of the namespace it runs in).
+
+    Raises:
+        EngineUnavailable: dockerd is not installed, or cannot be started or log.
+    """
     dockerd = which("dockerd")
     if dockerd is None:
-        raise EngineUnavailable("dockerd is not installed even after installing docker.io")
-    say(progress, f"starting {dockerd} in the background (log: {DOCKERD_LOG})")
+        raise EngineUnavailable("dockerd is not installed (as root: apt-get install docker.io)")
+    say(progress, f"starting {dockerd} in the background (log: {log_path})")
     try:
-        log = open(DOCKERD_LOG, "ab")
+        log = open(log_path, "ab")
     except OSError as exc:
-        raise EngineUnavailable(f"cannot open the dockerd log {DOCKERD_LOG}: {exc}") from exc
-    log_start = log.seek(0, os.SEEK_END)  # errors quote only what this dockerd wrote
+        raise EngineUnavailable(f"cannot open the dockerd log {log_path}: {exc}") from exc
+    log_start = log.seek(0, os.SEEK_END)
     try:
         # Its own session: the daemon outlives us and our terminal's signals never reach it.
-        proc = subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen([*wrapper, dockerd, *args], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True, env={**os.environ, "PATH": SYSTEM_PATH})
     except OSError as exc:
@@ -142,32 +176,45 @@ def _spawn_dockerd(progress: Progress) -> tuple[subprocess.Popen[bytes], int]:
     finally:
         log.close()
     _started.append(proc)
-    return proc, log_start
+    return StartedDockerd(proc, log_path, log_start)
 
 
-def _wait_until_answering(timeout: float, proc: subprocess.Popen[bytes] | None,
-                          log_start: int, progress: Progress) -> docker.DockerClient:
+def wait_until_answering(timeout: float, started: StartedDockerd | None = None,
+                         progress: Progress = None,
+                         host: str | None = None) -> docker.DockerClient:
+    """A client once the engine at ``host`` (None: ``DOCKER_HOST`` or the default socket)
+    answers a ping.
+
+    Args:
+        timeout: seconds to wait.
+        started: the dockerd being waited for, if we started it: its exit ends the wait.
+        progress: told when the engine answers.
+        host: the engine's address.
+
+    Raises:
+        EngineUnavailable: it did not answer in time, or ``started`` exited (the message ends
+            with the tail of its log).
+    """
     deadline = time.monotonic() + timeout
     delay = 0.05
     problem = ""
     while True:
-        client, problem = connect()
+        client, problem = connect(host)
         if client is not None:
             say(progress, "the Docker engine answers")
             return client
-        if proc is not None and proc.poll() is not None:
+        if started is not None and started.process.poll() is not None:
             raise EngineUnavailable(
-                f"dockerd exited with {proc.returncode} while starting; "
-                f"its log ({DOCKERD_LOG}) ends with:\n{_log_tail(log_start)}"
+                f"dockerd exited with {started.process.returncode} while starting; "
+                f"its log ({started.log_path}) ends with:\n{started.log_tail()}"
             )
         if time.monotonic() >= deadline:
             break
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 1.0)
-    raise EngineUnavailable(
-        f"dockerd did not answer within {timeout:g} s ({problem}); "
-        f"its log ({DOCKERD_LOG}) ends with:\n{_log_tail(log_start)}"
-    )
+    log = (f"; its log ({started.log_path}) ends with:\n{started.log_tail()}"
+           if started is not None else f"; see its log ({DOCKERD_LOG})")
+    raise EngineUnavailable(f"dockerd did not answer within {timeout:g} s ({problem}){log}")
 
 
 def _dockerd_running() -> bool:
@@ -212,10 +259,11 @@ def _run_quietly(argv: list[str], timeout: float) -> None:
                                 f"{done.stdout.decode(errors='replace')[-1000:]}")
 
 
-def _log_tail(since: int = 0, lines: int = 12) -> str:
-    """The end of what dockerd logged since byte ``since``, its info chatter left out."""
+def _log_tail(path: str, since: int = 0, lines: int = 12) -> str:
+    """The end of what dockerd logged to ``path`` since byte ``since``, its info chatter
+    left out."""
     try:
-        with open(DOCKERD_LOG, "rb") as log:
+        with open(path, "rb") as log:
             log.seek(since)
             text = log.read().decode(errors="replace")
     except OSError:

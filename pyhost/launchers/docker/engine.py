@@ -35,6 +35,7 @@ __all__ = [
     "engine_status",
     "is_default_host",
     "permission_advice",
+    "ping",
     "socket_status",
     "start_advice",
 ]
@@ -167,28 +168,50 @@ def socket_status(path: str) -> SocketStatus:
 
 # -- connecting ------------------------------------------------------------------------------
 
-def connect() -> tuple[docker.DockerClient | None, str]:
-    """A client for an engine that answers a ping, or ``None`` and why not."""
-    # The SDK leaks its socket when a Unix connect fails, so a missing socket is not tried.
-    path = _unix_path(os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}")
-    if path is not None and not os.path.exists(path):
-        return None, f"there is no socket at {path}"
-    # Probe with a fixed API version first: the SDK's version auto-detection, when it fails,
-    # leaves its connection unclosed. Every engine still serves the SDK's minimum version.
+def connect(host: str | None = None) -> tuple[docker.DockerClient | None, str]:
+    """A client for an engine that answers a ping, or ``None`` and why not.
+
+    Args:
+        host: the engine's address (``unix:///path``, ``tcp://...``); None: ``DOCKER_HOST``,
+            else the default socket.
+    """
+    problem = ping(host)
+    if problem:
+        return None, problem
     try:
-        probe = docker.APIClient(version=MINIMUM_DOCKER_API_VERSION, **kwargs_from_env())
-    except _CONNECT_ERRORS as exc:
-        return None, short(exc)
-    try:
-        probe.ping()
-    except _CONNECT_ERRORS as exc:
-        return None, short(exc)
-    finally:
-        probe.close()
-    try:
+        if host is not None:
+            return docker.DockerClient(base_url=host), ""
         return docker.from_env(), ""
     except _CONNECT_ERRORS as exc:
         return None, short(exc)
+
+
+def ping(host: str | None = None, timeout: float = 60.0) -> str:
+    """Ask the engine at ``host`` (None: ``DOCKER_HOST`` or the default socket) for a ping on
+    a connection of its own; why it did not answer, or "" when it did.
+
+    A connection of its own: an engine that is stopping has closed its listener but still
+    answers on the connections it had, so only a new one tells it is going away.
+    """
+    # The SDK leaks its socket when a Unix connect fails, so a missing socket is not tried.
+    path = _unix_path(host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}")
+    if path is not None and not os.path.exists(path):
+        return f"there is no socket at {path}"
+    # Probe with a fixed API version: the SDK's version auto-detection, when it fails, leaves
+    # its connection unclosed. Every engine still serves the SDK's minimum version.
+    try:
+        where = {"base_url": host} if host is not None else kwargs_from_env()
+        probe = docker.APIClient(version=MINIMUM_DOCKER_API_VERSION, timeout=timeout,
+                                 **where)
+    except _CONNECT_ERRORS as exc:
+        return short(exc)
+    try:
+        probe.ping()
+    except _CONNECT_ERRORS as exc:
+        return short(exc)
+    finally:
+        probe.close()
+    return ""
 
 
 def _unix_path(host: str) -> str | None:

@@ -30,13 +30,13 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
 import docker.errors
 
-from ...errors import ConfigurationError, EngineUnavailable, SessionDied
+from ...errors import ConfigurationError, EngineUnavailable, SessionDied, short
 from ..base import (
     Endpoint,
     ExitStatus,
@@ -50,6 +50,7 @@ from ..base import (
 from ..images import BuildProgress, BuiltImage, ImageRecipe
 from ..ownership import Owner
 from .client import docker_client, engine_errors
+from .engine_watch import EngineWatch, watch_of
 from .function_image import build_function_image, check_recipe
 from .image import find_image, image_python, resolve_image
 from .image_modules import image_modules
@@ -79,35 +80,60 @@ log = logging.getLogger("pyhost")
 
 
 class DockerInstance(Instance):
-    """A started container and the socket directory it listens in."""
+    """A started container and the socket directory it listens in.
+
+    With a ``watch`` (marked before the container was made), how it ended says whether the
+    engine went away meanwhile (``ExitStatus.engine``), and a removal the engine could not
+    do because it was away is done when it answers again.
+    """
 
     def __init__(self, client: docker.DockerClient, container_id: str,
-                 endpoint: Endpoint | None, socket_dir: str | None) -> None:
+                 endpoint: Endpoint | None, socket_dir: str | None,
+                 watch: EngineWatch | None = None, mark: int = 0) -> None:
         self.client = client
         self.id = container_id
         # A TCP address is known only once the container runs; the launcher sets it then.
         self.endpoint = endpoint or Endpoint("tcp", ("", 0))
         self.socket_dir = socket_dir
         self._removed = False
+        self._watch = watch
+        self._mark = mark
 
     def poll(self) -> ExitStatus | None:
         with engine_errors(f"cannot inspect container {self.id[:12]}"):
             try:
                 state = self.client.api.inspect_container(self.id)["State"]
             except docker.errors.NotFound:
-                return ExitStatus(None, error="the container was removed")
+                return self._with_engine(ExitStatus(None, error="the container was removed"))
         if state.get("Running"):
             return None
-        return ExitStatus(state.get("ExitCode"), bool(state.get("OOMKilled")),
-                          state.get("Error") or "", self._logs())
+        return self._with_engine(ExitStatus(state.get("ExitCode"), bool(state.get("OOMKilled")),
+                                            state.get("Error") or "", self._logs()))
 
     def wait(self, timeout: float) -> ExitStatus | None:
+        """How it ended, waiting up to ``timeout``. When the engine went away, an ExitStatus
+        saying so even if the container still shows as running (a stopping engine may not
+        have recorded its end yet) or cannot be asked (the engine does not answer)."""
         try:
             with engine_errors("waiting for the container"):
                 self.client.api.wait(self.id, timeout=max(timeout, 0.01))
         except EngineUnavailable:
             pass  # the wait ran out (it still runs), or it is gone: poll tells which
-        return self.poll()
+        try:
+            status = self.poll()
+        except EngineUnavailable as exc:
+            engine = self._watch.went_away(self._mark) if self._watch is not None else ""
+            return ExitStatus(None, engine=engine or f"the Docker engine does not answer "
+                                                     f"({short(exc)})")
+        if status is None and self._watch is not None:
+            engine = self._watch.went_away(self._mark)
+            return ExitStatus(None, engine=engine) if engine else None
+        return status
+
+    def _with_engine(self, status: ExitStatus) -> ExitStatus:
+        """``status`` with what became of the engine since the start, if it went away."""
+        engine = self._watch.went_away(self._mark) if self._watch is not None else ""
+        return replace(status, engine=engine) if engine else status
 
     def _logs(self) -> str:
         try:
@@ -153,6 +179,23 @@ class DockerInstance(Instance):
         self.kill()
 
     def cleanup(self) -> None:
+        """Remove the container and its socket directory. When the engine is away, they are
+        removed once it answers again (by the watch), and EngineUnavailable says so."""
+        try:
+            self._remove_container()
+        except EngineUnavailable as exc:
+            if self._watch is None or not self._watch.ping():
+                raise
+            self._watch.remove_later(self.cleanup)
+            raise EngineUnavailable(f"{exc}; the Docker engine does not answer: the container "
+                                    "will be removed when it answers again") from exc
+        if self.socket_dir:
+            with contextlib.suppress(OSError):  # locked 0500 by a non-root host: open it
+                os.chmod(self.socket_dir, 0o700)
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+            self.socket_dir = None
+
+    def _remove_container(self) -> None:
         if not self._removed:
             with engine_errors(f"cannot remove container {self.id[:12]}"):
                 for attempt in range(3):
@@ -175,11 +218,6 @@ class DockerInstance(Instance):
                             raise
                     break
             self._removed = True
-        if self.socket_dir:
-            with contextlib.suppress(OSError):  # locked 0500 by a non-root host: open it
-                os.chmod(self.socket_dir, 0o700)
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
-            self.socket_dir = None
 
 
 class DockerLauncher(Launcher):
@@ -209,6 +247,20 @@ class DockerLauncher(Launcher):
             if self._engine is None:
                 self._engine = engine_view(self.client)
             return self._engine
+
+    @property
+    def watch(self) -> EngineWatch:
+        """What notices the engine going away (see :mod:`.engine_watch`)."""
+        return watch_of(self.client)
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Wait for the engine to answer a new connection (after it went away)."""
+        return self.watch.wait_answering(timeout)
+
+    def close(self) -> None:
+        """Stop watching the engine (the next start watches again)."""
+        if self._client is not None:
+            self.watch.close()
 
     def check(self, spec: LaunchSpec) -> None:
         """The checks that need no engine: run when the session is made."""
@@ -258,6 +310,8 @@ class DockerLauncher(Launcher):
     def start(self, spec: LaunchSpec) -> DockerInstance:
         self.check(spec)
         self._collect_orphans_once()
+        mark = self.watch.mark()  # before anything is made: a restart from now on is seen
+        self.watch.remove_pending()
         image = resolve_image(self.client, spec.image)
         published = self.engine.published  # no Unix socket of ours reaches the session
         # Checked before anything is made for the session.
@@ -286,7 +340,8 @@ class DockerLauncher(Launcher):
             if socket_dir:
                 shutil.rmtree(socket_dir, ignore_errors=True)
             raise
-        instance = DockerInstance(self.client, container, wiring.endpoint, socket_dir)
+        instance = DockerInstance(self.client, container, wiring.endpoint, socket_dir,
+                                  self.watch, mark)
         try:
             stdin = self._attach_stdin(container)
             try:

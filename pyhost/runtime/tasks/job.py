@@ -4,7 +4,8 @@
 Everything that can be checked is checked before anything starts (:mod:`.job_spec`). Then
 the run is CREATED and READY; RUNNING while the handler runs; COMPLETED with its results and
 outputs, ERROR with the user's own exception and traceback (after ``backoff_limit`` more
-attempts), or STOPPED.
+attempts), or STOPPED. An attempt whose container went with its engine (a restart of the
+Docker engine) is followed by the next one only once the engine answers again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from typing import TYPE_CHECKING, Any, Callable
 from hxpy.runtime.handler import DEFAULT_OUTPUT
 
 from ...api import py
-from ...errors import ConfigurationError, NotInCatalog, PyHostError, PythonError
+from ...errors import (
+    ConfigurationError,
+    EngineUnavailable,
+    NotInCatalog,
+    PyHostError,
+    PythonError,
+    SessionDied,
+)
+from ...launchers import get_launcher
 from ..catalog import Record
 from ..entities import entity_class, parse_key
 from ..host_calls import HostCalls
@@ -47,7 +56,10 @@ if TYPE_CHECKING:
     from ..context import Runtime
     from ..function import Function
 
-__all__ = ["JobTask"]
+__all__ = ["ENGINE_WAIT", "JobTask"]
+
+#: Seconds an attempt whose engine went away waits for it to answer again before the next.
+ENGINE_WAIT = 120.0
 
 
 class JobTask(OneShotTask[JobSpec]):
@@ -114,6 +126,8 @@ class JobTask(OneShotTask[JobSpec]):
                              "state": outcome.state, "error": outcome.error})
             if outcome.state != ERROR or execution.stop_requested:
                 break
+            if outcome.engine_lost and attempt <= spec.backoff_limit:
+                _await_engine(spec, execution, log, attempt + 1)
         assert calls is not None  # at least one attempt ran
         try:
             _finish(runtime, record, spec, calls, outcome, attempts, execution,
@@ -133,6 +147,19 @@ class _Outcome:
     logs: str = ""
     container: str | None = None
     session: Session | None = None  # to close once the run is recorded (tens of ms)
+    engine_lost: bool = False  # the engine went away (or did not answer) under the attempt
+
+
+def _await_engine(spec: JobSpec, execution: Execution, log: RunLog, attempt: int) -> None:
+    """Wait (up to :data:`ENGINE_WAIT`, a stop ends it) for the engine that went away to
+    answer again, so the next attempt is not spent on an engine still restarting."""
+    log.write(f"[pyhost] the engine went away; waiting up to {ENGINE_WAIT:g} s for it to "
+              f"answer before attempt {attempt}\n")
+    launcher = get_launcher(spec.launcher)
+    deadline = time.monotonic() + ENGINE_WAIT
+    while not execution.stop_requested and time.monotonic() < deadline:
+        if launcher.wait_until_ready(min(1.0, deadline - time.monotonic())):
+            return
 
 
 def _attempt(runtime: Runtime, record: Record, function: Function, spec: JobSpec,
@@ -159,8 +186,10 @@ def _attempt(runtime: Runtime, record: Record, function: Function, spec: JobSpec
                                       "traceback": exc.remote_traceback}, logs=exc.output)
     except PyHostError as exc:
         state = STOPPED if execution.stop_requested else ERROR
+        lost = (isinstance(exc, SessionDied) and exc.engine_lost) or \
+            isinstance(exc, EngineUnavailable)
         return _Outcome(state, error={"type": type(exc).__name__, "message": str(exc),
-                                      "traceback": ""})
+                                      "traceback": ""}, engine_lost=lost)
     finally:
         calls.abort_uploads()
 
