@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test unit bench setup engine image images browser lint clean
+.PHONY: demo test unit fuzz bench setup engine image images browser lint clean
 
 $(BIN)/pyhost: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: image images browser
 
 unit: setup
 	$(BIN)/python -m pytest -q tests/unit
+
+# The wire fuzzed for longer: the CI's fuzz tests with 25 times the examples, randomized
+# (HYPOTHESIS_PROFILE=fuzz, read by tests/faults/fuzz_support.py), so each run looks elsewhere.
+fuzz: image
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q $(wildcard tests/faults/test_wire_fuzz_*.py)
 
 bench: image
 	$(BIN)/python benchmarks/run.py
