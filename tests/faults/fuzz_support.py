@@ -138,7 +138,18 @@ grid_headers = st.fixed_dictionaries(
     optional={"pandas": _pandas | scalars})
 grid_values = grid_headers.map(lambda header: _ext(int(codec.ExtCode.GRID), packed(header)))
 
-hostile_values = _values(scalars | ext_values | grid_values)
+def _named(name: str, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``strategy`` under a name: hypothesis spells a strategy out in reports, and these
+    would take hundreds of kB."""
+    def draw(draw_from: st.DrawFn) -> Any:
+        return draw_from(strategy)
+
+    draw.__name__ = draw.__qualname__ = name
+    return st.composite(draw)()
+
+
+grid_values = _named("grid_values", grid_values)
+hostile_values = _named("hostile_values", _values(scalars | ext_values | grid_values))
 
 
 def nested_lists(depth: int) -> bytes:
@@ -168,7 +179,7 @@ deep_bodies = st.one_of(
 )
 
 # Messages a server would take for requests or replies, with hostile members.
-shaped_messages = st.fixed_dictionaries(
+shaped_messages = _named("shaped_messages", st.fixed_dictionaries(
     {"type": st.sampled_from([protocol.RESULT, protocol.ERROR, protocol.CALL, protocol.OUTPUT,
                               protocol.WELCOME, protocol.REFUSED, protocol.BATCH, "?"])
      | hostile_values},
@@ -177,7 +188,7 @@ shaped_messages = st.fixed_dictionaries(
               "value": hostile_values, "text": hostile_values, "method": hostile_values,
               "args": hostile_values, "kwargs": hostile_values, "reason": hostile_values,
               "ops": hostile_values, "timeout": hostile_values, "stream": hostile_values,
-              "values": hostile_values})
+              "values": hostile_values}))
 
 # Bodies that are no message at all: no map with a "type" string in one piece.
 garbage_bodies = st.one_of(
