@@ -1,5 +1,6 @@
-"""The host's side of the wire, fuzzed: hostile bytes into the frame reader (over a real
-socketpair), the codec's decoder and a real session (over a real Unix socket).
+"""The host's side of the wire, fuzzed: hostile bytes into the frame readers, blocking and
+asyncio (over a real socketpair), the codec's decoder and a real session (over a real Unix
+socket).
 
 What must hold for every example: the reader ends in ``PeerClosed`` or ``FrameTooLarge``
 and the decoder in ``MarshalError``, never another exception, never a hang (every read has
@@ -10,6 +11,7 @@ not a reply at all) within a second or two and starts afresh on the next eval.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -31,6 +33,7 @@ from pyhost.errors import (
     SessionTimeout,
 )
 from pyhost.session.blocking import Session
+from pyhost.session.transport import SocketTransport
 from tests.faults.fuzz_support import (
     CAP,
     HostileLauncher,
@@ -99,6 +102,39 @@ def test_the_frame_reader_ends_every_stream_in_a_wire_error(stream: bytes, spin:
     try:
         reader = wire.FrameReader(sock, CAP, buffer_size=buffer_size, spin=spin)
         assert isinstance(_read_all(reader), (wire.PeerClosed, wire.FrameTooLarge))
+    finally:
+        sock.close()
+        writer.join(READ_DEADLINE)
+
+
+@fuzz_settings(400)
+@given(stream=streams())
+@example(stream=wire.HEADER.pack(0xFFFF_FFFF))
+def test_the_asyncio_reader_ends_every_stream_in_a_wire_error(stream: bytes) -> None:
+    sock, writer = _feed(stream)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 0))
+
+    async def read_all() -> BaseException:
+        transport = await SocketTransport(sock, CAP).to_async()
+        try:
+            for _ in range(1000):
+                try:
+                    body, buffers = await transport.recv(READ_DEADLINE)
+                except (wire.PeerClosed, wire.FrameTooLarge) as exc:
+                    return exc
+                except TimeoutError:
+                    pytest.fail("the asyncio reader waited for bytes that were never coming")
+                assert wire.message_size(body, buffers) <= CAP
+                try:
+                    codec.decode(body, buffers)
+                except codec.MarshalError:
+                    pass
+            pytest.fail("1000 messages from a short stream")
+        finally:
+            transport.close()
+
+    try:
+        assert isinstance(asyncio.run(read_all()), (wire.PeerClosed, wire.FrameTooLarge))
     finally:
         sock.close()
         writer.join(READ_DEADLINE)
