@@ -215,7 +215,7 @@ def fuzz_servers(client, io_dir) -> Iterator[Servers]:  # noqa: F811
 def _hellos() -> st.SearchStrategy[bytes]:
     return st.fixed_dictionaries(
         {"type": st.just(protocol.HELLO)},
-        optional={"version": st.just(protocol.PROTOCOL_VERSION) | st.integers(),
+        optional={"version": st.just(protocol.PROTOCOL_VERSION) | st.integers(-(2**63), 2**64 - 1),
                   "key": st.text(max_size=40) | st.binary(max_size=8),
                   "columns": st.lists(st.text(max_size=5), max_size=2)}).map(packed)
 
