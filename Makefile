@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test unit bench setup engine image images browser git podman wrk lint clean
+.PHONY: demo test unit fuzz bench setup engine image images browser git podman wrk lint clean
 
 $(BIN)/pyhost: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ wrk:
 
 bench: image wrk
 	$(BIN)/python benchmarks/run.py
+
+# The wire fuzzed for longer: the CI's fuzz tests with 25 times the examples, randomized
+# (HYPOTHESIS_PROFILE=fuzz, read by tests/faults/fuzz_support.py), so each run looks elsewhere.
+fuzz: image
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q $(wildcard tests/faults/test_wire_fuzz_*.py)
 
 lint: setup
 	$(BIN)/ruff check pyhost container tests benchmarks examples

@@ -30,6 +30,7 @@ import msgpack
 
 __all__ = [
     "ExtCode",
+    "MAX_EXT_DEPTH",
     "MarshalError",
     "Unmarshallable",
     "decode",
@@ -300,9 +301,34 @@ def pack_payload(obj: Any) -> bytes:
 
 
 def unpack_payload(data: Union[bytes, bytearray, memoryview]) -> Any:
-    """Unpack msgpack made by :func:`pack_payload`, for use inside an ext decoder."""
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True,
-                           use_list=True, timestamp=0)
+    """Unpack msgpack made by :func:`pack_payload`, for use inside an ext decoder.
+
+    Raises:
+        MarshalError: ext values (grids in grids) are nested more than
+            :data:`MAX_EXT_DEPTH` deep.
+    """
+    depth = _unpacking.depth
+    if depth >= MAX_EXT_DEPTH:
+        raise MarshalError(f"ext values nested more than {MAX_EXT_DEPTH} deep")
+    _unpacking.depth = depth + 1
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True,
+                               use_list=True, timestamp=0)
+    finally:
+        _unpacking.depth = depth
+
+
+# Each ext value that holds codec values (a grid) is unpacked by a nested unpackb, which takes
+# about 40 KiB of C stack: a few bytes per level, nested a few hundred deep, overflowed the
+# stack and killed the process. Haystack data nests grids a few levels at most.
+MAX_EXT_DEPTH = 32
+
+
+class _Unpacking(threading.local):
+    depth = 0
+
+
+_unpacking = _Unpacking()
 
 
 # Out-of-band buffers: raw array data at least this large travels beside the msgpack body (see

@@ -17,6 +17,8 @@ Configuration comes from the environment (the host launcher sets it):
 ``HXPY_OUTPUT_CAP``   captured stdout+stderr per batch, in bytes (default 1 MiB)
 ``HXPY_SPIN_US``      microseconds to poll for the next batch before sleeping (default 50;
                     0 never polls; see ``hxpy.wire.FrameReader``)
+``HXPY_HELLO_TIMEOUT`` seconds a new connection has to send its whole hello (default 10);
+                    a client that is slower is refused and the server listens on
 ``HXPY_LOG_LEVEL``    server log level (default WARNING), logged to the container's stderr
 ``HXPY_FAULT``        test-only fault mode: ``crash``, ``hang``, ``garbage``, ``oversize``
 ``HXPY_SECRETS_DIR``  a directory of secret files (a Swarm task's ``/run/secrets``): each
@@ -47,6 +49,7 @@ from .columns import send_text_columns
 from .startup import MAX_KEY_BYTES, load_secrets, read_key
 
 __all__ = [
+    "DEFAULT_HELLO_TIMEOUT",
     "DEFAULT_LISTEN",
     "DEFAULT_OUTPUT_CAP",
     "MAX_KEY_BYTES",
@@ -67,6 +70,7 @@ log = logging.getLogger("hxpy")
 
 DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
+DEFAULT_HELLO_TIMEOUT = 10.0  # seconds a new connection has to send its whole hello
 
 
 class SoftTimeout(BaseException):
@@ -137,8 +141,10 @@ class Server:
 
     def __init__(self, key: str, max_frame: int = wire.DEFAULT_MAX_FRAME,
                  output_cap: int = DEFAULT_OUTPUT_CAP, fault: str = "",
-                 spin: float = wire.DEFAULT_SPIN) -> None:
+                 spin: float = wire.DEFAULT_SPIN,
+                 hello_timeout: float = DEFAULT_HELLO_TIMEOUT) -> None:
         self.key = key
+        self.hello_timeout = hello_timeout
         self.max_frame = max_frame
         self.spin = spin
         self.output_cap = output_cap
@@ -173,14 +179,15 @@ class Server:
         while True:
             conn, _ = listener.accept()
             try:
-                hello = wire.recv_message(conn, max_frame_for_hello(self.max_frame))
+                hello = _read_hello(conn, self.max_frame, self.hello_timeout)
                 reason = protocol.check_hello(hello, self.key)
-            except (OSError, ValueError, codec.MarshalError) as exc:
+            except Exception as exc:  # whatever a stranger sent, the server listens on
                 reason = f"bad hello: {exc}"
             if reason is None:
                 # Text columns as two buffers only for a host that reads them without a
                 # Python object per cell (it has pyarrow); lists for every other host.
-                send_text_columns("text" in (hello.get("columns") or ()))
+                columns = hello.get("columns")
+                send_text_columns(isinstance(columns, list) and "text" in columns)
                 break
             log.warning("refused a client: %s", reason)
             try:
@@ -227,14 +234,20 @@ class Server:
                 self._reply_error(None, protocol.KIND_MARSHAL, exc, "")
                 continue
             kind = message.get("type") if isinstance(message, dict) else None
-            if kind == protocol.BATCH:
+            request_id = _request_id(message)
+            if type(kind) is not str:  # a peer's value: an array's == would not say yes or no
+                self._reply_error(None, protocol.KIND_PROTOCOL, ValueError(
+                    "a message must be a map with a 'type' string"), "")
+            elif request_id is None and message.get("id") is not None:
+                self._reply_error(None, protocol.KIND_PROTOCOL, ValueError(
+                    f"a {kind!r} message's id must be an int or nil"), "")
+            elif kind == protocol.BATCH:
                 self.run_batch(message)
             elif kind == protocol.SECRETS:
                 self.set_secrets(message)
             else:
-                self._reply_error(message.get("id") if isinstance(message, dict) else None,
-                                  protocol.KIND_PROTOCOL,
-                                  ValueError(f"unexpected message type {kind!r}"), "")
+                self._reply_error(request_id, protocol.KIND_PROTOCOL,
+                                  ValueError(f"unexpected message type {kind!r:.100}"), "")
 
     def set_secrets(self, message: dict[str, Any]) -> None:
         """Put the host's secrets into ``os.environ`` (this process only: they are not in
@@ -497,6 +510,12 @@ class Server:
                     "truncated": truncated})
 
 
+def _request_id(message: Any) -> int | None:
+    """The int id of a request (which replies echo), else None."""
+    request_id = message.get("id") if isinstance(message, dict) else None
+    return request_id if type(request_id) is int else None
+
+
 def _output_chunk(max_frame: int) -> int:
     """UTF-8 bytes of output per OUTPUT frame: the capture's chunk, smaller when the frame
     limit is (a frame adds its type and batch id to the text)."""
@@ -552,6 +571,40 @@ def listener_path(listener: socket.socket) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def _read_hello(conn: socket.socket, max_frame: int, timeout: float) -> dict[str, Any]:
+    """The first message of a new connection, which must come whole within ``timeout``
+    seconds: a client that sends nothing, or a byte now and then, must not keep the real host
+    from its server (a per-read timeout would not bound the latter).
+
+    Raises:
+        TimeoutError: the deadline passed.
+        OSError, ValueError, codec.MarshalError: the connection or the frame is bad.
+    """
+    lock = threading.Lock()
+    reading = [True]
+
+    def expire() -> None:
+        with lock:
+            if reading[0]:
+                reading[0] = False
+                conn.shutdown(socket.SHUT_RD)  # the blocked read returns: "closed"
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return wire.recv_message(conn, max_frame_for_hello(max_frame))
+    except wire.PeerClosed:
+        with lock:
+            if not reading[0]:
+                raise TimeoutError(f"no hello within {timeout} s") from None
+        raise
+    finally:
+        with lock:
+            reading[0] = False
+        timer.cancel()
+
+
 def max_frame_for_hello(max_frame: int) -> int:
     """A hello is tiny: refuse large frames from clients that have not proven the key."""
     return min(max_frame, 64 * 1024)
@@ -579,6 +632,7 @@ def main() -> int:
         output_cap=int(os.environ.get("HXPY_OUTPUT_CAP", DEFAULT_OUTPUT_CAP)),
         fault=os.environ.get("HXPY_FAULT", ""),
         spin=float(os.environ.get("HXPY_SPIN_US", wire.DEFAULT_SPIN * 1e6)) / 1e6,
+        hello_timeout=float(os.environ.get("HXPY_HELLO_TIMEOUT", DEFAULT_HELLO_TIMEOUT)),
     )
     conn = server.accept(listener)
     log.info("host connected; serving")

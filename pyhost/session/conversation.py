@@ -302,9 +302,10 @@ class Conversation:
         """
         text = message.get("text")
         listener = batch.listener
-        if listener is None or message.get("batch") != batch.id or not isinstance(text, str):
+        if listener is None or not _is_id(message.get("batch"), batch.id) \
+                or not isinstance(text, str):
             raise ProtocolError(f"session {self.id}: unexpected output for batch "
-                                f"{message.get('batch')!r} while waiting for {batch.id}"
+                                f"{message.get('batch')!r:.100} while waiting for {batch.id}"
                                 + ("" if listener else " (which did not ask for output)"))
         listener.hand(text)
 
@@ -318,8 +319,9 @@ class Conversation:
         message = batch.reply
         kind = message.get("type")
         self.stats.bytes_out += batch.size  # counted once answered: it was sent whole
-        if message.get("id") not in (batch.id, None):
-            raise ProtocolError(f"session {self.id}: reply for batch {message.get('id')} "
+        reply_id = message.get("id")
+        if reply_id is not None and not _is_id(reply_id, batch.id):
+            raise ProtocolError(f"session {self.id}: reply for batch {reply_id!r:.100} "
                                 f"while waiting for {batch.id}")
         latency = time.monotonic() - batch.started
         self.stats.batches += 1
@@ -355,9 +357,9 @@ class Conversation:
             message = codec.decode(body, buffers)
         except codec.MarshalError as exc:
             raise ProtocolError(f"session {self.id}: unreadable frame: {exc}") from exc
-        if not isinstance(message, dict):
-            raise ProtocolError(f"session {self.id}: a frame must hold a map, got "
-                                f"{type(message).__name__}")
+        if not isinstance(message, dict) or type(message.get("type")) is not str:
+            raise ProtocolError(f"session {self.id}: a frame must hold a map with a 'type' "
+                                f"string, got {_shape(message)}")
         return message
 
     @staticmethod
@@ -377,7 +379,7 @@ class Conversation:
                       "dropped by the host ...]\n" + output[len(output) - half:])
             message["output"], message["truncated"] = output, True
         self.last_output = output
-        self.last_output_truncated = bool(message.get("truncated"))
+        self.last_output_truncated = message.get("truncated") is True
         if self.last_output:
             log.info("session %s output:\n%s", self.id, self.last_output.rstrip())
 
@@ -414,6 +416,22 @@ class Conversation:
                            f"{status.describe()}", status.exit_code, status.oom_killed)
 
 
+def _is_id(value: Any, expected: int) -> bool:
+    """Whether a peer's ``value`` is the id ``expected`` (an int: never a bool, never an
+    array, whose ``==`` answers neither yes nor no)."""
+    return type(value) is int and value == expected
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"a map whose type is {value.get('type')!r:.60}"
+    return f"a {type(value).__name__}"
+
+
 def encode_define(name: str, value: Any) -> Encoded:
     """The encoded op ``define name = value``, its large arrays as out-of-band buffers (views
     of the caller's arrays: they are read when the batch is sent).
@@ -448,8 +466,12 @@ def encode_eval(expr: str) -> bytes:
 def remote_error(message: dict[str, Any], session_id: str,
                  timeout: float | None) -> PyHostError:
     """The error an ERROR reply means. A ``ProtocolError`` means the session must end."""
-    error = message.get("error") or {}
+    error = message.get("error")
+    if not isinstance(error, dict):
+        error = {}
     kind = message.get("kind")
+    if type(kind) is not str:  # a peer's value: an array's == would not say yes or no
+        kind = None
     if kind == protocol.KIND_TIMEOUT:
         log.warning("session %s: soft timeout after %s s", session_id, timeout)
         return SessionTimeout(
@@ -461,7 +483,7 @@ def remote_error(message: dict[str, Any], session_id: str,
         return ProtocolError(f"session {session_id}: the server rejected a message: "
                              f"{error.get('type')}: {error.get('message')}")
     return PythonError(str(error.get("type")), str(error.get("message")),
-                       str(error.get("traceback") or ""), message.get("output") or "")
+                       _text(error.get("traceback")), _text(message.get("output")))
 
 
 def call_reply(handlers: dict[str, HostHandler], message: dict[str, Any],
@@ -469,13 +491,16 @@ def call_reply(handlers: dict[str, HostHandler], message: dict[str, Any],
     """Run the host handler a CALL asks for; the encoded CALL_RESULT or CALL_ERROR."""
     method = message.get("method")
     handler = handlers.get(method) if isinstance(method, str) else None
+    call_id = message.get("id")
+    if type(call_id) is not int:  # echoed: a peer's other value may not even encode again
+        call_id = None
     try:
         if handler is None:
-            raise LookupError(f"the host has no handler for {method!r}")
+            raise LookupError(f"the host has no handler for {method!r:.100}")
         value = handler(*(message.get("args") or ()), **(message.get("kwargs") or {}))
-        return codec.encode_parts({"type": protocol.CALL_RESULT, "id": message.get("id"),
+        return codec.encode_parts({"type": protocol.CALL_RESULT, "id": call_id,
                                    "value": value}, where=f"{method} result")
     except Exception as exc:
         log.warning("session %s: host call %r failed: %s", session_id, method, exc)
-        return codec.encode({"type": protocol.CALL_ERROR, "id": message.get("id"),
+        return codec.encode({"type": protocol.CALL_ERROR, "id": call_id,
                              "error": protocol.error_info(exc, "")}), []

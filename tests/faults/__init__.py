@@ -1,0 +1,1 @@
+"""Fault injection: hostile input at every boundary, and the promises that hold anyway."""
