@@ -46,7 +46,15 @@ from typing import Any, Callable
 from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
 from .capture import CHUNK, CappedOutput, configure_logging
 from .columns import send_text_columns
-from .startup import MAX_KEY_BYTES, load_secrets, read_key
+from .startup import (
+    MAX_KEY_BYTES,
+    listen,
+    listener_path,
+    load_secrets,
+    max_frame_for_hello,
+    read_hello,
+    read_key,
+)
 
 __all__ = [
     "DEFAULT_HELLO_TIMEOUT",
@@ -113,29 +121,6 @@ def call_host(method: str, *args: Any, **kwargs: Any) -> Any:
     return _current.call_host(method, list(args), kwargs)
 
 
-def listen(address: str) -> socket.socket:
-    """Bind and listen on ``unix:PATH`` or ``tcp:HOST:PORT``."""
-    scheme, _, rest = address.partition(":")
-    if scheme == "unix":
-        if os.path.exists(rest):
-            os.unlink(rest)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o077)  # only our uid (and root) may connect
-        try:
-            sock.bind(rest)
-        finally:
-            os.umask(old_umask)
-    elif scheme == "tcp":
-        host, _, port = rest.rpartition(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host or "0.0.0.0", int(port)))
-    else:
-        raise ValueError(f"HXPY_LISTEN must be unix:PATH or tcp:HOST:PORT, not {address!r}")
-    sock.listen(4)
-    return sock
-
-
 class Server:
     """Serves one host connection: batches against one namespace."""
 
@@ -179,7 +164,7 @@ class Server:
         while True:
             conn, _ = listener.accept()
             try:
-                hello = _read_hello(conn, self.max_frame, self.hello_timeout)
+                hello = read_hello(conn, self.max_frame, self.hello_timeout)
                 reason = protocol.check_hello(hello, self.key)
             except Exception as exc:  # whatever a stranger sent, the server listens on
                 reason = f"bad hello: {exc}"
@@ -561,53 +546,6 @@ def _exit_when_peer_hangs_up(conn: socket.socket) -> None:
                     os._exit(0)
 
     threading.Thread(target=watch, name="hxpy-hangup", daemon=True).start()
-
-
-def listener_path(listener: socket.socket) -> str | None:
-    try:
-        name = listener.getsockname()
-    except OSError:
-        return None
-    return name if isinstance(name, str) and name else None
-
-
-def _read_hello(conn: socket.socket, max_frame: int, timeout: float) -> dict[str, Any]:
-    """The first message of a new connection, which must come whole within ``timeout``
-    seconds: a client that sends nothing, or a byte now and then, must not keep the real host
-    from its server (a per-read timeout would not bound the latter).
-
-    Raises:
-        TimeoutError: the deadline passed.
-        OSError, ValueError, codec.MarshalError: the connection or the frame is bad.
-    """
-    lock = threading.Lock()
-    reading = [True]
-
-    def expire() -> None:
-        with lock:
-            if reading[0]:
-                reading[0] = False
-                conn.shutdown(socket.SHUT_RD)  # the blocked read returns: "closed"
-
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        return wire.recv_message(conn, max_frame_for_hello(max_frame))
-    except wire.PeerClosed:
-        with lock:
-            if not reading[0]:
-                raise TimeoutError(f"no hello within {timeout} s") from None
-        raise
-    finally:
-        with lock:
-            reading[0] = False
-        timer.cancel()
-
-
-def max_frame_for_hello(max_frame: int) -> int:
-    """A hello is tiny: refuse large frames from clients that have not proven the key."""
-    return min(max_frame, 64 * 1024)
 
 
 def main() -> int:

@@ -1,11 +1,18 @@
-"""What the server reads once as it starts, before it serves: the session key (never from
-the environment) and the secret files of a Swarm task. Re-exported by :mod:`hxpy.server`."""
+"""What the server does once as it starts, before it serves: read the session key (never
+from the environment) and the secret files of a Swarm task, listen, and read a new
+connection's hello within its deadline. Re-exported by :mod:`hxpy.server`."""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from typing import Any
 
-__all__ = ["MAX_KEY_BYTES", "load_secrets", "read_key"]
+from . import wire
+
+__all__ = ["MAX_KEY_BYTES", "listen", "listener_path", "load_secrets", "max_frame_for_hello",
+           "read_hello", "read_key"]
 
 MAX_KEY_BYTES = 4096  # a key line or file is a few dozen bytes: never read more
 
@@ -40,3 +47,73 @@ def read_key(source: str) -> str:
         with open(source[len("file:"):], "rb") as key_file:
             return key_file.read(MAX_KEY_BYTES).decode("ascii", "replace").strip()
     return ""
+
+
+def listen(address: str) -> socket.socket:
+    """Bind and listen on ``unix:PATH`` or ``tcp:HOST:PORT``."""
+    scheme, _, rest = address.partition(":")
+    if scheme == "unix":
+        if os.path.exists(rest):
+            os.unlink(rest)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)  # only our uid (and root) may connect
+        try:
+            sock.bind(rest)
+        finally:
+            os.umask(old_umask)
+    elif scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or "0.0.0.0", int(port)))
+    else:
+        raise ValueError(f"HXPY_LISTEN must be unix:PATH or tcp:HOST:PORT, not {address!r}")
+    sock.listen(4)
+    return sock
+
+
+def listener_path(listener: socket.socket) -> str | None:
+    try:
+        name = listener.getsockname()
+    except OSError:
+        return None
+    return name if isinstance(name, str) and name else None
+
+
+def read_hello(conn: socket.socket, max_frame: int, timeout: float) -> dict[str, Any]:
+    """The first message of a new connection, which must come whole within ``timeout``
+    seconds: a client that sends nothing, or a byte now and then, must not keep the real host
+    from its server (a per-read timeout would not bound the latter).
+
+    Raises:
+        TimeoutError: the deadline passed.
+        OSError, ValueError, codec.MarshalError: the connection or the frame is bad.
+    """
+    lock = threading.Lock()
+    reading = [True]
+
+    def expire() -> None:
+        with lock:
+            if reading[0]:
+                reading[0] = False
+                conn.shutdown(socket.SHUT_RD)  # the blocked read returns: "closed"
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return wire.recv_message(conn, max_frame_for_hello(max_frame))
+    except wire.PeerClosed:
+        with lock:
+            if not reading[0]:
+                raise TimeoutError(f"no hello within {timeout} s") from None
+        raise
+    finally:
+        with lock:
+            reading[0] = False
+        timer.cancel()
+
+
+def max_frame_for_hello(max_frame: int) -> int:
+    """A hello is tiny: refuse large frames from clients that have not proven the key."""
+    return min(max_frame, 64 * 1024)
