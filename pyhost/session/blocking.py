@@ -24,6 +24,7 @@ from .conversation import (
     Conversation,
     SessionStats,
     encode_eval,
+    terminated_from_outside,
 )
 from .handshake import Opened, open_server
 from .options import SessionOptions
@@ -171,8 +172,14 @@ class Session(Conversation):
         except ProtocolError:
             self._stop("protocol error")
             raise
-        except PyHostError:
-            raise  # what the reply means (a soft timeout is a TimeoutError too)
+        except PyHostError as exc:
+            if not terminated_from_outside(exc, self._closed):
+                raise  # what the reply means (a soft timeout is a TimeoutError too)
+            try:
+                status = self._exit_status()
+            finally:
+                self._stop("terminated")
+            raise self._broken(ConnectionResetError("SIGTERM"), status) from exc
         except IO_ERRORS as exc:
             try:
                 status = self._exit_status() if self._wants_status(exc) else None
