@@ -22,7 +22,7 @@ from .conversation import (
     NO_REPLY,
     Conversation,
     encode_eval,
-    terminated_from_outside,
+    terminated,
 )
 from .handshake import Opened, open_server
 from .options import SessionOptions
@@ -130,12 +130,14 @@ class AsyncSession(Conversation):
             await self._stop("protocol error")
             raise
         except PyHostError as exc:
-            if not terminated_from_outside(exc, self._closed):
+            if not terminated(exc):
                 raise  # what the reply means (a soft timeout is a TimeoutError too)
-            try:
-                status = await self._exit_status()
+            try:  # the server exits after this reply: removed, whoever sent the SIGTERM
+                status = await self._exit_status()  # None when our own kill(grace) sent it
             finally:
                 await self._stop("terminated")
+            if self._closed:
+                raise  # the end the caller asked for, with what the batch printed
             raise self._broken(ConnectionResetError("SIGTERM"), status) from exc
         except IO_ERRORS as exc:
             try:

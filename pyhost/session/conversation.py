@@ -39,7 +39,7 @@ from .output import OutputCallback, OutputListener
 
 __all__ = ["IO_ERRORS", "NO_REPLY", "REPLY_PREFIXES", "TERMINATED", "Batch", "Conversation",
            "SessionStats", "call_reply", "encode_define", "encode_eval", "encode_exec",
-           "remote_error", "terminated_from_outside"]
+           "remote_error", "terminated"]
 
 log = logging.getLogger("pyhost")
 
@@ -491,11 +491,11 @@ def remote_error(message: dict[str, Any], session_id: str,
 TERMINATED = "hxpy.server.Terminated"
 
 
-def terminated_from_outside(exc: PyHostError, closed: bool) -> bool:
-    """Whether ``exc`` says the server was sent SIGTERM by someone other than this session
-    (which closes itself first): the engine stopping, a ``docker stop``. The server exits
-    after that reply, so the session is over as if its container had died."""
-    return isinstance(exc, PythonError) and exc.remote_type == TERMINATED and not closed
+def terminated(exc: PyHostError) -> bool:
+    """Whether ``exc`` is the reply of a server sent SIGTERM, which exits after it: by this
+    session's own ``kill(grace)``, or from outside (the engine stopping, a ``docker stop``),
+    when the session is over as if its container had died."""
+    return isinstance(exc, PythonError) and exc.remote_type == TERMINATED
 
 
 def call_reply(handlers: dict[str, HostHandler], message: dict[str, Any],
