@@ -17,7 +17,13 @@ from typing import Any
 from ..errors import ProtocolError, PyHostError
 from ..launchers import get_launcher
 from ..launchers.base import ExitStatus, Launcher
-from .conversation import IO_ERRORS, NO_REPLY, Conversation, encode_eval
+from .conversation import (
+    IO_ERRORS,
+    NO_REPLY,
+    Conversation,
+    encode_eval,
+    terminated,
+)
 from .handshake import Opened, open_server
 from .options import SessionOptions
 from .output import OutputCallback, check_callback
@@ -123,8 +129,16 @@ class AsyncSession(Conversation):
         except ProtocolError:
             await self._stop("protocol error")
             raise
-        except PyHostError:
-            raise  # what the reply means (a soft timeout is a TimeoutError too)
+        except PyHostError as exc:
+            if not terminated(exc):
+                raise  # what the reply means (a soft timeout is a TimeoutError too)
+            try:  # the server exits after this reply: removed, whoever sent the SIGTERM
+                status = await self._exit_status()  # None when our own kill(grace) sent it
+            finally:
+                await self._stop("terminated")
+            if self._closed:
+                raise  # the end the caller asked for, with what the batch printed
+            raise self._broken(ConnectionResetError("SIGTERM"), status) from exc
         except IO_ERRORS as exc:
             try:
                 status = await self._exit_status() if self._wants_status(exc) else None

@@ -24,6 +24,7 @@ from .conversation import (
     Conversation,
     SessionStats,
     encode_eval,
+    terminated,
 )
 from .handshake import Opened, open_server
 from .options import SessionOptions
@@ -171,8 +172,16 @@ class Session(Conversation):
         except ProtocolError:
             self._stop("protocol error")
             raise
-        except PyHostError:
-            raise  # what the reply means (a soft timeout is a TimeoutError too)
+        except PyHostError as exc:
+            if not terminated(exc):
+                raise  # what the reply means (a soft timeout is a TimeoutError too)
+            try:  # the server exits after this reply: removed, whoever sent the SIGTERM
+                status = self._exit_status()  # None when our own kill(grace) sent it
+            finally:
+                self._stop("terminated")
+            if self._closed:
+                raise  # the end the caller asked for, with what the batch printed
+            raise self._broken(ConnectionResetError("SIGTERM"), status) from exc
         except IO_ERRORS as exc:
             try:
                 status = self._exit_status() if self._wants_status(exc) else None

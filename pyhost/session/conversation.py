@@ -37,8 +37,9 @@ from .handshake import Opened
 from .options import SessionOptions
 from .output import OutputCallback, OutputListener
 
-__all__ = ["IO_ERRORS", "NO_REPLY", "REPLY_PREFIXES", "Batch", "Conversation", "SessionStats",
-           "call_reply", "encode_define", "encode_eval", "encode_exec", "remote_error"]
+__all__ = ["IO_ERRORS", "NO_REPLY", "REPLY_PREFIXES", "TERMINATED", "Batch", "Conversation",
+           "SessionStats", "call_reply", "encode_define", "encode_eval", "encode_exec",
+           "remote_error", "terminated"]
 
 log = logging.getLogger("pyhost")
 
@@ -484,6 +485,17 @@ def remote_error(message: dict[str, Any], session_id: str,
                              f"{error.get('type')}: {error.get('message')}")
     return PythonError(str(error.get("type")), str(error.get("message")),
                        _text(error.get("traceback")), _text(message.get("output")))
+
+
+#: The error a batch answers with when its server was sent SIGTERM: it exits after the reply.
+TERMINATED = "hxpy.server.Terminated"
+
+
+def terminated(exc: PyHostError) -> bool:
+    """Whether ``exc`` is the reply of a server sent SIGTERM, which exits after it: by this
+    session's own ``kill(grace)``, or from outside (the engine stopping, a ``docker stop``),
+    when the session is over as if its container had died."""
+    return isinstance(exc, PythonError) and exc.remote_type == TERMINATED
 
 
 def call_reply(handlers: dict[str, HostHandler], message: dict[str, Any],

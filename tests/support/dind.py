@@ -21,11 +21,12 @@ import docker
 import docker.types
 
 from pyhost.launchers.docker.image import DEFAULT_TAG
+from pyhost.launchers.docker.wheels import SITE_DIR
 from pyhost.launchers.ownership import LABEL_PREFIX
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TEST_LABELS = {"org.pyhost.test": "1"}
-HOST_DEPS = ("docker", "requests", "urllib3", "idna", "certifi", "charset_normalizer")
+HOST_DEPS = ("docker", "requests", "urllib3", "idna", "certifi", "charset_normalizer", "packaging")
 
 
 @contextlib.contextmanager
@@ -46,9 +47,10 @@ def _host_context() -> io.BytesIO:
     dockerfile = textwrap.dedent(f"""\
         FROM {DEFAULT_TAG}
         COPY host /opt/pyhost-host
-        # not a session image: this value is no source hash
+        # not a session image: this value is no source hash; the pinned packages (msgpack
+        # & co) are in SITE_DIR, which the session image's own PYTHONPATH holds too
         LABEL org.pyhost.hash=test-host
-        ENV PYTHONPATH=/opt/pyhost-host
+        ENV PYTHONPATH=/opt/pyhost-host:{SITE_DIR}
         USER 0
         WORKDIR /
         ENTRYPOINT ["python3"]

@@ -73,6 +73,8 @@ def test_a_debian_base_is_python3_and_exactly_the_pins(pins, suite):
     assert dict(wheel.split("==") for wheel in recipe.wheels) == \
         pins_for(pins, SUITE_PYTHON[suite])
     assert base_packages(suite) == recipe.label()
+    # the layout is in the label: a base without the site dir on its PYTHONPATH is remade
+    assert recipe.label().endswith(",site:/opt/pyhost/site")
 
 
 def test_the_dockerfile_installs_the_constraints_and_nothing_else():

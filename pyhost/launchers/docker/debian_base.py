@@ -67,7 +67,10 @@ class BaseRecipe:
     def label(self) -> str:
         """The value of :data:`PACKAGES_LABEL`: the Debian packages, then ``wheel:`` and
         each pin."""
-        return ",".join([*self.packages, *(f"wheel:{wheel}" for wheel in self.wheels)])
+        # "site:" names the layout too: a base of wheels has SITE_DIR on its PYTHONPATH, so
+        # one made before that is made again.
+        site = [f"site:{SITE_DIR}"] if self.wheels else []
+        return ",".join([*self.packages, *(f"wheel:{wheel}" for wheel in self.wheels), *site])
 
 
 def base_recipe(suite: str = DEFAULT_SUITE, sources: SourceTree | None = None) -> BaseRecipe:
@@ -148,6 +151,9 @@ def build_debian_base(client: docker.DockerClient, suite: str = DEFAULT_SUITE,
         changes = [
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV LANG=C.UTF-8",
+            # The pinned packages are importable in the base itself, and in any image a user
+            # builds FROM it (the session image's Dockerfile extends this PYTHONPATH).
+            *([f"ENV PYTHONPATH={SITE_DIR}"] if recipe.wheels else []),
             'CMD ["python3"]',
             f"LABEL {BASE_LABEL}=debootstrap org.pyhost.suite={suite} "
             f'{PACKAGES_LABEL}="{recipe.label()}" {PYTHON_LABEL}={python} {GLIBC_LABEL}={glibc}',

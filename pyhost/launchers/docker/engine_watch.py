@@ -63,6 +63,9 @@ class EngineWatch:
         self._lock = threading.Lock()
         self._breaks: list[float] = []  # when the stream broke (time.time())
         self._pending: list[Callable[[], None]] = []
+        # Held while removals run: a start that finds none pending must not go on while the
+        # watch's thread is still removing a container whose name the start would take.
+        self._removing = threading.Lock()
         self._stream: Any = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -178,15 +181,17 @@ class EngineWatch:
         when it reconnects; a start does them first too, so that a new container never
         meets the name of an old one still waiting (a session's next container is named
         like its last)."""
-        with self._lock:
-            if not self._pending:
-                return
-            pending, self._pending = self._pending, []
-        for remove in pending:
-            try:
-                remove()
-            except EngineUnavailable as exc:
-                log.error("removing a container the engine kept while it was away: %s", exc)
+        with self._removing:
+            with self._lock:
+                if not self._pending:
+                    return
+                pending, self._pending = self._pending, []
+            for remove in pending:
+                try:
+                    remove()
+                except EngineUnavailable as exc:
+                    log.error("removing a container the engine kept while it was away: %s",
+                              exc)
 
 
 def _close(stream: Any) -> None:
