@@ -55,13 +55,14 @@ test: image images browser git podman
 unit: setup git
 	$(BIN)/python -m pytest -q tests/unit
 
-# Debian's wrk: the load generator of the serve rows (benchmarks/rows_serve.py).
+# Debian's wrk: the load generator of the serve rows (benchmarks/rows_serve.py); bench also
+# needs the browser (the console rows follow a log in headless Chromium).
 wrk:
 	@command -v wrk >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends wrk; }
 
-bench: image wrk
+bench: image wrk browser
 	$(BIN)/python benchmarks/run.py
 
 # The wire fuzzed for longer: the CI's fuzz tests with 25 times the examples, randomized
