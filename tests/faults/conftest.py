@@ -21,12 +21,11 @@ import docker
 import docker.errors
 import pytest
 
-from pyhost.errors import PyHostError
-from pyhost.launchers.docker.client import docker_client
 from pyhost.launchers.docker.launcher import DockerLauncher
 from pyhost.launchers.ownership import LABEL_PREFIX, SESSION_LABEL
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
 from tests.support.detached import pyhost_cli
+from tests.support.engine import engine_with_image
 
 _PID_LABEL = f"{LABEL_PREFIX}.owner.pid"
 _ENTITY_TYPES = ("artifact", "dataitem", "model")
@@ -177,16 +176,7 @@ def _services(api: Any, label: dict[str, str]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def faults_engine() -> docker.DockerClient:
     """The real engine with the session image (no engine is a failure, never a skip)."""
-    from pyhost.launchers.docker.dockerd import ensure_engine
-    from pyhost.launchers.docker.image import build_image
-
-    try:
-        ensure_engine(install=False)
-        build_image()  # a no-op when the image matches the sources
-        return docker_client()
-    except PyHostError as exc:
-        pytest.fail(f"the fault tests need a Docker engine and the hxpy image: {exc}",
-                    pytrace=False)
+    return engine_with_image("the fault tests")
 
 
 @pytest.fixture

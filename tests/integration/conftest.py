@@ -11,23 +11,13 @@ import time
 
 import pytest
 
-from pyhost.errors import PyHostError
-from pyhost.launchers.docker.client import docker_client
 from pyhost.launchers.ownership import LABEL_PREFIX
+from tests.support.engine import engine_with_image
 
 
 @pytest.fixture(scope="session")
 def client():
-    from pyhost.launchers.docker.dockerd import ensure_engine
-    from pyhost.launchers.docker.image import build_image
-
-    try:
-        ensure_engine(install=False)
-        build_image()  # a no-op when the image matches the sources
-        return docker_client()
-    except PyHostError as exc:
-        pytest.fail(f"integration tests need a Docker engine and the hxpy image: {exc}",
-                    pytrace=False)
+    return engine_with_image("integration tests")
 
 
 def _ours(client):

@@ -13,20 +13,18 @@ from __future__ import annotations
 import tempfile
 
 import pytest
-import trustme
 
 import pyhost.runtime as dh
 from pyhost import ConfigurationError, NotInCatalog
-from tests.support.https_sources import TOKEN, USER, SourceServer, serve_functions
+from tests.support.https_sources import TOKEN, USER, served_functions
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("served")
-    with SourceServer(root / "www", trustme.CA()) as server:
-        yield serve_functions(server, root / "work")
+    with served_functions(tmp_path_factory.mktemp("served")) as served:
+        yield served
 
 
 @pytest.fixture

@@ -19,12 +19,14 @@ right credentials, so a test can see what was asked and sent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import os
 import ssl
 import subprocess
 import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -252,3 +254,10 @@ def serve_functions(server: SourceServer, work: Path) -> Served:
         archive.writestr("main.py", "def main():\n    return 'zipped'\n")
     return Served(server, f"{server.url}/git/functions.git", tagged,
                   f"{server.url}/files/functions.zip")
+
+
+@contextlib.contextmanager
+def served_functions(root: Path) -> Iterator[Served]:
+    """A server with a new authority under ``root``, serving the functions, for the block."""
+    with SourceServer(root / "www", trustme.CA()) as server:
+        yield serve_functions(server, root / "work")

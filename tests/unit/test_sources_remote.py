@@ -22,14 +22,13 @@ import pyhost.runtime as dh
 from pyhost import ConfigurationError, NotInCatalog
 from pyhost.runtime.sources import redact_url
 from tests.security.conftest import open_fds
-from tests.support.https_sources import TOKEN, USER, SourceServer, serve_functions
+from tests.support.https_sources import TOKEN, USER, served_functions
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("served")
-    with SourceServer(root / "www", trustme.CA()) as server:
-        yield serve_functions(server, root / "work")
+    with served_functions(tmp_path_factory.mktemp("served")) as served:
+        yield served
 
 
 @pytest.fixture
