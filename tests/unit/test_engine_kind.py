@@ -206,6 +206,8 @@ def test_sessions_are_published_where_no_unix_socket_reaches(base_url, ping, inf
     assert view.published is published
     assert view.kind.product == product
     assert client.info_asked == asked  # /info only where it decides something
+    if ping is DOCKER_PING and not asked:  # the version from the ping's Server header
+        assert view.kind.version == "20.10.24+dfsg1"
     if product == "Docker Desktop":
         assert "in a VM (Docker Desktop)" in view.describe()
 

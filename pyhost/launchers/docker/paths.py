@@ -174,7 +174,12 @@ class EngineView:
             # local engine is in a VM). Whether an engine is rootless is the doctor's question.
             info = dict(self.client.info()) if not podman and desktop_socket(
                 _socket_path(self.client)) else {}
-        version = podman_version(podman) if podman else {}
+        # Docker's ping names its version too: "Server: Docker/20.10.24+dfsg1 (linux)".
+        server = answer.headers.get("Server") or ""
+        docker_version = server.partition("/")[2].split(" ")[0] if server.startswith(
+            "Docker/") else ""
+        version = podman_version(podman) if podman else \
+            ({"Version": docker_version} if docker_version else {})
         return engine_kind(info, version, local=not self.location.remote)
 
     @property
