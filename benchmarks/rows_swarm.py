@@ -159,7 +159,7 @@ def swarm_jobs_warm(bench: Bench) -> list[Result]:
             for pool in pools.values():
                 pool.close()
     return [Result("swarm_jobs_per_s[warm]", "jobs/s", rates["swarm"], higher_is_better=True,
-                   target=Target(0.8, relative=True),
+                   target=Target(0.8, relative=True, higher_is_better=True),
                    baseline=Baseline("the same on the plain engine with its own pool; jobs/s",
                                      tuple(rates["plain"])),
                    note=f"{per_round} jobs per round, {IN_FLIGHT} in flight, from a full pool "
