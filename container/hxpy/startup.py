@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from . import wire
+from .pipes import FdCatcher
 
 __all__ = ["MAX_KEY_BYTES", "listen", "listener_path", "load_secrets", "max_frame_for_hello",
            "read_hello", "read_key"]
@@ -80,10 +81,12 @@ def listener_path(listener: socket.socket) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def read_hello(conn: socket.socket, max_frame: int, timeout: float) -> dict[str, Any]:
+def read_hello(conn: socket.socket, max_frame: int, timeout: float,
+               fds: FdCatcher | None = None) -> dict[str, Any]:
     """The first message of a new connection, which must come whole within ``timeout``
     seconds: a client that sends nothing, or a byte now and then, must not keep the real host
-    from its server (a per-read timeout would not bound the latter).
+    from its server (a per-read timeout would not bound the latter). With ``fds``, the file
+    descriptors sent with the hello are kept there (see :mod:`hxpy.pipes`).
 
     Raises:
         TimeoutError: the deadline passed.
@@ -102,7 +105,7 @@ def read_hello(conn: socket.socket, max_frame: int, timeout: float) -> dict[str,
     timer.daemon = True
     timer.start()
     try:
-        return wire.recv_message(conn, max_frame_for_hello(max_frame))
+        return wire.recv_message(fds or conn, max_frame_for_hello(max_frame))  # type: ignore[arg-type]
     except wire.PeerClosed:
         with lock:
             if not reading[0]:

@@ -10,6 +10,7 @@ handshake run in the loop's executor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from typing import Any
@@ -94,8 +95,9 @@ class AsyncSession(Conversation):
         then speak to it with asyncio I/O on the same connection."""
         loop = asyncio.get_running_loop()
         spec = self.options.launch_spec(self.id)
-        opening = loop.run_in_executor(None, open_server, self._launcher, spec,
-                                       self.options.max_frame)
+        # Over its socket: asyncio streams read it without a thread (pipes would need one).
+        opening = loop.run_in_executor(None, functools.partial(
+            open_server, self._launcher, spec, self.options.max_frame, pipes=False))
         try:
             opened = await asyncio.shield(opening)
         except asyncio.CancelledError:

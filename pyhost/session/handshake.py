@@ -15,16 +15,18 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hxpy import codec, protocol, wire
+from hxpy.pipes import Pipes, host_pipes
 
 from ..errors import ProtocolError, SessionDied
 from ..launchers.base import Instance, Launcher, LaunchSpec
-from .transport import Received, Transport, connect
+from .transport import Received, SocketTransport, Transport, connect
 
 __all__ = ["Opened", "check_secrets_reply", "check_welcome", "hello", "open_server",
            "secrets_message"]
@@ -46,13 +48,16 @@ class Opened:
     key: str = field(default="", repr=False)
 
 
-def hello(key: str) -> bytes:
+def hello(key: str, pipes: bool = False) -> bytes:
     """The encoded hello frame body. It asks for text columns as buffers when this process
-    has pyarrow to read them with (see ``docs/protocol.md``)."""
+    has pyarrow to read them with (see ``docs/protocol.md``); with ``pipes``, it says that
+    two pipe ends come with it (:mod:`hxpy.pipes`)."""
     message: dict[str, Any] = {"type": protocol.HELLO, "version": protocol.PROTOCOL_VERSION,
                                "key": key}
     if _reads_text_columns():
         message["columns"] = ["text"]
+    if pipes:
+        message["pipes"] = True
     return codec.encode(message)
 
 
@@ -98,8 +103,10 @@ def _raise(exc: Exception) -> Any:
 
 
 def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
-                start_timeout: float = START_TIMEOUT) -> Opened:
-    """Start a server with a fresh key, connect and shake hands.
+                start_timeout: float = START_TIMEOUT, pipes: bool = True) -> Opened:
+    """Start a server with a fresh key, connect and shake hands. With ``pipes``, over a Unix
+    socket, the session's messages go over two pipes once the server took them
+    (:class:`~pyhost.session.transport.PipeTransport`); otherwise over the socket.
 
     Raises:
         SessionDied: the server exited or never listened.
@@ -112,10 +119,11 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
     instance = launcher.start(spec)
     log.info("session %s: container %s started", spec.session_id, instance.id[:12])
     transport: Transport | None = None
+    local: Pipes | None = None
     try:
         try:
-            transport, (body, buffers) = _handshake(instance, spec.key, deadline, max_frame,
-                                                     spec.spin)
+            transport, local, (body, buffers) = _handshake(instance, spec.key, deadline,
+                                                            max_frame, spec.spin, pipes)
         except (TimeoutError, ConnectionError, OSError, wire.FrameTooLarge) as exc:
             status = instance.poll()
             detail = status.describe() if status else f"{type(exc).__name__}: {exc}"
@@ -128,6 +136,9 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
             raise ProtocolError(f"session {spec.session_id}: unreadable frame during the "
                                 f"handshake: {exc}") from exc
         info = check_welcome(reply, spec.session_id)
+        if local is not None and info.get("pipes") is True:
+            assert isinstance(transport, SocketTransport)
+            transport, local = transport.over_pipes(local), None
         instance.connected()
         if spec.secrets and not instance.secrets_delivered:
             _send_secrets(transport, spec, deadline)
@@ -136,6 +147,9 @@ def open_server(launcher: Launcher, spec: LaunchSpec, max_frame: int,
             transport.close()
         instance.cleanup()
         raise
+    finally:
+        if local is not None:  # the server did not take them
+            local.close()
     log.info("session %s: ready in %.3f s", spec.session_id, time.monotonic() - started)
     return Opened(instance, transport, info, spec.session_id, spec.key)
 
@@ -159,8 +173,9 @@ _CLOSED_EARLY = (wire.PeerClosed, ConnectionResetError, ConnectionAbortedError, 
 
 
 def _handshake(instance: Instance, key: str, deadline: float, max_frame: int,
-               spin: float) -> tuple[Transport, Received]:
-    """Connect and say hello; the transport and the first reply.
+               spin: float, pipes: bool) -> tuple[Transport, Pipes | None, Received]:
+    """Connect and say hello; the transport, the host's ends of the pipes sent with the
+    hello (if any) and the first reply.
 
     Over TCP, a connection closed before any reply means "not listening yet" while the
     instance runs and the deadline holds: reconnect after a short, growing pause. A reply,
@@ -171,10 +186,17 @@ def _handshake(instance: Instance, key: str, deadline: float, max_frame: int,
     while True:
         transport = connect(instance.endpoint, deadline, lambda: instance.poll() is None,
                             max_frame, spin)
+        local = None
         try:
-            transport.send(hello(key))
-            return transport, transport.recv(max(deadline - time.monotonic(), 0.0))
+            if pipes and instance.endpoint.kind == "unix" and isinstance(transport,
+                                                                         SocketTransport):
+                local = _hello_with_pipes(transport, key)
+            else:
+                transport.send(hello(key))
+            return transport, local, transport.recv(max(deadline - time.monotonic(), 0.0))
         except _CLOSED_EARLY as exc:
+            if local is not None:
+                local.close()
             transport.close()
             if (instance.endpoint.kind != "tcp" or time.monotonic() + delay >= deadline
                     or instance.poll() is not None):
@@ -182,7 +204,28 @@ def _handshake(instance: Instance, key: str, deadline: float, max_frame: int,
             log.debug("%s closed the connection before the welcome (%s); not listening yet",
                       instance.endpoint, type(exc).__name__)
         except BaseException:
+            if local is not None:
+                local.close()
             transport.close()
             raise
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def _hello_with_pipes(transport: SocketTransport, key: str) -> Pipes | None:
+    """Say hello with the server's ends of two new pipes attached; the host's ends (None
+    where pipes cannot be read without blocking: a plain hello then)."""
+    made = host_pipes()
+    if made is None:
+        transport.send(hello(key))
+        return None
+    local, theirs = made
+    try:
+        transport.send_with_fds(hello(key, pipes=True), theirs)
+    except BaseException:
+        local.close()
+        raise
+    finally:
+        for fd in theirs:  # the server has its own copies once they are sent
+            os.close(fd)
+    return local

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 from hxpy import wire
+from hxpy.pipes import Pipes
 
 from ..launchers.base import Endpoint
 
@@ -28,6 +29,7 @@ __all__ = [
     "AsyncTransport",
     "MemoryListener",
     "MemoryTransport",
+    "PipeTransport",
     "SocketTransport",
     "Transport",
     "connect",
@@ -147,6 +149,17 @@ class SocketTransport(Transport):
         except OSError:
             pass
 
+    def send_with_fds(self, body: bytes, fds: list[int]) -> None:
+        """Send one small message with file descriptors attached (``SCM_RIGHTS``)."""
+        frame = wire.HEADER.pack(len(body)) + body
+        sent = socket.send_fds(self.sock, [frame], fds)
+        self.sock.sendall(frame[sent:])
+
+    def over_pipes(self, pipes: Pipes) -> PipeTransport:
+        """This connection with its messages over ``pipes`` from now on; use only the
+        returned transport afterwards."""
+        return PipeTransport(self.sock, pipes, self.max_frame, self._reader.spin)
+
     def hung_up(self) -> bool:
         readable, _, _ = select.select([self.sock], [], [], 0)
         return bool(readable)
@@ -154,6 +167,37 @@ class SocketTransport(Transport):
     async def to_async(self) -> AsyncTransport:
         reader, writer = await asyncio.open_connection(sock=self.sock, limit=2**16)
         return _StreamTransport(reader, writer, self.max_frame)
+
+
+class PipeTransport(SocketTransport):
+    """A Unix socket connection whose messages go over two pipes (:mod:`hxpy.pipes`): a
+    blocking round trip costs each end less CPU and one sleep instead of about 1.4. The
+    socket stays open only to tell either end that the other is gone. A deadline is a
+    ``poll`` before a read that would block (pipes have no ``SO_RCVTIMEO``).
+    """
+
+    def __init__(self, sock: socket.socket, pipes: Pipes, max_frame: int = wire.DEFAULT_MAX_FRAME,
+                 spin: float = 0.0) -> None:
+        super().__init__(sock, max_frame, spin)
+        self.pipes = pipes
+        self._reader = wire.FrameReader(pipes, max_frame, spin=spin)  # type: ignore[arg-type]
+
+    def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
+        wire.send(self.pipes, body, buffers, self.max_frame)  # type: ignore[arg-type]
+
+    def recv(self, timeout: float | None) -> Received:
+        self.pipes.timeout = None if timeout is None else max(timeout, 0.001)
+        try:
+            return self._reader.read()
+        except BlockingIOError:  # the poll ran out: no byte came for the whole wait
+            raise TimeoutError("no frame within the timeout") from None
+
+    def close(self) -> None:
+        super().close()
+        self.pipes.close()
+
+    async def to_async(self) -> AsyncTransport:
+        return _ThreadedAsyncTransport(self)
 
 
 class _StreamTransport(AsyncTransport):

@@ -342,8 +342,9 @@ def test_the_marker_check_sees_a_whole_batch_run(fuzz_servers: Servers) -> None:
 
 # -- hostile user code, and the host session -------------------------------------------------
 
+# ``out`` is where the server's messages go: the host's pipe, or the socket without pipes.
 _WRITE_TO_THE_HOST = ("import os, hxpy.server as server\n"
-                      "server._current.conn.sendall(payload)\n"
+                      "server._current.out.sendall(payload)\n"
                       "if then_exit: os._exit(0)\n")
 
 
