@@ -10,6 +10,7 @@ here, when the options are made; what only a launcher understands it checks itse
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -151,16 +152,14 @@ class SessionOptions:
         Raises:
             ConfigurationError: a keyword is not an option (the message lists them).
         """
-        base = options if options is not None else cls()
-        return base.replace(**kwargs) if kwargs else base
+        if options is not None:
+            return options.replace(**kwargs) if kwargs else options
+        _check_names(kwargs)
+        return cls(**kwargs)  # checked once, not as the defaults and again as their copy
 
     def replace(self, **changes: Any) -> SessionOptions:
         """A copy with ``changes`` applied (checked as new options are)."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ConfigurationError(f"unknown session option(s) {', '.join(unknown)}; the "
-                                     f"options are {', '.join(sorted(known))}")
+        _check_names(changes)
         return dataclasses.replace(self, **changes)
 
     @property
@@ -183,9 +182,23 @@ class SessionOptions:
 
     def pool_key(self) -> tuple[Any, ...]:
         """What a ready server depends on: sessions with equal keys may share a warm pool."""
+        return self._pool_key
+
+    @functools.cached_property
+    def _pool_key(self) -> tuple[Any, ...]:  # asked at every py() that may take from a pool
         spec = self.launch_spec("")
         return tuple((f.name, _hashable(getattr(spec, f.name)))
                      for f in dataclasses.fields(spec) if f.name != "session_id")
+
+
+def _check_names(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - _NAMES)
+    if unknown:
+        raise ConfigurationError(f"unknown session option(s) {', '.join(unknown)}; the "
+                                 f"options are {', '.join(sorted(_NAMES))}")
+
+
+_NAMES = frozenset(field.name for field in dataclasses.fields(SessionOptions))
 
 
 def _hashable(value: Any) -> Any:

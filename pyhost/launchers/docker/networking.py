@@ -15,6 +15,7 @@ A serve replica on a local engine keeps its Unix socket for the session and join
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import threading
 from typing import Any
@@ -157,11 +158,19 @@ def check_publish_address(address: str) -> str:
     Raises:
         ConfigurationError: it is not (host names and IPv6 are not supported).
     """
+    parsed = _ipv4(address) if isinstance(address, str) else None
+    if parsed is None:
+        raise ConfigurationError(f"publish_address must be an IPv4 address such as 127.0.0.1 or "
+                                 f"0.0.0.0, not {address!r}")
+    return parsed
+
+
+@functools.lru_cache(maxsize=64)  # asked at every py(): parsing was most of its cost
+def _ipv4(address: str) -> str | None:
     try:
         return str(ipaddress.IPv4Address(address))
     except ValueError:
-        raise ConfigurationError(f"publish_address must be an IPv4 address such as 127.0.0.1 or "
-                         f"0.0.0.0, not {address!r}") from None
+        return None
 
 
 def network_endpoint(attrs: dict[str, Any], network: str) -> Endpoint | None:
