@@ -20,6 +20,7 @@ import docker
 import docker.errors
 
 from hxpy import wire
+from hxpy.pipes import Pipes, host_pipes
 
 __all__ = ["BENCH_LABEL", "EchoServer", "Fleet", "LabellingClient", "PollingEcho",
            "echo_once"]
@@ -37,6 +38,8 @@ SANDBOX_UID = 1000
 # - b"P" + a spin in nanoseconds: the polling echo. Both ends frame with hxpy.wire and read with
 #   its FrameReader polling for up to that spin, exactly as a session's two ends do; only the
 #   work between reading and answering is missing.
+# - b"Q" + a spin, with two pipe ends attached (SCM_RIGHTS): the polling echo over the pipes
+#   a blocking session talks through (hxpy.pipes).
 # Deliberately minimal: these are the floors pyhost is held to.
 ECHO_SERVER = r"""
 import os, socket, struct, sys, threading
@@ -65,13 +68,20 @@ def polling(conn, spin):
 
 def serve(conn):
     with conn:
-        head = conn.recv(5, socket.MSG_WAITALL)
+        head, fds, _, _ = socket.recv_fds(conn, 5, 2, socket.MSG_WAITALL)
         if len(head) == 5:
             mode, value = struct.unpack(">cI", head)
             if mode == b"B":
                 blocking(conn, value)
             elif mode == b"P":
                 polling(conn, value / 1e9)
+            elif mode == b"Q" and len(fds) == 2:
+                from hxpy.pipes import Pipes
+                pipes = Pipes(*fds)
+                try:
+                    polling(pipes, value / 1e9)
+                finally:
+                    pipes.close()
 
 path = sys.argv[1]
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -232,15 +242,30 @@ class EchoServer:
         (see :func:`echo_once`)."""
         return self._connect(b"B", block_size)
 
-    def connect_polling(self, spin: float) -> PollingEcho:
+    def connect_polling(self, spin: float, pipes: bool = False) -> PollingEcho:
         """A connection echoing ``hxpy.wire`` frames, both ends polling for up to ``spin``
-        seconds before they sleep, as a session's ends do."""
-        return PollingEcho(self._connect(b"P", round(spin * 1e9)), spin)
+        seconds before they sleep, as a session's ends do; with ``pipes``, over two pipes
+        as a blocking session's messages go (:mod:`hxpy.pipes`)."""
+        if not pipes:
+            return PollingEcho(self._connect(b"P", round(spin * 1e9)), spin)
+        made = host_pipes()
+        if made is None:
+            raise OSError("pipes cannot be read without blocking here (Linux 5.8+)")
+        local, theirs = made
+        try:
+            sock = self._connect(b"Q", round(spin * 1e9), theirs)
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        return PollingEcho(sock, spin, local)
 
-    def _connect(self, mode: bytes, value: int) -> socket.socket:
+    def _connect(self, mode: bytes, value: int, fds: list[int] | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.path)
-        sock.sendall(_HEAD.pack(mode, value))
+        if fds:
+            socket.send_fds(sock, [_HEAD.pack(mode, value)], fds)
+        else:
+            sock.sendall(_HEAD.pack(mode, value))
         return sock
 
     def close(self) -> None:
@@ -266,16 +291,20 @@ class PollingEcho:
     """The host end of the polling echo: ``hxpy.wire`` framing and a
     :class:`~hxpy.wire.FrameReader` with the same ``spin`` as the server's end."""
 
-    def __init__(self, sock: socket.socket, spin: float) -> None:
+    def __init__(self, sock: socket.socket, spin: float, pipes: Pipes | None = None) -> None:
         self.sock = sock
-        self.reader = wire.FrameReader(sock, spin=spin)
+        self.pipes = pipes
+        self.channel: Any = pipes or sock  # where the frames go
+        self.reader = wire.FrameReader(self.channel, spin=spin)
 
     def roundtrip(self, body: bytes) -> None:
         """Send ``body`` as one frame and read its echo."""
-        wire.send(self.sock, body)
+        wire.send(self.channel, body)
         echoed, _ = self.reader.read()
         if len(echoed) != len(body):
             raise ConnectionError(f"the echo server sent {len(echoed)} bytes, not {len(body)}")
 
     def close(self) -> None:
         self.sock.close()
+        if self.pipes is not None:
+            self.pipes.close()

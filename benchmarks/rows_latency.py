@@ -43,10 +43,11 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
     container of the same image; blocks of the three alternate.
 
     The target's baseline is the polling echo: both ends frame with ``hxpy.wire`` and poll
-    for up to the session's ``spin`` before sleeping, as a session's two ends do, so it is
-    the same transport with no work in between. The blocking echo (plain blocking reads, no
-    polling) follows each row as a comparison: a session that polls can beat it, so it cannot
-    be the bar.
+    for up to the session's ``spin`` before sleeping, as a session's two ends do, over the
+    session's own channel (two pipes when the session has them, see ``hxpy.pipes``), so it
+    is the same transport with no work in between. The blocking echo (plain blocking reads on
+    the socket, no polling) follows each row as a comparison: a session that polls can beat
+    it, so it cannot be the bar.
 
     Where the scheduler puts the ends matters a lot on a small VM (a wake-up on the other
     CPU costs about three times a same-CPU one). So after the unpinned rows, everything is
@@ -58,57 +59,63 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
     payload = b"0123456789abcdef"
     results = []
     with contextlib.ExitStack() as stack:
-        polling = bench.echo.connect_polling(pyhost.SessionOptions().spin)
+        session = stack.enter_context(bench.session())
+        session.eval("1")
+        pipes = session.server_info.get("pipes") is True
+        channel = "pipes" if pipes else "socket"
+        polling = bench.echo.connect_polling(pyhost.SessionOptions().spin, pipes=pipes)
         stack.callback(polling.close)
         sock = bench.echo.connect(len(payload))
         stack.callback(sock.close)
         into = memoryview(bytearray(len(payload)))
         echoes = {"polling": functools.partial(polling.roundtrip, payload),
                   "blocking": functools.partial(echo_once, sock, payload, into)}
-        with bench.session() as session:
-            session.eval("1")
-            _roundtrips(session, echoes, warmup)
-            results += _roundtrip_rows("warm_roundtrip", "unpinned",
-                                       *_roundtrips(session, echoes, n))
-            for placement, (host_cpu, server_cpu) in _placements().items():
-                name = f"warm_roundtrip[{placement}]"
-                containers = [session.container_id, bench.echo.container_id]
-                with _pinned(bench, host_cpu, server_cpu, containers) as problem:
-                    if problem:
-                        results.append(Result(name, "us", unavailable=f"cannot pin: {problem}"))
-                        continue
-                    # Measured here: after pinning, both run about 30% slower for the first
-                    # thousand or two round trips; all settle before the timed ones.
-                    _roundtrips(session, echoes, 4000)
-                    timed = _roundtrips(session, echoes, n // 2)
-                results += _roundtrip_rows(
-                    name, placement, *timed,
-                    note=f"pinned: host on CPU {host_cpu}, containers on CPU {server_cpu}")
-        # Without polling (spin=0) both ends sleep in recv as the blocking echo does.
-        blocking = {"blocking": echoes["blocking"]}
-        with bench.session(spin=0) as session:
-            session.eval("1")
-            _roundtrips(session, blocking, warmup)
-            evals, times = _roundtrips(session, blocking, n)
-            results.append(Result(
-                "warm_roundtrip[no_spin]", "us", evals,
-                baseline=Baseline("the blocking echo (no polling on either end), unpinned; us",
-                                  tuple(times["blocking"])),
-                note="spin=0: neither end polls before sleeping; comparison only"))
+        _roundtrips(session, echoes, warmup)
+        results += _roundtrip_rows("warm_roundtrip", "unpinned", channel,
+                                   *_roundtrips(session, echoes, n))
+        for placement, (host_cpu, server_cpu) in _placements().items():
+            name = f"warm_roundtrip[{placement}]"
+            containers = [session.container_id, bench.echo.container_id]
+            with _pinned(bench, host_cpu, server_cpu, containers) as problem:
+                if problem:
+                    results.append(Result(name, "us", unavailable=f"cannot pin: {problem}"))
+                    continue
+                # Measured here: after pinning, both run about 30% slower for the first
+                # thousand or two round trips; all settle before the timed ones.
+                _roundtrips(session, echoes, 4000)
+                timed = _roundtrips(session, echoes, n // 2)
+            results += _roundtrip_rows(
+                name, placement, channel, *timed,
+                note=f"pinned: host on CPU {host_cpu}, containers on CPU {server_cpu}")
+    # Without polling (spin=0) both ends sleep as the blocking echo (on the socket) does.
+    with bench.session(spin=0) as session, \
+            contextlib.closing(bench.echo.connect(len(payload))) as sock:
+        session.eval("1")
+        blocking = {"blocking": functools.partial(echo_once, sock, payload, into)}
+        _roundtrips(session, blocking, warmup)
+        evals, times = _roundtrips(session, blocking, n)
+        results.append(Result(
+            "warm_roundtrip[no_spin]", "us", evals,
+            baseline=Baseline("the blocking echo on the socket (no polling on either end), "
+                              "unpinned; us", tuple(times["blocking"])),
+            note=f"spin=0: neither end polls before sleeping (the session over {channel}); "
+                 "comparison only"))
     return results
 
 
-def _roundtrip_rows(name: str, placement: str, evals: list[float],
+def _roundtrip_rows(name: str, placement: str, channel: str, evals: list[float],
                     times: dict[str, list[float]], note: str = "") -> list[Result]:
     """The row judged against the polling echo, and the same evals against the blocking one."""
     vs_blocking = f"{name[:-1]},vs_blocking]" if name.endswith("]") else f"{name}[vs_blocking]"
     return [
         Result(name, "us", evals, target=Target(2.0, relative=True), note=note,
-               baseline=Baseline(f"polling echo ({placement}): 16 bytes in hxpy.wire frames, "
+               baseline=Baseline(f"polling echo ({placement}, over the {channel}): 16 bytes in "
+                                 "hxpy.wire frames, "
                                  f"both ends polling as a session's do; us",
                                  tuple(times["polling"]))),
         Result(vs_blocking, "us", evals, note=note,
-               baseline=Baseline(f"blocking echo ({placement}): 16 bytes, blocking reads, no "
+               baseline=Baseline(f"blocking echo ({placement}, over the socket): 16 bytes, "
+                                 "blocking reads, no "
                                  f"polling; comparison only, the evals are those of {name}; us",
                                  tuple(times["blocking"]))),
     ]

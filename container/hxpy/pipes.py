@@ -19,12 +19,13 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
+import functools
 import os
 import select
 import socket
 import stat
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["FdCatcher", "Pipes", "host_pipes", "server_pipes"]
 
@@ -49,19 +50,24 @@ class Pipes:
         return self.read_fd
 
     def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
-        target = memoryview(view)
-        if nbytes:
-            target = target[:nbytes]
+        target = view[:nbytes] if nbytes else view
         if flags & socket.MSG_DONTWAIT:
             return os.preadv(self.read_fd, [target], -1, os.RWF_NOWAIT)
         if self.timeout is not None and not self._poller.poll(self.timeout * 1e3):
             raise BlockingIOError(errno.EAGAIN, "no data within the timeout")
         return os.readv(self.read_fd, [target])
 
+    def poll_into(self, view: Any) -> Callable[[], int]:
+        """A call that reads what is there into ``view`` without waiting (BlockingIOError
+        when nothing is): a C call each time, no Python frame, as a poll loop wants."""
+        return functools.partial(os.preadv, self.read_fd, [view], -1, os.RWF_NOWAIT)
+
     def sendall(self, data: Any) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[os.write(self.write_fd, view):]
+        sent = os.write(self.write_fd, data)  # whole unless a signal cut it short
+        if sent < len(data):
+            view = memoryview(data).cast("B")[sent:]
+            while view:
+                view = view[os.write(self.write_fd, view):]
 
     def sendmsg(self, buffers: Sequence[Any]) -> int:
         return os.writev(self.write_fd, buffers)

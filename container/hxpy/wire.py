@@ -13,6 +13,7 @@ allows. Both ends of the connection use them.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import socket
@@ -194,6 +195,10 @@ class FrameReader:
         self._backoff = 1  # reads to skip after the next poll that finds nothing
         self._large_from = max_size  # see bound_large
         self._large_prefixes: tuple[bytes, ...] = ()
+        # One poll, prebuilt: a C call with no Python frame, called many times per wait.
+        poll_into = getattr(sock, "poll_into", None)
+        self._poll: Callable[[], int] = poll_into(self._view) if poll_into else \
+            functools.partial(sock.recv_into, self._view, 0, socket.MSG_DONTWAIT)
 
     def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:
         """Accept a message whose body is more than ``large_from`` bytes only when the body
@@ -239,7 +244,7 @@ class FrameReader:
         until = _now() + self.spin
         while True:
             try:
-                received = self.sock.recv_into(self._view, 0, socket.MSG_DONTWAIT)
+                received = self._poll()
             except BlockingIOError:
                 if _now() < until:
                     os.sched_yield()  # a peer waiting for this CPU may run now
