@@ -130,6 +130,8 @@ class FdCatcher:
         target = memoryview(view)
         if nbytes:
             target = target[:nbytes]
+        # Not inherited by programs user code runs, as the connection itself is not.
+        flags |= getattr(socket, "MSG_CMSG_CLOEXEC", 0)
         received, ancillary, _, _ = self.conn.recvmsg_into([target], self._space, flags)
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -115,7 +115,9 @@ def test_the_hello_reader_keeps_the_fds_sent_with_the_hello():
             os.close(fd)
         catcher = pipes.FdCatcher(b)
         assert startup.read_hello(b, 1 << 20, 5.0, catcher) == {"type": "hello"}
-        server = pipes.server_pipes(catcher.take_fds())
+        received = catcher.take_fds()
+        assert not any(os.get_inheritable(fd) for fd in received)  # as the connection's
+        server = pipes.server_pipes(received)
         assert server is not None
         wire.send_message(local, {"type": "down"})
         assert wire.recv_message(server) == {"type": "down"}
