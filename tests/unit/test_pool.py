@@ -76,3 +76,19 @@ def test_a_server_that_does_not_answer_the_warm_up_is_never_pooled(launcher, mon
     for made in opened:  # a server that failed its warm-up was removed, not left running
         assert made.instance.wait(10) is not None
     assert "could not start a server" in caplog.text
+
+
+def test_a_take_from_a_full_pool_wakes_no_thread_and_is_still_refilled(launcher, monkeypatch):
+    monkeypatch.setattr(pool_module, "REFILL_DELAY", 0.3)
+    pool = pyhost.warm_pool(2, launcher=launcher, io=None)
+    try:
+        assert pool.wait_ready(60)
+        wakes = []
+        notify_all = pool._cond.notify_all
+        monkeypatch.setattr(pool._cond, "notify_all", lambda: wakes.append(1) or notify_all())
+        with session(launcher) as s:
+            assert s.eval("1") == 1
+            assert wakes == [], "the take woke the refilling thread"
+            assert pool.wait_ready(30), "a full pool that lost one was not refilled"
+    finally:
+        pool.close()
