@@ -1,0 +1,146 @@
+"""A local run (``local_execution=True``) on its short path: recorded in two catalog
+statements, handed back as recorded, its handler imported once per version and environment,
+and never past another process's end of it. Against a real SQLite catalog in a temporary
+home."""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+
+import pytest
+
+import pyhost.runtime as dh
+from pyhost.runtime.catalog.sqlite import SqliteCatalog
+
+
+@pytest.fixture
+def project(runtime):
+    return dh.get_or_create_project("local")
+
+
+def _statements(runtime) -> list[str]:
+    """Every SQL statement this thread's catalog connection runs from now on."""
+    seen: list[str] = []
+    connection: sqlite3.Connection = runtime.catalog._connection()
+    connection.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_local_run_is_two_statements_and_is_recorded_whole(runtime, project):
+    fn = project.new_function(name="inc", code="def f(x):\n    print('seen', x)\n"
+                                               "    return x + 1\n", handler="f")
+    fn.run(local_execution=True, wait=True, parameters={"x": 0})  # imports, first reads
+    seen = _statements(runtime)
+    run = fn.run(local_execution=True, wait=True, parameters={"x": 41})
+    runtime.catalog._connection().set_trace_callback(None)
+    assert [statement.split()[0] for statement in seen] == ["INSERT", "UPDATE"], seen
+    assert run.result("result") == 42 and run.logs() == "seen 41\n"
+    # What fn.run handed back is what the catalog holds, read by another connection.
+    catalog = SqliteCatalog(runtime.catalog.path)
+    try:
+        stored = catalog.get("run", run.id)
+    finally:
+        catalog.close()
+    assert stored is not None and stored.state == "COMPLETED"
+    assert stored.document == run._record.document and stored.updated == run._record.updated
+    status = stored.document["status"]
+    timings = status["timings"]
+    assert list(timings) == ["CREATED", "READY", "RUNNING", "COMPLETED"]
+    assert timings["CREATED"] <= timings["READY"] <= timings["RUNNING"] <= timings["COMPLETED"]
+    assert status["message"] == "completed" and status["logs"] == \
+        f"local/run/{run.id}/logs/logs.txt"
+    assert [attempt["attempt"] for attempt in status["attempts"]] == [1]
+
+
+def test_a_new_version_runs_its_own_handler_not_the_one_imported_before(project):
+    first = project.new_function(name="v", code="def f():\n    return 1\n", handler="f")
+    assert first.run(local_execution=True, wait=True).result("result") == 1
+    second = project.new_function(name="v", code="def f():\n    return 2\n", handler="f")
+    assert second.id != first.id
+    assert second.run(local_execution=True, wait=True).result("result") == 2
+    again = project.get_function("v", version=first.id)
+    assert again.run(local_execution=True, wait=True).result("result") == 1
+
+
+IMPORT_ONCE = textwrap.dedent("""
+    import os
+
+    print("importing")
+    IMPORTED_WITH = os.environ.get("GREETING")
+    calls = []
+
+    def f():
+        calls.append(1)
+        return {"greeting": IMPORTED_WITH, "calls": len(calls)}
+""")
+
+
+def test_a_handler_is_imported_once_per_environment(project):
+    fn = project.new_function(name="once", code=IMPORT_ONCE, handler="f")
+    hello = [{"name": "GREETING", "value": "hello"}]
+    first = fn.run(local_execution=True, wait=True, envs=hello)
+    second = fn.run(local_execution=True, wait=True, envs=hello)
+    assert first.result("result") == {"greeting": "hello", "calls": 1}
+    assert second.result("result") == {"greeting": "hello", "calls": 2}  # the same module
+    assert first.logs() == "importing\n" and second.logs() == ""
+    # Other envs, another import: module-level code sees the run's own environment.
+    other = fn.run(local_execution=True, wait=True,
+                   envs=[{"name": "GREETING", "value": "hi"}])
+    assert other.result("result") == {"greeting": "hi", "calls": 1}
+    assert other.logs() == "importing\n"
+
+
+def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):
+    fn = project.new_function(name="secret", code=IMPORT_ONCE, handler="f")
+    monkeypatch.setenv("GREETING", "first secret")
+    first = fn.run(local_execution=True, wait=True, secrets=["GREETING"])
+    monkeypatch.setenv("GREETING", "second secret")
+    second = fn.run(local_execution=True, wait=True, secrets=["GREETING"])
+    # The value is masked in what is recorded; the count says which import ran.
+    assert first.result("result")["calls"] == 1 and second.result("result")["calls"] == 1
+    assert "secret" not in str(second.status.to_dict())
+
+
+def test_a_failed_import_is_tried_again_by_the_next_run(project, tmp_path):
+    flag = tmp_path / "ready"
+    code = textwrap.dedent(f"""
+        import os
+
+        if not os.path.exists({str(flag)!r}):
+            raise RuntimeError("not ready yet")
+
+        def f():
+            return "ready"
+    """)
+    fn = project.new_function(name="flaky", code=code, handler="f")
+    failed = fn.run(local_execution=True, wait=True)
+    assert failed.status.state == "ERROR", failed.status.to_dict()
+    assert failed.status.error["type"] == "RuntimeError"
+    assert 'raise RuntimeError("not ready yet")' in failed.status.error["traceback"]
+    assert "local.py" not in failed.status.error["traceback"]  # no frame of the runtime's
+    flag.write_text("")
+    assert fn.run(local_execution=True, wait=True).result("result") == "ready"
+
+
+SETTLED_ELSEWHERE = textwrap.dedent("""
+    def f(run, home):
+        from pyhost.runtime.context import Runtime
+        from pyhost.runtime.runs import ACTIVE, ERROR, transition
+
+        other = Runtime.open(home, settle=False)  # its own connection, as another process's
+        try:
+            transition(other, other.get("run", run.id), ERROR, ACTIVE,
+                       message="settled by another process")
+        finally:
+            other.close()
+        return 1
+""")
+
+
+def test_a_local_run_settled_by_another_writer_is_not_written_over(runtime, project):
+    fn = project.new_function(name="settled", code=SETTLED_ELSEWHERE, handler="f")
+    run = fn.run(local_execution=True, wait=True, parameters={"home": str(runtime.home)})
+    assert run.status.state == "ERROR"
+    assert run.status.message == "settled by another process"
+    assert run.refresh().status.state == "ERROR" and run.status.results == {}
