@@ -18,7 +18,8 @@ if SQLite still answers "busy" (it does, without waiting, in a few cases such as
 recovery by another process). One operation waits ``busy_timeout`` seconds in all, however
 many tries that takes; then it raises :class:`CatalogError` having written nothing (a writer
 holding the lock that long is stuck, or the file is on a filesystem whose locks fail).
-``synchronous=NORMAL``: a power cut may lose the last commits, never consistency.
+``synchronous=NORMAL``: a power cut may lose the last commits, never consistency (a
+process that dies loses nothing it committed; ``FULL`` would add an fsync to every commit).
 
 Versions: on open the schema is created or brought forward by :data:`_MIGRATIONS` (version
 ``n`` -> ``n + 1``), all in one transaction; a file written by a newer pyhost is refused.
