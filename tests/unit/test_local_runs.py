@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import textwrap
+import time
 
 import pytest
 
@@ -144,3 +145,42 @@ def test_a_local_run_settled_by_another_writer_is_not_written_over(runtime, proj
     assert run.status.state == "ERROR"
     assert run.status.message == "settled by another process"
     assert run.refresh().status.state == "ERROR" and run.status.results == {}
+
+
+HOLDS_THE_LOCK = textwrap.dedent("""
+    import sqlite3
+    import threading
+    import time
+
+    def f(path, seconds):
+        # Another writer takes the catalog's write lock as the handler returns, and keeps it
+        # past the busy timeout: the run's end must wait it out, not fail or be lost.
+        held = threading.Event()
+
+        def hold():
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(seconds)
+            conn.execute("COMMIT")
+            conn.close()
+
+        threading.Thread(target=hold, daemon=True).start()
+        held.wait()
+        return "done"
+""")
+
+
+def test_a_local_runs_end_waits_out_a_held_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYHOST_CATALOG_BUSY_TIMEOUT", "0.3")
+    runtime = dh.configure(tmp_path / "home")
+    fn = dh.get_or_create_project("local").new_function(name="held", code=HOLDS_THE_LOCK,
+                                                        handler="f")
+    started = time.monotonic()
+    run = fn.run(local_execution=True, wait=True,
+                 parameters={"path": str(runtime.catalog.path), "seconds": 1.0})
+    assert time.monotonic() - started >= 1.0  # its end was written after the release
+    assert run.status.state == "COMPLETED" and run.result("result") == "done"
+    assert list(run.status.timings) == ["CREATED", "READY", "RUNNING", "COMPLETED"]
+    assert [record.id for record in runtime.find("run")] == [run.id]
+    assert run.refresh().status.to_dict() == run.status.to_dict()
