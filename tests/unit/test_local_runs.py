@@ -13,6 +13,7 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
+from pyhost.runtime.values import from_json, to_json
 
 
 @pytest.fixture
@@ -184,3 +185,17 @@ def test_a_local_runs_end_waits_out_a_held_lock(tmp_path, monkeypatch):
     assert list(run.status.timings) == ["CREATED", "READY", "RUNNING", "COMPLETED"]
     assert [record.id for record in runtime.find("run")] == [run.id]
     assert run.refresh().status.to_dict() == run.status.to_dict()
+
+
+@pytest.mark.parametrize("value", [0, -7, 10**30, 1.5, -0.0, "text", "", True, None])
+def test_a_plain_result_is_recorded_as_itself(value):
+    assert to_json(value) is value  # JSON holds it exactly: no codec bytes, no copy
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), b"bytes",
+                                   {"$hxpy": "looks tagged"}])
+def test_what_json_does_not_hold_exactly_is_tagged_codec_bytes(value):
+    stored = to_json(value)
+    assert isinstance(stored, dict) and set(stored) == {"$hxpy"}
+    back = from_json(stored)
+    assert back == value or (value != value and back != back)  # NaN is not NaN
