@@ -4,10 +4,10 @@ States move CREATED -> READY -> RUNNING -> COMPLETED | ERROR | STOPPED, each mov
 compare-and-set on the catalog record (two processes never both move a run) with its time
 in ``status.timings``; a run whose work starts the moment it is recorded (a local job) is
 written RUNNING in the insert that creates it (:func:`create_run`). A run executing in
-this process signals its end through an event, so
-:meth:`Run.wait` returns the moment it ends; a run of another process is re-read from the
-catalog with a short back-off. A run whose owner process died is settled as ERROR by the next
-process that opens the catalog (:func:`settle_orphaned_runs`) or by ``pyhost gc``.
+this process signals its end through an event, so :meth:`Run.wait` returns the moment it
+ends; a run of another process is re-read from the catalog with a short back-off. A run
+whose owner process died is settled as ERROR by the next process that opens the catalog
+(:func:`settle_orphaned_runs`) or by ``pyhost gc``.
 """
 
 from __future__ import annotations
