@@ -1,6 +1,6 @@
 """A local run (``local_execution=True``) on its short path: recorded in two catalog
-statements, handed back as recorded, its handler imported once per version and environment,
-and never past another process's end of it. Against a real SQLite catalog in a temporary
+statements, handed back as recorded, its module imported afresh by each run (as a job's fresh
+container does), and never past another process's end of it. Against a real SQLite catalog in a temporary
 home."""
 
 from __future__ import annotations
@@ -78,19 +78,19 @@ IMPORT_ONCE = textwrap.dedent("""
 """)
 
 
-def test_a_handler_is_imported_once_per_environment(project):
+def test_each_run_imports_its_module_afresh_as_a_container_would(project):
+    """DigitalHub's local execution and a job's fresh container both run module-level code
+    for every run: no state carries over from one run to the next."""
     fn = project.new_function(name="once", code=IMPORT_ONCE, handler="f")
     hello = [{"name": "GREETING", "value": "hello"}]
     first = fn.run(local_execution=True, wait=True, envs=hello)
     second = fn.run(local_execution=True, wait=True, envs=hello)
     assert first.result("result") == {"greeting": "hello", "calls": 1}
-    assert second.result("result") == {"greeting": "hello", "calls": 2}  # the same module
-    assert first.logs() == "importing\n" and second.logs() == ""
-    # Other envs, another import: module-level code sees the run's own environment.
+    assert second.result("result") == {"greeting": "hello", "calls": 1}
+    assert first.logs() == "importing\n" and second.logs() == "importing\n"
     other = fn.run(local_execution=True, wait=True,
                    envs=[{"name": "GREETING", "value": "hi"}])
     assert other.result("result") == {"greeting": "hi", "calls": 1}
-    assert other.logs() == "importing\n"
 
 
 def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):
