@@ -1,7 +1,7 @@
 """A local run (``local_execution=True``) on its short path: recorded in two catalog
 statements, handed back as recorded, its module imported afresh by each run (as a job's fresh
-container does), and never past another process's end of it. Against a real SQLite catalog in a temporary
-home."""
+container does), and never past another process's end of it. Against a real SQLite catalog
+in a temporary home."""
 
 from __future__ import annotations
 
