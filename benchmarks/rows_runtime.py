@@ -56,12 +56,9 @@ def _catalog() -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _temporary_files_in(directory: Path) -> Iterator[None]:
-    """Make ``tempfile`` create its files under ``directory`` for the block.
-
-    A local run writes the function's source to a new ``tempfile.mkdtemp()`` directory and
-    never removes it (``hxpy.runtime.loader.write_sources``; in a container it goes with the
-    container): without this, every local run would leave a directory in /tmp.
-    """
+    """Make ``tempfile`` create its files under ``directory`` for the block: a guard, so
+    that a temporary file a run might make (a local run imports its version's files where
+    the store keeps them, and makes none today) goes with the benchmark's home, not /tmp."""
     directory.mkdir(exist_ok=True)
     saved = tempfile.tempdir
     tempfile.tempdir = str(directory)
@@ -119,7 +116,7 @@ def job_local(bench: Bench) -> list[Result]:
                     "directory) from CREATED to COMPLETED; comparison only, the target is on "
                     "the overhead"),
         Result("job_local[overhead]", "ms", [ms - direct_ms.median for ms in runs],
-               target=Target(1.0),
+               target=Target(0.5),  # issue 23
                note="each run minus the median direct call: its median is median run - "
                     "median direct call; DigitalHub's own local execution measured 2.3 ms "
                     "(not measured here)"),
@@ -143,7 +140,7 @@ def job_cold(bench: Bench) -> list[Result]:
             if index >= warmup:
                 jobs.append(elapsed * 1e3)
                 bares.append(bare * 1e3)
-    return [Result("job_cold", "ms", jobs, target=Target(1.3, relative=True),
+    return [Result("job_cold", "ms", jobs, target=Target(1.15, relative=True),  # issue 23
                    baseline=Baseline("bare create+start of the image (sleep infinity, "
                                      "network none); ms", tuple(bares)),
                    note="a run is COMPLETED once recorded; its container is removed just "

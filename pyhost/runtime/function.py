@@ -51,6 +51,7 @@ class Function:
         # A version never changes: read its files from the store and find its handler in
         # them once per Function, not on every run (a run needed the files twice).
         self._source: Source | None = None
+        self._source_directory: str | None = None
         self._handler_info: HandlerInfo | None = None
 
     @property
@@ -90,7 +91,10 @@ class Function:
 
     def source_directory(self) -> str:
         """Where this version's files are in the store (a local run imports them there)."""
-        return str(self._runtime.store.resolve(self._record.document["status"]["source"]))
+        if self._source_directory is None:
+            self._source_directory = str(
+                self._runtime.store.resolve(self._record.document["status"]["source"]))
+        return self._source_directory
 
     def handler_info(self) -> HandlerInfo:
         if self._handler_info is None:

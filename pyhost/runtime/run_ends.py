@@ -31,7 +31,7 @@ _DIRECTORY = "waits"
 def tell_ended(home: Path, run_id: str) -> None:
     """Wake every process waiting for run ``run_id`` of ``home`` (after its end is
     recorded)."""
-    path = home / _DIRECTORY / run_id
+    path = os.path.join(home, _DIRECTORY, run_id)  # at every end: no pathlib
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
     except OSError:  # nobody ever waited (no FIFO), or nobody waits now (ENXIO)

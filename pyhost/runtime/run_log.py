@@ -204,7 +204,11 @@ def _segment_size(cap: int) -> int:
 
 def _total(directory: Path) -> int:
     """Bytes written to the whole log."""
-    segments = _segments(directory)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0  # no directory, no log (the first line makes both): one system call
+    segments = _segments(directory, names)
     if segments:
         return segments[-1][0] + _size(segments[-1][1])
     return _size(directory / LOG_FILE)
@@ -247,12 +251,13 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _segments(directory: Path) -> list[tuple[int, Path]]:
+def _segments(directory: Path, names: list[str] | None = None) -> list[tuple[int, Path]]:
     found = []
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
+    if names is None:
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
     for name in names:
         match = _SEGMENT.match(name)
         if match:

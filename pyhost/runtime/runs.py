@@ -2,10 +2,12 @@
 
 States move CREATED -> READY -> RUNNING -> COMPLETED | ERROR | STOPPED, each move a
 compare-and-set on the catalog record (two processes never both move a run) with its time
-in ``status.timings``. A run executing in this process signals its end through an event, so
-:meth:`Run.wait` returns the moment it ends; a run of another process is re-read from the
-catalog with a short back-off. A run whose owner process died is settled as ERROR by the next
-process that opens the catalog (:func:`settle_orphaned_runs`) or by ``pyhost gc``.
+in ``status.timings``; a run whose work starts the moment it is recorded (a local job) is
+written RUNNING in the insert that creates it (:func:`create_run`). A run executing in
+this process signals its end through an event, so :meth:`Run.wait` returns the moment it
+ends; a run of another process is re-read from the catalog with a short back-off. A run
+whose owner process died is settled as ERROR by the next process that opens the catalog
+(:func:`settle_orphaned_runs`) or by ``pyhost gc``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .catalog import CatalogBusy, Record, StaleState
 from .entities import Entity, EntityKey, entity_class, iso_time, new_id, parse_key
 from .limits import DEFAULT_LOG_CAP, env_seconds, parse_size
 from .run_ends import FALLBACK, EndWatch, tell_ended
-from .run_log import LogFollower, RunLog, read_log
+from .run_log import LOG_FILE, LogFollower, RunLog, read_log
 from .values import from_json
 
 if TYPE_CHECKING:
@@ -90,6 +92,9 @@ class Execution:
         self.stopper: Callable[[], None] | None = None  # ends the work at once (a kill)
         # A serve run's: wait_ready(timeout) -> its record once it serves (see _wait_serving)
         self.wait_ready: Callable[[float | None], Record] | None = None
+        # The run as its end was recorded here (record_end's answer): what a caller waiting
+        # in this thread returns, without reading it again.
+        self.ended: Record | None = None
 
 
 _executions: dict[str, Execution] = {}
@@ -343,7 +348,7 @@ class Run:
     def log_directory(self) -> Path:
         """Where the run's log is written (:class:`~.run_log.RunLog`; a reader finds no log
         there before it begins)."""
-        return self._runtime.store.resolve(f"{self.project}/run/{self.id}/logs")
+        return self._runtime.store.resolve(_log_directory(self.project, self.id))
 
     @property
     def log_cap(self) -> int:
@@ -447,8 +452,11 @@ def _alias(name: str, found: dict[str, Any]) -> str:
 
 
 def create_run(runtime: Runtime, function: Function, action: str,
-               spec: dict[str, Any]) -> Record:
-    """Record a new run of ``function`` (kind ``python+<action>``) and make it READY.
+               spec: dict[str, Any], running: str | None = None) -> Record:
+    """Record a new run of ``function`` (kind ``python+<action>``) and make it READY, or
+    RUNNING with the message ``running`` when given (a run whose work starts the moment it
+    is recorded, in this thread: one write instead of two, its log where :func:`run_log`
+    writes it).
 
     Args:
         spec: the task's settings as the run records them (never a secret's value).
@@ -456,19 +464,44 @@ def create_run(runtime: Runtime, function: Function, action: str,
     run_id = new_id()
     now = time.time()
     kind = f"{function.kind}+{action}"
+    at = iso_time(now)
+    # CREATED and READY (and RUNNING) in one write: nothing happens between them worth a
+    # transaction.
+    status: dict[str, Any] = {"state": READY, "timings": {CREATED: now, READY: now},
+                              "attempts": []}
+    if running is not None:
+        status.update(state=RUNNING, timings={CREATED: now, READY: now, RUNNING: now},
+                      message=running,
+                      logs=f"{_log_directory(function.project, run_id)}/{LOG_FILE}")
     document = {
         "entity_type": "run", "project": function.project, "name": run_id,
         "kind": kind, "id": run_id,
         "key": str(EntityKey(function.project, "run", kind, run_id, None)),
-        "metadata": {"created": iso_time(now), "updated": iso_time(now),
-                     "owner": Owner.current().labels(run_id)},
+        "metadata": {"created": at, "updated": at, "owner": _owner().labels(run_id)},
         "spec": {"function": function.key, "function_id": function.id, "action": action,
                  **spec},
-        # CREATED and READY in one write: nothing happens between them worth a transaction.
-        "status": {"state": READY, "timings": {CREATED: now, READY: now}, "attempts": []},
+        "status": status,
     }
-    return runtime.add(Record("run", function.project, run_id, run_id, kind, now, now, READY,
-                              document))
+    return runtime.add(Record("run", function.project, run_id, run_id, kind, now, now,
+                              status["state"], document))
+
+
+def _log_directory(project: str, run_id: str) -> str:
+    """Where a run's log is, relative to the store."""
+    return f"{project}/run/{run_id}/logs"
+
+
+_owners: dict[int, Owner] = {}
+
+
+def _owner() -> Owner:
+    """This process as a run's owner: read once per process (it reads /proc), a forked
+    child reading its own."""
+    pid = os.getpid()
+    owner = _owners.get(pid)
+    if owner is None:
+        owner = _owners[pid] = Owner.current()
+    return owner
 
 
 def run_log(runtime: Runtime, record: Record, cap: int = DEFAULT_LOG_CAP,
@@ -502,8 +535,12 @@ def transition(runtime: Runtime, record: Record, state: str,
     document["metadata"] = {**(document.get("metadata") or {}), "updated": iso_time(now)}
     updated = runtime.update("run", record.id, document, state=state, expect_state=expect,
                              updated=now)
-    if state in FINAL and runtime.home is not None:  # other processes' waits end now
-        tell_ended(runtime.home, record.id)
+    if state in FINAL:
+        execution = execution_here(record.id)
+        if execution is not None:
+            execution.ended = updated
+        if runtime.home is not None:  # other processes' waits end now
+            tell_ended(runtime.home, record.id)
     return updated
 
 
@@ -518,12 +555,16 @@ def stop_grace() -> float:
 
 
 def record_end(runtime: Runtime, run_id: str, state: str, expect: str | tuple[str, ...],
-               patience: float | None = None, **changes: Any) -> Record:
+               patience: float | None = None, current: Record | None = None,
+               **changes: Any) -> Record:
     """:func:`transition` of a run to how it ended, tried again while another process holds
     the catalog's write lock past the busy timeout, for up to ``patience`` seconds (default
     :data:`END_PATIENCE`): a run's end is what its waiters wait for, and its results exist
     nowhere else. Each try re-reads the run, so a run that another process settled
-    meanwhile raises :class:`StaleState`, never a second end.
+    meanwhile raises :class:`StaleState`, never a second end; the first try takes
+    ``current`` instead when given: the run as the caller last wrote it, for a caller that
+    alone writes it while it is active (another process can only move its state, which the
+    compare-and-set sees).
 
     Raises:
         CatalogUnavailable: the catalog failed, or stayed locked for ``patience`` seconds.
@@ -532,7 +573,9 @@ def record_end(runtime: Runtime, run_id: str, state: str, expect: str | tuple[st
     deadline = time.monotonic() + (END_PATIENCE if patience is None else patience)
     while True:
         try:
-            return transition(runtime, runtime.get("run", run_id), state, expect, **changes)
+            record = runtime.get("run", run_id) if current is None else current
+            current = None
+            return transition(runtime, record, state, expect, **changes)
         except CatalogUnavailable as exc:
             if not isinstance(exc.__cause__, CatalogBusy) or time.monotonic() >= deadline:
                 raise

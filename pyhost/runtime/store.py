@@ -71,7 +71,7 @@ class Store:
         for label, value in (("project", project), ("entity type", entity_type),
                              ("name", name), ("id", id)):
             _check_name(label, value)
-        directory = self.root / project / entity_type / name / id
+        directory = self.root.joinpath(project, entity_type, name, id)
         if not make:
             return directory
         with _os_errors(f"cannot make the directory {directory}"):
@@ -328,8 +328,8 @@ def _replace_tree(staging: Path, target: Path) -> None:
 
 
 def _check_name(label: str, value: str) -> None:
-    if not isinstance(value, str) or value in ("", ".", "..") or any(
-            mark in value for mark in ("/", "\\", "\0")):
+    if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or \
+            "\\" in value or "\0" in value:
         raise ValueError(f"{label} {value!r} is not a usable name: it must be non-empty, not "
                          "'.' or '..', and hold no '/', '\\\\' or NUL")
 

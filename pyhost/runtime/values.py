@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 from hxpy import codec
@@ -12,6 +13,7 @@ from hxpy import codec
 __all__ = ["from_json", "to_json"]
 
 _TAG = "$hxpy"
+_EXACT = frozenset((str, int, bool, type(None)))  # exactly these types, not subclasses
 
 
 def to_json(value: Any) -> Any:
@@ -20,6 +22,9 @@ def to_json(value: Any) -> Any:
     Raises:
         hxpy.codec.MarshalError: the codec cannot carry it either.
     """
+    kind = type(value)
+    if kind in _EXACT or (kind is float and math.isfinite(value)):
+        return value  # JSON holds it exactly: no round trip to find out (a run's parameters)
     try:
         if json.loads(json.dumps(value, allow_nan=False)) == value and not _tagged(value):
             return value

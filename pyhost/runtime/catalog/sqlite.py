@@ -18,7 +18,8 @@ if SQLite still answers "busy" (it does, without waiting, in a few cases such as
 recovery by another process). One operation waits ``busy_timeout`` seconds in all, however
 many tries that takes; then it raises :class:`CatalogError` having written nothing (a writer
 holding the lock that long is stuck, or the file is on a filesystem whose locks fail).
-``synchronous=NORMAL``: a power cut may lose the last commits, never consistency.
+``synchronous=NORMAL``: a power cut may lose the last commits, never consistency (a
+process that dies loses nothing it committed; ``FULL`` would add an fsync to every commit).
 
 Versions: on open the schema is created or brought forward by :data:`_MIGRATIONS` (version
 ``n`` -> ``n + 1``), all in one transaction; a file written by a newer pyhost is refused.
@@ -57,6 +58,8 @@ __all__ = ["SqliteCatalog"]
 _T = TypeVar("_T")
 _COLUMNS = "entity_type, project, name, id, kind, created, updated, state, document"
 _KEY_COLUMNS = "project, name, kind, created, state"  # what an update keeps of a record
+# An update returns them itself where SQLite can (3.35 and later; Debian bullseye has 3.34).
+_RETURNING = f" RETURNING {_KEY_COLUMNS}" if sqlite3.sqlite_version_info >= (3, 35) else ""
 _ATTEMPTS = 8           # tries of one operation while SQLite answers "busy"
 _FIRST_PAUSE = 0.005    # seconds; doubled each try, with jitter, up to _MAX_PAUSE
 _MAX_PAUSE = 0.5
@@ -186,26 +189,29 @@ class SqliteCatalog(Catalog):
         guard = "" if expect_state is None else \
             f" AND state IN ({', '.join('?' * len(expected))})"  # IN () is never true
 
-        def compare_and_set(conn: sqlite3.Connection) -> bool:
-            # One statement: the state is compared under the write lock it holds to write.
+        def compare_and_set(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            # One statement: the state is compared under the write lock it holds to write,
+            # and it returns what an update never changes (no second statement to read it).
             changed = conn.execute(
                 "UPDATE records SET document = ?, state = COALESCE(?, state), updated = ? "
-                f"WHERE id = ? AND entity_type = ?{guard}",
+                f"WHERE id = ? AND entity_type = ?{guard}{_RETURNING}",
                 (text, state, updated, id, entity_type, *expected))
-            return changed.rowcount == 1
+            if _RETURNING:
+                return changed.fetchall()
+            return self._read(f"SELECT {_KEY_COLUMNS} FROM records WHERE id = ? AND "
+                              "entity_type = ?", (id, entity_type)) if changed.rowcount else []
 
         changed = self._attempt(compare_and_set)
-        # What an update never changes; read after it, which is enough to name the record.
-        rows = self._read(f"SELECT {_KEY_COLUMNS} FROM records WHERE id = ? AND "
-                          "entity_type = ?", (id, entity_type))
-        if not rows:
-            raise CatalogError(f"no {entity_type} with id {id}")
-        project, name, kind, created, current_state = rows[0]
-        if not changed:
-            raise StaleState(f"{entity_type} {id} is {current_state}, not "
+        if not changed:  # no such record, or not in the state expected: which?
+            rows = self._read(f"SELECT {_KEY_COLUMNS} FROM records WHERE id = ? AND "
+                              "entity_type = ?", (id, entity_type))
+            if not rows:
+                raise CatalogError(f"no {entity_type} with id {id}")
+            raise StaleState(f"{entity_type} {id} is {rows[0][4]}, not "
                              f"{' or '.join(expected)}")
+        project, name, kind, created, current_state = changed[0]
         return Record(entity_type, project, name, id, kind, float(created), updated,
-                      current_state if state is None else state, decode_document(text))
+                      current_state, decode_document(text))
 
     def get(self, entity_type: str, id: str) -> Record | None:
         _check_type(entity_type)

@@ -84,7 +84,14 @@ class OneShotTask(Task[SpecT]):
     @abc.abstractmethod
     def execute(self, function: Function, runtime: Runtime, record: Record, spec: SpecT,
                 execution: Execution) -> Cleanup:
-        """Do the run's work and record how it ended; what is left to clean up."""
+        """Do the run's work and record how it ended; what is left to clean up. ``record``
+        is READY, or RUNNING when :meth:`running_at_once` gave it a message."""
+
+    def running_at_once(self, spec: SpecT) -> str | None:
+        """The message of a run recorded RUNNING at once, in the write that creates it: one
+        whose work starts the moment it is recorded, with nothing to wait for (no container
+        to start); None (the default): recorded READY, and its work moves it on."""
+        return None
 
     def start(self, function: Function, runtime: Runtime, *, wait: bool = False,
               **settings: Any) -> Run:
@@ -95,7 +102,8 @@ class OneShotTask(Task[SpecT]):
         """
         self._check_wait(wait)
         spec = self.check(function, runtime, **settings)
-        record = create_run(runtime, function, self.action, spec.record())
+        record = create_run(runtime, function, self.action, spec.record(),
+                            running=self.running_at_once(spec))
         if not wait:  # a supervisor process's, when it can be
             handed = self.detached_settings(spec, settings)
             if handed is not None and detach(runtime, record, self.action, handed):
@@ -106,7 +114,8 @@ class OneShotTask(Task[SpecT]):
             if cleanup is not None:  # recorded already: the caller need not wait for it
                 threading.Thread(target=cleanup, name="pyhost-run-cleanup",
                                  daemon=True).start()
-            return Run(record, runtime).refresh()
+            ended = work[-1].ended  # as this thread recorded its end: no need to read it
+            return Run(ended, runtime) if ended is not None else Run(record, runtime).refresh()
         threading.Thread(target=self._to_the_end, args=work,
                          name=f"pyhost-{self.action}-{record.id[:8]}", daemon=True).start()
         return Run(record, runtime)

@@ -103,6 +103,10 @@ class JobTask(OneShotTask[JobSpec]):
             return None
         return {**settings, "inputs": dict(spec.inputs)}
 
+    def running_at_once(self, spec: JobSpec) -> str | None:
+        """A local run's handler is called right after its record: RUNNING from the start."""
+        return _attempt_message(1) if spec.local_execution else None
+
     def execute(self, function: Function, runtime: Runtime, record: Record, spec: JobSpec,
                 execution: Execution) -> Cleanup:
         """The attempts, then the end recorded; the session to close (None if none)."""
@@ -112,8 +116,10 @@ class JobTask(OneShotTask[JobSpec]):
         log = run_log(runtime, record, spec.limits.log_cap, masker(spec.secrets),
                       lambda size: calls.count_logs(size) if calls is not None else size)
         for attempt in range(1, spec.backoff_limit + 2):
-            record = transition(runtime, record, RUNNING, (READY, RUNNING),
-                                message=f"attempt {attempt}", logs=log_key(runtime, log))
+            if attempt > 1 or record.state != RUNNING:  # else recorded so (running_at_once)
+                record = transition(runtime, record, RUNNING, (READY, RUNNING),
+                                    message=_attempt_message(attempt),
+                                    logs=log_key(runtime, log))
             calls = HostCalls(runtime, function.project, record.id, record.document["key"],
                               spec.limits, masker(spec.secrets))
             if attempt > 1:
@@ -130,13 +136,20 @@ class JobTask(OneShotTask[JobSpec]):
                 _await_engine(spec, execution, log, attempt + 1)
         assert calls is not None  # at least one attempt ran
         try:
+            # A local run's record is written by this thread alone until it ends (a session's
+            # start is recorded by the launcher's callback: read it again).
             _finish(runtime, record, spec, calls, outcome, attempts, execution,
-                    undecorated=not function.handler_info().outputs)
+                    undecorated=not function.handler_info().outputs,
+                    current=record if spec.local_execution else None)
         except BaseException:
             if outcome.session is not None:
                 outcome.session.close()
             raise
         return outcome.session.close if outcome.session is not None else None
+
+
+def _attempt_message(attempt: int) -> str:
+    return f"attempt {attempt}"
 
 
 @dataclass
@@ -225,7 +238,7 @@ def _run_in_session(job: dict[str, Any], calls: HostCalls, spec: JobSpec,
 
 def _finish(runtime: Runtime, record: Record, spec: JobSpec, calls: HostCalls,
             outcome: _Outcome, attempts: list[dict[str, Any]], execution: Execution,
-            undecorated: bool = False) -> None:
+            undecorated: bool = False, current: Record | None = None) -> None:
     mask = calls.mask
     state = STOPPED if execution.stop_requested else outcome.state
     changes: dict[str, Any] = {"attempts": attempts, "metrics": calls.metrics,
@@ -255,7 +268,7 @@ def _finish(runtime: Runtime, record: Record, spec: JobSpec, calls: HostCalls,
     for attempt in attempts:
         if attempt["error"]:
             attempt["error"] = {key: mask(value) for key, value in attempt["error"].items()}
-    record_end(runtime, record.id, state, (RUNNING,), **changes)
+    record_end(runtime, record.id, state, (RUNNING,), current=current, **changes)
 
 
 def _record_outputs(calls: HostCalls, answer: dict[str, Any],

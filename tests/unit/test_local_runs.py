@@ -1,0 +1,201 @@
+"""A local run (``local_execution=True``) on its short path: recorded in two catalog
+statements, handed back as recorded, its module imported afresh by each run (as a job's fresh
+container does), and never past another process's end of it. Against a real SQLite catalog
+in a temporary home."""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+import time
+
+import pytest
+
+import pyhost.runtime as dh
+from pyhost.runtime.catalog.sqlite import SqliteCatalog
+from pyhost.runtime.values import from_json, to_json
+
+
+@pytest.fixture
+def project(runtime):
+    return dh.get_or_create_project("local")
+
+
+def _statements(runtime) -> list[str]:
+    """Every SQL statement this thread's catalog connection runs from now on."""
+    seen: list[str] = []
+    connection: sqlite3.Connection = runtime.catalog._connection()
+    connection.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_local_run_is_two_statements_and_is_recorded_whole(runtime, project):
+    fn = project.new_function(name="inc", code="def f(x):\n    print('seen', x)\n"
+                                               "    return x + 1\n", handler="f")
+    fn.run(local_execution=True, wait=True, parameters={"x": 0})  # imports, first reads
+    seen = _statements(runtime)
+    run = fn.run(local_execution=True, wait=True, parameters={"x": 41})
+    runtime.catalog._connection().set_trace_callback(None)
+    assert [statement.split()[0] for statement in seen] == ["INSERT", "UPDATE"], seen
+    assert run.result("result") == 42 and run.logs() == "seen 41\n"
+    # What fn.run handed back is what the catalog holds, read by another connection.
+    catalog = SqliteCatalog(runtime.catalog.path)
+    try:
+        stored = catalog.get("run", run.id)
+    finally:
+        catalog.close()
+    assert stored is not None and stored.state == "COMPLETED"
+    assert stored.document == run._record.document and stored.updated == run._record.updated
+    status = stored.document["status"]
+    timings = status["timings"]
+    assert list(timings) == ["CREATED", "READY", "RUNNING", "COMPLETED"]
+    assert timings["CREATED"] <= timings["READY"] <= timings["RUNNING"] <= timings["COMPLETED"]
+    assert status["message"] == "completed" and status["logs"] == \
+        f"local/run/{run.id}/logs/logs.txt"
+    assert [attempt["attempt"] for attempt in status["attempts"]] == [1]
+
+
+def test_a_new_version_runs_its_own_handler_not_the_one_imported_before(project):
+    first = project.new_function(name="v", code="def f():\n    return 1\n", handler="f")
+    assert first.run(local_execution=True, wait=True).result("result") == 1
+    second = project.new_function(name="v", code="def f():\n    return 2\n", handler="f")
+    assert second.id != first.id
+    assert second.run(local_execution=True, wait=True).result("result") == 2
+    again = project.get_function("v", version=first.id)
+    assert again.run(local_execution=True, wait=True).result("result") == 1
+
+
+IMPORT_ONCE = textwrap.dedent("""
+    import os
+
+    print("importing")
+    IMPORTED_WITH = os.environ.get("GREETING")
+    calls = []
+
+    def f():
+        calls.append(1)
+        return {"greeting": IMPORTED_WITH, "calls": len(calls)}
+""")
+
+
+def test_each_run_imports_its_module_afresh_as_a_container_would(project):
+    """DigitalHub's local execution and a job's fresh container both run module-level code
+    for every run: no state carries over from one run to the next."""
+    fn = project.new_function(name="once", code=IMPORT_ONCE, handler="f")
+    hello = [{"name": "GREETING", "value": "hello"}]
+    first = fn.run(local_execution=True, wait=True, envs=hello)
+    second = fn.run(local_execution=True, wait=True, envs=hello)
+    assert first.result("result") == {"greeting": "hello", "calls": 1}
+    assert second.result("result") == {"greeting": "hello", "calls": 1}
+    assert first.logs() == "importing\n" and second.logs() == "importing\n"
+    other = fn.run(local_execution=True, wait=True,
+                   envs=[{"name": "GREETING", "value": "hi"}])
+    assert other.result("result") == {"greeting": "hi", "calls": 1}
+
+
+def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):
+    fn = project.new_function(name="secret", code=IMPORT_ONCE, handler="f")
+    monkeypatch.setenv("GREETING", "first secret")
+    first = fn.run(local_execution=True, wait=True, secrets=["GREETING"])
+    monkeypatch.setenv("GREETING", "second secret")
+    second = fn.run(local_execution=True, wait=True, secrets=["GREETING"])
+    # The value is masked in what is recorded; the count says which import ran.
+    assert first.result("result")["calls"] == 1 and second.result("result")["calls"] == 1
+    assert "secret" not in str(second.status.to_dict())
+
+
+def test_a_failed_import_is_tried_again_by_the_next_run(project, tmp_path):
+    flag = tmp_path / "ready"
+    code = textwrap.dedent(f"""
+        import os
+
+        if not os.path.exists({str(flag)!r}):
+            raise RuntimeError("not ready yet")
+
+        def f():
+            return "ready"
+    """)
+    fn = project.new_function(name="flaky", code=code, handler="f")
+    failed = fn.run(local_execution=True, wait=True)
+    assert failed.status.state == "ERROR", failed.status.to_dict()
+    assert failed.status.error["type"] == "RuntimeError"
+    assert 'raise RuntimeError("not ready yet")' in failed.status.error["traceback"]
+    assert "local.py" not in failed.status.error["traceback"]  # no frame of the runtime's
+    flag.write_text("")
+    assert fn.run(local_execution=True, wait=True).result("result") == "ready"
+
+
+SETTLED_ELSEWHERE = textwrap.dedent("""
+    def f(run, home):
+        from pyhost.runtime.context import Runtime
+        from pyhost.runtime.runs import ACTIVE, ERROR, transition
+
+        other = Runtime.open(home, settle=False)  # its own connection, as another process's
+        try:
+            transition(other, other.get("run", run.id), ERROR, ACTIVE,
+                       message="settled by another process")
+        finally:
+            other.close()
+        return 1
+""")
+
+
+def test_a_local_run_settled_by_another_writer_is_not_written_over(runtime, project):
+    fn = project.new_function(name="settled", code=SETTLED_ELSEWHERE, handler="f")
+    run = fn.run(local_execution=True, wait=True, parameters={"home": str(runtime.home)})
+    assert run.status.state == "ERROR"
+    assert run.status.message == "settled by another process"
+    assert run.refresh().status.state == "ERROR" and run.status.results == {}
+
+
+HOLDS_THE_LOCK = textwrap.dedent("""
+    import sqlite3
+    import threading
+    import time
+
+    def f(path, seconds):
+        # Another writer takes the catalog's write lock as the handler returns, and keeps it
+        # past the busy timeout: the run's end must wait it out, not fail or be lost.
+        held = threading.Event()
+
+        def hold():
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(seconds)
+            conn.execute("COMMIT")
+            conn.close()
+
+        threading.Thread(target=hold, daemon=True).start()
+        held.wait()
+        return "done"
+""")
+
+
+def test_a_local_runs_end_waits_out_a_held_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYHOST_CATALOG_BUSY_TIMEOUT", "0.3")
+    runtime = dh.configure(tmp_path / "home")
+    fn = dh.get_or_create_project("local").new_function(name="held", code=HOLDS_THE_LOCK,
+                                                        handler="f")
+    started = time.monotonic()
+    run = fn.run(local_execution=True, wait=True,
+                 parameters={"path": str(runtime.catalog.path), "seconds": 1.0})
+    assert time.monotonic() - started >= 1.0  # its end was written after the release
+    assert run.status.state == "COMPLETED" and run.result("result") == "done"
+    assert list(run.status.timings) == ["CREATED", "READY", "RUNNING", "COMPLETED"]
+    assert [record.id for record in runtime.find("run")] == [run.id]
+    assert run.refresh().status.to_dict() == run.status.to_dict()
+
+
+@pytest.mark.parametrize("value", [0, -7, 10**30, 1.5, -0.0, "text", "", True, None])
+def test_a_plain_result_is_recorded_as_itself(value):
+    assert to_json(value) is value  # JSON holds it exactly: no codec bytes, no copy
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), b"bytes",
+                                   {"$hxpy": "looks tagged"}])
+def test_what_json_does_not_hold_exactly_is_tagged_codec_bytes(value):
+    stored = to_json(value)
+    assert isinstance(stored, dict) and set(stored) == {"$hxpy"}
+    back = from_json(stored)
+    assert back == value or (value != value and back != back)  # NaN is not NaN
