@@ -109,15 +109,13 @@ def _roundtrip_rows(name: str, placement: str, channel: str, evals: list[float],
     vs_blocking = f"{name[:-1]},vs_blocking]" if name.endswith("]") else f"{name}[vs_blocking]"
     return [
         Result(name, "us", evals, target=Target(1.5, relative=True), note=note,  # issue 23
-               baseline=Baseline(f"polling echo ({placement}, over the {channel}): 16 bytes in "
-                                 "hxpy.wire frames, "
-                                 f"both ends polling as a session's do; us",
+               baseline=Baseline(f"polling echo ({placement}, over the {channel}): 16 bytes "
+                                 "in hxpy.wire frames, both ends polling as a session's do; us",
                                  tuple(times["polling"]))),
         Result(vs_blocking, "us", evals, note=note,
                baseline=Baseline(f"blocking echo ({placement}, over the socket): 16 bytes, "
-                                 "blocking reads, no "
-                                 f"polling; comparison only, the evals are those of {name}; us",
-                                 tuple(times["blocking"]))),
+                                 "blocking reads, no polling; comparison only, the evals are "
+                                 f"those of {name}; us", tuple(times["blocking"]))),
     ]
 
 
