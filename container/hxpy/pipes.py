@@ -16,14 +16,14 @@ polling and the readers are the same on either channel.
 
 from __future__ import annotations
 
+import _socket  # not socket, for a cold start (see hxpy.startup)
+import _stat
 import array
 import errno
 import fcntl
 import functools
 import os
 import select
-import socket
-import stat
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -51,7 +51,7 @@ class Pipes:
 
     def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
         target = view[:nbytes] if nbytes else view
-        if flags & socket.MSG_DONTWAIT:
+        if flags & _socket.MSG_DONTWAIT:
             return os.preadv(self.read_fd, [target], -1, os.RWF_NOWAIT)
         if self.timeout is not None and not self._poller.poll(self.timeout * 1e3):
             raise BlockingIOError(errno.EAGAIN, "no data within the timeout")
@@ -91,7 +91,7 @@ def host_pipes() -> tuple[Pipes, list[int]] | None:
     up_read, up_write = os.pipe()
     pipes = Pipes(up_read, down_write)
     try:
-        pipes.recv_into(bytearray(1), 0, socket.MSG_DONTWAIT)
+        pipes.recv_into(bytearray(1), 0, _socket.MSG_DONTWAIT)
     except BlockingIOError:  # nothing there yet: what a poll must say
         return pipes, [down_read, up_write]
     except OSError:
@@ -106,7 +106,7 @@ def server_pipes(fds: list[int]) -> Pipes | None:
     """The server's :class:`Pipes` from the fds that came with the hello, or None (and
     every fd closed) unless they are exactly a pipe's read end and another's write end."""
     try:
-        kinds = [(stat.S_ISFIFO(os.fstat(fd).st_mode),
+        kinds = [(_stat.S_ISFIFO(os.fstat(fd).st_mode),
                   fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) for fd in fds]
     except OSError:
         kinds = []
@@ -121,20 +121,20 @@ class FdCatcher:
     """A connection's reads that also collect the fds sent with them (the hello's pipes):
     a plain ``recv`` would have the kernel close them."""
 
-    def __init__(self, conn: socket.socket, most: int = 2) -> None:
+    def __init__(self, conn: _socket.socket, most: int = 2) -> None:
         self.conn = conn
         self.fds: list[int] = []
-        self._space = socket.CMSG_SPACE(most * _FD)
+        self._space = _socket.CMSG_SPACE(most * _FD)
 
     def recv_into(self, view: Any, nbytes: int = 0, flags: int = 0) -> int:
         target = memoryview(view)
         if nbytes:
             target = target[:nbytes]
         # Not inherited by programs user code runs, as the connection itself is not.
-        flags |= getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+        flags |= getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
         received, ancillary, _, _ = self.conn.recvmsg_into([target], self._space, flags)
         for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(data[:len(data) - len(data) % _FD])
                 self.fds.extend(fds)
