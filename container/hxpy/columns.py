@@ -23,9 +23,12 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import sys
-from typing import Any, Optional, Union
 
 from .zones import fixed_zone, named_zone
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Any, Optional, Union
 
 __all__ = [
     "ArrayColumn",

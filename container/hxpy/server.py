@@ -31,7 +31,6 @@ process started with, so they never appear there.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import select
@@ -40,12 +39,11 @@ import socket
 import sys
 import threading
 import time
-import traceback
-from typing import Any, Callable
 
 from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
-from .capture import CHUNK, CappedOutput, configure_logging
+from .capture import CHUNK, CappedOutput
 from .columns import send_text_columns
+from .logs import INFO, WARNING, configure_logging, own_log
 from .startup import (
     MAX_KEY_BYTES,
     listen,
@@ -55,6 +53,13 @@ from .startup import (
     read_hello,
     read_key,
 )
+
+# Only what listening, the handshake and an eval need is imported at start: a cold start
+# waits for every import (tests/unit/test_server_imports.py keeps the list). logging,
+# traceback, typing and the Haystack types come when something needs them.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 __all__ = [
     "DEFAULT_HELLO_TIMEOUT",
@@ -73,8 +78,6 @@ __all__ = [
     "max_frame_for_hello",
     "read_key",
 ]
-
-log = logging.getLogger("hxpy")
 
 DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
@@ -174,7 +177,7 @@ class Server:
                 columns = hello.get("columns")
                 send_text_columns(isinstance(columns, list) and "text" in columns)
                 break
-            log.warning("refused a client: %s", reason)
+            own_log(WARNING, "refused a client: %s", reason)
             try:
                 wire.send_message(conn, {"type": protocol.REFUSED, "reason": reason})
             except OSError:
@@ -315,7 +318,7 @@ class Server:
         if failure is not None:
             self._reply_error(batch_id, *failure)
             if terminated:
-                log.info("SIGTERM: user code ended; exiting")
+                own_log(INFO, "SIGTERM: user code ended; exiting")
                 os._exit(TERMINATED_EXIT)
             return
         self._send_result(batch_id, value)
@@ -523,6 +526,8 @@ def _user_traceback(exc: BaseException) -> str:
     """The traceback from the user's own code on: the server's frames (and, for a runtime
     job, everything up to the call of its handler) are left out; frames after the first one
     of user code are all kept."""
+    import traceback
+
     te = traceback.TracebackException.from_exception(exc)
     frames = list(te.stack)
     for index, frame in enumerate(frames):
@@ -563,7 +568,11 @@ def main() -> int:
               "refusing to serve without one", file=sys.stderr)
         return 2
     load_secrets(os.environ.pop("HXPY_SECRETS_DIR", ""))
-    configure_logging(log, os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper())
+    try:
+        configure_logging(os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper())
+    except ValueError as exc:
+        print(f"hxpy: HXPY_LOG_LEVEL: {exc}", file=sys.stderr)
+        return 2
     server = Server(
         key,
         max_frame=int(os.environ.get("HXPY_MAX_FRAME", wire.DEFAULT_MAX_FRAME)),
@@ -573,7 +582,7 @@ def main() -> int:
         hello_timeout=float(os.environ.get("HXPY_HELLO_TIMEOUT", DEFAULT_HELLO_TIMEOUT)),
     )
     conn = server.accept(listener)
-    log.info("host connected; serving")
+    own_log(INFO, "host connected; serving")
     server.serve(conn)
-    log.info("host disconnected; exiting")
+    own_log(INFO, "host disconnected; exiting")
     return 0

@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any
 
 from . import wire
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MAX_KEY_BYTES", "listen", "listener_path", "load_secrets", "max_frame_for_hello",
            "read_hello", "read_key"]

@@ -18,10 +18,15 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
-from typing import Any, Callable, Union
 
 from . import codec
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Callable, Union
+
+    Buffer = Union[bytes, bytearray, memoryview]
 
 __all__ = [
     "BUFFER_FLAG",
@@ -49,7 +54,6 @@ DEFAULT_SPIN = 50e-6  # seconds a reader polls for the next message before sleep
 HEADER = struct.Struct(">I")
 BUFFER_FLAG = 0x8000_0000  # set in the length of a buffer frame
 
-Buffer = Union[bytes, bytearray, memoryview]
 _now = time.perf_counter
 
 # Where a received buffer's memory comes from. Fresh memory costs a page fault per page touched
