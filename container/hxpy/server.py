@@ -31,21 +31,21 @@ process started with, so they never appear there.
 
 from __future__ import annotations
 
+import _socket  # not socket, for a cold start: hxpy.startup says why
 import math
 import os
 import select
-import signal
-import socket
 import sys
 import threading
 import time
 
-from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
+from . import PROTOCOL_VERSION, __version__, codec, protocol, sources, wire
 from .capture import CHUNK, CappedOutput
 from .columns import send_text_columns
 from .logs import INFO, WARNING, configure_logging, own_log
 from .startup import (
     MAX_KEY_BYTES,
+    accept,
     listen,
     listener_path,
     load_secrets,
@@ -59,7 +59,10 @@ from .startup import (
 # traceback, typing and the Haystack types come when something needs them.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    import signal
     from typing import Any, Callable
+else:  # the C module signal.py wraps, building enums at import (as socket.py does)
+    import _signal as signal
 
 __all__ = [
     "DEFAULT_HELLO_TIMEOUT",
@@ -70,6 +73,7 @@ __all__ = [
     "Server",
     "SoftTimeout",
     "Terminated",
+    "accept",
     "call_host",
     "listen",
     "listener_path",
@@ -138,7 +142,7 @@ class Server:
         self.output_cap = output_cap
         self.fault = fault
         self.namespace: dict[str, Any] = {"__name__": "__hxpy__", "__builtins__": __builtins__}
-        self.conn: socket.socket | None = None
+        self.conn: _socket.socket | None = None
         self.reader: wire.FrameReader | None = None
         self.batch_id: int | None = None
         self._in_user_code = False
@@ -158,14 +162,13 @@ class Server:
         # One capture for the whole session: a stream user code keeps (a logging handler made
         # in one batch) still writes into the output of later batches.
         self._output = CappedOutput(output_cap)
-        self._sources = 0
 
     # -- connection -------------------------------------------------------------------
 
-    def accept(self, listener: socket.socket) -> socket.socket:
+    def accept(self, listener: _socket.socket) -> _socket.socket:
         """Accept connections until one says a valid hello; stop listening after it."""
         while True:
-            conn, _ = listener.accept()
+            conn = accept(listener)
             try:
                 hello = read_hello(conn, self.max_frame, self.hello_timeout)
                 reason = protocol.check_hello(hello, self.key)
@@ -197,7 +200,7 @@ class Server:
         })
         return conn
 
-    def serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: _socket.socket) -> None:
         """Answer batches until the host goes away."""
         global _current
         self.conn = conn
@@ -404,13 +407,7 @@ class Server:
         return compiled
 
     def _filename(self, source: str) -> str:
-        # Register the source so remote tracebacks show the offending lines.
-        import linecache
-
-        self._sources += 1
-        name = f"<hxpy-{self._sources}>"
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        return name
+        return sources.register(source)  # so that tracebacks show the offending lines
 
     def _arm(self, timeout: float | None) -> None:
         """Make SIGALRM come at this batch's deadline.
@@ -540,7 +537,7 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(te.format())
 
 
-def _exit_when_peer_hangs_up(conn: socket.socket) -> None:
+def _exit_when_peer_hangs_up(conn: _socket.socket) -> None:
     """Exit the process as soon as the host's end of ``conn`` closes, even mid-batch."""
     def watch() -> None:
         poller = select.poll()
