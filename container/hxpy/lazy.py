@@ -28,8 +28,8 @@ _waiting: dict[str, list[SetUp]] = {}
 
 
 def when_imported(name: str, set_up: SetUp) -> None:
-    """Call ``set_up(module)`` right after the top-level module ``name`` is first imported,
-    before its importer gets it; now, if it is imported already."""
+    """Call ``set_up(module)`` right after module ``name`` (a dotted name for a submodule) is
+    first imported, before its importer gets it; now, if it is imported already."""
     with _lock:
         module = sys.modules.get(name)
         if module is None:

@@ -41,7 +41,7 @@ import time
 
 from . import PROTOCOL_VERSION, __version__, codec, protocol, sources, wire
 from .capture import CHUNK, CappedOutput
-from .columns import send_text_columns
+from .lazy import when_imported
 from .logs import INFO, WARNING, configure_logging, own_log
 from .startup import (
     MAX_KEY_BYTES,
@@ -60,6 +60,7 @@ from .startup import (
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import signal
+    from types import ModuleType
     from typing import Any, Callable
 else:  # the C module signal.py wraps, building enums at import (as socket.py does)
     import _signal as signal
@@ -177,8 +178,10 @@ class Server:
             if reason is None:
                 # Text columns as two buffers only for a host that reads them without a
                 # Python object per cell (it has pyarrow); lists for every other host.
+                # Told to hxpy.columns when it is imported: only a DataFrame needs it.
                 columns = hello.get("columns")
-                send_text_columns(isinstance(columns, list) and "text" in columns)
+                if isinstance(columns, list) and "text" in columns:
+                    when_imported("hxpy.columns", _send_text_columns)
                 break
             own_log(WARNING, "refused a client: %s", reason)
             try:
@@ -505,6 +508,10 @@ def _output_chunk(max_frame: int) -> int:
     """UTF-8 bytes of output per OUTPUT frame: the capture's chunk, smaller when the frame
     limit is (a frame adds its type and batch id to the text)."""
     return min(CHUNK, max_frame - 64)
+
+
+def _send_text_columns(columns: ModuleType) -> None:
+    columns.send_text_columns(True)
 
 
 def _remember(cache: dict[str, Any], source: str, compiled: Any) -> Any:

@@ -22,7 +22,7 @@ from .conftest import session
 CONTAINER = str(Path(hxpy.__file__).parent.parent)
 # What the server (and an eval of plain values) does without: each costs a cold start time.
 LAZY = ("logging", "typing", "traceback", "linecache", "re", "socket", "signal",
-        "hxpy.exttypes", "hxpy.grid", "hxpy.values", "hxpy.frames")
+        "hxpy.columns", "hxpy.exttypes", "hxpy.grid", "hxpy.values", "hxpy.frames")
 
 
 def fresh(code: str, *args: str) -> subprocess.CompletedProcess[str]:
