@@ -50,6 +50,15 @@ def test_the_lazy_modules_are_still_imported_somewhere():
                             "codec.encode(Marker())")) == set(LAZY)
 
 
+def test_a_job_s_runtime_and_the_haystack_table_import_no_typing_or_logging():
+    # They come after the start, but still before a cold job's answer.
+    assert loaded_after("import hxpy.server, hxpy.runtime.job\n"
+                        "from hxpy import codec\nfrom hxpy.values import Marker\n"
+                        "codec.encode(Marker())") == ["hxpy.columns", "hxpy.exttypes",
+                                                     "hxpy.frames", "hxpy.grid",
+                                                     "hxpy.values", "re"]
+
+
 def test_a_session_answers_an_eval_without_them(launcher):
     with session(launcher) as s:
         assert s.eval(f"sorted(set(__import__('sys').modules) & {set(LAZY)!r})") == []
