@@ -1,10 +1,10 @@
 """The in-container server: ``python -m hxpy``.
 
 One host connection per container. The server binds its socket before importing anything
-heavy (numpy and pandas load only when a value needs them), accepts connections until one
-says hello with the right key and protocol version, then stops listening and serves that host
-alone: batches of define/exec/eval against one persistent namespace. It exits when the host
-connection drops, so no container outlives its session.
+heavy (numpy and pandas load only when a value needs them, logging when something logs),
+accepts connections until one says hello with the right key and protocol version, then stops
+listening and serves that host alone: batches of define/exec/eval against one persistent
+namespace. It exits when the host connection drops, so no container outlives its session.
 
 Configuration comes from the environment (the host launcher sets it):
 
@@ -56,7 +56,8 @@ from .startup import (
 
 # Only what listening, the handshake and an eval need is imported at start: a cold start
 # waits for every import (tests/unit/test_server_imports.py keeps the list). logging,
-# traceback, typing and the Haystack types come when something needs them.
+# linecache, traceback, typing and the Haystack types come when something needs them
+# (hxpy.logs, hxpy.sources, hxpy.codec); socket and signal not at all (their C modules do).
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import signal
