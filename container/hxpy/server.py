@@ -531,9 +531,12 @@ def _user_traceback(exc: BaseException) -> str:
     """The traceback from the user's own code on: the server's frames (and, for a runtime
     job, everything up to the call of its handler) are left out; frames after the first one
     of user code are all kept."""
-    import traceback
+    try:
+        import traceback  # here: a cold start does without it
 
-    te = traceback.TracebackException.from_exception(exc)
+        te = traceback.TracebackException.from_exception(exc)
+    except Exception:  # not the standard module: user code put a traceback.py of its own first
+        return f"{type(exc).__name__}: {exc}\n"
     frames = list(te.stack)
     for index, frame in enumerate(frames):
         if os.path.abspath(frame.filename) == _HANDLER_CALLER:

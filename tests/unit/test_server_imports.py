@@ -203,3 +203,16 @@ def test_tracebacks_show_lines_compiled_before_linecache_was_imported(launcher):
         with pytest.raises(PythonError) as caught:
             s.eval("fails()")
         assert "raise ValueError('boom')" in caught.value.remote_traceback
+
+
+def test_an_error_is_still_answered_when_user_code_shadows_traceback(launcher, tmp_path):
+    # The server imports traceback at the first error, after user code may have put a
+    # directory with its own traceback.py first on sys.path.
+    (tmp_path / "traceback.py").write_text("SHADOW = True\n")
+    with session(launcher) as s:
+        s.exec(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})")
+        with pytest.raises(PythonError) as caught:
+            s.eval("1 / 0")
+        assert caught.value.remote_type == "ZeroDivisionError"
+        assert s.eval("__import__('traceback').SHADOW") is True
+        assert s.eval("1 + 1") == 2
