@@ -23,7 +23,6 @@ and a server whose values are all plain never loads it (a cold start waits for e
 
 from __future__ import annotations
 
-import enum
 import threading
 
 import msgpack
@@ -32,6 +31,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from typing import Any, Callable, Optional, Union
+
+    from .extcodes import ExtCode
 
     # An encoder takes a value and returns the ext payload; a decoder takes the payload back.
     Encoder = Callable[[Any], bytes]
@@ -65,26 +66,6 @@ __all__ = [
 
 class MarshalError(TypeError):
     """A value cannot be marshalled; the message says what and where."""
-
-
-class ExtCode(enum.IntEnum):
-    """Msgpack ext type codes; never renumber one that has shipped."""
-
-    MARKER = 1
-    NA = 2
-    REMOVE = 3
-    REF = 4
-    URI = 5
-    NUMBER = 6
-    DATE = 7
-    TIME = 8
-    DATETIME = 9
-    COORD = 10
-    XSTR = 11
-    SYMBOL = 12
-    GRID = 13
-    NDARRAY = 14
-    TUPLE = 15  # reserved: tuples are sent as lists, as Haystack has no tuple
 
 
 class Unmarshallable(Exception):
@@ -124,6 +105,16 @@ def _load_table() -> None:
 
 # msgpack's own nesting limit; the key walk and the error search stop there too (cycles).
 _MAX_DEPTH = 511
+
+
+def __getattr__(name: str) -> Any:
+    # ExtCode, the registry of ext codes, lives in hxpy.extcodes and is imported when first
+    # asked for here: enum's import is a cold start's cost, and plain values need no code.
+    if name == "ExtCode":
+        from .extcodes import ExtCode
+
+        return ExtCode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def ext_encoder(cls: type, code: ExtCode) -> Callable[[Encoder], Encoder]:

@@ -14,7 +14,6 @@ import sys
 import msgpack
 
 from .codec import (
-    ExtCode,
     Unmarshallable,
     ext_decoder,
     ext_encoder,
@@ -26,6 +25,7 @@ from .codec import (
     unpack_payload,
 )
 from .columns import CategoryColumn, Column, ListColumn, column_from_wire, dtype_problem
+from .extcodes import ExtCode
 from .frames import column_from_pandas, column_name_problems, pandas_from_wire, pandas_to_wire
 from .grid import Col, Grid, Row
 from .values import NA, Coord, Marker, Number, Ref, Remove, Symbol, Uri, XStr

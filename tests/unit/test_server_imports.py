@@ -21,8 +21,9 @@ from .conftest import session
 
 CONTAINER = str(Path(hxpy.__file__).parent.parent)
 # What the server (and an eval of plain values) does without: each costs a cold start time.
-LAZY = ("logging", "typing", "traceback", "linecache", "re", "socket", "signal",
-        "hxpy.columns", "hxpy.exttypes", "hxpy.grid", "hxpy.values", "hxpy.frames")
+LAZY = ("logging", "typing", "traceback", "linecache", "re", "enum", "socket", "signal",
+        "hxpy.columns", "hxpy.exttypes", "hxpy.extcodes", "hxpy.grid", "hxpy.values",
+        "hxpy.frames")
 
 
 def fresh(code: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,18 +46,18 @@ def test_importing_the_server_imports_none_of_the_lazy_modules():
 def test_the_lazy_modules_are_still_imported_somewhere():
     # The list above would pass vacuously if a name were misspelled: each is a real module,
     # and encoding a Haystack value loads the table's.
-    assert set(loaded_after("import logging, traceback, linecache, typing, socket, signal, re\n"
-                            "from hxpy import codec\nfrom hxpy.values import Marker\n"
-                            "codec.encode(Marker())")) == set(LAZY)
+    assert set(loaded_after("import logging, traceback, linecache, typing, socket, signal\n"
+                            "import re, enum\nfrom hxpy import codec\n"
+                            "from hxpy.values import Marker\ncodec.encode(Marker())")) == set(LAZY)
 
 
 def test_a_job_s_runtime_and_the_haystack_table_import_no_typing_or_logging():
     # They come after the start, but still before a cold job's answer.
     assert loaded_after("import hxpy.server, hxpy.runtime.job\n"
                         "from hxpy import codec\nfrom hxpy.values import Marker\n"
-                        "codec.encode(Marker())") == ["hxpy.columns", "hxpy.exttypes",
-                                                     "hxpy.frames", "hxpy.grid",
-                                                     "hxpy.values", "re"]
+                        "codec.encode(Marker())") == [
+        "enum", "hxpy.columns", "hxpy.extcodes", "hxpy.exttypes", "hxpy.frames", "hxpy.grid",
+        "hxpy.values", "re"]
 
 
 def test_a_session_answers_an_eval_without_them(launcher):
@@ -65,6 +66,14 @@ def test_a_session_answers_an_eval_without_them(launcher):
 
 
 # -- the Haystack table, loaded by the codec when a value needs it ---------------------------
+
+def test_the_registry_of_ext_codes_is_still_codec_s():
+    done = fresh("import sys\nfrom hxpy import codec\nassert 'enum' not in sys.modules\n"
+                 "from hxpy.codec import ExtCode\nprint(int(codec.ExtCode.GRID), ExtCode.__name__, "
+                 "'ExtCode' in codec.__all__)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(int(codec.ExtCode.GRID)), "ExtCode", "True"]
+
 
 def test_decoding_an_ext_value_loads_the_table():
     done = fresh("import sys\nfrom hxpy import codec\n"
