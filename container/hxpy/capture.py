@@ -24,26 +24,27 @@ from __future__ import annotations
 
 import codecs
 import io
-import logging
 import os
-import re
-import sys
 import threading
 import time
-from types import FrameType
-from typing import Any, Callable
+
+from .logs import DEBUG, WARNING, own_log
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a cold start's cost)
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any, Callable
+
+    Sender = Callable[[str], None]
 
 __all__ = ["CHUNK", "MAX_DELAY", "MIN_GAP", "TRUNCATION_MARKER", "CappedOutput", "CappedText",
-           "configure_logging", "encodable", "utf8_pieces"]
-
-log = logging.getLogger("hxpy")
+           "encodable", "utf8_pieces"]
 
 TRUNCATION_MARKER = "\n[... output truncated by hxpy: {dropped} more characters not shown ...]\n"
 MAX_DELAY = 0.2     # seconds printed text may wait before it is sent, at most
 MIN_GAP = 0.02      # seconds between two flushes of the buffer by the pump
 CHUNK = 64 * 1024   # bytes of the buffer, and UTF-8 bytes of one frame's text at most
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _ERRORS = "hxpy-replacement"
 _REPLACEMENT = "\ufffd".encode()
 
@@ -67,7 +68,7 @@ def encodable(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text)
+        return text.encode("utf-8", _ERRORS).decode("utf-8")  # each surrogate: one U+FFFD
     return text
 
 
@@ -86,9 +87,6 @@ def utf8_pieces(text: str, limit: int) -> list[str]:
         pieces.append(data[start:end].decode("utf-8"))
         start = end
     return pieces
-
-
-Sender = Callable[[str], None]
 
 
 class CappedText:
@@ -202,7 +200,7 @@ class CappedOutput(io.RawIOBase):
             try:
                 pump.start()
             except RuntimeError:
-                log.warning("no thread for streamed output; it comes with the reply")
+                own_log(WARNING, "no thread for streamed output; it comes with the reply")
                 return False
             self._pump = pump
         kept, _ = self.take()
@@ -248,7 +246,7 @@ class CappedOutput(io.RawIOBase):
                 with self._send_lock:
                     sender(piece)
         except Exception:  # the host is gone (the process is ending): drop it
-            log.debug("streamed output dropped", exc_info=True)
+            own_log(DEBUG, "streamed output dropped", exc_info=True)
 
     def _pump_forever(self) -> None:
         while True:
@@ -258,7 +256,7 @@ class CappedOutput(io.RawIOBase):
                 try:
                     self.stream.flush()
                 except Exception:
-                    log.debug("output not flushed", exc_info=True)
+                    own_log(DEBUG, "output not flushed", exc_info=True)
 
     def _after_fork(self) -> None:
         self._sender = self._send_lock = self._pump = None
@@ -266,26 +264,3 @@ class CappedOutput(io.RawIOBase):
 
 
 _WRITE_CODE = CappedOutput.write.__code__
-
-
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is at the time: the batch's capture while user code
-    runs, the container's stderr otherwise."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def configure_logging(own_log: logging.Logger, level: str) -> None:
-    """The server's own log (``own_log``) goes to the container's stderr, at ``level``; what
-    user code logs (the root logger, Python's default WARNING) goes where its prints go:
-    into the batch's output, streamed or returned with the reply."""
-    own = logging.StreamHandler(sys.__stderr__)
-    own.setFormatter(logging.Formatter("hxpy %(levelname)s %(message)s"))
-    own_log.addHandler(own)
-    own_log.setLevel(level)
-    own_log.propagate = False
-    logging.basicConfig(level=logging.WARNING, stream=_CurrentStderr())  # type: ignore[arg-type]

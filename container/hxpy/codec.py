@@ -15,18 +15,33 @@ Encoders are found, for a value of type ``T``, in this order:
 4. the encoder of the nearest registered base class, else msgpack's own type for a subclass
    of one (an ``OrderedDict`` packs as a dict, an ``IntEnum`` as an int, a tuple as a list).
 
-The Haystack table itself is registered by :mod:`hxpy.exttypes`, imported at the end of this
-module, so ``import hxpy.codec`` is all a user of the codec needs.
+The Haystack table itself is registered by :mod:`hxpy.exttypes`, which this module imports
+the first time a value needs it (an ext value to encode or decode, a dict key that is not a
+plain str, an error to locate), so ``import hxpy.codec`` is all a user of the codec needs,
+and a server whose values are all plain never loads it (a cold start waits for each import).
 """
 
 from __future__ import annotations
 
-import enum
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Callable, Optional, Union
 
 import msgpack
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any, Callable, Optional, Union
+
+    from .extcodes import ExtCode
+
+    # An encoder takes a value and returns the ext payload; a decoder takes the payload back.
+    Encoder = Callable[[Any], bytes]
+    Decoder = Callable[[bytes], Any]
+    # A converter returns something msgpack packs natively (often a msgpack.ExtType).
+    Converter = Callable[[Any], Any]
+    # An inspector says why a value cannot be encoded, or which members to look at next.
+    Members = Iterable[tuple[Any, str]]
+    Inspector = Callable[[Any, str], tuple[Optional[str], Optional[Members]]]
 
 __all__ = [
     "ExtCode",
@@ -53,26 +68,6 @@ class MarshalError(TypeError):
     """A value cannot be marshalled; the message says what and where."""
 
 
-class ExtCode(enum.IntEnum):
-    """Msgpack ext type codes; never renumber one that has shipped."""
-
-    MARKER = 1
-    NA = 2
-    REMOVE = 3
-    REF = 4
-    URI = 5
-    NUMBER = 6
-    DATE = 7
-    TIME = 8
-    DATETIME = 9
-    COORD = 10
-    XSTR = 11
-    SYMBOL = 12
-    GRID = 13
-    NDARRAY = 14
-    TUPLE = 15  # reserved: tuples are sent as lists, as Haystack has no tuple
-
-
 class Unmarshallable(Exception):
     """Raised by an encoder that refuses a value.
 
@@ -88,15 +83,6 @@ class Unmarshallable(Exception):
         super().__init__(self.reason)
 
 
-# An encoder takes a value and returns the ext payload; a decoder takes the payload back.
-Encoder = Callable[[Any], bytes]
-Decoder = Callable[[bytes], Any]
-# A converter returns something msgpack packs natively (often a msgpack.ExtType).
-Converter = Callable[[Any], Any]
-# An inspector says why a value cannot be encoded, or which members to look at next.
-Members = Iterable[tuple[Any, str]]
-Inspector = Callable[[Any, str], tuple[Optional[str], Optional[Members]]]
-
 _encoders: dict[type, tuple[ExtCode, Encoder]] = {}
 _encoders_by_module: list[tuple[Callable[[Any], bool], ExtCode, Encoder]] = []
 _families: list[tuple[Callable[[type], bool], Converter]] = []
@@ -104,8 +90,31 @@ _family_cache: dict[type, Converter] = {}
 _decoders: dict[int, Decoder] = {}
 _inspectors: list[tuple[Callable[[type], bool], Inspector]] = []
 
+_table_loaded = False  # hxpy.exttypes has registered the Haystack table
+
+
+def _load_table() -> None:
+    """Import :mod:`hxpy.exttypes`, which registers the Haystack table. Every thread that
+    finds the table missing imports it: the import lock makes a second one wait until the
+    table is whole."""
+    global _table_loaded
+    from . import exttypes  # noqa: F401  (registers, into the tables above)
+
+    _table_loaded = True
+
+
 # msgpack's own nesting limit; the key walk and the error search stop there too (cycles).
 _MAX_DEPTH = 511
+
+
+def __getattr__(name: str) -> Any:
+    # ExtCode, the registry of ext codes, lives in hxpy.extcodes and is imported when first
+    # asked for here: enum's import is a cold start's cost, and plain values need no code.
+    if name == "ExtCode":
+        from .extcodes import ExtCode
+
+        return ExtCode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def ext_encoder(cls: type, code: ExtCode) -> Callable[[Encoder], Encoder]:
@@ -205,6 +214,8 @@ def _family(cls: type) -> Optional[Converter]:
 
 
 def _default(obj: Any) -> Any:
+    if not _table_loaded:
+        _load_table()
     cls = type(obj)
     entry = _encoders.get(cls)
     if entry is not None:
@@ -220,6 +231,9 @@ def _default(obj: Any) -> Any:
 
 def _ext_hook(code: int, data: bytes) -> Any:
     decoder = _decoders.get(code)
+    if decoder is None and not _table_loaded:
+        _load_table()
+        decoder = _decoders.get(code)
     if decoder is None:
         raise MarshalError(f"unknown ext type code {code}")
     return decoder(data)
@@ -236,6 +250,8 @@ _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 def _is_key(key_type: type) -> bool:
     # A str subclass with an ext encoder (Uri) would become an ext key, which msgpack maps
     # cannot take back.
+    if not _table_loaded:
+        _load_table()
     return issubclass(key_type, str) and not any(base in _encoders for base in key_type.__mro__)
 
 
@@ -514,6 +530,8 @@ def locate_unmarshallable(obj: Any, where: str = "value") -> str | None:
     (grids, DataFrames, ...); used only after a failed :func:`encode`, so the fast path never
     pays for it.
     """
+    if not _table_loaded:
+        _load_table()
     reason, members = _inspect(obj, where)
     if reason is not None:
         return f"{where}: {reason}"
@@ -533,7 +551,3 @@ def locate_unmarshallable(obj: Any, where: str = "value") -> str | None:
             stack.pop()
     return None
 
-
-# Registers the Haystack table; last, because it uses the registry defined above. The one
-# import cycle tests/unit/test_layering.py allows (ALLOWED_CYCLE_EDGES says why).
-from . import exttypes as _exttypes  # noqa: E402,F401

@@ -21,11 +21,13 @@ Conversion to and from pandas lives in :mod:`hxpy.frames`.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import sys
-from typing import Any, Optional, Union
 
 from .zones import fixed_zone, named_zone
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Any, Optional, Union
 
 __all__ = [
     "ArrayColumn",
@@ -83,7 +85,12 @@ def tz_from_wire(tz: Union[str, int]) -> _dt.tzinfo:
 
 
 def _numpy() -> Any:
-    return sys.modules.get("numpy") or importlib.import_module("numpy")
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        import importlib  # here: a server imports this module at start, and seldom needs it
+
+        numpy = importlib.import_module("numpy")
+    return numpy
 
 
 class Column:

@@ -10,13 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import struct
 import sys
-from collections.abc import Iterator
-from typing import Any, Callable, Optional
 
 import msgpack
 
 from .codec import (
-    ExtCode,
     Unmarshallable,
     ext_decoder,
     ext_encoder,
@@ -28,10 +25,16 @@ from .codec import (
     unpack_payload,
 )
 from .columns import CategoryColumn, Column, ListColumn, column_from_wire, dtype_problem
+from .extcodes import ExtCode
 from .frames import column_from_pandas, column_name_problems, pandas_from_wire, pandas_to_wire
 from .grid import Col, Grid, Row
 from .values import NA, Coord, Marker, Number, Ref, Remove, Symbol, Uri, XStr
 from .zones import fixed_zone, named_zone, zone_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, Callable, Optional
 
 __all__ = ["decode_ndarray", "encode_ndarray"]
 
@@ -395,7 +398,8 @@ def _decode_grid(data: bytes) -> Grid:
 
 # -- where an encode failed: looking inside grids, frames and numbers -------------------------
 
-Members = Iterator[tuple[Any, str]]
+if TYPE_CHECKING:
+    Members = Iterator[tuple[Any, str]]
 
 
 def _cells(column: Column, around: tuple[str, str], categories_path: str) -> Members:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import sys
-from typing import Any, Optional
 
 from .columns import (
     ArrayColumn,
@@ -24,6 +23,10 @@ from .columns import (
     text_column,
 )
 from .zones import fixed_zone, zone_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 __all__ = [
     "column_from_pandas",

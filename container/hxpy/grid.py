@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Optional, Union
+from collections.abc import Mapping, Sequence
 
 from . import frames
 from .columns import Column, ListColumn, same_cells, same_value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any, Optional, Union
 
 __all__ = ["Col", "ColumnNotFound", "Grid", "GridBuilder", "Row", "RowLengthError",
            "is_tag_name"]
@@ -118,10 +122,11 @@ class Col:
         return f"Col({self._name!r}, {self._meta!r})"
 
 
-ColumnKey = Union[str, Col, int]
+if TYPE_CHECKING:
+    ColumnKey = Union[str, Col, int]
 
 
-class Row(Mapping[str, Any]):
+class Row(Mapping[str, "Any"]):  # a string: typing is imported for type checkers only
     """One row of a grid: a read-only mapping of column name to cell (None for null), plus
     hxPy's ``cells()``, ``grid()`` and ``val(col)``. Equal to a dict with the same items."""
 

@@ -24,8 +24,11 @@ import fcntl
 import functools
 import os
 import select
-from collections.abc import Sequence
-from typing import Any, Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Callable
 
 __all__ = ["FdCatcher", "Pipes", "host_pipes", "server_pipes"]
 

@@ -7,7 +7,6 @@ This module only names things and checks the hello, so both sides agree by const
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 try:  # what hmac.compare_digest is, without hmac's import of hashlib and OpenSSL (3.6 MB of
     # a server's resident memory, measured, for one comparison at the handshake)
@@ -18,6 +17,10 @@ except ImportError:  # another Python: the public name
 import msgpack
 
 from . import PROTOCOL_VERSION
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BATCH",

@@ -1,10 +1,10 @@
 """The in-container server: ``python -m hxpy``.
 
 One host connection per container. The server binds its socket before importing anything
-heavy (numpy and pandas load only when a value needs them), accepts connections until one
-says hello with the right key and protocol version, then stops listening and serves that host
-alone: batches of define/exec/eval against one persistent namespace. It exits when the host
-connection drops, so no container outlives its session.
+heavy (numpy and pandas load only when a value needs them, logging when something logs),
+accepts connections until one says hello with the right key and protocol version, then stops
+listening and serves that host alone: batches of define/exec/eval against one persistent
+namespace. It exits when the host connection drops, so no container outlives its session.
 
 Configuration comes from the environment (the host launcher sets it):
 
@@ -31,24 +31,22 @@ process started with, so they never appear there.
 
 from __future__ import annotations
 
-import logging
+import _socket  # not socket, for a cold start: hxpy.startup says why
 import math
 import os
 import select
-import signal
-import socket
 import sys
 import threading
 import time
-import traceback
-from typing import Any, Callable
 
-from . import PROTOCOL_VERSION, __version__, codec, protocol, wire
-from .capture import CHUNK, CappedOutput, configure_logging
-from .columns import send_text_columns
+from . import PROTOCOL_VERSION, __version__, codec, protocol, sources, wire
+from .capture import CHUNK, CappedOutput
+from .lazy import when_imported
+from .logs import INFO, WARNING, configure_logging, own_log
 from .pipes import FdCatcher, Pipes, server_pipes
 from .startup import (
     MAX_KEY_BYTES,
+    accept,
     listen,
     listener_path,
     load_secrets,
@@ -56,6 +54,18 @@ from .startup import (
     read_hello,
     read_key,
 )
+
+# Only what listening, the handshake and an eval need is imported at start: a cold start
+# waits for every import (tests/unit/test_server_imports.py keeps the list). logging,
+# linecache, traceback, typing and the Haystack types come when something needs them
+# (hxpy.logs, hxpy.sources, hxpy.codec); socket and signal not at all (their C modules do).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import signal
+    from types import ModuleType
+    from typing import Any, Callable
+else:  # the C module signal.py wraps, building enums at import (as socket.py does)
+    import _signal as signal
 
 __all__ = [
     "DEFAULT_HELLO_TIMEOUT",
@@ -66,6 +76,7 @@ __all__ = [
     "Server",
     "SoftTimeout",
     "Terminated",
+    "accept",
     "call_host",
     "listen",
     "listener_path",
@@ -74,8 +85,6 @@ __all__ = [
     "max_frame_for_hello",
     "read_key",
 ]
-
-log = logging.getLogger("hxpy")
 
 DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
@@ -136,11 +145,11 @@ class Server:
         self.output_cap = output_cap
         self.fault = fault
         self.namespace: dict[str, Any] = {"__name__": "__hxpy__", "__builtins__": __builtins__}
-        self.conn: socket.socket | None = None
+        self.conn: _socket.socket | None = None
         # The session's messages go over pipes the host sent with its hello, when it did
         # (hxpy.pipes); the connection then only tells that the host is gone.
         self.pipes: Pipes | None = None
-        self.out: socket.socket | Pipes | None = None
+        self.out: _socket.socket | Pipes | None = None
         self.reader: wire.FrameReader | None = None
         self.batch_id: int | None = None
         self._in_user_code = False
@@ -160,14 +169,13 @@ class Server:
         # One capture for the whole session: a stream user code keeps (a logging handler made
         # in one batch) still writes into the output of later batches.
         self._output = CappedOutput(output_cap)
-        self._sources = 0
 
     # -- connection -------------------------------------------------------------------
 
-    def accept(self, listener: socket.socket) -> socket.socket:
+    def accept(self, listener: _socket.socket) -> _socket.socket:
         """Accept connections until one says a valid hello; stop listening after it."""
         while True:
-            conn, _ = listener.accept()
+            conn = accept(listener)
             fds = FdCatcher(conn)
             try:
                 hello = read_hello(conn, self.max_frame, self.hello_timeout, fds)
@@ -177,14 +185,16 @@ class Server:
             if reason is None:
                 # Text columns as two buffers only for a host that reads them without a
                 # Python object per cell (it has pyarrow); lists for every other host.
+                # Told to hxpy.columns when it is imported: only a DataFrame needs it.
                 columns = hello.get("columns")
-                send_text_columns(isinstance(columns, list) and "text" in columns)
+                if isinstance(columns, list) and "text" in columns:
+                    when_imported("hxpy.columns", _send_text_columns)
                 if hello.get("pipes") is True:
                     self.pipes = server_pipes(fds.take_fds())
                 fds.close_fds()
                 break
             fds.close_fds()
-            log.warning("refused a client: %s", reason)
+            own_log(WARNING, "refused a client: %s", reason)
             try:
                 wire.send_message(conn, {"type": protocol.REFUSED, "reason": reason})
             except OSError:
@@ -205,7 +215,7 @@ class Server:
         })
         return conn
 
-    def serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: _socket.socket) -> None:
         """Answer batches until the host goes away."""
         global _current
         self.conn = conn
@@ -327,7 +337,7 @@ class Server:
         if failure is not None:
             self._reply_error(batch_id, *failure)
             if terminated:
-                log.info("SIGTERM: user code ended; exiting")
+                own_log(INFO, "SIGTERM: user code ended; exiting")
                 os._exit(TERMINATED_EXIT)
             return
         self._send_result(batch_id, value)
@@ -413,13 +423,7 @@ class Server:
         return compiled
 
     def _filename(self, source: str) -> str:
-        # Register the source so remote tracebacks show the offending lines.
-        import linecache
-
-        self._sources += 1
-        name = f"<hxpy-{self._sources}>"
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        return name
+        return sources.register(source)  # so that tracebacks show the offending lines
 
     def _arm(self, timeout: float | None) -> None:
         """Make SIGALRM come at this batch's deadline.
@@ -519,6 +523,10 @@ def _output_chunk(max_frame: int) -> int:
     return min(CHUNK, max_frame - 64)
 
 
+def _send_text_columns(columns: ModuleType) -> None:
+    columns.send_text_columns(True)
+
+
 def _remember(cache: dict[str, Any], source: str, compiled: Any) -> Any:
     if len(cache) >= 256:
         cache.clear()
@@ -535,7 +543,12 @@ def _user_traceback(exc: BaseException) -> str:
     """The traceback from the user's own code on: the server's frames (and, for a runtime
     job, everything up to the call of its handler) are left out; frames after the first one
     of user code are all kept."""
-    te = traceback.TracebackException.from_exception(exc)
+    try:
+        import traceback  # here: a cold start does without it
+
+        te = traceback.TracebackException.from_exception(exc)
+    except Exception:  # not the standard module: user code put a traceback.py of its own first
+        return f"{type(exc).__name__}: {exc}\n"
     frames = list(te.stack)
     for index, frame in enumerate(frames):
         if os.path.abspath(frame.filename) == _HANDLER_CALLER:
@@ -547,7 +560,7 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(te.format())
 
 
-def _exit_when_peer_hangs_up(conn: socket.socket) -> None:
+def _exit_when_peer_hangs_up(conn: _socket.socket) -> None:
     """Exit the process as soon as the host's end of ``conn`` closes, even mid-batch."""
     def watch() -> None:
         poller = select.poll()
@@ -575,7 +588,11 @@ def main() -> int:
               "refusing to serve without one", file=sys.stderr)
         return 2
     load_secrets(os.environ.pop("HXPY_SECRETS_DIR", ""))
-    configure_logging(log, os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper())
+    try:
+        configure_logging(os.environ.get("HXPY_LOG_LEVEL", "WARNING").upper())
+    except ValueError as exc:
+        print(f"hxpy: HXPY_LOG_LEVEL: {exc}", file=sys.stderr)
+        return 2
     server = Server(
         key,
         max_frame=int(os.environ.get("HXPY_MAX_FRAME", wire.DEFAULT_MAX_FRAME)),
@@ -585,7 +602,7 @@ def main() -> int:
         hello_timeout=float(os.environ.get("HXPY_HELLO_TIMEOUT", DEFAULT_HELLO_TIMEOUT)),
     )
     conn = server.accept(listener)
-    log.info("host connected; serving")
+    own_log(INFO, "host connected; serving")
     server.serve(conn)
-    log.info("host disconnected; exiting")
+    own_log(INFO, "host disconnected; exiting")
     return 0

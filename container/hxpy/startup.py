@@ -4,16 +4,22 @@ connection's hello within its deadline. Re-exported by :mod:`hxpy.server`."""
 
 from __future__ import annotations
 
+# _socket, not socket: socket.py turns its constants into enums at import (IntEnum._convert_,
+# about 3 ms of CPU on a cold start) for names the server never shows. Of what its socket
+# class adds to _socket's, the server would use accept() only: accept() below does the same.
+import _socket
 import os
-import socket
 import threading
-from typing import Any
 
 from . import wire
 from .pipes import FdCatcher
 
-__all__ = ["MAX_KEY_BYTES", "listen", "listener_path", "load_secrets", "max_frame_for_hello",
-           "read_hello", "read_key"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["MAX_KEY_BYTES", "accept", "listen", "listener_path", "load_secrets",
+           "max_frame_for_hello", "read_hello", "read_key"]
 
 MAX_KEY_BYTES = 4096  # a key line or file is a few dozen bytes: never read more
 
@@ -50,13 +56,13 @@ def read_key(source: str) -> str:
     return ""
 
 
-def listen(address: str) -> socket.socket:
+def listen(address: str) -> _socket.socket:
     """Bind and listen on ``unix:PATH`` or ``tcp:HOST:PORT``."""
     scheme, _, rest = address.partition(":")
     if scheme == "unix":
         if os.path.exists(rest):
             os.unlink(rest)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         old_umask = os.umask(0o077)  # only our uid (and root) may connect
         try:
             sock.bind(rest)
@@ -64,8 +70,8 @@ def listen(address: str) -> socket.socket:
             os.umask(old_umask)
     elif scheme == "tcp":
         host, _, port = rest.rpartition(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         sock.bind((host or "0.0.0.0", int(port)))
     else:
         raise ValueError(f"HXPY_LISTEN must be unix:PATH or tcp:HOST:PORT, not {address!r}")
@@ -73,7 +79,13 @@ def listen(address: str) -> socket.socket:
     return sock
 
 
-def listener_path(listener: socket.socket) -> str | None:
+def accept(listener: _socket.socket) -> _socket.socket:
+    """The next connection to ``listener``, blocking."""
+    fd, _ = listener._accept()  # type: ignore[attr-defined]  # what _socket.socket.accept calls
+    return _socket.socket(fileno=fd)
+
+
+def listener_path(listener: _socket.socket) -> str | None:
     try:
         name = listener.getsockname()
     except OSError:
@@ -81,7 +93,7 @@ def listener_path(listener: socket.socket) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def read_hello(conn: socket.socket, max_frame: int, timeout: float,
+def read_hello(conn: _socket.socket, max_frame: int, timeout: float,
                fds: FdCatcher | None = None) -> dict[str, Any]:
     """The first message of a new connection, which must come whole within ``timeout``
     seconds: a client that sends nothing, or a byte now and then, must not keep the real host
@@ -99,7 +111,7 @@ def read_hello(conn: socket.socket, max_frame: int, timeout: float,
         with lock:
             if reading[0]:
                 reading[0] = False
-                conn.shutdown(socket.SHUT_RD)  # the blocked read returns: "closed"
+                conn.shutdown(_socket.SHUT_RD)  # the blocked read returns: "closed"
 
     timer = threading.Timer(timeout, expire)
     timer.daemon = True

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numbers
 import re
-from typing import Any, ClassVar, Optional, Union
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Optional, Union
 
 __all__ = ["NA", "Coord", "Marker", "Number", "Ref", "Remove", "Symbol", "Uri", "XStr"]
 

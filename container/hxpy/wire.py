@@ -13,16 +13,21 @@ allows. Both ends of the connection use them.
 
 from __future__ import annotations
 
+import _socket  # _socket.socket's base, all framing needs (hxpy.startup says why not socket)
 import functools
 import mmap
 import os
-import socket
 import struct
 import time
-from collections.abc import Sequence
-from typing import Any, Callable, Union
 
 from . import codec
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Callable, Union
+
+    Buffer = Union[bytes, bytearray, memoryview]
 
 __all__ = [
     "BUFFER_FLAG",
@@ -50,7 +55,6 @@ DEFAULT_SPIN = 50e-6  # seconds a reader polls for the next message before sleep
 HEADER = struct.Struct(">I")
 BUFFER_FLAG = 0x8000_0000  # set in the length of a buffer frame
 
-Buffer = Union[bytes, bytearray, memoryview]
 _now = time.perf_counter
 
 # Where a received buffer's memory comes from. Fresh memory costs a page fault per page touched
@@ -111,7 +115,7 @@ def frames(body: bytes, buffers: Sequence[memoryview] = (),
     return pieces
 
 
-def send(sock: socket.socket, body: bytes, buffers: Sequence[memoryview] = (),
+def send(sock: _socket.socket, body: bytes, buffers: Sequence[memoryview] = (),
          max_size: int = DEFAULT_MAX_FRAME) -> None:
     """Send one message: its buffers' frames, then its body's frame.
 
@@ -125,7 +129,7 @@ def send(sock: socket.socket, body: bytes, buffers: Sequence[memoryview] = (),
     send_parts(sock, frames(body, buffers, max_size))
 
 
-def send_parts(sock: socket.socket, pieces: list[Buffer]) -> None:
+def send_parts(sock: _socket.socket, pieces: list[Buffer]) -> None:
     """Write ``pieces`` in order: small messages with one ``sendall``, large ones with
     ``sendmsg`` straight from the caller's memory."""
     total = sum(memoryview(p).nbytes for p in pieces)
@@ -179,7 +183,7 @@ class FrameReader:
     that needs this very CPU to answer, costs almost no polling.
     """
 
-    def __init__(self, sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME,
+    def __init__(self, sock: _socket.socket, max_size: int = DEFAULT_MAX_FRAME,
                  buffer_size: int = 64 * 1024, spin: float = 0.0,
                  gate: SpinGate | None = None) -> None:
         # A buffer of HEADER.size bytes never reads past the end of a message.
@@ -198,7 +202,7 @@ class FrameReader:
         # One poll, prebuilt: a C call with no Python frame, called many times per wait.
         poll_into = getattr(sock, "poll_into", None)
         self._poll: Callable[[], int] = poll_into(self._view) if poll_into else \
-            functools.partial(sock.recv_into, self._view, 0, socket.MSG_DONTWAIT)
+            functools.partial(sock.recv_into, self._view, 0, _socket.MSG_DONTWAIT)
 
     def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:
         """Accept a message whose body is more than ``large_from`` bytes only when the body
@@ -386,7 +390,7 @@ def _several_cpus() -> bool:
         return True
 
 
-def recv_into_exactly(sock: socket.socket, view: memoryview, got: int) -> None:
+def recv_into_exactly(sock: _socket.socket, view: memoryview, got: int) -> None:
     """Fill ``view`` from ``sock``, its first ``got`` bytes being already there."""
     size = view.nbytes
     while got < size:
@@ -396,14 +400,14 @@ def recv_into_exactly(sock: socket.socket, view: memoryview, got: int) -> None:
         got += n
 
 
-def send_message(sock: socket.socket, message: dict[str, Any],
+def send_message(sock: _socket.socket, message: dict[str, Any],
                  max_size: int = DEFAULT_MAX_FRAME) -> None:
     """Encode ``message`` (its large arrays out of band) and send it."""
     body, buffers = codec.encode_parts(message, where="message")
     send(sock, body, buffers, max_size)
 
 
-def recv_message(sock: socket.socket, max_size: int = DEFAULT_MAX_FRAME) -> dict[str, Any]:
+def recv_message(sock: _socket.socket, max_size: int = DEFAULT_MAX_FRAME) -> dict[str, Any]:
     """Receive one message, reading nothing beyond it, and decode it to a map.
 
     Raises:

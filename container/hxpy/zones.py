@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from typing import Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = ["fixed_zone", "named_zone", "zone_name"]
 

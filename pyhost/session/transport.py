@@ -35,7 +35,8 @@ __all__ = [
     "connect",
 ]
 
-Received = tuple[wire.Buffer, list[memoryview]]
+# wire.Buffer exists for type checkers only (hxpy imports no typing at run time).
+Received = tuple["wire.Buffer", list[memoryview]]
 
 
 class Transport(abc.ABC):

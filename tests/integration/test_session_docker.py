@@ -179,3 +179,15 @@ def test_the_client_speaks_the_engines_api_version_or_docker_api_version(client,
     pinned = client_module._connect()
     assert pinned.api.api_version == "1.40"
     assert pinned.containers.list(filters={"label": "no-such-label"}) == []  # it speaks it
+
+
+def test_a_cold_server_answers_without_the_modules_it_imports_lazily(client, io_dir):
+    # tests/unit/test_server_imports.py checks the list on the host's Python; this is the
+    # image's, started as the image starts it. User logging still goes with the output.
+    from tests.unit.test_server_imports import LAZY
+
+    with py(io=io_dir) as s:
+        assert s.eval(f"sorted(set(__import__('sys').modules) & {set(LAZY)!r})") == []
+        s.exec("import logging")
+        s.eval("logging.getLogger('user').warning('careful: %d', 3)")
+        assert s.last_output == "WARNING:user:careful: 3\n"

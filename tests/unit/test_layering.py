@@ -139,11 +139,12 @@ def test_only_the_docker_wing_imports_docker(module):
 
 
 # The one edge of a cycle allowed: hxpy.codec imports its Haystack ext table (hxpy.exttypes)
-# on its last line, so that ``import hxpy.codec`` gives a complete codec to every user, and
-# exttypes registers its encoders with the registry codec defines. Untying it would mean
-# splitting codec in two modules that share its private per-thread state (the packers and
-# out-of-band buffers that the registry's hooks, the payload packing the ext encoders call
-# and encode() all use): a worse knot than this one edge.
+# the first time a value needs it, so that ``import hxpy.codec`` gives a complete codec to
+# every user (and a cold server with plain values skips the import), and exttypes registers
+# its encoders with the registry codec defines. Untying it would mean splitting codec in two
+# modules that share its private per-thread state (the packers and out-of-band buffers that
+# the registry's hooks, the payload packing the ext encoders call and encode() all use): a
+# worse knot than this one edge.
 ALLOWED_CYCLE_EDGES = {("hxpy.codec", "hxpy.exttypes")}
 
 

@@ -3,11 +3,13 @@ entities (``outputs={"result": "named_result"}``)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
-
 __all__ = ["DEFAULT_OUTPUT", "handler", "output_names"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a job's cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_OUTPUT = "result"  # the one output of a handler that names none
 

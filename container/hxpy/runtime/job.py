@@ -9,12 +9,14 @@ table instead of ``call_host``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 from .. import codec
 from .handler import output_names
 from .loader import check_python, import_function, read_signature, write_sources
 from .proxies import Entity, Project, Run
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a job's cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 __all__ = ["RESERVED", "compose_arguments", "run_job"]
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Callable
 
 from .shim import install as install_shim
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a job's cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 __all__ = ["check_python", "import_function", "read_signature", "write_sources"]
 

@@ -9,13 +9,16 @@ handler table directly when a run executes locally (``local_execution=True``).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
 
 from . import calls
 
-__all__ = ["Entity", "Project", "Run", "upload_files"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a job's cold start)
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
-Call = Callable[..., Any]
+    Call = Callable[..., Any]
+
+__all__ = ["Entity", "Project", "Run", "upload_files"]
 
 
 class Entity:
