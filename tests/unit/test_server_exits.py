@@ -100,9 +100,11 @@ def test_os_exit_still_ends_the_session(launcher):
         assert launcher.started[0].poll() is not None
 
 
-def _killed_with_grace(launcher, source: str, grace: float) -> tuple[BaseException, float]:
+def _killed_with_grace(launcher, source: str, grace: float,
+                       streamed: list[str] | None = None) -> tuple[BaseException, float]:
     """Eval ``source`` (which prints "started") in a thread, then ``kill(grace=...)`` the
-    session from this one; what the eval raised, and how long the kill took."""
+    session from this one; what the eval raised, and how long the kill took. What the
+    batch streamed goes into ``streamed``."""
     import threading
     import time
 
@@ -113,7 +115,7 @@ def _killed_with_grace(launcher, source: str, grace: float) -> tuple[BaseExcepti
 
     def work() -> None:
         try:
-            s.eval(source, on_output=lambda text: None)
+            s.eval(source, on_output=(streamed if streamed is not None else []).append)
         except BaseException as exc:  # noqa: B036  (whatever it is, the test reads it)
             raised.append(exc)
 
@@ -129,13 +131,15 @@ def _killed_with_grace(launcher, source: str, grace: float) -> tuple[BaseExcepti
 
 
 def test_a_kill_with_grace_interrupts_user_code_and_runs_its_finally(launcher):
+    streamed: list[str] = []
     error, took = _killed_with_grace(
         launcher, "import time\ntry:\n    time.sleep(60)\nfinally:\n    print('cleaned up')",
-        grace=20)
+        grace=20, streamed=streamed)
     assert took < 5, took  # the server ended on SIGTERM: the grace was not waited out
     assert isinstance(error, PythonError), error
     assert error.remote_type == "hxpy.server.Terminated"
-    assert error.output == "cleaned up\n"
+    # Streamed while the error was made, or left for the reply: once either way.
+    assert "".join(streamed) + error.output == "cleaned up\n"
     assert launcher.started[0].poll() is not None
 
 
