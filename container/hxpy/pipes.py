@@ -42,9 +42,12 @@ class Pipes:
     socket's: when it runs out, the read raises :class:`BlockingIOError`.
     """
 
-    def __init__(self, read_fd: int, write_fd: int) -> None:
+    def __init__(self, read_fd: int, write_fd: int, bulk: Any = None) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
+        #: Where messages of ``hxpy.wire.BULK_FROM`` bytes and more go: the session's socket
+        #: (a pipe moves large values slower than a socket does).
+        self.bulk = bulk
         self.timeout: float | None = None
         self._poller = select.poll()
         self._poller.register(read_fd, select.POLLIN)
@@ -105,16 +108,17 @@ def host_pipes() -> tuple[Pipes, list[int]] | None:
     return None
 
 
-def server_pipes(fds: list[int]) -> Pipes | None:
-    """The server's :class:`Pipes` from the fds that came with the hello, or None (and
-    every fd closed) unless they are exactly a pipe's read end and another's write end."""
+def server_pipes(fds: list[int], bulk: Any = None) -> Pipes | None:
+    """The server's :class:`Pipes` from the fds that came with the hello (large messages
+    over ``bulk``), or None (and every fd closed) unless they are exactly a pipe's read end
+    and another's write end."""
     try:
         kinds = [(_stat.S_ISFIFO(os.fstat(fd).st_mode),
                   fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) for fd in fds]
     except OSError:
         kinds = []
     if kinds == [(True, os.O_RDONLY), (True, os.O_WRONLY)]:
-        return Pipes(fds[0], fds[1])
+        return Pipes(fds[0], fds[1], bulk)
     for fd in fds:
         os.close(fd)
     return None

@@ -190,7 +190,7 @@ class Server:
                 if isinstance(columns, list) and "text" in columns:
                     when_imported("hxpy.columns", _send_text_columns)
                 if hello.get("pipes") is True:
-                    self.pipes = server_pipes(fds.take_fds())
+                    self.pipes = server_pipes(fds.take_fds(), bulk=conn)
                 fds.close_fds()
                 break
             fds.close_fds()

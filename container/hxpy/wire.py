@@ -126,7 +126,20 @@ def send(sock: _socket.socket, body: bytes, buffers: Sequence[memoryview] = (),
     if not buffers and size < _JOIN_BELOW and size <= max_size:  # the common case: one write
         sock.sendall(HEADER.pack(size) + body)
         return
-    send_parts(sock, frames(body, buffers, max_size))
+    pieces = frames(body, buffers, max_size)
+    bulk = getattr(sock, "bulk", None)
+    if bulk is not None and message_size(body, buffers) >= BULK_FROM:
+        sock.sendall(_BULK_MARK)  # the next message is on the bulk stream
+        sock = bulk
+    send_parts(sock, pieces)
+
+
+#: Messages of at least this many bytes go over a channel's ``bulk`` stream when it has one: a
+#: session on pipes sends them over its socket (``hxpy.pipes``), which moved an 8 MB array
+#: round trip at 2.3-3.1 GB/s against 1.8 over 1 MiB pipes (measured). An empty frame on the
+#: channel (never a message: a body is a map) says that the next message is there.
+BULK_FROM = 256 * 1024
+_BULK_MARK = HEADER.pack(0)
 
 
 def send_parts(sock: _socket.socket, pieces: list[Buffer]) -> None:
@@ -199,6 +212,9 @@ class FrameReader:
         self._backoff = 1  # reads to skip after the next poll that finds nothing
         self._large_from = max_size  # see bound_large
         self._large_prefixes: tuple[bytes, ...] = ()
+        # Large messages of a channel that has a bulk stream come over it (see BULK_FROM).
+        bulk = getattr(sock, "bulk", None)
+        self._bulk = None if bulk is None else FrameReader(bulk, max_size)
         # One poll, prebuilt: a C call with no Python frame, called many times per wait.
         poll_into = getattr(sock, "poll_into", None)
         self._poll: Callable[[], int] = poll_into(self._view) if poll_into else \
@@ -212,6 +228,8 @@ class FrameReader:
         once, into the memory their arrays then use, and stay bounded by ``max_size``."""
         self._large_from = min(large_from, self.max_size)
         self._large_prefixes = tuple(prefixes)
+        if self._bulk is not None:
+            self._bulk.bound_large(large_from, prefixes)
 
     def read(self) -> tuple[Buffer, list[memoryview]]:
         """The next message: its body and the buffers sent before it.
@@ -235,6 +253,8 @@ class FrameReader:
             end = start + size
             if end <= self._end and size <= self._large_from:
                 self._start = end
+                if not size and self._bulk is not None:
+                    return self._bulk.read()
                 return self._buf[start:end], []
         return self._read_frames()
 
@@ -276,6 +296,8 @@ class FrameReader:
             total += size
             check_size(total, self.max_size, "incoming")
             if not is_buffer:
+                if not size and not buffers and self._bulk is not None:
+                    return self._bulk.read()
                 if size > self._large_from:
                     self._check_large(size)
                 return self._take(size), buffers

@@ -133,16 +133,20 @@ class SocketTransport(Transport):
         self._reader.bound_large(large_from, prefixes)
 
     def recv(self, timeout: float | None) -> Received:
+        self._wait_at_most(timeout)
+        try:
+            return self._reader.read()
+        except BlockingIOError:  # SO_RCVTIMEO ran out: no byte came for the whole wait
+            raise TimeoutError("no frame within the timeout") from None
+
+    def _wait_at_most(self, timeout: float | None) -> None:
+        """Bound the socket's blocking reads by ``timeout`` (None: no bound)."""
         wait = 0.0 if timeout is None else max(timeout, 0.001)  # 0 would mean forever
         if wait != self._wait and not (self._wait and wait <= self._wait <= wait + self.SLACK):
             seconds, fraction = divmod(wait, 1.0)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                                  _TIMEVAL.pack(int(seconds), int(fraction * 1e6)))
             self._wait = wait
-        try:
-            return self._reader.read()
-        except BlockingIOError:  # SO_RCVTIMEO ran out: no byte came for the whole wait
-            raise TimeoutError("no frame within the timeout") from None
 
     def close(self) -> None:
         try:
@@ -181,6 +185,7 @@ class PipeTransport(SocketTransport):
                  spin: float = 0.0) -> None:
         super().__init__(sock, max_frame, spin)
         self.pipes = pipes
+        pipes.bulk = sock  # large messages still go over the socket (hxpy.wire.BULK_FROM)
         self._reader = wire.FrameReader(pipes, max_frame, spin=spin)  # type: ignore[arg-type]
 
     def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
@@ -188,9 +193,10 @@ class PipeTransport(SocketTransport):
 
     def recv(self, timeout: float | None) -> Received:
         self.pipes.timeout = None if timeout is None else max(timeout, 0.001)
+        self._wait_at_most(timeout)  # for a large message, which comes over the socket
         try:
             return self._reader.read()
-        except BlockingIOError:  # the poll ran out: no byte came for the whole wait
+        except BlockingIOError:  # the poll or SO_RCVTIMEO ran out: no byte for the whole wait
             raise TimeoutError("no frame within the timeout") from None
 
     def close(self) -> None:

@@ -138,3 +138,59 @@ def test_fds_after_the_hello_reader_closes_them():
         assert catcher.fds == [] and all(_closed(fd) for fd in taken)
     os.close(read_end)
     os.close(write_end)
+
+
+def test_a_large_message_goes_over_the_bulk_stream_in_its_place_among_small_ones():
+    class Counted:  # the host's bulk stream, counting what goes over it
+        def __init__(self, sock):
+            self.sock, self.sent = sock, 0
+
+        def sendall(self, data):
+            self.sent += len(data)
+            self.sock.sendall(data)
+
+        def sendmsg(self, views):
+            sent = self.sock.sendmsg(views)
+            self.sent += sent
+            return sent
+
+    made = pipes.host_pipes()
+    assert made is not None
+    host, theirs = made
+    here, there = socket.socketpair()
+    server = pipes.server_pipes(theirs, bulk=there)
+    assert server is not None
+    host.bulk = counted = Counted(here)
+    try:
+        array = np.arange(wire.BULK_FROM, dtype=np.uint8)  # 256 KiB: at the threshold
+        sent = [{"type": "small", "n": 1}, {"type": "large", "a": array},
+                {"type": "small", "n": 2}]
+        reader = wire.FrameReader(server)
+        for message in sent:
+            before = counted.sent
+            body, buffers = codec.encode_parts(message)
+            sender = threading.Thread(target=wire.send, args=(host, body, buffers))
+            sender.start()
+            got = codec.decode(*reader.read())
+            sender.join()
+            assert got["type"] == message["type"]
+            over_the_socket = counted.sent - before
+            if message["type"] == "large":
+                assert np.array_equal(got["a"], array)
+                assert over_the_socket > wire.BULK_FROM
+            else:
+                assert over_the_socket == 0
+        here.close()
+        wire.send(host, b"", ())  # the mark alone: the next message is on the socket
+        with pytest.raises(wire.PeerClosed):  # which is closed
+            reader.read()
+    finally:
+        host.close()
+        server.close()
+        there.close()
+
+
+def test_without_a_bulk_stream_an_empty_frame_is_only_an_empty_frame(ends):
+    host, server = ends
+    host.sendall(wire.HEADER.pack(0))
+    assert wire.FrameReader(server).read() == (b"", [])
