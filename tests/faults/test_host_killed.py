@@ -43,6 +43,9 @@ def test_a_run_outlives_a_caller_killed_right_after_starting_it(faults_home):
 def test_a_killed_supervisor_leaves_its_run_settled_and_its_container_collected(faults_home):
     run_id, run, container = left_running(faults_home.path, env=faults_home.env)
     supervisor = int(run.metadata["owner"]["org.pyhost.owner.pid"])
+    deadline = time.monotonic() + 30  # what the handler printed has reached its log
+    while len(run.logs().splitlines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     os.kill(supervisor, signal.SIGKILL)  # the host of the run, mid-run
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not gone(supervisor):
