@@ -294,8 +294,8 @@ class PollingEcho:
     def __init__(self, sock: socket.socket, spin: float, pipes: Pipes | None = None) -> None:
         self.sock = sock
         self.pipes = pipes
-        self.channel: Any = pipes or sock  # where the frames go
-        self.reader = wire.FrameReader(self.channel, spin=spin)
+        self.channel: Any = pipes if pipes is not None else sock  # where the frames go
+        self.reader = wire.FrameReader(self.channel, spin=spin)  # type: ignore[arg-type]
 
     def roundtrip(self, body: bytes) -> None:
         """Send ``body`` as one frame and read its echo."""

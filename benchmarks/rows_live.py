@@ -143,7 +143,8 @@ def log_volume(bench: Bench) -> list[Result]:
     """A handler printing 100 MB of 64-byte lines, run to COMPLETED with its log streamed
     into the store; against the same handler writing them to /dev/null; interleaved."""
     megabytes, n = 100, bench.n(3, 1)
-    printed, discarded = [], []
+    printed: list[float] = []
+    discarded: list[float] = []
     with _catalog():
         function = _function(bench, "volume", VOLUME, "volume")
         for _ in range(n):
@@ -182,7 +183,10 @@ def log_gigabyte(bench: Bench) -> list[Result]:
     """A handler printing 1 GB, run with ``wait=True`` in this process: how much this
     process's peak resident set grew while its log was streamed and capped (64 MiB); against
     the same handler writing to /dev/null."""
-    gigabyte, peaks, discarded, seconds = 1024, [], [], []
+    gigabyte = 1024
+    peaks: list[float] = []
+    discarded: list[float] = []
+    seconds: list[float] = []
     with _catalog():
         function = _function(bench, "gigabyte", VOLUME, "volume")
         for devnull in (True, False):

@@ -327,7 +327,7 @@ def build_noop(bench: Bench) -> list[Result]:
         project = dh.get_or_create_project(PROJECT)
         function = project.new_function(name="built", kind="python", code=HANDLER,
                                         handler="f", base_image=bench.image)
-        settings = {"instructions": ["echo built > /opt/marker"], "wait": True,
+        settings: dict[str, Any] = {"instructions": ["echo built > /opt/marker"], "wait": True,
                     "progress": False, "launcher": bench.launcher}
         started = perf_counter()
         first = function.run(action="build", **settings)

@@ -146,7 +146,7 @@ def swarm_jobs_warm(bench: Bench) -> list[Result]:
     rates: dict[str, list[float]] = {"swarm": [], "plain": []}
     with _swarm(bench) as swarm, _catalog():
         function = _function(bench)
-        options = {"io": None, "image": bench.image_tag}
+        options: dict[str, Any] = {"io": None, "image": bench.image_tag}
         launchers = {"swarm": swarm, "plain": bench.launcher}
         pools = {name: pyhost.warm_pool(per_round, launcher=launcher, **options)
                  for name, launcher in launchers.items()}
@@ -202,7 +202,7 @@ def swarm_warm(bench: Bench) -> list[Result]:
     taken = 0
     with _swarm(bench) as swarm, _catalog():
         function = _function(bench)
-        options = {"io": None, "image": bench.image_tag}
+        options: dict[str, Any] = {"io": None, "image": bench.image_tag}
         pools = {"swarm": pyhost.warm_pool(2, launcher=swarm, **options),
                  "plain": pyhost.warm_pool(2, launcher=bench.launcher, **options)}
         launchers = {"swarm": swarm, "plain": bench.launcher}
