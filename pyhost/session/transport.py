@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
-from typing import Callable
+from typing import Any, Callable
 
 from hxpy import wire
 from hxpy.pipes import Pipes
@@ -119,15 +119,16 @@ class SocketTransport(Transport):
     SLACK = 0.05  # seconds a deadline may come late rather than cost a system call
 
     def __init__(self, sock: socket.socket, max_frame: int = wire.DEFAULT_MAX_FRAME,
-                 spin: float = 0.0) -> None:
+                 spin: float = 0.0, channel: Pipes | None = None) -> None:
         sock.settimeout(None)
         self.sock = sock
         self.max_frame = max_frame
-        self._reader = wire.FrameReader(sock, max_frame, spin=spin)
+        self._channel: Any = sock if channel is None else channel  # where messages go
+        self._reader = wire.FrameReader(self._channel, max_frame, spin=spin)  # type: ignore[arg-type]
         self._wait = 0.0  # SO_RCVTIMEO now; 0 waits forever
 
     def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
-        wire.send(self.sock, body, buffers, self.max_frame)
+        wire.send(self._channel, body, buffers, self.max_frame)
 
     def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:
         self._reader.bound_large(large_from, prefixes)
@@ -177,19 +178,16 @@ class SocketTransport(Transport):
 class PipeTransport(SocketTransport):
     """A Unix socket connection whose messages go over two pipes (:mod:`hxpy.pipes`): a
     blocking round trip costs each end less CPU and one sleep instead of about 1.4. The
-    socket stays open only to tell either end that the other is gone. A deadline is a
-    ``poll`` before a read that would block (pipes have no ``SO_RCVTIMEO``).
+    socket still carries messages of ``hxpy.wire.BULK_FROM`` bytes and more, and tells
+    either end that the other is gone. A deadline is a ``poll`` before a pipe read that
+    would block (pipes have no ``SO_RCVTIMEO``), and ``SO_RCVTIMEO`` on the socket.
     """
 
     def __init__(self, sock: socket.socket, pipes: Pipes, max_frame: int = wire.DEFAULT_MAX_FRAME,
                  spin: float = 0.0) -> None:
-        super().__init__(sock, max_frame, spin)
-        self.pipes = pipes
         pipes.bulk = sock  # large messages still go over the socket (hxpy.wire.BULK_FROM)
-        self._reader = wire.FrameReader(pipes, max_frame, spin=spin)  # type: ignore[arg-type]
-
-    def send(self, body: bytes, buffers: Sequence[memoryview] = ()) -> None:
-        wire.send(self.pipes, body, buffers, self.max_frame)  # type: ignore[arg-type]
+        super().__init__(sock, max_frame, spin, channel=pipes)
+        self.pipes = pipes
 
     def recv(self, timeout: float | None) -> Received:
         self.pipes.timeout = None if timeout is None else max(timeout, 0.001)
