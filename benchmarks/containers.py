@@ -18,12 +18,13 @@ from typing import Any
 
 import docker
 import docker.errors
+import msgpack
 
 from hxpy import wire
 from hxpy.pipes import Pipes, host_pipes
 
-__all__ = ["BENCH_LABEL", "EchoServer", "Fleet", "LabellingClient", "PollingEcho",
-           "echo_once"]
+__all__ = ["BENCH_LABEL", "EchoServer", "Fleet", "LabellingClient", "MinimalEval",
+           "PollingEcho", "echo_once"]
 
 BENCH_LABEL = "org.pyhost.bench"
 RUN_LABEL = "org.pyhost.bench.run"
@@ -40,9 +41,15 @@ SANDBOX_UID = 1000
 #   work between reading and answering is missing.
 # - b"Q" + a spin, with two pipe ends attached (SCM_RIGHTS): the polling echo over the pipes
 #   a blocking session talks through (hxpy.pipes).
+# - b"E" + a spin, with two pipe ends attached: the least a Python session server can do for
+#   define("x", i).eval("x"), in a process of its own as a session's server is: poll for a
+#   frame, unpack [name, value, expression] with msgpack, bind, evaluate a cached code object,
+#   send the packed value back. No ids, errors, output capture or timeouts.
 # Deliberately minimal: these are the floors pyhost is held to.
 ECHO_SERVER = r"""
-import os, socket, struct, sys, threading
+import os, signal, socket, struct, sys, threading
+
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps mode E's servers
 
 def blocking(conn, size):
     block = bytearray(size)
@@ -71,7 +78,14 @@ def serve(conn):
         head, fds, _, _ = socket.recv_fds(conn, 5, 2, socket.MSG_WAITALL)
         if len(head) == 5:
             mode, value = struct.unpack(">cI", head)
-            if mode == b"B":
+            if mode == b"E" and len(fds) == 2:  # a process of its own, as a session's is
+                import subprocess
+                subprocess.Popen([sys.executable, os.path.join(os.path.dirname(path),
+                                                               "minimal_eval.py"),
+                                  *map(str, fds), str(value)], pass_fds=fds)
+                for fd in fds:
+                    os.close(fd)
+            elif mode == b"B":
                 blocking(conn, value)
             elif mode == b"P":
                 polling(conn, value / 1e9)
@@ -91,6 +105,28 @@ os.rename(path + ".tmp", path)  # the path appears only once connecting works
 while True:
     conn, _ = listener.accept()
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+# Mode E's server, started per connection with the two pipe fds and the spin (ns) as arguments.
+MINIMAL_EVAL_SERVER = r"""
+import sys
+import msgpack
+from hxpy import wire
+from hxpy.pipes import Pipes
+
+pipes = Pipes(int(sys.argv[1]), int(sys.argv[2]))
+reader = wire.FrameReader(pipes, spin=int(sys.argv[3]) / 1e9)
+namespace, compiled = {}, {}
+while True:
+    try:
+        body, _ = reader.read()
+    except wire.PeerClosed:
+        break
+    name, value, expression = msgpack.unpackb(body)
+    namespace[name] = value
+    code = compiled.get(expression)
+    if code is None:
+        code = compiled[expression] = compile(expression, "<eval>", "eval")
+    wire.send(pipes, msgpack.packb(eval(code, namespace)))
 """
 _HEAD = struct.Struct(">cI")
 
@@ -203,6 +239,8 @@ class EchoServer:
         self.container_id: str | None = None
         try:
             os.chmod(self.socket_dir, 0o700)
+            with open(os.path.join(self.socket_dir, "minimal_eval.py"), "w") as file:
+                file.write(MINIMAL_EVAL_SERVER)
             uid, gid = sandbox_user()
             if os.getuid() == 0:
                 os.chown(self.socket_dir, uid, gid)
@@ -259,6 +297,20 @@ class EchoServer:
                 os.close(fd)
         return PollingEcho(sock, spin, local)
 
+    def connect_minimal_eval(self, spin: float) -> MinimalEval:
+        """A connection to the least a session server can be (mode ``E`` above), over
+        pipes, polling for up to ``spin`` seconds on both ends."""
+        made = host_pipes()
+        if made is None:
+            raise OSError("pipes cannot be read without blocking here (Linux 5.8+)")
+        local, theirs = made
+        try:
+            sock = self._connect(b"E", round(spin * 1e9), theirs)
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        return MinimalEval(sock, spin, local)
+
     def _connect(self, mode: bytes, value: int, fds: list[int] | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.path)
@@ -308,3 +360,14 @@ class PollingEcho:
         self.sock.close()
         if self.pipes is not None:
             self.pipes.close()
+
+
+class MinimalEval(PollingEcho):
+    """The host end of the least a session can do for ``define("x", i).eval("x")``: one
+    msgpack message each way over pipes, read as a session's are."""
+
+    def eval_define(self, value: int) -> Any:
+        """Bind ``x`` to ``value`` in the server, evaluate ``x`` there, return the result."""
+        wire.send(self.channel, msgpack.packb(["x", value, "x"]))
+        body, _ = self.reader.read()
+        return msgpack.unpackb(body)

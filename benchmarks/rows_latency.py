@@ -47,7 +47,9 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
     session's own channel (two pipes when the session has them, see ``hxpy.pipes``), so it
     is the same transport with no work in between. The blocking echo (plain blocking reads on
     the socket, no polling) follows each row as a comparison: a session that polls can beat
-    it, so it cannot be the bar.
+    it, so it cannot be the bar. So does the least a Python session can do over the same
+    pipes (``MinimalEval``): how much of the gap to the echo any Python server and client of
+    this protocol would have.
 
     Where the scheduler puts the ends matters a lot on a small VM (a wake-up on the other
     CPU costs about three times a same-CPU one). So after the unpinned rows, everything is
@@ -70,6 +72,10 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
         into = memoryview(bytearray(len(payload)))
         echoes = {"polling": functools.partial(polling.roundtrip, payload),
                   "blocking": functools.partial(echo_once, sock, payload, into)}
+        if pipes:
+            floor = bench.echo.connect_minimal_eval(pyhost.SessionOptions().spin)
+            stack.callback(floor.close)
+            echoes["floor"] = functools.partial(floor.eval_define, 12345)
         _roundtrips(session, echoes, warmup)
         results += _roundtrip_rows("warm_roundtrip", "unpinned", channel,
                                    *_roundtrips(session, echoes, n))
@@ -105,8 +111,19 @@ def warm_roundtrip(bench: Bench) -> list[Result]:
 
 def _roundtrip_rows(name: str, placement: str, channel: str, evals: list[float],
                     times: dict[str, list[float]], note: str = "") -> list[Result]:
-    """The row judged against the polling echo, and the same evals against the blocking one."""
-    vs_blocking = f"{name[:-1]},vs_blocking]" if name.endswith("]") else f"{name}[vs_blocking]"
+    """The row judged against the polling echo, and the same evals against the blocking one
+    and, when measured, the least a Python session can do (the floor)."""
+    def variant(label: str) -> str:
+        return f"{name[:-1]},{label}]" if name.endswith("]") else f"{name}[{label}]"
+
+    vs_blocking = variant("vs_blocking")
+    floor = [] if "floor" not in times else [
+        Result(variant("vs_floor"), "us", evals, note=note,
+               baseline=Baseline(f"the least a Python session can do ({placement}, over the "
+                                 "pipes): define and eval in one msgpack message, the value "
+                                 "back in another, a cached code object, no ids, errors, "
+                                 "output or timeouts; comparison only, the evals are those "
+                                 f"of {name}; us", tuple(times["floor"])))]
     return [
         Result(name, "us", evals, target=Target(1.5, relative=True), note=note,  # issue 23
                baseline=Baseline(f"polling echo ({placement}, over the {channel}): 16 bytes "
@@ -116,6 +133,7 @@ def _roundtrip_rows(name: str, placement: str, channel: str, evals: list[float],
                baseline=Baseline(f"blocking echo ({placement}, over the socket): 16 bytes, "
                                  "blocking reads, no polling; comparison only, the evals are "
                                  f"those of {name}; us", tuple(times["blocking"]))),
+        *floor,
     ]
 
 

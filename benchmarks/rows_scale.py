@@ -5,10 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pyhost
 from benchmarks.bench import MB, Bench, perf_counter, row
+from benchmarks.containers import MinimalEval
 from benchmarks.report import Baseline, Result, Target, Unavailable
 
 
@@ -75,19 +76,32 @@ def _wait_pool_full(pool: Any, timeout: float = 60.0) -> None:
 
 @row("parallel_evals", issue="4")
 def parallel_evals(bench: Bench) -> list[Result]:
-    """Total evals/s with 1, 2, 4, 8, 16 sessions, one thread each; opening is not timed."""
+    """Total evals/s with 1, 2, 4, 8, 16 sessions, one thread each; opening is not timed.
+
+    Then the same with the least a Python session can do (``MinimalEval``: a process per
+    connection, as sessions have) for comparison: how far k of those scale on this machine.
+    """
     per_thread, rounds = bench.n(4000, 2000), bench.n(5, 3)
     results = []
-    single: Baseline | None = None
-    for parallel in (1, 2, 4, 8, 16):
-        rates = _evals_per_second(bench, parallel, per_thread, rounds)
-        results.append(Result(
-            f"parallel_evals[{parallel}]", "evals/s", rates, higher_is_better=True,
-            baseline=single, target=None if single is None else _SCALING,
-            note="" if single is None else "ratio = scaling over one session"))
-        if single is None:
-            single = Baseline("one session, one thread; evals/s", tuple(rates))
+    for name, measure in (("parallel_evals", _evals_per_second),
+                          ("parallel_floor", _floor_evals_per_second)):
+        single: Baseline | None = None
+        for parallel in (1, 2, 4, 8, 16):
+            rates = measure(bench, parallel, per_thread, rounds)
+            floor = name == "parallel_floor"
+            results.append(Result(
+                f"{name}[{parallel}]", "evals/s", rates, higher_is_better=True,
+                baseline=single, target=None if single is None or floor else _SCALING,
+                note=_FLOOR_NOTE if floor else
+                "" if single is None else "ratio = scaling over one session"))
+            if single is None:
+                single = Baseline(f"{'the floor' if floor else 'one session'}, one thread; "
+                                  "evals/s", tuple(rates))
     return results
+
+
+_FLOOR_NOTE = ("the least a Python session can do (benchmarks.containers.MinimalEval, a "
+               "server process per connection), k threads; comparison only")
 
 
 # Issue 23: many sessions at once get at least 1.2 times as much done as one.
@@ -98,24 +112,46 @@ def _evals_per_second(bench: Bench, parallel: int, per_thread: int, rounds: int)
     with concurrent.futures.ThreadPoolExecutor(parallel) as executor:
         sessions = list(executor.map(lambda _: _open(bench), range(parallel)))
         try:
-            rates = []
-            for _ in range(rounds):
-                barrier = threading.Barrier(parallel + 1)
-
-                def work(session: pyhost.Session, barrier: threading.Barrier = barrier) -> None:
-                    barrier.wait()
-                    for index in range(per_thread):
-                        session.define("x", index).eval("x")
-
-                futures = [executor.submit(work, session) for session in sessions]
-                barrier.wait()
-                started = perf_counter()
-                for future in futures:
-                    future.result()
-                rates.append(parallel * per_thread / (perf_counter() - started))
-            return rates
+            return _rates(executor, sessions, _define_eval, per_thread, rounds)
         finally:
             list(executor.map(lambda session: session.close(), sessions))
+
+
+def _floor_evals_per_second(bench: Bench, parallel: int, per_thread: int,
+                            rounds: int) -> list[float]:
+    floors = [bench.echo.connect_minimal_eval(pyhost.SessionOptions().spin)
+              for _ in range(parallel)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(parallel) as executor:
+            return _rates(executor, floors, MinimalEval.eval_define, per_thread, rounds)
+    finally:
+        for floor in floors:
+            floor.close()
+
+
+def _define_eval(session: pyhost.Session, index: int) -> None:
+    session.define("x", index).eval("x")
+
+
+def _rates(executor: concurrent.futures.Executor, targets: list[Any],
+           step: Callable[[Any, int], Any], per_thread: int, rounds: int) -> list[float]:
+    """Steps per second, all targets at once (a thread each), one sample per round."""
+    rates = []
+    for _ in range(rounds):
+        barrier = threading.Barrier(len(targets) + 1)
+
+        def work(target: Any, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            for index in range(per_thread):
+                step(target, index)
+
+        futures = [executor.submit(work, target) for target in targets]
+        barrier.wait()
+        started = perf_counter()
+        for future in futures:
+            future.result()
+        rates.append(len(targets) * per_thread / (perf_counter() - started))
+    return rates
 
 
 def _open(bench: Bench) -> pyhost.Session:
