@@ -20,20 +20,42 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
+
+#: What a worker measures: ``py()``'s first eval, the CPU of its process meanwhile, the time
+#: before the engine's start was sent, and from its answer to the eval's (the engine's own
+#: start, which varies most on a shared machine, is in neither of the last two).
+MEASURES = ("wall", "cpu", "pre", "post")
 
 
 def worker(image: str) -> int:
-    """Open one session per line read; print ``{"wall": ms, "cpu": ms}``."""
+    """Open one session per line read; print the times of :data:`MEASURES` in ms."""
     import pyhost
+    from pyhost.launchers.docker.client import docker_client
+    api = docker_client().api
+    request = api.request
+    start: list[float] = [0.0, 0.0]  # when the engine's start was sent, and answered
+
+    def timed(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        sent = time.perf_counter()
+        try:
+            return request(method, url, *args, **kwargs)
+        finally:
+            if url.endswith("/start"):
+                start[:] = [sent, time.perf_counter()]
+
+    api.request = timed
     for _ in sys.stdin:
         with pyhost.py(io=None, image=image) as session:
             before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             session.eval("1")
-            wall = time.perf_counter() - started
+            ended = time.perf_counter()
             after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        print(json.dumps({"wall": wall * 1e3, "cpu": cpu * 1e3}), flush=True)
+        print(json.dumps({"wall": (ended - started) * 1e3, "cpu": cpu * 1e3,
+                          "pre": (start[0] - started) * 1e3, "post": (ended - start[1]) * 1e3}),
+              flush=True)
     return 0
 
 
@@ -66,7 +88,8 @@ def main(argv: list[str]) -> int:
             [sys.executable, os.path.abspath(__file__), "--worker", image], env=env, cwd=tree,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     results: dict[str, dict[str, list[float]]] = {
-        "A": {"wall": [], "cpu": []}, "B": {"wall": [], "cpu": []}, "bare": {"wall": []}}
+        arm: {measure: [] for measure in MEASURES} for arm in ("A", "B")}
+    results["bare"] = {"wall": []}
     orders = (("A", "B", "bare"), ("B", "bare", "A"), ("bare", "A", "B"))
     try:
         for index in range(samples + 1):

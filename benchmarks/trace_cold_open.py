@@ -18,6 +18,7 @@ CPU is shared with other work here: compare medians taken in the same minute onl
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
@@ -85,6 +86,10 @@ def instrument(client: Any, events: Events) -> None:
     blocking.open_server = timed_open  # type: ignore[assignment]
 
 
+def _since(started: float, at: float) -> float:
+    return (at - started) * 1e3
+
+
 def _epoch(stamp: str) -> float:
     """RFC 3339 with nanoseconds (the engine's) to epoch seconds."""
     head, _, frac = stamp.rstrip("Z").partition(".")
@@ -116,7 +121,7 @@ def main(argv: list[str]) -> int:
                 state = client.api.inspect_container(f"pyhost-{session.id}")["State"]
             if index == 0:
                 continue  # warm-up
-            ms = lambda at: (at - started) * 1e3  # noqa: E731
+            ms = functools.partial(_since, started)
             table["total (py() eval to answer)"].append(ms(ended))
             table["bare create+start"].append(bare * 1e3)
             per_call: dict[str, int] = defaultdict(int)

@@ -10,6 +10,12 @@ if (os.environ.get("PYTHONSAFEPATH") and not getattr(sys.flags, "safe_path", Fal
         and sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.getcwd()):
     del sys.path[0]
 
-from .server import main  # noqa: E402  (after the path is made safe)
+# Listen before importing the server (half of the start): the host connects and sends its
+# hello meanwhile, and the server finds it waiting once it accepts.
+from .listening import DEFAULT_LISTEN, listen  # noqa: E402  (after the path is made safe)
 
-sys.exit(main())
+_listener = listen(os.environ.get("HXPY_LISTEN", DEFAULT_LISTEN))
+
+from .server import main  # noqa: E402
+
+sys.exit(main(_listener))
