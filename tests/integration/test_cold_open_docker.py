@@ -106,3 +106,14 @@ def test_a_key_that_cannot_be_handed_over_to_an_ended_container_says_it_ended(
     with pytest.raises(SessionDied, match="ended before it took its key: exit code 7"):
         session.eval("1")
     assert our_containers() == []
+
+
+def test_user_code_sees_what_python_m_hxpy_gives_it_without_runpy(client):
+    # The image starts the server with -c (SERVER_ENTRYPOINT): no runpy at start, and yet
+    # the __main__ and sys.argv that -m gives (multiprocessing and pandas look at them).
+    with py(io=None) as session:
+        session.exec("import sys, __main__")
+        assert session.eval("sys.argv") == ["/opt/hxpy/hxpy/__main__.py"]
+        assert session.eval("(__main__.__name__, __main__.__spec__.name, __main__.__file__)") \
+            == ["__main__", "hxpy.__main__", "/opt/hxpy/hxpy/__main__.py"]
+        assert session.eval("'runpy' in sys.modules") is False
