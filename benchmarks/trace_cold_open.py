@@ -135,6 +135,7 @@ def main(argv: list[str]) -> int:
                     connected = end
                     table["connect starts (from t0)"].append(ms(begin))
                 if what == "open_server":
+                    welcomed = end
                     table["open_server end (from t0)"].append(ms(end))
                     table["first eval after welcome"].append((ended - end) * 1e3)
             if index == samples:  # the last one's timeline: the gaps are pyhost's own work
@@ -146,6 +147,8 @@ def main(argv: list[str]) -> int:
             server_start = _epoch(state["StartedAt"]) - wall0 + started
             table["engine StartedAt (from start sent)"].append((server_start - start_sent) * 1e3)
             table["StartedAt to connected"].append((connected - server_start) * 1e3)
+            table["StartedAt to welcome"].append((welcomed - server_start) * 1e3)
+            table["StartedAt to eval answered"].append((ended - server_start) * 1e3)
     finally:
         fleet.remove_all()
     width = max(len(name) for name in table) + 2
