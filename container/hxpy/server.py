@@ -42,6 +42,7 @@ import time
 from . import PROTOCOL_VERSION, __version__, codec, protocol, sources, wire
 from .capture import CHUNK, CappedOutput
 from .lazy import when_imported
+from .listening import DEFAULT_LISTEN
 from .logs import INFO, WARNING, configure_logging, own_log
 from .pipes import FdCatcher, Pipes, server_pipes
 from .startup import (
@@ -86,7 +87,6 @@ __all__ = [
     "read_key",
 ]
 
-DEFAULT_LISTEN = "unix:/run/hxpy/hxpy.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
 DEFAULT_HELLO_TIMEOUT = 10.0  # seconds a new connection has to send its whole hello
 
@@ -573,11 +573,12 @@ def _exit_when_peer_hangs_up(conn: _socket.socket) -> None:
     threading.Thread(target=watch, name="hxpy-hangup", daemon=True).start()
 
 
-def main() -> int:
-    """Entry point of ``python -m hxpy``."""
-    listen_on = os.environ.get("HXPY_LISTEN", DEFAULT_LISTEN)
+def main(listener: _socket.socket | None = None) -> int:
+    """Entry point of ``python -m hxpy``, which passes the ``listener`` it made before
+    importing this module (made here when None)."""
     key_from = os.environ.pop("HXPY_KEY_FROM", "")
-    listener = listen(listen_on)  # first thing: the host is already trying to connect
+    if listener is None:  # first thing: the host is already trying to connect
+        listener = listen(os.environ.get("HXPY_LISTEN", DEFAULT_LISTEN))
     try:
         key = read_key(key_from)
     except OSError as exc:

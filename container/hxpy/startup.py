@@ -1,6 +1,6 @@
 """What the server does once as it starts, before it serves: read the session key (never
-from the environment) and the secret files of a Swarm task, listen, and read a new
-connection's hello within its deadline. Re-exported by :mod:`hxpy.server`."""
+from the environment) and the secret files of a Swarm task, listen (:mod:`hxpy.listening`),
+and read a new connection's hello within its deadline. Re-exported by :mod:`hxpy.server`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 import threading
 
 from . import wire
+from .listening import listen
 from .pipes import FdCatcher
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (see hxpy.server)
@@ -54,29 +55,6 @@ def read_key(source: str) -> str:
         with open(source[len("file:"):], "rb") as key_file:
             return key_file.read(MAX_KEY_BYTES).decode("ascii", "replace").strip()
     return ""
-
-
-def listen(address: str) -> _socket.socket:
-    """Bind and listen on ``unix:PATH`` or ``tcp:HOST:PORT``."""
-    scheme, _, rest = address.partition(":")
-    if scheme == "unix":
-        if os.path.exists(rest):
-            os.unlink(rest)
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        old_umask = os.umask(0o077)  # only our uid (and root) may connect
-        try:
-            sock.bind(rest)
-        finally:
-            os.umask(old_umask)
-    elif scheme == "tcp":
-        host, _, port = rest.rpartition(":")
-        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
-        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-        sock.bind((host or "0.0.0.0", int(port)))
-    else:
-        raise ValueError(f"HXPY_LISTEN must be unix:PATH or tcp:HOST:PORT, not {address!r}")
-    sock.listen(4)
-    return sock
 
 
 def accept(listener: _socket.socket) -> _socket.socket:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import pyhost.runtime as dh
-from pyhost.launchers.docker.image import BUILD_LABEL, PYTHON_LABEL
+from pyhost.launchers.docker.image import BUILD_LABEL, PYTHON_LABEL, SERVER_ENTRYPOINT
 from pyhost.launchers.ownership import LABEL_PREFIX, SUPERVISOR_LABEL
 from tests.integration.test_runtime_docker import containers_removed_soon_after  # noqa: F401
 from tests.support.wheels import make_wheel
@@ -62,7 +62,7 @@ def test_a_built_image_carries_the_wheel_and_the_instruction_and_jobs_run_on_it(
     attrs = client.api.inspect_image(build.status.image)
     assert attrs["Id"] == build.status.image_id
     assert attrs["Config"]["User"] == "61000"  # dropped back after the root steps
-    assert attrs["Config"]["Entrypoint"] == ["python3", "-m", "hxpy"]
+    assert attrs["Config"]["Entrypoint"] == list(SERVER_ENTRYPOINT)
     assert attrs["Config"]["Labels"][PYTHON_LABEL] == "3.11"
     assert "Step" in build.logs() and "echo built > /opt/marker" in build.logs()
 
@@ -167,7 +167,7 @@ def test_a_custom_base_gets_the_server(project, tmp_path, client, images):
     images.append(run.spec["image"])
     assert run.status.state == "COMPLETED", run.status.error
     attrs = client.api.inspect_image(run.status.image)["Config"]
-    assert attrs["Entrypoint"] == ["python3", "-m", "hxpy"] and attrs["User"] == "61000"
+    assert attrs["Entrypoint"] == list(SERVER_ENTRYPOINT) and attrs["User"] == "61000"
     job = fn.run(wait=True)
     assert job.status.state == "COMPLETED", job.status.error
     assert job.result("result") == 1

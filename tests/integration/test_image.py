@@ -22,6 +22,7 @@ from pyhost.errors import ImageNotFound
 from pyhost.launchers.docker.image import (
     DEFAULT_TAG,
     HASH_LABEL,
+    SERVER_ENTRYPOINT,
     build_image,
     image_status,
     resolve_image,
@@ -81,7 +82,7 @@ def test_the_image_is_labelled_with_the_current_source_hash(client: docker.Docke
 
 def test_the_image_is_configured_for_sessions(client: docker.DockerClient) -> None:
     config = client.api.inspect_image(DEFAULT_TAG)["Config"]
-    assert config["Entrypoint"] == ["python3", "-m", "hxpy"]
+    assert config["Entrypoint"] == list(SERVER_ENTRYPOINT)
     assert config["User"] == "61000"  # SANDBOX_UID: no account on a host
     assert config["WorkingDir"] == "/io"
     env = dict(item.split("=", 1) for item in config["Env"])

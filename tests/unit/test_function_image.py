@@ -5,6 +5,8 @@ what a custom base gets added, and what makes an image "changed"."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from pyhost.launchers.docker.function_image import (
     plan_dockerfile,
     requirement_fingerprint,
 )
+from pyhost.launchers.docker.image import SERVER_ENTRYPOINT
 from pyhost.launchers.docker.wheels import SITE_DIR
 from pyhost.launchers.images import FUNCTION_DIR, ImageRecipe, parse_step
 from tests.support.wheels import make_wheel
@@ -23,7 +26,7 @@ TAG = "pyhost/demo/fn:0123456789ab"
 
 # What the engine says of hxpy:latest (a session image) and of a plain Debian base.
 SESSION_BASE = {"Id": "sha256:" + "a" * 64, "Config": {
-    "User": "1000", "WorkingDir": "/io", "Entrypoint": ["python3", "-m", "hxpy"],
+    "User": "1000", "WorkingDir": "/io", "Entrypoint": list(SERVER_ENTRYPOINT),
     "Env": ["PATH=/usr/bin:/bin", "PYTHONPATH=/opt/hxpy", "PYTHONSAFEPATH=1"],
     "Labels": {"org.pyhost.hash": "f" * 64, "org.pyhost.base": "pyhost-base:bookworm"}}}
 CUSTOM_BASE = {"Id": "sha256:" + "b" * 64, "Config": {
@@ -67,8 +70,8 @@ def test_a_custom_base_gets_the_server_a_user_and_a_workdir():
     assert "COPY hxpy /opt/hxpy/hxpy" in found
     assert f'ENV PYTHONPATH="/opt/hxpy:{SITE_DIR}"' in found
     assert f"RUN python3 -m compileall -q /opt/hxpy {SITE_DIR}" in found
-    assert found[-4:] == ["USER 61000", "WORKDIR /io", 'ENTRYPOINT ["python3", "-m", "hxpy"]',
-                          "CMD []"]
+    assert found[-4:] == ["USER 61000", "WORKDIR /io",
+                          'ENTRYPOINT ["python3", "-c", "import hxpy.__main__"]', "CMD []"]
 
 
 @pytest.mark.parametrize("user, kept", [("root", "61000"), ("0:0", "61000"), ("app", "app"),
@@ -135,3 +138,11 @@ def test_a_wheel_directory_is_fingerprinted_by_its_listing(tmp_path):
     assert before == requirement_fingerprint(["pyhost_testpkg"], [str(links)])
     make_wheel(links, version="2.0")
     assert requirement_fingerprint(["pyhost_testpkg"], [str(links)]) != before
+
+
+def test_the_session_image_starts_its_server_as_the_launchers_say():
+    # Dockerfile.hxpy cannot import the constant: the two must not drift apart.
+    dockerfile = Path(__file__).resolve().parents[2] / "Dockerfile.hxpy"
+    entrypoints = [line.split(" ", 1)[1] for line in dockerfile.read_text().splitlines()
+                   if line.startswith("ENTRYPOINT ")]
+    assert [json.loads(entry) for entry in entrypoints] == [list(SERVER_ENTRYPOINT)]

@@ -20,7 +20,8 @@ image on the engine, in three steps:
    environment, ``PYTHONPATH`` extended by the site directory.
 
 A base that is not a pyhost session image (no ``org.pyhost.hash`` or ``org.pyhost.build``
-label) gets the hxpy server copied in, its entrypoint set to ``python3 -m hxpy``; it must
+label) gets the hxpy server copied in, its entrypoint set to the session image's
+(:data:`.image.SERVER_ENTRYPOINT`, the server's ``python3 -m hxpy`` without runpy); it must
 provide ``python3`` with numpy, pandas and msgpack, which a short probe container (no
 network, read-only, no capabilities) checks before the build.
 """
@@ -50,6 +51,7 @@ from .image import (
     GLIBC_LABEL,
     HASH_LABEL,
     PYTHON_LABEL,
+    SERVER_ENTRYPOINT,
     drop_replaced,
     follow_build,
     image_labels,
@@ -206,7 +208,7 @@ class DockerfilePlan:
         if self.workdir:
             lines.append(f"WORKDIR {self.workdir}")
         if self.add_hxpy:
-            lines += ['ENTRYPOINT ["python3", "-m", "hxpy"]', "CMD []"]
+            lines += [f"ENTRYPOINT {json.dumps(list(SERVER_ENTRYPOINT))}", "CMD []"]
         return "\n".join(lines) + "\n"
 
     def instruction_of(self, step_title: str) -> int | None:

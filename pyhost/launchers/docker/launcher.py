@@ -12,7 +12,7 @@ A session is reached in one of three ways (the sandbox is the same in each):
 * remote engine, or one in a VM (Docker Desktop), which a Unix socket of this machine does
   not reach: the engine publishes that port on ``publish_address`` of its host.
 
-The session key reaches the server on its standard input (attached before the start, closed
+The session key reaches the server on its standard input (attached once it started, closed
 once written), never in its environment: ``docker inspect`` does not show it.
 
 Bind-mount sources are paths as the engine sees them (:mod:`pyhost.launchers.docker.paths`).
@@ -34,7 +34,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from ...errors import ConfigurationError, EngineUnavailable, SessionDied
+from ...errors import ConfigurationError, EngineUnavailable, ImageNotFound, SessionDied
 from ..base import (
     Endpoint,
     Launcher,
@@ -48,7 +48,7 @@ from ..ownership import Owner
 from .client import docker_client, engine_errors
 from .engine_watch import EngineWatch, watch_of
 from .function_image import build_function_image, check_recipe
-from .image import find_image, image_python, resolve_image
+from .image import IMAGE_CANDIDATES, find_image, image_python, resolve_image
 from .image_modules import image_modules
 from .instance import DockerInstance, lock_socket_dir
 from .iodir import IoAccess, io_access, sandbox_uid, sandbox_user
@@ -167,7 +167,6 @@ class DockerLauncher(Launcher):
         self._collect_orphans_once()
         mark = self.watch.mark()  # before anything is made: a restart from now on is seen
         self.watch.remove_pending()
-        image = resolve_image(self.client, spec.image)
         published = self.engine.published  # no Unix socket of ours reaches the session
         # Checked before anything is made for the session.
         network = session_network(self.client, spec.network) if spec.network else None
@@ -190,7 +189,8 @@ class DockerLauncher(Launcher):
                 mounts.append(docker.types.Mount(SOCKET_DIR_IN_CONTAINER,
                                                  self._socket_source(socket_dir), type="bind"))
                 wiring = _Wiring.unix(os.path.join(socket_dir, SOCKET_NAME), bridge)
-            container = self._create(spec, image, f"{access.uid}:{access.gid}", mounts, wiring)
+            container = self._create_from_image(spec, f"{access.uid}:{access.gid}", mounts,
+                                                wiring)
         except BaseException:
             if socket_dir:
                 shutil.rmtree(socket_dir, ignore_errors=True)
@@ -198,13 +198,9 @@ class DockerLauncher(Launcher):
         instance = DockerInstance(self.client, container, wiring.endpoint, socket_dir,
                                   self.watch, mark)
         try:
-            stdin = self._attach_stdin(container)
-            try:
-                with engine_errors("the engine could not start the session container"):
-                    self.client.api.start(container)
-                _send_key(stdin, key_line(spec))
-            finally:
-                stdin.close()
+            with engine_errors("the engine could not start the session container"):
+                self.client.api.start(container)
+            self._hand_key(instance, key_line(spec))
             if wiring.endpoint is None:
                 instance.endpoint = self._tcp_endpoint(instance, wiring)
             if spec.ports:
@@ -280,10 +276,32 @@ class DockerLauncher(Launcher):
                 "mounted into this container from the engine host")
         return source
 
-    def _attach_stdin(self, container: str) -> Any:
-        """The container's standard input, attached before it starts: where its key goes."""
-        with engine_errors("the engine could not attach to the session container's stdin"):
-            return self.client.api.attach_socket(container, params={"stdin": 1, "stream": 1})
+    def _hand_key(self, instance: DockerInstance, line: bytes) -> None:
+        """Write the key line to the started container's standard input, and close it.
+
+        After the start, not before: the server reads its key only once it listens, some
+        20 ms after it starts, so the attach is done while the interpreter starts instead
+        of before (until our attach ends, stdin stays open; StdinOnce closes it then).
+
+        Raises:
+            SessionDied: the container ended before it took the key (its logs attached).
+            EngineUnavailable: the engine failed.
+        """
+        try:
+            with engine_errors("the engine could not attach to the session container's stdin"):
+                stdin = self.client.api.attach_socket(instance.id,
+                                                      params={"stdin": 1, "stream": 1})
+            try:
+                _send_key(stdin, line)
+            finally:
+                stdin.close()
+        except EngineUnavailable as exc:
+            status = instance.poll()
+            if status is None:
+                raise
+            raise SessionDied(f"session container {instance.id[:12]} ended before it took "
+                              f"its key: {status.describe()}", status.exit_code,
+                              status.oom_killed) from exc
 
     def _tcp_endpoint(self, instance: DockerInstance, wiring: _Wiring) -> Endpoint:
         """Read the session's address (network) or published port back from the engine."""
@@ -345,8 +363,28 @@ class DockerLauncher(Launcher):
 
         threading.Thread(target=run, name="pyhost-gc", daemon=True).start()
 
+    def _create_from_image(self, spec: LaunchSpec, user: str, mounts: list[Any],
+                           wiring: _Wiring) -> str:
+        """Create the container from the image asked for, else the first default candidate.
+
+        The image is not inspected first: the engine resolves the reference as it creates,
+        so a tag moved since the last session is followed (nothing is remembered that could
+        be stale), and a cold open saves a round trip. Only when the engine has no such image
+        is the choice made by :func:`.image.resolve_image`, which says what to build.
+        """
+        reference = spec.image or IMAGE_CANDIDATES[0]
+        created = self._create(spec, reference, user, mounts, wiring)
+        if created is None:
+            fallback = resolve_image(self.client, spec.image)  # raises when there is none
+            created = self._create(spec, fallback, user, mounts, wiring)
+        if created is None:
+            raise ImageNotFound(f"image {reference!r} went away as the session was created; "
+                                "build it with `pyhost image build`")
+        return created
+
     def _create(self, spec: LaunchSpec, image: str, user: str, mounts: list[Any],
-                wiring: _Wiring) -> str:
+                wiring: _Wiring) -> str | None:
+        """The new container's id; None when the engine has no image ``image``."""
         api = self.client.api
         port_bindings: dict[int, tuple[Any, ...]] = {}
         if wiring.publish_address is not None:
@@ -380,16 +418,23 @@ class DockerLauncher(Launcher):
         )
         has_io = bool(spec.io_volume) or any(mount["Target"] == "/io" for mount in mounts)
         with engine_errors(f"the engine could not create the session container from {image}"):
-            created = api.create_container(
-                image, name=f"pyhost-{spec.session_id}", user=user,
-                environment=server_env(spec, wiring.listen),
-                labels=self.owner.labels(spec.session_id), host_config=host_config,
-                network_disabled=False, working_dir="/io" if has_io else None,
-                ports=exposed or None,
-                # The key comes on stdin, never in the configuration. Not detached, so
-                # docker-py also sets StdinOnce: stdin closes when our attach ends.
-                stdin_open=True,
-            )
+            try:
+                created = api.create_container(
+                    image, name=f"pyhost-{spec.session_id}", user=user,
+                    environment=server_env(spec, wiring.listen),
+                    labels=self.owner.labels(spec.session_id), host_config=host_config,
+                    network_disabled=False, working_dir="/io" if has_io else None,
+                    ports=exposed or None,
+                    # The key comes on stdin, never in the configuration. Not detached, so
+                    # docker-py also sets StdinOnce: stdin closes when our attach ends.
+                    stdin_open=True,
+                )
+            except docker.errors.ImageNotFound:
+                return None
+            except docker.errors.APIError as exc:
+                if exc.status_code == 400:  # a malformed reference, or another bad request:
+                    resolve_image(self.client, image)  # ImageNotFound says if it was that
+                raise
         return str(created["Id"])
 
 
