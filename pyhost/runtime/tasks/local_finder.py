@@ -40,7 +40,7 @@ def prepare(directory: str) -> None:
 class _Loader(machinery.SourceFileLoader):
     """A source file's loader that compiles it once per version of the file."""
 
-    def get_code(self, fullname: str) -> CodeType:
+    def get_code(self, fullname: str) -> CodeType | None:
         path = self.get_filename(fullname)
         try:
             stat = os.stat(path)
@@ -55,8 +55,8 @@ class _Loader(machinery.SourceFileLoader):
         # A file changed between the stat and this read is kept under its old key: the next
         # import stats the new one and compiles again.
         code = super().get_code(fullname)
-        if code is None:  # the signature allows it; a source file always has code
-            raise ImportError(f"no code for {fullname} in {path}", name=fullname, path=path)
+        if code is None:  # never for a source file; the signature allows it
+            return None
         with _codes_lock:
             _codes[path] = (key, code)
             _codes.move_to_end(path)
