@@ -4,16 +4,21 @@ its file, its schema versions, its threads. Its processes:
 
 from __future__ import annotations
 
+import enum
 import itertools
+import math
 import os
 import sqlite3
 import stat
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyhost.runtime.catalog import (
     Catalog,
@@ -24,6 +29,11 @@ from pyhost.runtime.catalog import (
     StaleState,
 )
 from pyhost.runtime.catalog import sqlite as sqlite_backend
+from pyhost.runtime.catalog.document import (
+    decode_document,
+    encode_document,
+    encode_with_copy,
+)
 
 _CLOCK = itertools.count(1)
 
@@ -81,6 +91,21 @@ def test_a_tuple_is_stored_as_a_list_by_every_backend(catalog):
     catalog.add(record)
     got = catalog.get("function", record.id)
     assert got is not None and got.document == {"shape": [2, 3]}
+
+
+def test_update_hands_back_what_it_stored_as_a_copy(catalog):
+    run = _record("run", state="CREATED")
+    catalog.add(run)
+    document = {"status": {"shape": (2, 3), "items": [{"k": [1]}]}, "n": float("inf")}
+    updated = catalog.update("run", run.id, document, state="RUNNING", updated=5.0)
+    stored = catalog.get("run", run.id)
+    assert stored is not None and updated == stored
+    assert updated.document == {"status": {"shape": [2, 3], "items": [{"k": [1]}]},
+                                "n": float("inf")}
+    document["status"]["items"][0]["k"].append(2)  # the caller's, after the update
+    assert updated.document["status"]["items"] == [{"k": [1]}]
+    updated.document["status"]["items"].clear()    # the one handed back
+    assert catalog.get("run", run.id) == stored
 
 
 def test_get_of_a_missing_id_or_another_type_is_none(catalog):
@@ -656,3 +681,50 @@ def test_the_busy_timeout_comes_from_the_environment(tmp_path, monkeypatch):
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
     finally:
         runtime.close()
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Text(str):
+    def __str__(self) -> str:
+        return "not what JSON writes"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (st.lists(inner, max_size=4) | st.lists(inner, max_size=4).map(tuple)
+                   | st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=30)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=6))
+def test_a_documents_copy_is_what_its_text_decodes_to(document):
+    text, copied = encode_with_copy(document)
+    assert text == encode_document(document)
+    assert _same(copied, decode_document(text))
+
+
+@pytest.mark.parametrize("document", [
+    {"level": _Level.HIGH}, {"name": [_Text("a")]}, {_Text("key"): 1.5},
+    OrderedDict(b=1, a=[OrderedDict(c=(True, None))]),
+    {"spec": {"x": [float("nan"), -0.0, 10**30, "é\u2028"]}},
+])
+def test_a_copy_of_subclasses_and_odd_values_is_still_what_the_text_decodes_to(document):
+    text, copied = encode_with_copy(document)
+    assert _same(copied, decode_document(text)) and copied is not document
+
+
+def _same(one: Any, other: Any) -> bool:
+    """Equal, of the same types all the way down, NaN being the same as NaN."""
+    if type(one) is not type(other):
+        return False
+    if isinstance(one, dict):
+        return list(one) == list(other) and all(_same(one[key], other[key]) for key in one)
+    if isinstance(one, list):
+        return len(one) == len(other) and all(map(_same, one, other))
+    if isinstance(one, float) and math.isnan(one):
+        return math.isnan(other)
+    return bool(one == other) and (not isinstance(one, float) or
+                                   math.copysign(1, one) == math.copysign(1, other))

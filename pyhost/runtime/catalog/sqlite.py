@@ -51,7 +51,7 @@ from .base import (
     Tally,
     check_page_size,
 )
-from .document import decode_document, encode_document
+from .document import decode_document, encode_document, encode_with_copy
 
 __all__ = ["SqliteCatalog"]
 
@@ -184,7 +184,7 @@ class SqliteCatalog(Catalog):
                state: str | None = None, expect_state: str | Sequence[str] | None = None,
                updated: float) -> Record:
         _check_type(entity_type)
-        text = encode_document(document)
+        text, document = encode_with_copy(document)  # what is stored is handed back
         expected = () if expect_state is None else _states(expect_state)
         guard = "" if expect_state is None else \
             f" AND state IN ({', '.join('?' * len(expected))})"  # IN () is never true
@@ -211,7 +211,7 @@ class SqliteCatalog(Catalog):
                              f"{' or '.join(expected)}")
         project, name, kind, created, current_state = changed[0]
         return Record(entity_type, project, name, id, kind, float(created), updated,
-                      current_state, decode_document(text))
+                      current_state, document)
 
     def get(self, entity_type: str, id: str) -> Record | None:
         _check_type(entity_type)
