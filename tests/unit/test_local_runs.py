@@ -140,14 +140,15 @@ def test_a_package_and_its_modules_are_imported_afresh_and_compiled_once(project
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("pkg/__init__.py", "")
         zipped.writestr("pkg/state.py", "calls = []\n")
-        zipped.writestr("pkg/jobs.py", "from . import state\n\n"
+        zipped.writestr("pkg/jobs.py", "import importlib.util\n\nfrom . import state\n\n"
                                        "def g():\n    state.calls.append(1)\n"
-                                       "    return len(state.calls)\n")
+                                       "    return len(state.calls), __cached__ == "
+                                       "importlib.util.cache_from_source(__file__)\n")
     fn = project.new_function(name="pkg", code_src=f"zip+file://{archive}",
                               handler="pkg.jobs:g")
     made = _compiles(monkeypatch, fn.source_directory())
     for _ in range(3):
-        assert fn.run(local_execution=True, wait=True).result("result") == 1
+        assert fn.run(local_execution=True, wait=True).result("result") == [1, True]
     assert sorted(made) == ["__init__.py", "jobs.py", "state.py"]
 
 

@@ -14,6 +14,8 @@ mtime and size. Module-level code still runs in every run: each run gets a new m
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import sys
 import threading
@@ -82,7 +84,21 @@ class _Finder(machinery.FileFinder):
     def find_spec(self, fullname: str, target: ModuleType | None = None
                   ) -> machinery.ModuleSpec | None:
         spec = super().find_spec(fullname, target)
+        if spec is None:
+            return None
+        if isinstance(spec.loader, _Loader) and spec.origin is not None:
+            spec.cached = _bytecode_path(spec.origin)  # worked out once per file
         # A package's submodules are found in its own directory: by this finder as well.
-        for location in (spec.submodule_search_locations or ()) if spec is not None else ():
+        for location in spec.submodule_search_locations or ():
             prepare(location)
         return spec
+
+
+@functools.lru_cache(maxsize=MAX_CODES)
+def _bytecode_path(source: str) -> str | None:
+    """What a module's ``__cached__`` says for ``source`` (None where Python keeps no
+    bytecode)."""
+    try:
+        return importlib.util.cache_from_source(source)
+    except NotImplementedError:
+        return None
