@@ -134,6 +134,23 @@ def test_a_file_is_compiled_once_and_again_when_it_changes(project, monkeypatch)
     assert made == ["main.py"] * 3
 
 
+def test_a_file_added_to_the_versions_directory_is_found_by_the_next_run(project):
+    """The directory's listing is kept while its mtime is unchanged (run_job's invalidation
+    of every finder leaves it), and read again once it changes."""
+    fn = project.new_function(name="added", code="def f():\n    return 1\n", handler="f")
+    assert fn.run(local_execution=True, wait=True).result("result") == 1
+    directory = fn.source_directory()
+    with open(os.path.join(directory, "extra.py"), "w") as extra:
+        extra.write("VALUE = 'extra'\n")
+    with open(os.path.join(directory, "main.py"), "w") as main:
+        main.write("import extra\n\ndef f():\n    return extra.VALUE\n")
+    stat = os.stat(directory)  # a new mtime, whatever the clock's grain
+    os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    run = fn.run(local_execution=True, wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("result") == "extra"
+
+
 def test_a_package_and_its_modules_are_imported_afresh_and_compiled_once(project, tmp_path,
                                                                         monkeypatch):
     archive = tmp_path / "src.zip"
