@@ -53,10 +53,10 @@ class RunLog:
         self._partial = ""  # an unterminated last line, held back for masking
         self._lock = threading.Lock()
         self.lost = 0  # bytes the filesystem refused (a full disk): the run goes on without
-        # Made by the first bytes stored: a run that prints nothing costs no directory, and
-        # a reader treats a missing log as empty.
+        # Made by the first bytes stored: a run that prints nothing costs no directory, nor
+        # a look at it, and a reader treats a missing log as empty.
         self._made = False
-        self._written = _total(directory)  # a log another attempt began goes on
+        self._written = 0  # bytes of the whole log: read when it is made (another attempt's)
         self._refused = False
 
     def write(self, text: str) -> None:
@@ -92,6 +92,7 @@ class RunLog:
             return
         if data and not self._made:
             try:
+                self._written = _total(self.directory)  # a log another attempt began goes on
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 self._lose(len(data), exc)

@@ -4,16 +4,22 @@ its file, its schema versions, its threads. Its processes:
 
 from __future__ import annotations
 
+import enum
 import itertools
+import json
+import math
 import os
 import sqlite3
 import stat
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyhost.runtime.catalog import (
     Catalog,
@@ -24,6 +30,11 @@ from pyhost.runtime.catalog import (
     StaleState,
 )
 from pyhost.runtime.catalog import sqlite as sqlite_backend
+from pyhost.runtime.catalog.document import (
+    decode_document,
+    encode_document,
+    encode_with_copy,
+)
 
 _CLOCK = itertools.count(1)
 
@@ -81,6 +92,21 @@ def test_a_tuple_is_stored_as_a_list_by_every_backend(catalog):
     catalog.add(record)
     got = catalog.get("function", record.id)
     assert got is not None and got.document == {"shape": [2, 3]}
+
+
+def test_update_hands_back_what_it_stored_as_a_copy(catalog):
+    run = _record("run", state="CREATED")
+    catalog.add(run)
+    document = {"status": {"shape": (2, 3), "items": [{"k": [1]}]}, "n": float("inf")}
+    updated = catalog.update("run", run.id, document, state="RUNNING", updated=5.0)
+    stored = catalog.get("run", run.id)
+    assert stored is not None and updated == stored
+    assert updated.document == {"status": {"shape": [2, 3], "items": [{"k": [1]}]},
+                                "n": float("inf")}
+    document["status"]["items"][0]["k"].append(2)  # the caller's, after the update
+    assert updated.document["status"]["items"] == [{"k": [1]}]
+    updated.document["status"]["items"].clear()    # the one handed back
+    assert catalog.get("run", run.id) == stored
 
 
 def test_get_of_a_missing_id_or_another_type_is_none(catalog):
@@ -418,7 +444,7 @@ def test_an_empty_file_is_version_0_and_is_brought_to_the_current_version(tmp_pa
     path.touch()
     catalog = SqliteCatalog(path)
     catalog.close()
-    assert _meta_version(path) == str(SqliteCatalog.schema_version) == "2"
+    assert _meta_version(path) == str(SqliteCatalog.schema_version) == "3"
     raw = sqlite3.connect(path)
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = "
                                              "'index' AND tbl_name = 'records'")}
@@ -432,10 +458,10 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
 
 
 class _NextVersion(SqliteCatalog):
-    """What a pyhost with schema version 3 would be: one more migration."""
+    """What a pyhost with schema version 4 would be: one more migration."""
 
-    schema_version = 3
-    _migrations = {**sqlite_backend._MIGRATIONS, 2: _add_owner_column}
+    schema_version = 4
+    _migrations = {**sqlite_backend._MIGRATIONS, 3: _add_owner_column}
 
 
 def test_an_older_file_is_migrated_on_open_and_keeps_its_records(tmp_path):
@@ -450,14 +476,63 @@ def test_an_older_file_is_migrated_on_open_and_keeps_its_records(tmp_path):
         new.add(_record())
     finally:
         new.close()
-    assert _meta_version(path) == "3"
+    assert _meta_version(path) == "4"
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT owner FROM records WHERE id = ?", (record.id,)).fetchone() == \
         ("nobody",)
     raw.close()
     # ...and the older pyhost now refuses the file rather than misread it.
-    with pytest.raises(CatalogError, match="schema version 3.*up to 2: upgrade pyhost"):
+    with pytest.raises(CatalogError, match="schema version 4.*up to 3: upgrade pyhost"):
         SqliteCatalog(path)
+
+
+class _Version2(SqliteCatalog):
+    """The pyhost before the function column: runs indexed by an expression on the
+    document."""
+
+    schema_version = 2
+    _migrations = {step: sqlite_backend._MIGRATIONS[step] for step in (0, 1)}
+
+
+def test_a_version_2_file_gets_its_runs_function_keys_in_a_column(tmp_path):
+    path = tmp_path / "catalog.db"
+    key = "store://p/function/python/f:1"
+    runs = [_record("run", document={"spec": {"function": key}}),
+            # NaN: no JSON to SQLite, so version 2 could not index it; version 3 does
+            _record("run", document={"spec": {"function": key},
+                                     "status": {"metrics": {"loss": float("nan")}}}),
+            _record("run", document={"spec": {"function": "store://p/function/python/g:1"}}),
+            _record("run", document={"spec": {"function": 7}})]
+    _Version2(path).close()
+    with sqlite3.connect(path) as raw:  # as version 2 wrote them: no function column
+        raw.executemany(
+            "INSERT INTO records (entity_type, project, name, id, kind, created, updated, "
+            "state, seq, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(record.entity_type, record.project, record.name, record.id, record.kind,
+              record.created, record.updated, record.state, seq, json.dumps(record.document))
+             for seq, record in enumerate([*runs, _record()], 1)])
+    raw.close()
+    new = SqliteCatalog(path)
+    try:
+        found = new.page("run", functions=[key]).records
+        assert {record.id for record in found} == {runs[0].id, runs[1].id}
+        # ...and a run written from now on is found by its column too.
+        later = _record("run", document={"spec": {"function": key}})
+        new.add(later)
+        assert new.page("run", functions=[key]).records[0].id == later.id
+        new.update("run", later.id, {"spec": {"function": "store://p/function/python/h:1"}},
+                   updated=later.updated)
+        assert later.id not in {record.id for record in new.page("run", functions=[key])
+                                .records}
+    finally:
+        new.close()
+    assert _meta_version(path) == "3"
+    raw = sqlite3.connect(path)
+    plan = " ".join(str(row) for row in raw.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM records WHERE entity_type = 'run' AND "
+        "project = 'p' AND function IN (?) ORDER BY created DESC, id DESC", (key,)))
+    raw.close()
+    assert "runs_by_function" in plan
 
 
 def test_a_failed_migration_changes_nothing(tmp_path):
@@ -469,12 +544,12 @@ def test_a_failed_migration_changes_nothing(tmp_path):
         conn.execute("THIS IS NOT SQL")
 
     class Broken(SqliteCatalog):
-        schema_version = 3
-        _migrations = {**sqlite_backend._MIGRATIONS, 2: broken}
+        schema_version = 4
+        _migrations = {**sqlite_backend._MIGRATIONS, 3: broken}
 
     with pytest.raises(CatalogError, match="syntax error"):
         Broken(path)
-    assert _meta_version(path) == "2"
+    assert _meta_version(path) == "3"
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() \
         == []
@@ -656,3 +731,50 @@ def test_the_busy_timeout_comes_from_the_environment(tmp_path, monkeypatch):
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
     finally:
         runtime.close()
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Text(str):
+    def __str__(self) -> str:
+        return "not what JSON writes"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (st.lists(inner, max_size=4) | st.lists(inner, max_size=4).map(tuple)
+                   | st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=30)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=6))
+def test_a_documents_copy_is_what_its_text_decodes_to(document):
+    text, copied = encode_with_copy(document)
+    assert text == encode_document(document)
+    assert _same(copied, decode_document(text))
+
+
+@pytest.mark.parametrize("document", [
+    {"level": _Level.HIGH}, {"name": [_Text("a")]}, {_Text("key"): 1.5},
+    OrderedDict(b=1, a=[OrderedDict(c=(True, None))]),
+    {"spec": {"x": [float("nan"), -0.0, 10**30, "é\u2028"]}},
+])
+def test_a_copy_of_subclasses_and_odd_values_is_still_what_the_text_decodes_to(document):
+    text, copied = encode_with_copy(document)
+    assert _same(copied, decode_document(text)) and copied is not document
+
+
+def _same(one: Any, other: Any) -> bool:
+    """Equal, of the same types all the way down, NaN being the same as NaN."""
+    if type(one) is not type(other):
+        return False
+    if isinstance(one, dict):
+        return list(one) == list(other) and all(_same(one[key], other[key]) for key in one)
+    if isinstance(one, list):
+        return len(one) == len(other) and all(map(_same, one, other))
+    if isinstance(one, float) and math.isnan(one):
+        return math.isnan(other)
+    return bool(one == other) and (not isinstance(one, float) or
+                                   math.copysign(1, one) == math.copysign(1, other))

@@ -5,9 +5,12 @@ in a temporary home."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import textwrap
 import time
+import zipfile
+from importlib import machinery
 
 import pytest
 
@@ -91,6 +94,79 @@ def test_each_run_imports_its_module_afresh_as_a_container_would(project):
     other = fn.run(local_execution=True, wait=True,
                    envs=[{"name": "GREETING", "value": "hi"}])
     assert other.result("result") == {"greeting": "hi", "calls": 1}
+
+
+def _compiles(monkeypatch, directory: str) -> list[str]:
+    """The paths under ``directory`` that Python's source loader makes code for (compiles,
+    or reads a .pyc of) from now on."""
+    made: list[str] = []
+    get_code = machinery.SourceFileLoader.get_code
+
+    def counted(loader, fullname):
+        if loader.get_filename(fullname).startswith(directory):
+            made.append(os.path.basename(loader.get_filename(fullname)))
+        return get_code(loader, fullname)
+
+    monkeypatch.setattr(machinery.SourceFileLoader, "get_code", counted)
+    return made
+
+
+def test_a_file_is_compiled_once_and_again_when_it_changes(project, monkeypatch):
+    """Each run executes the module anew (its print is in every log), from code made once
+    per version of the file: a file rewritten in the store (a new size, or a new inode of
+    the same size) is compiled again, and its new code runs."""
+    fn = project.new_function(name="compiled", code="print('importing')\n"
+                                                    "def f():\n    return 1\n", handler="f")
+    made = _compiles(monkeypatch, fn.source_directory())
+    runs = [fn.run(local_execution=True, wait=True) for _ in range(3)]
+    assert [run.logs() for run in runs] == ["importing\n"] * 3
+    assert [run.result("result") for run in runs] == [1, 1, 1]
+    assert made == ["main.py"]  # the first run's import only
+    path = os.path.join(fn.source_directory(), "main.py")
+    with open(path, "w") as rewritten:  # in place: the same inode, another size
+        rewritten.write("print('importing')\ndef f():\n    return 22\n")
+    assert fn.run(local_execution=True, wait=True).result("result") == 22
+    with open(path + ".new", "w") as replacement:  # the same size, another inode
+        replacement.write("print('importing')\ndef f():\n    return 33\n")
+    os.replace(path + ".new", path)
+    assert fn.run(local_execution=True, wait=True).result("result") == 33
+    assert fn.run(local_execution=True, wait=True).result("result") == 33
+    assert made == ["main.py"] * 3
+
+
+def test_a_file_added_to_the_versions_directory_is_found_by_the_next_run(project):
+    """The directory's listing is kept while its mtime is unchanged (run_job's invalidation
+    of every finder leaves it), and read again once it changes."""
+    fn = project.new_function(name="added", code="def f():\n    return 1\n", handler="f")
+    assert fn.run(local_execution=True, wait=True).result("result") == 1
+    directory = fn.source_directory()
+    with open(os.path.join(directory, "extra.py"), "w") as extra:
+        extra.write("VALUE = 'extra'\n")
+    with open(os.path.join(directory, "main.py"), "w") as main:
+        main.write("import extra\n\ndef f():\n    return extra.VALUE\n")
+    stat = os.stat(directory)  # a new mtime, whatever the clock's grain
+    os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    run = fn.run(local_execution=True, wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("result") == "extra"
+
+
+def test_a_package_and_its_modules_are_imported_afresh_and_compiled_once(project, tmp_path,
+                                                                        monkeypatch):
+    archive = tmp_path / "src.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("pkg/__init__.py", "")
+        zipped.writestr("pkg/state.py", "calls = []\n")
+        zipped.writestr("pkg/jobs.py", "import importlib.util\n\nfrom . import state\n\n"
+                                       "def g():\n    state.calls.append(1)\n"
+                                       "    return len(state.calls), __cached__ == "
+                                       "importlib.util.cache_from_source(__file__)\n")
+    fn = project.new_function(name="pkg", code_src=f"zip+file://{archive}",
+                              handler="pkg.jobs:g")
+    made = _compiles(monkeypatch, fn.source_directory())
+    for _ in range(3):
+        assert fn.run(local_execution=True, wait=True).result("result") == [1, True]
+    assert sorted(made) == ["__init__.py", "jobs.py", "state.py"]
 
 
 def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):

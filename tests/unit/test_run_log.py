@@ -110,3 +110,16 @@ def test_a_run_that_prints_nothing_makes_no_log_directory(tmp_path):
     assert read_log(tmp_path / "logs", 1 << 20) == ""  # a missing log reads as empty
     log.write("first\n")
     assert (tmp_path / "logs" / "logs.txt").read_text() == "first\n"
+
+
+def test_a_log_another_writer_began_goes_on_past_what_that_one_wrote(tmp_path):
+    """A log's size is read when its writer first stores something, not when it is made:
+    the bytes another writer (an earlier attempt) stored by then count toward the cap."""
+    cap = 4096
+    first, second = RunLog(tmp_path / "logs", cap), RunLog(tmp_path / "logs", cap)
+    first.write("a" * 2999 + "\n")
+    second.write("b" * 2999 + "\n")
+    assert (tmp_path / "logs" / "logs.txt").stat().st_size == cap  # the rest went past it
+    text = read_log(tmp_path / "logs", cap)
+    assert text.startswith("a" * 2048) and text.endswith("b" * 2047 + "\n")
+    assert "[... 1904 bytes of logs dropped by pyhost" in text

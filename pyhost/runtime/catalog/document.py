@@ -16,7 +16,7 @@ from typing import Any
 
 from .base import CatalogError
 
-__all__ = ["decode_document", "encode_document"]
+__all__ = ["decode_document", "encode_document", "encode_with_copy"]
 
 _SCALARS = (str, int, float, bool, type(None))
 _EXACT_SCALARS = frozenset(_SCALARS)
@@ -29,12 +29,30 @@ def encode_document(document: Any) -> str:
         CatalogError: it is not a dict of JSON data; the message names the first field that
             is not (a non-``str`` key, an object JSON has no form for, a cycle).
     """
+    return _encoded(document)[0]
+
+
+def encode_with_copy(document: Any) -> tuple[str, dict[str, Any]]:
+    """``document`` as JSON text, and the document that text decodes to (a new dict, a
+    tuple in it a list), made in the walk that checks it rather than by parsing the text
+    (a run's status is written, and handed back, at every transition).
+
+    Raises:
+        CatalogError: as :func:`encode_document`.
+    """
+    text, copied = _encoded(document)
+    return text, decode_document(text) if copied is None else copied
+
+
+def _encoded(document: Any) -> tuple[str, dict[str, Any] | None]:
+    """The text, and the copy :func:`_plain_copy` makes (None for data of other types)."""
     if not isinstance(document, dict):
         raise CatalogError(f"a document is a dict, not {type(document).__name__}")
     try:
-        if not _plain(document):  # the slow walk only to say where the bad value sits
+        copied = _plain_copy(document)
+        if copied is None:  # the slow walk only to say where the bad value sits, if any
             _check(document, "document", set())
-        return json.dumps(document, ensure_ascii=False, check_circular=False)
+        return json.dumps(document, ensure_ascii=False, check_circular=False), copied
     except RecursionError:
         raise CatalogError("the document is nested too deeply to store") from None
 
@@ -54,29 +72,35 @@ def decode_document(text: str) -> dict[str, Any]:
     return document
 
 
-def _plain(value: Any) -> bool:
-    """Whether ``value`` is JSON data, answered without building the paths :func:`_check`
-    names (a run's status is encoded at every transition). A cycle or a nesting too deep
-    answers False, and :func:`_check` then tells which."""
+class _NotPlain(Exception):
+    """A value :func:`_plain_copy` leaves to :func:`_check` and to :mod:`json`."""
+
+
+def _plain_copy(value: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of ``value`` as JSON reads it back, when it holds nothing but dicts with
+    ``str`` keys, lists, tuples and ``str``, ``int``, ``float``, ``bool`` and ``None`` of
+    exactly those types; else None, and :func:`_check` tells what is wrong, if anything (a
+    subclass is JSON data too, copied by decoding the text). A cycle or a nesting too deep
+    answers None as well."""
     try:
-        return _plain_data(value)
-    except RecursionError:
-        return False
+        copied: dict[str, Any] = _copy(value)
+    except (_NotPlain, RecursionError):
+        return None
+    return copied
 
 
-def _plain_data(value: Any) -> bool:
-    if isinstance(value, dict):
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        copied = {}
         for key, item in value.items():
-            if type(key) is not str or (type(item) not in _EXACT_SCALARS
-                                        and not _plain_data(item)):
-                return False
-        return True
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            if type(item) not in _EXACT_SCALARS and not _plain_data(item):
-                return False
-        return True
-    return isinstance(value, _SCALARS)
+            if type(key) is not str:
+                raise _NotPlain
+            copied[key] = item if type(item) in _EXACT_SCALARS else _copy(item)
+        return copied
+    if kind is list or kind is tuple:
+        return [item if type(item) in _EXACT_SCALARS else _copy(item) for item in value]
+    raise _NotPlain
 
 
 def _check(value: Any, where: str, parents: set[int]) -> None:

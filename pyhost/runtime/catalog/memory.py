@@ -18,7 +18,7 @@ from .base import (
     Tally,
     check_page_size,
 )
-from .document import decode_document, encode_document
+from .document import encode_document, encode_with_copy
 
 __all__ = ["MemoryCatalog"]
 
@@ -128,7 +128,7 @@ class MemoryCatalog(Catalog):
 
 
 def _json_copy(document: dict[str, Any]) -> dict[str, Any]:
-    return decode_document(encode_document(document))
+    return encode_with_copy(document)[1]
 
 
 def _states(state: str | Sequence[str]) -> tuple[str, ...]:

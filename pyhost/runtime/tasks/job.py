@@ -113,7 +113,8 @@ class JobTask(OneShotTask[JobSpec]):
         attempts: list[dict[str, Any]] = []
         outcome = _Outcome(ERROR)
         calls: HostCalls | None = None
-        log = run_log(runtime, record, spec.limits.log_cap, masker(spec.secrets),
+        mask = masker(spec.secrets)
+        log = run_log(runtime, record, spec.limits.log_cap, mask,
                       lambda size: calls.count_logs(size) if calls is not None else size)
         for attempt in range(1, spec.backoff_limit + 2):
             if attempt > 1 or record.state != RUNNING:  # else recorded so (running_at_once)
@@ -121,7 +122,7 @@ class JobTask(OneShotTask[JobSpec]):
                                     message=_attempt_message(attempt),
                                     logs=log_key(runtime, log))
             calls = HostCalls(runtime, function.project, record.id, record.document["key"],
-                              spec.limits, masker(spec.secrets))
+                              spec.limits, mask)
             if attempt > 1:
                 log.write(f"[pyhost] attempt {attempt} of {spec.backoff_limit + 1}\n")
             started = time.time()

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from hxpy.runtime.job import run_job
 
 from ...errors import PythonError
+from .local_finder import prepare
 
 __all__ = ["run_here"]
 
@@ -28,6 +29,7 @@ def run_here(job: dict[str, Any], dispatch: Callable[..., Any], source: str,
     Raises:
         PythonError: the handler raised; its traceback starts at the handler.
     """
+    prepare(source)
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
     try:

@@ -108,13 +108,14 @@ def common_settings(action: str, launcher: Any = "docker", envs: Any = None,
     if not isinstance(launcher, (str, Launcher)):
         raise ConfigurationError(f"launcher={launcher!r}: a launcher name ('docker', "
                                  "'swarm', 'process', 'pkg.module:Class') or a Launcher")
-    cpus, mem_limit = parse_resources(resources or {})
-    return {"launcher": launcher, "envs": check_envs(envs or []),
-            "secrets": resolve_secrets(secrets or []), "cpus": cpus, "mem_limit": mem_limit,
-            "volumes": parse_volumes(volumes or []),
-            "node_selector": _check_selector(node_selector or {}),
-            "affinity": dict(as_mapping("affinity", affinity or {})),
-            "tolerations": _check_tolerations(tolerations or []),
+    # A setting left out (or empty) is checked no further: most runs give few of them.
+    cpus, mem_limit = parse_resources(resources) if resources else (None, None)
+    return {"launcher": launcher, "envs": check_envs(envs) if envs else {},
+            "secrets": resolve_secrets(secrets) if secrets else {}, "cpus": cpus,
+            "mem_limit": mem_limit, "volumes": parse_volumes(volumes) if volumes else (),
+            "node_selector": _check_selector(node_selector) if node_selector else {},
+            "affinity": dict(as_mapping("affinity", affinity)) if affinity else {},
+            "tolerations": _check_tolerations(tolerations) if tolerations else [],
             "limits": RunLimits.from_settings(store_quota, log_cap, open_uploads)}
 
 
