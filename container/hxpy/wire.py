@@ -263,19 +263,26 @@ class FrameReader:
         if self._skip:
             self._skip -= 1
             return self.sock.recv_into(self._view)
-        if not self.gate.open():  # more runnable threads than CPUs: a poll would steal one
+        gate = self.gate
+        # Another thread of this process polls already, or more threads are runnable than
+        # there are CPUs: a poll would steal a CPU (or the GIL) that a peer needs to answer.
+        if gate.polling or not gate.open():
             return self.sock.recv_into(self._view)
-        until = _now() + self.spin
-        while True:
-            try:
-                received = self._poll()
-            except BlockingIOError:
-                if _now() < until:
-                    os.sched_yield()  # a peer waiting for this CPU may run now
-                    continue
-                break
-            self._backoff = 1
-            return received
+        gate.polling = True
+        try:
+            until = _now() + self.spin
+            while True:
+                try:
+                    received = self._poll()
+                except BlockingIOError:
+                    if _now() < until:
+                        os.sched_yield()  # a peer waiting for this CPU may run now
+                        continue
+                    break
+                self._backoff = 1
+                return received
+        finally:
+            gate.polling = False
         # Nothing came: sleep, and poll again only after as many reads as polls have failed in
         # a row (doubling up to a cap), so a slow peer costs almost no polling. Confined to
         # one CPU, polling cannot help: the peer needs that CPU to answer.
@@ -367,6 +374,10 @@ class SpinGate:
         self._every = every
         self._next = float("-inf")  # when to read the count again
         self._open = True
+        #: Whether a reader of this process polls now. One at a time: each poll releases the
+        #: GIL, so two threads polling hand it back and forth, and the thread that has a
+        #: reply to take in waits for it.
+        self.polling = False
 
     def open(self) -> bool:
         now = self._now()

@@ -190,8 +190,13 @@ class PipeTransport(SocketTransport):
         self.pipes = pipes
 
     def recv(self, timeout: float | None) -> Received:
-        self.pipes.timeout = None if timeout is None else max(timeout, 0.001)
-        self._wait_at_most(timeout)  # for a large message, which comes over the socket
+        if timeout is None:
+            self.pipes.timeout = None
+            if self._wait:
+                self._wait_at_most(None)  # for a large message, which comes over the socket
+        else:
+            self.pipes.timeout = max(timeout, 0.001)
+            self._wait_at_most(timeout)
         try:
             return self._reader.read()
         except BlockingIOError:  # the poll or SO_RCVTIMEO ran out: no byte for the whole wait

@@ -2,6 +2,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -252,3 +253,28 @@ def test_the_machine_wide_runnable_count_is_read_on_linux():
         pytest.skip("no /proc/loadavg here")
     count = wire._runnable_threads()
     assert isinstance(count, int) and count >= 1  # this thread is running
+
+
+def test_while_one_reader_of_a_process_polls_another_sleeps_at_once():
+    gate = wire.SpinGate(runnable=lambda: None)  # shared, as SPIN_GATE is by a process's readers
+    a1, b1 = socket.socketpair()
+    a2, b2 = socket.socketpair()
+    with a1, b1, a2, b2:
+        first, second = _CountingSocket(b1), _CountingSocket(b2)
+        polling = wire.FrameReader(first, spin=5.0, gate=gate)  # type: ignore[arg-type]
+        other = wire.FrameReader(second, spin=5.0, gate=gate)  # type: ignore[arg-type]
+        got: list[tuple[bytes, list[memoryview]]] = []
+        thread = threading.Thread(target=lambda: got.append(polling.read()))
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not first.polls and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert gate.polling
+        a2.sendall(b"".join(wire.frames(b"second")))
+        assert other.read() == (b"second", [])
+        assert second.polls == 0 and second.sleeps == 1  # no second poller
+        a1.sendall(b"".join(wire.frames(b"first")))
+        thread.join(5)
+        assert got == [(b"first", [])] and first.sleeps == 0 and not gate.polling
+        a2.sendall(b"".join(wire.frames(b"again")))
+        assert other.read() == (b"again", []) and second.polls > 0  # it may poll again
