@@ -236,7 +236,16 @@ def _ext_hook(code: int, data: bytes) -> Any:
         decoder = _decoders.get(code)
     if decoder is None:
         raise MarshalError(f"unknown ext type code {code}")
-    return decoder(data)
+    # Counted here, where nesting happens, not around every unpack: a message with no ext
+    # value (most of them) pays nothing for it.
+    depth = _unpacking.depth
+    if depth >= MAX_EXT_DEPTH:
+        raise MarshalError(f"ext values nested more than {MAX_EXT_DEPTH} deep")
+    _unpacking.depth = depth + 1
+    try:
+        return decoder(data)
+    finally:
+        _unpacking.depth = depth
 
 
 class _BadKeys(Exception):
@@ -321,17 +330,10 @@ def unpack_payload(data: Union[bytes, bytearray, memoryview]) -> Any:
 
     Raises:
         MarshalError: ext values (grids in grids) are nested more than
-            :data:`MAX_EXT_DEPTH` deep.
+            :data:`MAX_EXT_DEPTH` deep (counted by the ext hook).
     """
-    depth = _unpacking.depth
-    if depth >= MAX_EXT_DEPTH:
-        raise MarshalError(f"ext values nested more than {MAX_EXT_DEPTH} deep")
-    _unpacking.depth = depth + 1
-    try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True,
-                               use_list=True, timestamp=0)
-    finally:
-        _unpacking.depth = depth
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True,
+                           use_list=True, timestamp=0)
 
 
 # Each ext value that holds codec values (a grid) is unpacked by a nested unpackb, which takes
@@ -361,6 +363,9 @@ class _OutOfBand(threading.local):
 _oob = _OutOfBand()
 # Values that can hold no array, so they skip the out-of-band and key bookkeeping.
 _SCALARS = frozenset({int, float, str, bool, type(None), bytes})
+# One packer shared by every thread for those: packing a scalar is one C call that calls
+# back into no Python code, so no other thread runs during it (it holds the GIL throughout).
+_pack_scalar = msgpack.Packer(use_bin_type=True, strict_types=True, datetime=False).pack
 
 
 def out_of_band(data: memoryview) -> bool:
@@ -423,9 +428,9 @@ def encode_parts(obj: Any, where: str = "value") -> tuple[bytes, list[memoryview
 def _encode(obj: Any, where: str, sink: Optional[list[memoryview]]) -> bytes:
     if type(obj) in _SCALARS:
         try:
-            return _packb(obj)
-        except OverflowError:
-            pass  # an int beyond 64 bits: the general path names it
+            return _pack_scalar(obj)
+        except (OverflowError, UnicodeEncodeError):
+            pass  # an int beyond 64 bits, a str with a lone surrogate: the general path says so
     outer = _oob.sink
     _oob.sink = sink
     try:

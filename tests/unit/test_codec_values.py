@@ -309,6 +309,20 @@ def test_malformed_grid_payloads_are_refused() -> None:
             decode(grid_bytes(broken))
 
 
+def test_grids_nested_past_the_limit_are_refused_and_within_it_come_back() -> None:
+    def nested(grids: int) -> Grid:
+        grid = Grid(rows=[{"a": 1}])
+        for _ in range(grids - 1):
+            grid = Grid(rows=[{"g": grid}])
+        return grid
+
+    deepest = nested(codec.MAX_EXT_DEPTH)
+    assert decode(encode(deepest)) == deepest
+    with pytest.raises(MarshalError, match=f"nested more than {codec.MAX_EXT_DEPTH} deep"):
+        decode(encode(nested(codec.MAX_EXT_DEPTH + 1)))
+    assert decode(encode({"g": nested(2)}))["g"] == nested(2)  # the count starts again
+
+
 # -- the in-container server must start small ------------------------------------------------
 
 

@@ -175,6 +175,17 @@ def test_an_unmarshallable_result_is_an_error_and_the_session_survives(launcher)
         assert s.eval("[1, 2]") == [1, 2]
 
 
+def test_a_str_utf8_cannot_encode_is_a_marshal_error_both_ways(launcher):
+    with session(launcher) as s:
+        with pytest.raises(MarshalError, match=r"define\('x'\): x: .*surrogates not allowed"):
+            s.define("x", "a\ud800")
+        s.define("y", 7).eval("y")
+        with pytest.raises(MarshalError, match="eval result: .*surrogates not allowed"):
+            s.eval("'a' + chr(0xD800)")
+        assert s.eval("y") == 7  # the same server: nothing was lost
+        assert s.stats.restarts == 0
+
+
 def test_invalid_names_and_types_are_refused(launcher):
     s = session(launcher)
     with pytest.raises(ValueError, match="not a valid Python variable name"):
