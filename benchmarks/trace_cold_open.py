@@ -154,13 +154,13 @@ def main(argv: list[str]) -> int:
     width = max(len(name) for name in table) + 2
     print(f"{samples} samples, medians (ms); image {image[:19]}")
     for name, values in table.items():
-        count = counts.get(name)
-        calls = f" x{statistics.median(count):g}/open" if count else ""
+        calls_per_open = counts.get(name)
+        calls = f" x{statistics.median(calls_per_open):g}/open" if calls_per_open else ""
         print(f"  {name:<{width}} {statistics.median(values):8.2f}{calls}")
-    for name, count in counts.items():
+    for name, per_open in counts.items():
         if name not in table:
-            print(f"  {name:<{width}} x{statistics.median(count):g}/open "
-                  f"(min {min(count)}, max {max(count)})")
+            print(f"  {name:<{width}} x{statistics.median(per_open):g}/open "
+                  f"(min {min(per_open)}, max {max(per_open)})")
     return 0
 
 
