@@ -96,6 +96,24 @@ def test_each_run_imports_its_module_afresh_as_a_container_would(project):
     assert other.result("result") == {"greeting": "hi", "calls": 1}
 
 
+def test_a_module_of_its_own_the_handler_imports_is_imported_afresh_from_its_version(
+        project, tmp_path):
+    """A helper module beside the handler's is imported anew by each run, from the run's
+    own version: a new version's changed helper is what runs, with no state of the last."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "main.py").write_text("import helper\n\ndef f():\n    helper.calls.append(1)\n"
+                                    "    return [helper.VERSION, len(helper.calls)]\n")
+    (source / "helper.py").write_text("VERSION = 1\ncalls = []\n")
+    first = project.new_function(name="sib", code_src=str(source), handler="main:f")
+    assert first.run(local_execution=True, wait=True).result("output_0") == [1, 1]
+    assert first.run(local_execution=True, wait=True).result("output_0") == [1, 1]
+    (source / "helper.py").write_text("VERSION = 2\ncalls = []\n")
+    second = project.new_function(name="sib", code_src=str(source), handler="main:f")
+    assert second.run(local_execution=True, wait=True).result("output_0") == [2, 1]
+    assert first.run(local_execution=True, wait=True).result("output_0") == [1, 1]
+
+
 def _compiles(monkeypatch, directory: str) -> list[str]:
     """The paths under ``directory`` that Python's source loader makes code for (compiles,
     or reads a .pyc of) from now on."""

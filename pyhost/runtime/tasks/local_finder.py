@@ -30,11 +30,23 @@ MAX_CODES = 256
 
 _codes: OrderedDict[str, tuple[tuple[int, int, int], CodeType]] = OrderedDict()
 _codes_lock = threading.Lock()
+# The names of the modules found in versions' directories so far (see prepare).
+_found: set[str] = set()
 
 
 def prepare(directory: str) -> None:
     """Make the next imports from ``directory`` (a version's source directory in the store)
-    go through this module's finder; cheap when it already does."""
+    go through this module's finder; cheap when it already does.
+
+    Every module found in a version's directory before is dropped from ``sys.modules``: the
+    run imports its handler's module, and the modules of its own that one imports (a
+    ``helper.py`` beside ``main.py``), from its own version and afresh, as a fresh container
+    does. (Only the handler's module was dropped before: a new version's changed helper was
+    not seen by a local run in the same process.)
+    """
+    for name in list(_found):
+        sys.modules.pop(name, None)
+    _found.clear()
     if not isinstance(sys.path_importer_cache.get(directory), _Finder):
         sys.path_importer_cache[directory] = _Finder(directory)
 
@@ -86,6 +98,7 @@ class _Finder(machinery.FileFinder):
         spec = super().find_spec(fullname, target)
         if spec is None:
             return None
+        _found.add(fullname)
         if isinstance(spec.loader, _Loader) and spec.origin is not None:
             spec.cached = _bytecode_path(spec.origin)  # worked out once per file
         # A package's submodules are found in its own directory: by this finder as well.
