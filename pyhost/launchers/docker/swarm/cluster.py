@@ -11,8 +11,10 @@ kernel's IPVS; :func:`ipvs_available` tells whether this host has it.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 import docker
@@ -34,6 +36,8 @@ __all__ = [
     "swarm_state",
     "swarm_up",
 ]
+
+log = logging.getLogger("pyhost")
 
 GWBRIDGE = "docker_gwbridge"
 SESSION_NETWORK = "pyhost-swarm"  # the attachable overlay every pyhost task joins
@@ -125,16 +129,38 @@ def swarm_up(client: docker.DockerClient, advertise_addr: str | None = None) -> 
 
 def swarm_leave(client: docker.DockerClient) -> None:
     """Leave the swarm (forced: a single-node manager) and remove the gateway bridge that
-    :func:`swarm_up` made. Only for a swarm that pyhost made (tests, ``swarm-down``)."""
+    :func:`swarm_up` made (kept, with a warning, when the engine will not let it go). Only
+    for a swarm that pyhost made (tests, ``swarm-down``)."""
     with engine_errors("the engine refused to leave the swarm"):
         client.api.leave_swarm(force=True)
     with engine_errors(f"cannot remove {GWBRIDGE}"):
-        try:
-            bridge = client.api.inspect_network(GWBRIDGE)
-            if (bridge.get("Labels") or {}).get(MADE_LABEL) == "swarm-up":
-                client.api.remove_network(bridge["Id"])
-        except docker.errors.NotFound:
-            pass
+        # The engine detaches the swarm's endpoints from the bridge (the ingress sandbox's,
+        # the last tasks' gateways) after the leave has returned, and now and then keeps one
+        # it failed to delete (Docker 20.10's log: "Error (Unable to complete atomic
+        # operation, key modified) deleting object [endpoint ...]"): the bridge then "has
+        # active endpoints" with no container on it until the engine restarts. The leave is
+        # done either way, and the next swarm_up takes the bridge as it is.
+        deadline = time.monotonic() + _BRIDGE_FREE_WAIT
+        while True:
+            try:
+                bridge = client.api.inspect_network(GWBRIDGE)
+                if (bridge.get("Labels") or {}).get(MADE_LABEL) == "swarm-up":
+                    client.api.remove_network(bridge["Id"])
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if "active endpoints" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    log.warning("left the swarm; %s is kept: the engine still counts an "
+                                "endpoint on it (a restart of the engine clears it; the next "
+                                "swarm-up uses it as it is)", GWBRIDGE)
+                    return
+            time.sleep(0.2)
+
+
+_BRIDGE_FREE_WAIT = 3.0  # seconds the bridge may take to lose its endpoints after a leave
 
 
 def ensure_network(client: docker.DockerClient, name: str = SESSION_NETWORK) -> str:
