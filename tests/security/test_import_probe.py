@@ -12,15 +12,17 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost.launchers.docker import image_modules
-from pyhost.launchers.docker.image import resolve_image
+from pyhost.launchers.docker.image import SERVER_ENTRYPOINT, resolve_image
 from tests.security.conftest import peak_rss_bytes, rss_bytes
 
 # A python3 that answers `python3 -c ...` (the probe) with an endless stream, and runs the
-# real one otherwise (the session server).
-FLOODING_PYTHON = b"""#!/bin/sh
-if [ "$1" = "-c" ]; then exec yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; fi
+# real one otherwise (the session server, which is started with -c too).
+FLOODING_PYTHON = f"""#!/bin/sh
+if [ "$1" = "-c" ] && [ "$2" != "{SERVER_ENTRYPOINT[-1]}" ]; then
+  exec yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+fi
 exec /usr/bin/python3 "$@"
-"""
+""".encode()
 
 NEEDS_PKG = "import nonexistent_pkg_xyz\n\ndef main():\n    return 1\n"
 

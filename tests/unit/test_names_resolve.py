@@ -5,6 +5,7 @@ must exist: a rename that leaves its old name in the prose fails here."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -36,6 +37,11 @@ def _texts() -> list[tuple[str, str]]:
 
 
 def _resolves(dotted: str) -> bool:
+    if dotted.endswith(".__main__"):  # found, not imported: importing it runs the program
+        try:
+            return importlib.util.find_spec(dotted) is not None
+        except ImportError:  # no such package
+            return False
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
         try:
