@@ -286,30 +286,27 @@ class EchoServer:
         as a blocking session's messages go (:mod:`hxpy.pipes`)."""
         if not pipes:
             return PollingEcho(self._connect(b"P", round(spin * 1e9)), spin)
-        made = host_pipes()
-        if made is None:
-            raise OSError("pipes cannot be read without blocking here (Linux 5.8+)")
-        local, theirs = made
-        try:
-            sock = self._connect(b"Q", round(spin * 1e9), theirs)
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        return PollingEcho(sock, spin, local)
+        return PollingEcho(*self._connect_with_pipes(b"Q", spin))
 
     def connect_minimal_eval(self, spin: float) -> MinimalEval:
         """A connection to the least a session server can be (mode ``E`` above), over
         pipes, polling for up to ``spin`` seconds on both ends."""
+        return MinimalEval(*self._connect_with_pipes(b"E", spin))
+
+    def _connect_with_pipes(self, mode: bytes, spin: float) -> tuple[socket.socket, float,
+                                                                      Pipes]:
+        """A connection in ``mode`` given the server's ends of two pipes; the socket, the
+        spin and our ends."""
         made = host_pipes()
         if made is None:
             raise OSError("pipes cannot be read without blocking here (Linux 5.8+)")
         local, theirs = made
         try:
-            sock = self._connect(b"E", round(spin * 1e9), theirs)
+            sock = self._connect(mode, round(spin * 1e9), theirs)
         finally:
             for fd in theirs:
                 os.close(fd)
-        return MinimalEval(sock, spin, local)
+        return sock, spin, local
 
     def _connect(self, mode: bytes, value: int, fds: list[int] | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
