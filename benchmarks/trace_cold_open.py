@@ -63,27 +63,19 @@ def instrument(client: Any, events: Events) -> None:
         return socket_for(endpoint)
 
     transport._socket_for = counted_socket  # type: ignore[assignment]
-    connect = handshake.connect
+    def timed(name: str, call: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                events.append((name, started, time.perf_counter()))
 
-    def timed_connect(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return connect(*args, **kwargs)
-        finally:
-            events.append(("connect", started, time.perf_counter()))
+        return wrapper
 
-    handshake.connect = timed_connect  # type: ignore[assignment]
-    open_server = handshake.open_server
-
-    def timed_open(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return open_server(*args, **kwargs)
-        finally:
-            events.append(("open_server", started, time.perf_counter()))
-
+    handshake.connect = timed("connect", handshake.connect)  # type: ignore[assignment]
     import pyhost.session.blocking as blocking
-    blocking.open_server = timed_open  # type: ignore[assignment]
+    blocking.open_server = timed("open_server", handshake.open_server)  # type: ignore[assignment]
 
 
 def _since(started: float, at: float) -> float:
