@@ -90,9 +90,13 @@ def test_the_command_exits_as_the_run_ended(home, handlers, tmp_path):
 
 def test_ctrl_c_stops_the_run(home, handlers):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # SIGINT as a terminal's foreground command has it: a shell starts a command it puts
+    # in the background (`make test &`) with SIGINT ignored, Python then installs no handler
+    # for it, and the CLI rightly takes no Ctrl-C (seen: this test hung under `nohup ... &`).
     command = subprocess.Popen([sys.executable, "-m", "pyhost", "run", f"{handlers}:sleeper",
                                 "--launcher", "process"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not dh.get_runtime().find("run", state="RUNNING"):
