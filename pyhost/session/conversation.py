@@ -118,7 +118,7 @@ class Conversation:
         self.id = secrets.token_hex(6)
         self.options = options
         self._launcher = launcher
-        launcher.check(options.launch_spec(self.id))  # bad options fail here, not at eval
+        launcher.check(options.checked_spec)  # bad options fail here, not at eval
         self._timeout = options.timeout
         self._pending = _Pending()
         self._init_fn: InitFn | None = None

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Union
 
 from hxpy import wire
@@ -131,9 +132,13 @@ class SessionOptions:
             raise ConfigurationError(f"log_level={self.log_level!r} is not a log level; use "
                                      "DEBUG, INFO, WARNING, ERROR or CRITICAL")
         object.__setattr__(self, "log_level", level)
+        # Read-only views: the options are immutable all through, so one object may serve
+        # every session made with the defaults (from_kwargs).
         object.__setattr__(self, "env", _str_map("env", self.env, show_values=True))
         object.__setattr__(self, "secrets", _str_map("secrets", self.secrets,
                                                      show_values=False))
+        for name in ("node_selector", "affinity"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         for port in self.ports:
             if not isinstance(port, PublishedPort) or not all(
                     isinstance(number, int) and 0 <= number <= 65535
@@ -154,6 +159,8 @@ class SessionOptions:
         """
         if options is not None:
             return options.replace(**kwargs) if kwargs else options
+        if not kwargs:  # py(): what the defaults need is worked out once per process
+            return _defaults()
         _check_names(kwargs)
         return cls(**kwargs)  # checked once, not as the defaults and again as their copy
 
@@ -180,15 +187,23 @@ class SessionOptions:
             tolerations=tuple(self.tolerations), ports=tuple(self.ports),
             auto_remove=self.auto_remove, secrets=dict(self.secrets))
 
+    @functools.cached_property
+    def checked_spec(self) -> LaunchSpec:
+        """The launch spec of no session in particular: what a launcher's ``check`` reads
+        (nothing in it depends on the session). Built once per options object."""
+        return self.launch_spec("")
+
     def pool_key(self) -> tuple[Any, ...]:
-        """What a ready server depends on: sessions with equal keys may share a warm pool."""
-        return self._pool_key
+        """What a ready server depends on: sessions with equal keys may share a warm pool.
+        The io directory is read now: a relative one follows the working directory."""
+        return (*self._pool_key, self.io_dir)
 
     @functools.cached_property
     def _pool_key(self) -> tuple[Any, ...]:  # asked at every py() that may take from a pool
-        spec = self.launch_spec("")
-        return tuple((f.name, _hashable(getattr(spec, f.name)))
-                     for f in dataclasses.fields(spec) if f.name != "session_id")
+        # Measured: 48 us a session when this listed the spec's fields each time; a pooled
+        # open is about 0.6 ms in all.
+        values = [getattr(self.checked_spec, name) for name in _KEYED]
+        return tuple([value if type(value) in _PLAIN else _hashable(value) for value in values])
 
 
 def _check_names(options: Mapping[str, Any]) -> None:
@@ -201,13 +216,29 @@ def _check_names(options: Mapping[str, Any]) -> None:
 _NAMES = frozenset(field.name for field in dataclasses.fields(SessionOptions))
 
 
+@functools.lru_cache(maxsize=1)
+def _defaults() -> SessionOptions:
+    """The default options, made once: immutable, so every ``py()`` may share them."""
+    return SessionOptions()
+
+
+#: The launch spec's fields a pooled server depends on: all but the session's id and the io
+#: directory (which pool_key reads afresh).
+_KEYED = tuple(field.name for field in dataclasses.fields(LaunchSpec)
+               if field.name not in ("session_id", "io_dir"))
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None), DefaultIO})  # hashable as they are
+
+
 def _hashable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return tuple(sorted((key, _hashable(item)) for key, item in value.items()))
     return tuple(map(_hashable, value)) if isinstance(value, (list, tuple)) else value
 
 
-def _str_map(what: str, value: Mapping[str, str] | None, show_values: bool) -> dict[str, str]:
+def _str_map(what: str, value: Mapping[str, str] | None,
+             show_values: bool) -> Mapping[str, str]:
     mapping = dict(value or {})
     bad = [key for key, item in mapping.items()
            if not isinstance(key, str) or not isinstance(item, str)]
@@ -215,7 +246,7 @@ def _str_map(what: str, value: Mapping[str, str] | None, show_values: bool) -> d
         shown = repr(mapping[bad[0]]) if show_values else type(mapping[bad[0]]).__name__
         raise ConfigurationError(f"{what}: names and values must be str; {bad[0]!r} is not "
                                  f"(got {shown})")
-    return mapping
+    return MappingProxyType(mapping)
 
 
 def _positive_or_none(name: str, value: float | None) -> None:
