@@ -159,10 +159,12 @@ class SessionOptions:
         """
         if options is not None:
             return options.replace(**kwargs) if kwargs else options
-        if not kwargs:  # py(): what the defaults need is worked out once per process
-            return _defaults()
         _check_names(kwargs)
-        return cls(**kwargs)  # checked once, not as the defaults and again as their copy
+        try:  # the same options again: checked, specced and keyed once (they are immutable)
+            return _made(tuple(sorted((name, type(value), _frozen(value))
+                                      for name, value in kwargs.items())))
+        except TypeError:  # a value that cannot be a key (a dict): made afresh
+            return cls(**kwargs)  # checked once, not as the defaults and again as their copy
 
     def replace(self, **changes: Any) -> SessionOptions:
         """A copy with ``changes`` applied (checked as new options are)."""
@@ -216,10 +218,18 @@ def _check_names(options: Mapping[str, Any]) -> None:
 _NAMES = frozenset(field.name for field in dataclasses.fields(SessionOptions))
 
 
-@functools.lru_cache(maxsize=1)
-def _defaults() -> SessionOptions:
-    """The default options, made once: immutable, so every ``py()`` may share them."""
-    return SessionOptions()
+@functools.lru_cache(maxsize=64)
+def _made(key: tuple[tuple[str, type, Any], ...]) -> SessionOptions:
+    """Options made from ``(name, type, value)`` triples, once per process for the same ones
+    (the type too: ``cpus=True`` is refused where ``cpus=1`` is not). Options are immutable,
+    so every ``py()`` that asks for the same may share them."""
+    return SessionOptions(**{name: {k: v for k, _, v in value} if kind is dict else value
+                             for name, kind, value in key})
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` as part of a key of :func:`_made`: a dict as its items, typed as above."""
+    return tuple((k, type(v), v) for k, v in value.items()) if type(value) is dict else value
 
 
 #: The launch spec's fields a pooled server depends on: all but the session's id and the io
