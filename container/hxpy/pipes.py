@@ -65,10 +65,15 @@ class Pipes:
             raise BlockingIOError(errno.EAGAIN, "no data within the timeout")
         return os.readv(self.read_fd, [target])
 
-    def poll_into(self, view: Any) -> Callable[[], int]:
-        """A call that reads what is there into ``view`` without waiting (BlockingIOError
-        when nothing is): a C call each time, no Python frame, as a poll loop wants."""
-        return functools.partial(os.preadv, self.read_fd, [view], -1, os.RWF_NOWAIT)
+    def ready_poll(self) -> Callable[[], list[Any]]:
+        """A call that says, without waiting, whether there is something to read (a
+        non-empty list): a C call each time, no Python frame, as a poll loop wants."""
+        return functools.partial(self._poller.poll, 0)
+
+    def read_now(self, view: Any) -> Callable[[], int]:
+        """A call that reads into ``view`` what :meth:`ready_poll` found (no timeout's poll
+        first)."""
+        return functools.partial(os.readv, self.read_fd, [view])
 
     def sendall(self, data: Any) -> None:
         sent = os.write(self.write_fd, data)  # whole unless a signal cut it short

@@ -1,4 +1,5 @@
 import os
+import select
 import socket
 import struct
 import threading
@@ -110,18 +111,29 @@ OPEN = wire.SpinGate(runnable=lambda: None)
 
 
 class _CountingSocket:
-    """A socket whose reads are counted: ``polls`` without waiting, ``sleeps`` blocking."""
+    """A socket whose waits are counted: ``polls`` that ask without waiting, ``sleeps``
+    (blocking reads that no poll found ready)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.polls = 0
         self.sleeps = 0
 
-    def recv_into(self, view, nbytes=0, flags=0):
-        if flags & socket.MSG_DONTWAIT:
+    def ready_poll(self):
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+
+        def poll():
             self.polls += 1
-        else:
-            self.sleeps += 1
+            return poller.poll(0)
+
+        return poll
+
+    def read_now(self, view):
+        return lambda: self.sock.recv_into(view)
+
+    def recv_into(self, view, nbytes=0, flags=0):
+        self.sleeps += 1
         return self.sock.recv_into(view, nbytes, flags)
 
 
@@ -278,3 +290,19 @@ def test_while_one_reader_of_a_process_polls_another_sleeps_at_once():
         assert got == [(b"first", [])] and first.sleeps == 0 and not gate.polling
         a2.sendall(b"".join(wire.frames(b"again")))
         assert other.read() == (b"again", []) and second.polls > 0  # it may poll again
+
+
+def test_a_polling_reader_on_a_plain_socket_reads_and_sees_the_peer_go():
+    a, b = socket.socketpair()
+    with a, b:
+        reader = wire.FrameReader(b, spin=0.5, gate=OPEN)  # polls the socket's fd itself
+        timer = _send_later(a, b"during", 0.01)
+        started = time.monotonic()
+        assert reader.read() == (b"during", [])
+        timer.join()
+        a.sendall(b"".join(wire.frames(b"waiting")))
+        assert reader.read() == (b"waiting", [])
+        threading.Timer(0.01, a.close).start()
+        with pytest.raises(wire.PeerClosed):
+            reader.read()  # a hang-up is "ready" too: the read says the peer is gone
+        assert time.monotonic() - started < 0.4  # neither waited out the poll
