@@ -20,6 +20,8 @@ __all__ = ["decode_document", "encode_document", "encode_with_copy"]
 
 _SCALARS = (str, int, float, bool, type(None))
 _EXACT_SCALARS = frozenset(_SCALARS)
+# Made once: json.dumps with any option set builds a new encoder at every call (two per run).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 
 def encode_document(document: Any) -> str:
@@ -29,7 +31,12 @@ def encode_document(document: Any) -> str:
         CatalogError: it is not a dict of JSON data; the message names the first field that
             is not (a non-``str`` key, an object JSON has no form for, a cycle).
     """
-    return _encoded(document)[0]
+    try:
+        # A walk that only looks (an insert needs no copy); anything else as ever.
+        plain = type(document) is dict and _plain(document)
+    except RecursionError:
+        plain = False  # a cycle, or nested too deeply: _encoded says which
+    return _text(document) if plain else _encoded(document, copy=False)[0]
 
 
 def encode_with_copy(document: Any) -> tuple[str, dict[str, Any]]:
@@ -44,17 +51,22 @@ def encode_with_copy(document: Any) -> tuple[str, dict[str, Any]]:
     return text, decode_document(text) if copied is None else copied
 
 
-def _encoded(document: Any) -> tuple[str, dict[str, Any] | None]:
-    """The text, and the copy :func:`_plain_copy` makes (None for data of other types)."""
+def _encoded(document: Any, copy: bool = True) -> tuple[str, dict[str, Any] | None]:
+    """The text, and the copy :func:`_plain_copy` makes (None for data of other types, or
+    when not ``copy``: then the document is checked by the slow walk alone)."""
     if not isinstance(document, dict):
         raise CatalogError(f"a document is a dict, not {type(document).__name__}")
     try:
-        copied = _plain_copy(document)
+        copied = _plain_copy(document) if copy else None
         if copied is None:  # the slow walk only to say where the bad value sits, if any
             _check(document, "document", set())
-        return json.dumps(document, ensure_ascii=False, check_circular=False), copied
+        return _text(document), copied
     except RecursionError:
         raise CatalogError("the document is nested too deeply to store") from None
+
+
+def _text(document: dict[str, Any]) -> str:
+    return _ENCODER.encode(document)
 
 
 def decode_document(text: str) -> dict[str, Any]:
@@ -87,6 +99,22 @@ def _plain_copy(value: dict[str, Any]) -> dict[str, Any] | None:
     except (_NotPlain, RecursionError):
         return None
     return copied
+
+
+def _plain(value: Any) -> bool:
+    """Whether :func:`_copy` would copy ``value`` (the same types), without copying it."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _EXACT_SCALARS and not _plain(item)):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            if type(item) not in _EXACT_SCALARS and not _plain(item):
+                return False
+        return True
+    return False
 
 
 def _copy(value: Any) -> Any:
