@@ -9,6 +9,7 @@ import os
 import sqlite3
 import textwrap
 import time
+import uuid
 import zipfile
 from importlib import machinery
 
@@ -16,6 +17,7 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
+from pyhost.runtime.entities import new_id
 from pyhost.runtime.values import from_json, to_json
 
 
@@ -56,6 +58,16 @@ def test_a_local_run_is_two_statements_and_is_recorded_whole(runtime, project):
     assert status["message"] == "completed" and status["logs"] == \
         f"local/run/{run.id}/logs/logs.txt"
     assert [attempt["attempt"] for attempt in status["attempts"]] == [1]
+
+
+def test_ids_are_random_version_4_uuids_in_hex():
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for made in ids:
+        parsed = uuid.UUID(made)  # made without uuid4(): the same form
+        assert parsed.hex == made and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Random beyond the version digit and the variant bits: every other digit varies.
+    assert all(len({made[index] for made in ids}) >= 4 for index in range(32) if index != 12)
 
 
 def test_a_new_version_runs_its_own_handler_not_the_one_imported_before(project):
