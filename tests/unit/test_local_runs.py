@@ -199,6 +199,20 @@ def test_a_package_and_its_modules_are_imported_afresh_and_compiled_once(project
     assert sorted(made) == ["__init__.py", "jobs.py", "state.py"]
 
 
+def test_a_handler_module_that_imports_a_package_beside_it_runs(project, tmp_path):
+    """The package's directory gets the run's finder without the handler's module, still
+    being imported, being dropped from sys.modules (a KeyError 'main' before)."""
+    source = tmp_path / "src"
+    (source / "helper").mkdir(parents=True)
+    (source / "main.py").write_text("import helper\n\ndef f():\n    return helper.WHAT\n")
+    (source / "helper" / "__init__.py").write_text("WHAT = 'package'\n")
+    fn = project.new_function(name="beside", code_src=str(source), handler="main:f")
+    for _ in range(2):
+        run = fn.run(local_execution=True, wait=True)
+        assert run.status.state == "COMPLETED", run.status.error
+        assert run.result("output_0") == "package"
+
+
 def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):
     fn = project.new_function(name="secret", code=IMPORT_ONCE, handler="f")
     monkeypatch.setenv("GREETING", "first secret")

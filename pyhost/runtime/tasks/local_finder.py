@@ -47,6 +47,11 @@ def prepare(directory: str) -> None:
     for name in list(_found):
         sys.modules.pop(name, None)
     _found.clear()
+    _register(directory)
+
+
+def _register(directory: str) -> None:
+    """This module's finder for ``directory``, for the imports from it."""
     if not isinstance(sys.path_importer_cache.get(directory), _Finder):
         sys.path_importer_cache[directory] = _Finder(directory)
 
@@ -102,8 +107,10 @@ class _Finder(machinery.FileFinder):
         if isinstance(spec.loader, _Loader) and spec.origin is not None:
             spec.cached = _bytecode_path(spec.origin)  # worked out once per file
         # A package's submodules are found in its own directory: by this finder as well.
+        # Registered only: the modules of this run imported so far stay (dropping them
+        # here dropped the handler's own module while it imported the package).
         for location in spec.submodule_search_locations or ():
-            prepare(location)
+            _register(location)
         return spec
 
 
