@@ -174,11 +174,60 @@ def test_a_file_added_to_the_versions_directory_is_found_by_the_next_run(project
         extra.write("VALUE = 'extra'\n")
     with open(os.path.join(directory, "main.py"), "w") as main:
         main.write("import extra\n\ndef f():\n    return extra.VALUE\n")
-    stat = os.stat(directory)  # a new mtime, whatever the clock's grain
-    os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    _touch(directory)
     run = fn.run(local_execution=True, wait=True)
     assert run.status.state == "COMPLETED", run.status.error
     assert run.result("result") == "extra"
+
+
+def _searches(monkeypatch, directory: str) -> list[str]:
+    """The modules Python's finder looks for in ``directory`` from now on."""
+    searched: list[str] = []
+    find_spec = machinery.FileFinder.find_spec
+
+    def counted(finder, fullname, target=None):
+        if finder.path == directory:
+            searched.append(fullname)
+        return find_spec(finder, fullname, target)
+
+    monkeypatch.setattr(machinery.FileFinder, "find_spec", counted)
+    return searched
+
+
+def _touch(directory: str) -> None:
+    stat = os.stat(directory)  # a new mtime, whatever the clock's grain
+    os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_where_a_module_was_found_is_kept_until_its_directory_changes(project, tmp_path,
+                                                                      monkeypatch):
+    """Each run imports afresh, but looks for the module's file only once while the
+    directory is unchanged; once it changes (the helper became a package, then went), the
+    next run looks again and imports what is there now."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "main.py").write_text("import helper\n\ndef f():\n    return helper.WHAT\n")
+    (source / "helper.py").write_text("WHAT = 'module'\n")
+    fn = project.new_function(name="found", code_src=str(source), handler="main:f")
+    directory = fn.source_directory()
+    searched = _searches(monkeypatch, directory)
+    runs = [fn.run(local_execution=True, wait=True) for _ in range(3)]
+    assert [run.result("output_0") for run in runs] == ["module"] * 3
+    assert sorted(searched) == ["helper", "main"]  # the first run's only
+    os.remove(os.path.join(directory, "helper.py"))
+    os.mkdir(os.path.join(directory, "helper"))
+    with open(os.path.join(directory, "helper", "__init__.py"), "w") as package:
+        package.write("WHAT = 'package'\n")
+    _touch(directory)
+    run = fn.run(local_execution=True, wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("output_0") == "package"
+    os.remove(os.path.join(directory, "helper", "__init__.py"))
+    os.rmdir(os.path.join(directory, "helper"))
+    _touch(directory)
+    gone = fn.run(local_execution=True, wait=True)
+    assert gone.status.state == "ERROR"
+    assert gone.status.error["type"] == "ModuleNotFoundError", gone.status.error
 
 
 def test_a_package_and_its_modules_are_imported_afresh_and_compiled_once(project, tmp_path,
