@@ -113,11 +113,11 @@ class _Finder(machinery.FileFinder):
             mtime = -1.0
         kept = self._found_at.get(fullname)
         if kept is not None and kept[0] == mtime:
-            spec = machinery.ModuleSpec(fullname, kept[1], origin=kept[2])
-            spec.has_location = True
-            spec.cached = _bytecode_path(kept[2])
+            again = machinery.ModuleSpec(fullname, kept[1], origin=kept[2])
+            again.has_location = True
+            again.cached = _bytecode_path(kept[2])
             _found.add(fullname)
-            return spec
+            return again
         spec = super().find_spec(fullname, target)
         if spec is None:
             self._found_at.pop(fullname, None)
