@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import textwrap
+import threading
 import time
 import uuid
 import zipfile
@@ -18,6 +19,7 @@ import pytest
 import pyhost.runtime as dh
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
 from pyhost.runtime.entities import new_id
+from pyhost.runtime.runs import executing, finished
 from pyhost.runtime.values import from_json, to_json
 
 
@@ -68,6 +70,20 @@ def test_ids_are_random_version_4_uuids_in_hex():
         assert parsed.hex == made and parsed.version == 4 and parsed.variant == uuid.RFC_4122
     # Random beyond the version digit and the variant bits: every other digit varies.
     assert all(len({made[index] for made in ids}) >= 4 for index in range(32) if index != 12)
+
+
+def test_a_runs_end_here_wakes_a_waiter_that_asked_before_it_and_one_that_asks_after():
+    early = executing("end-seen-early")
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(early.done.wait(10)))
+    waiter.start()
+    time.sleep(0.05)  # waiting by now
+    finished("end-seen-early")
+    waiter.join(10)
+    assert woke == [True]
+    late = executing("end-seen-late")
+    finished("end-seen-late")
+    assert late.done.wait(0)  # the Event made after the end is set already
 
 
 def test_a_new_version_runs_its_own_handler_not_the_one_imported_before(project):
