@@ -17,7 +17,10 @@ from importlib import machinery
 import pytest
 
 import pyhost.runtime as dh
+from pyhost.errors import CatalogUnavailable
+from pyhost.runtime.catalog import CatalogError, Record, StaleState
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
+from pyhost.runtime.context import Runtime
 from pyhost.runtime.entities import new_id
 from pyhost.runtime.runs import executing, finished
 from pyhost.runtime.values import from_json, to_json
@@ -84,6 +87,24 @@ def test_a_runs_end_here_wakes_a_waiter_that_asked_before_it_and_one_that_asks_a
     late = executing("end-seen-late")
     finished("end-seen-late")
     assert late.done.wait(0)  # the Event made after the end is set already
+
+
+def test_the_runtime_turns_a_catalog_error_into_catalog_unavailable_but_not_stale_state(
+        tmp_path):
+    runtime = Runtime.open(tmp_path, settle=False)
+    try:
+        record = Record("run", "p", "r1", "r1", "python+job", 1.0, 1.0, "CREATED", {"n": 1})
+        runtime.add(record)
+        with pytest.raises(StaleState):  # not a failure: another process moved it first
+            runtime.update("run", "r1", {"n": 2}, updated=2.0, state="RUNNING",
+                           expect_state="READY")
+        with pytest.raises(CatalogUnavailable,
+                           match="the catalog failed: a record with id r1 exists") as caught:
+            runtime.add(record)
+        assert isinstance(caught.value.__cause__, CatalogError)
+        assert runtime.update("run", "r1", {"n": 3}, updated=3.0).document == {"n": 3}
+    finally:
+        runtime.close()
 
 
 def test_a_new_version_runs_its_own_handler_not_the_one_imported_before(project):
