@@ -12,16 +12,19 @@ import threading
 import time
 import uuid
 import zipfile
+from datetime import datetime, timezone
 from importlib import machinery
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import pyhost.runtime as dh
 from pyhost.errors import CatalogUnavailable
 from pyhost.runtime.catalog import CatalogError, Record, StaleState
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
 from pyhost.runtime.context import Runtime
-from pyhost.runtime.entities import new_id
+from pyhost.runtime.entities import iso_time, new_id
 from pyhost.runtime.runs import executing, finished
 from pyhost.runtime.values import from_json, to_json
 
@@ -73,6 +76,20 @@ def test_ids_are_random_version_4_uuids_in_hex():
         assert parsed.hex == made and parsed.version == 4 and parsed.variant == uuid.RFC_4122
     # Random beyond the version digit and the variant bits: every other digit varies.
     assert all(len({made[index] for made in ids}) >= 4 for index in range(32) if index != 12)
+
+
+@given(st.floats(min_value=-2e9, max_value=4e9))
+@example(0.0)
+@example(0.9999995)  # rounds up to the next second
+@example(0.0004995)
+@example(-0.0000004)  # rounds to 0: the second before the epoch is not taken
+@example(-1.5)
+@example(1796549021.9999996)
+def test_iso_time_writes_what_datetime_writes(seconds):
+    expected = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+    assert iso_time(seconds) == expected
+    assert iso_time(seconds + 1.0) == datetime.fromtimestamp(
+        seconds + 1.0, timezone.utc).isoformat(timespec="milliseconds")  # another second
 
 
 def test_a_runs_end_here_wakes_a_waiter_that_asked_before_it_and_one_that_asks_after():
