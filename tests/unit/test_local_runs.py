@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import textwrap
 import threading
 import time
@@ -314,6 +315,40 @@ def test_a_handler_module_that_imports_a_package_beside_it_runs(project, tmp_pat
         run = fn.run(local_execution=True, wait=True)
         assert run.status.state == "COMPLETED", run.status.error
         assert run.result("output_0") == "package"
+
+
+def test_runs_at_once_in_two_threads_each_log_only_what_they_print(project, capsys,
+                                                                  tmp_path):
+    fn = project.new_function(
+        name="chatty", handler="f",
+        code="import sys, time\n\ndef f(tag, started):\n    open(started, 'w').close()\n"
+             "    for index in range(100):\n        print(tag, index)\n"
+             "        sys.stderr.write(f'{tag} err\\n')\n        time.sleep(0.001)\n"
+             "    return tag\n")
+    runs = []
+    for tag in ("one", "two"):
+        started = tmp_path / tag
+        runs.append(fn.run(local_execution=True, parameters={"tag": tag,
+                                                             "started": str(started)}))
+        # The next run starts once this one's handler runs: two local runs importing at
+        # the very same time can still drop each other's module from sys.modules.
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+    for _ in range(20):  # this thread prints meanwhile, to the stream that was there
+        print("outside")
+        time.sleep(0.005)
+    for run in runs:
+        run.wait(timeout=30)
+    for run, tag in zip(runs, ("one", "two")):
+        assert run.status.state == "COMPLETED", run.status.error
+        lines = run.logs().splitlines()
+        assert sorted(lines) == sorted([f"{tag} {index}" for index in range(100)] +
+                                       [f"{tag} err"] * 100)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["outside"] * 20 and err == ""
+    # No buffer is left for an ended run's thread (a new thread may get its ident).
+    assert not getattr(sys.stdout, "buffers", {}) and not getattr(sys.stderr, "buffers", {})
 
 
 def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):
