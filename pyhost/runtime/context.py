@@ -9,11 +9,11 @@ of the runtime goes through :class:`Runtime`, which turns the backend's errors i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from ..errors import CatalogUnavailable, NotInCatalog
@@ -54,7 +54,7 @@ class Runtime:
         root = Path(home) if home is not None else runtime_home()
         own = catalog is None and store is None
         if catalog is None:
-            with _translated():
+            with _translated:
                 catalog = SqliteCatalog(root / "catalog.db", busy_timeout=busy_timeout())
         runtime = cls(catalog, store or Store(root / "store"), root.absolute() if own else None)
         if settle:
@@ -73,7 +73,7 @@ class Runtime:
         self.catalog.close()
 
     def add(self, record: Record) -> Record:
-        with _translated():
+        with _translated:
             self.catalog.add(record)
         return record
 
@@ -81,26 +81,26 @@ class Runtime:
                state: str | None = None,
                expect_state: str | Sequence[str] | None = None) -> Record:
         """Raises StaleState (a CatalogError) when ``expect_state`` does not hold."""
-        with _translated():
+        with _translated:
             return self.catalog.update(entity_type, id, document, state=state,
                                        expect_state=expect_state, updated=updated)
 
     def get(self, entity_type: str, id: str) -> Record:
-        with _translated():
+        with _translated:
             record = self.catalog.get(entity_type, id)
         if record is None:
             raise NotInCatalog(f"no {entity_type} with id {id}")
         return record
 
     def latest(self, entity_type: str, project: str, name: str) -> Record:
-        with _translated():
+        with _translated:
             record = self.catalog.latest(entity_type, project, name)
         if record is None:
             raise NotInCatalog(f"project {project!r} has no {entity_type} named {name!r}")
         return record
 
     def find(self, entity_type: str, **filters: Any) -> list[Record]:
-        with _translated():
+        with _translated:
             return self.catalog.find(entity_type, **filters)
 
 
@@ -115,14 +115,21 @@ def busy_timeout() -> float:
     return env_seconds("PYHOST_CATALOG_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT)
 
 
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except StaleState:
-        raise  # not a failure: another process moved the record first
-    except CatalogError as exc:
-        raise CatalogUnavailable(f"the catalog failed: {exc}") from exc
+class _Translated:
+    """A backend's CatalogError raised as CatalogUnavailable. A class, not a
+    ``@contextmanager``: a fifth of its cost, on every catalog call (two per local run)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        # StaleState is not a failure: another process moved the record first.
+        if isinstance(exc, CatalogError) and not isinstance(exc, StaleState):
+            raise CatalogUnavailable(f"the catalog failed: {exc}") from exc
+
+
+_translated = _Translated()
 
 
 _runtime: Runtime | None = None

@@ -32,9 +32,11 @@ def tell_ended(home: Path, run_id: str) -> None:
     """Wake every process waiting for run ``run_id`` of ``home`` (after its end is
     recorded)."""
     path = os.path.join(home, _DIRECTORY, run_id)  # at every end: no pathlib
+    if not os.access(path, os.W_OK):  # nobody ever waited: no FIFO (no exception made for
+        return  # it, as a failed open makes: most runs' ends)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:  # nobody ever waited (no FIFO), or nobody waits now (ENXIO)
+    except OSError:  # nobody waits now (ENXIO), or the FIFO went meanwhile
         return
     os.close(fd)
     with contextlib.suppress(OSError):

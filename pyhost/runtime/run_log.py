@@ -18,6 +18,7 @@ kept.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -45,7 +46,6 @@ class RunLog:
     def __init__(self, directory: Path, cap: int, mask: Callable[[str], str] = str,
                  allow: Callable[[int], int] | None = None) -> None:
         self.directory = directory
-        self.path = directory / LOG_FILE
         self._cap = _cap(cap)
         self._segment_size = _segment_size(self._cap)
         self._mask = mask
@@ -58,6 +58,12 @@ class RunLog:
         self._made = False
         self._written = 0  # bytes of the whole log: read when it is made (another attempt's)
         self._refused = False
+
+    @functools.cached_property
+    def path(self) -> Path:
+        """The log's first file (``logs.txt``), made when first needed: a run that prints
+        nothing needs none (a Path is a tenth of a small local run's log set-up)."""
+        return self.directory / LOG_FILE
 
     def write(self, text: str) -> None:
         """Append ``text``; complete lines are stored at once."""

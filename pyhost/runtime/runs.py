@@ -87,7 +87,8 @@ class Execution:
     """A run executing in this process: how to wait for it and how to stop it."""
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self._done: threading.Event | None = None  # made when first asked for (see done)
+        self._finished = False
         self.stop_requested = False
         self.stopper: Callable[[], None] | None = None  # ends the work at once (a kill)
         # A serve run's: wait_ready(timeout) -> its record once it serves (see _wait_serving)
@@ -95,6 +96,18 @@ class Execution:
         # The run as its end was recorded here (record_end's answer): what a caller waiting
         # in this thread returns, without reading it again.
         self.ended: Record | None = None
+
+    @property
+    def done(self) -> threading.Event:
+        """Set once the run's work ended here. Made when first asked for: a run its caller
+        waits for in its own thread (most local runs) needs none, and an Event is most of
+        what registering a run costs."""
+        with _executions_lock:
+            if self._done is None:
+                self._done = threading.Event()
+                if self._finished:
+                    self._done.set()
+            return self._done
 
 
 _executions: dict[str, Execution] = {}
@@ -118,8 +131,12 @@ def execution_here(run_id: str) -> Execution | None:
 def finished(run_id: str) -> None:
     with _executions_lock:
         execution = _executions.pop(run_id, None)
-    if execution is not None:
-        execution.done.set()
+        if execution is None:
+            return
+        execution._finished = True
+        done = execution._done
+    if done is not None:
+        done.set()
 
 
 class Run:

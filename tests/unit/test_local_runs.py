@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import textwrap
+import threading
 import time
+import uuid
 import zipfile
+from datetime import datetime, timezone
 from importlib import machinery
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import pyhost.runtime as dh
+from pyhost.errors import CatalogUnavailable
+from pyhost.runtime.catalog import CatalogError, Record, StaleState
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
+from pyhost.runtime.context import Runtime
+from pyhost.runtime.entities import iso_time, new_id
+from pyhost.runtime.runs import executing, finished
 from pyhost.runtime.values import from_json, to_json
 
 
@@ -56,6 +67,62 @@ def test_a_local_run_is_two_statements_and_is_recorded_whole(runtime, project):
     assert status["message"] == "completed" and status["logs"] == \
         f"local/run/{run.id}/logs/logs.txt"
     assert [attempt["attempt"] for attempt in status["attempts"]] == [1]
+
+
+def test_ids_are_random_version_4_uuids_in_hex():
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for made in ids:
+        parsed = uuid.UUID(made)  # made without uuid4(): the same form
+        assert parsed.hex == made and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Random beyond the version digit and the variant bits: every other digit varies.
+    assert all(len({made[index] for made in ids}) >= 4 for index in range(32) if index != 12)
+
+
+@given(st.floats(min_value=-2e9, max_value=4e9))
+@example(0.0)
+@example(0.9999995)  # rounds up to the next second
+@example(0.0004995)
+@example(-0.0000004)  # rounds to 0: the second before the epoch is not taken
+@example(-1.5)
+@example(1796549021.9999996)
+def test_iso_time_writes_what_datetime_writes(seconds):
+    expected = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+    assert iso_time(seconds) == expected
+    assert iso_time(seconds + 1.0) == datetime.fromtimestamp(
+        seconds + 1.0, timezone.utc).isoformat(timespec="milliseconds")  # another second
+
+
+def test_a_runs_end_here_wakes_a_waiter_that_asked_before_it_and_one_that_asks_after():
+    early = executing("end-seen-early")
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(early.done.wait(10)))
+    waiter.start()
+    time.sleep(0.05)  # waiting by now
+    finished("end-seen-early")
+    waiter.join(10)
+    assert woke == [True]
+    late = executing("end-seen-late")
+    finished("end-seen-late")
+    assert late.done.wait(0)  # the Event made after the end is set already
+
+
+def test_the_runtime_turns_a_catalog_error_into_catalog_unavailable_but_not_stale_state(
+        tmp_path):
+    runtime = Runtime.open(tmp_path, settle=False)
+    try:
+        record = Record("run", "p", "r1", "r1", "python+job", 1.0, 1.0, "CREATED", {"n": 1})
+        runtime.add(record)
+        with pytest.raises(StaleState):  # not a failure: another process moved it first
+            runtime.update("run", "r1", {"n": 2}, updated=2.0, state="RUNNING",
+                           expect_state="READY")
+        with pytest.raises(CatalogUnavailable,
+                           match="the catalog failed: a record with id r1 exists") as caught:
+            runtime.add(record)
+        assert isinstance(caught.value.__cause__, CatalogError)
+        assert runtime.update("run", "r1", {"n": 3}, updated=3.0).document == {"n": 3}
+    finally:
+        runtime.close()
 
 
 def test_a_new_version_runs_its_own_handler_not_the_one_imported_before(project):
@@ -162,11 +229,60 @@ def test_a_file_added_to_the_versions_directory_is_found_by_the_next_run(project
         extra.write("VALUE = 'extra'\n")
     with open(os.path.join(directory, "main.py"), "w") as main:
         main.write("import extra\n\ndef f():\n    return extra.VALUE\n")
-    stat = os.stat(directory)  # a new mtime, whatever the clock's grain
-    os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    _touch(directory)
     run = fn.run(local_execution=True, wait=True)
     assert run.status.state == "COMPLETED", run.status.error
     assert run.result("result") == "extra"
+
+
+def _searches(monkeypatch, directory: str) -> list[str]:
+    """The modules Python's finder looks for in ``directory`` from now on."""
+    searched: list[str] = []
+    find_spec = machinery.FileFinder.find_spec
+
+    def counted(finder, fullname, target=None):
+        if finder.path == directory:
+            searched.append(fullname)
+        return find_spec(finder, fullname, target)
+
+    monkeypatch.setattr(machinery.FileFinder, "find_spec", counted)
+    return searched
+
+
+def _touch(directory: str) -> None:
+    stat = os.stat(directory)  # a new mtime, whatever the clock's grain
+    os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_where_a_module_was_found_is_kept_until_its_directory_changes(project, tmp_path,
+                                                                      monkeypatch):
+    """Each run imports afresh, but looks for the module's file only once while the
+    directory is unchanged; once it changes (the helper became a package, then went), the
+    next run looks again and imports what is there now."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "main.py").write_text("import helper\n\ndef f():\n    return helper.WHAT\n")
+    (source / "helper.py").write_text("WHAT = 'module'\n")
+    fn = project.new_function(name="found", code_src=str(source), handler="main:f")
+    directory = fn.source_directory()
+    searched = _searches(monkeypatch, directory)
+    runs = [fn.run(local_execution=True, wait=True) for _ in range(3)]
+    assert [run.result("output_0") for run in runs] == ["module"] * 3
+    assert sorted(searched) == ["helper", "main"]  # the first run's only
+    os.remove(os.path.join(directory, "helper.py"))
+    os.mkdir(os.path.join(directory, "helper"))
+    with open(os.path.join(directory, "helper", "__init__.py"), "w") as package:
+        package.write("WHAT = 'package'\n")
+    _touch(directory)
+    run = fn.run(local_execution=True, wait=True)
+    assert run.status.state == "COMPLETED", run.status.error
+    assert run.result("output_0") == "package"
+    os.remove(os.path.join(directory, "helper", "__init__.py"))
+    os.rmdir(os.path.join(directory, "helper"))
+    _touch(directory)
+    gone = fn.run(local_execution=True, wait=True)
+    assert gone.status.state == "ERROR"
+    assert gone.status.error["type"] == "ModuleNotFoundError", gone.status.error
 
 
 def test_a_package_and_its_modules_are_imported_afresh_and_compiled_once(project, tmp_path,
@@ -185,6 +301,54 @@ def test_a_package_and_its_modules_are_imported_afresh_and_compiled_once(project
     for _ in range(3):
         assert fn.run(local_execution=True, wait=True).result("result") == [1, True]
     assert sorted(made) == ["__init__.py", "jobs.py", "state.py"]
+
+
+def test_a_handler_module_that_imports_a_package_beside_it_runs(project, tmp_path):
+    """The package's directory gets the run's finder without the handler's module, still
+    being imported, being dropped from sys.modules (a KeyError 'main' before)."""
+    source = tmp_path / "src"
+    (source / "helper").mkdir(parents=True)
+    (source / "main.py").write_text("import helper\n\ndef f():\n    return helper.WHAT\n")
+    (source / "helper" / "__init__.py").write_text("WHAT = 'package'\n")
+    fn = project.new_function(name="beside", code_src=str(source), handler="main:f")
+    for _ in range(2):
+        run = fn.run(local_execution=True, wait=True)
+        assert run.status.state == "COMPLETED", run.status.error
+        assert run.result("output_0") == "package"
+
+
+def test_runs_at_once_in_two_threads_each_log_only_what_they_print(project, capsys,
+                                                                  tmp_path):
+    fn = project.new_function(
+        name="chatty", handler="f",
+        code="import sys, time\n\ndef f(tag, started):\n    open(started, 'w').close()\n"
+             "    for index in range(100):\n        print(tag, index)\n"
+             "        sys.stderr.write(f'{tag} err\\n')\n        time.sleep(0.001)\n"
+             "    return tag\n")
+    runs = []
+    for tag in ("one", "two"):
+        started = tmp_path / tag
+        runs.append(fn.run(local_execution=True, parameters={"tag": tag,
+                                                             "started": str(started)}))
+        # The next run starts once this one's handler runs: two local runs importing at
+        # the very same time can still drop each other's module from sys.modules.
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+    for _ in range(20):  # this thread prints meanwhile, to the stream that was there
+        print("outside")
+        time.sleep(0.005)
+    for run in runs:
+        run.wait(timeout=30)
+    for run, tag in zip(runs, ("one", "two")):
+        assert run.status.state == "COMPLETED", run.status.error
+        lines = run.logs().splitlines()
+        assert sorted(lines) == sorted([f"{tag} {index}" for index in range(100)] +
+                                       [f"{tag} err"] * 100)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["outside"] * 20 and err == ""
+    # No buffer is left for an ended run's thread (a new thread may get its ident).
+    assert not getattr(sys.stdout, "buffers", {}) and not getattr(sys.stderr, "buffers", {})
 
 
 def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):

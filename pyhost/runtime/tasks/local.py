@@ -4,13 +4,11 @@ set for the call and restored after."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
 from typing import Any, Callable
 
 from hxpy.runtime.job import run_job
@@ -33,7 +31,7 @@ def run_here(job: dict[str, Any], dispatch: Callable[..., Any], source: str,
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
     try:
-        with _captured() as captured:
+        with _captured as captured:
             try:
                 answer = run_job({**job, "files": {}}, dispatch, source)
             except Exception as exc:
@@ -71,19 +69,28 @@ class _PerThread(io.TextIOBase):
 _streams_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def _captured() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    with _streams_lock:
-        for name in ("stdout", "stderr"):
-            if not isinstance(getattr(sys, name), _PerThread):
-                setattr(sys, name, _PerThread(getattr(sys, name)))
-            getattr(sys, name).buffers[threading.get_ident()] = buffer
-    try:
-        yield buffer
-    finally:
+class _Captured:
+    """For the block, what this thread prints goes to a buffer of its own (the ``as``
+    value). A class rather than a ``@contextmanager``: a third of its cost, every run."""
+
+    def __enter__(self) -> io.StringIO:
+        buffer = io.StringIO()
+        thread = threading.get_ident()
         with _streams_lock:
-            for name in ("stdout", "stderr"):
-                stream = getattr(sys, name)
+            out, err = sys.stdout, sys.stderr
+            if not isinstance(out, _PerThread):
+                out = sys.stdout = _PerThread(out)
+            if not isinstance(err, _PerThread):
+                err = sys.stderr = _PerThread(err)
+            out.buffers[thread] = err.buffers[thread] = buffer
+        return buffer
+
+    def __exit__(self, *exc_info: object) -> None:
+        thread = threading.get_ident()
+        with _streams_lock:
+            for stream in (sys.stdout, sys.stderr):
                 if isinstance(stream, _PerThread):
-                    stream.buffers.pop(threading.get_ident(), None)
+                    stream.buffers.pop(thread, None)
+
+
+_captured = _Captured()  # it keeps nothing between enter and exit: one serves every run

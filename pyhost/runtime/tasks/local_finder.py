@@ -10,6 +10,8 @@ for the directory keeps its listing while the directory's mtime is unchanged (a 
 files are written once, when it is saved), and its loader keeps each file's code object
 while the file's ``stat`` (mtime in ns, size, inode) is unchanged, as a ``.pyc`` is kept by
 mtime and size. Module-level code still runs in every run: each run gets a new module.
+Where a module file was found is kept as well, while the directory's mtime is unchanged, so
+that a run's import makes its spec without looking for the file again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def prepare(directory: str) -> None:
     for name in list(_found):
         sys.modules.pop(name, None)
     _found.clear()
+    _register(directory)
+
+
+def _register(directory: str) -> None:
+    """This module's finder for ``directory``, for the imports from it."""
     if not isinstance(sys.path_importer_cache.get(directory), _Finder):
         sys.path_importer_cache[directory] = _Finder(directory)
 
@@ -87,6 +94,8 @@ class _Finder(machinery.FileFinder):
         super().__init__(path, (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
                          (_Loader, machinery.SOURCE_SUFFIXES),
                          (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES))
+        # A module's name -> the directory's mtime when it was found, its loader, its file.
+        self._found_at: dict[str, tuple[float, _Loader, str]] = {}
 
     def invalidate_caches(self) -> None:
         # run_job invalidates every finder before each import. The listing is still read
@@ -95,15 +104,34 @@ class _Finder(machinery.FileFinder):
 
     def find_spec(self, fullname: str, target: ModuleType | None = None
                   ) -> machinery.ModuleSpec | None:
+        # What FileFinder's search would find again while the directory's mtime is the one
+        # it was found at (a file added, removed or renamed changes it); a file changed in
+        # place is the loader's to see. The search is most of a small run's import.
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except OSError:
+            mtime = -1.0
+        kept = self._found_at.get(fullname)
+        if kept is not None and kept[0] == mtime:
+            again = machinery.ModuleSpec(fullname, kept[1], origin=kept[2])
+            again.has_location = True
+            again.cached = _bytecode_path(kept[2])
+            _found.add(fullname)
+            return again
         spec = super().find_spec(fullname, target)
         if spec is None:
+            self._found_at.pop(fullname, None)
             return None
         _found.add(fullname)
         if isinstance(spec.loader, _Loader) and spec.origin is not None:
             spec.cached = _bytecode_path(spec.origin)  # worked out once per file
+            if spec.submodule_search_locations is None and mtime != -1.0:  # a module file
+                self._found_at[fullname] = (mtime, spec.loader, spec.origin)
         # A package's submodules are found in its own directory: by this finder as well.
+        # Registered only: the modules of this run imported so far stay (dropping them
+        # here dropped the handler's own module while it imported the package).
         for location in spec.submodule_search_locations or ():
-            prepare(location)
+            _register(location)
         return spec
 
 
