@@ -223,8 +223,9 @@ def _made(key: tuple[tuple[str, type, Any], ...]) -> SessionOptions:
     """Options made from ``(name, type, value)`` triples, once per process for the same ones
     (the type too: ``cpus=True`` is refused where ``cpus=1`` is not). Options are immutable,
     so every ``py()`` that asks for the same may share them."""
-    return SessionOptions(**{name: {k: v for k, _, v in value} if kind is dict else value
-                             for name, kind, value in key})
+    values: dict[str, Any] = {name: {k: v for k, _, v in value} if kind is dict else value
+                              for name, kind, value in key}
+    return SessionOptions(**values)
 
 
 def _frozen(value: Any) -> Any:

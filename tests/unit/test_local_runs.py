@@ -5,6 +5,7 @@ in a temporary home."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import sqlite3
 import sys
@@ -349,6 +350,32 @@ def test_runs_at_once_in_two_threads_each_log_only_what_they_print(project, caps
     assert out.splitlines() == ["outside"] * 20 and err == ""
     # No buffer is left for an ended run's thread (a new thread may get its ident).
     assert not getattr(sys.stdout, "buffers", {}) and not getattr(sys.stderr, "buffers", {})
+
+
+def test_local_runs_importing_at_once_each_import_their_own_version(project, tmp_path):
+    """Runs started together in many threads, of two versions whose main imports a helper
+    beside it: each imports its own version's modules, and none is dropped while another
+    thread imports it (a KeyError 'main', 1 in 3 tries, before one import at a time)."""
+    versions = []
+    for version in (1, 2):
+        source = tmp_path / f"v{version}"
+        source.mkdir()
+        (source / "main.py").write_text("import time\nimport helper\ntime.sleep(0.002)\n\n"
+                                        "def f():\n    return helper.VERSION\n")
+        (source / "helper.py").write_text(f"import time\ntime.sleep(0.002)\n"
+                                          f"VERSION = {version}\n")
+        versions.append(project.new_function(name=f"race{version}", code_src=str(source),
+                                             handler="main:f"))
+    def run(fn: dh.Function, start: threading.Barrier) -> dh.Run:
+        start.wait()
+        return fn.run(local_execution=True, wait=True)
+
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            runs = list(pool.map(run, versions * 4, [threading.Barrier(8)] * 8))
+        for fn, done in zip(versions * 4, runs):
+            assert done.status.state == "COMPLETED", done.status.error
+            assert done.result("output_0") == int(fn.name[-1])
 
 
 def test_a_secret_read_at_import_is_each_runs_own(project, monkeypatch):

@@ -25,11 +25,14 @@ RESERVED = ("project", "run", "context", "event", "events")
 
 
 def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None,
-            directory: str | None = None) -> dict[str, Any]:
+            directory: str | None = None,
+            before_import: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run ``job`` (see the module docstring); ``{"results", "tables", "entities"}``.
 
     The function's files are written to ``directory`` (a new one under the temp directory by
     default: in a container, its tmpfs, gone with it; a local caller passes one it removes).
+    ``before_import`` is called just before the handler's import, while no other thread of
+    the process imports one (:func:`.loader.import_function`).
 
     Raises:
         whatever the handler raises (the session reports it with the user's traceback);
@@ -41,7 +44,7 @@ def run_job(job: dict[str, Any], call: Callable[..., Any] | None = None,
         call = call_host
     check_python(job.get("python"))
     directory = write_sources(job["files"], directory)
-    function = import_function(directory, job["module"], job["function"])
+    function = import_function(directory, job["module"], job["function"], before_import)
     kwargs = compose_arguments(function, job, call)
     value = function(**kwargs)
     return _sort_outputs(output_names(function), value)

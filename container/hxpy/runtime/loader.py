@@ -9,6 +9,7 @@ each loaded for itself (a local run's traceback is trimmed by counting frames).
 
 from __future__ import annotations
 
+import _thread  # not threading: a job's cold start (see hxpy.startup)
 import importlib
 import os
 import sys
@@ -57,27 +58,39 @@ def write_sources(files: dict[str, bytes], directory: str | None = None) -> str:
     return directory
 
 
-def import_function(directory: str, module_name: str, function_name: str
-                    ) -> Callable[..., Any]:
+# One function's import at a time in a process. Local runs (in the host's process, many
+# threads) share sys.modules and sys.path: one run dropping the modules of the last, or
+# putting its directory first on sys.path, while another imports, made that one fail
+# (KeyError naming a module it was importing) or import the other version's module.
+_importing = _thread.RLock()
+
+
+def import_function(directory: str, module_name: str, function_name: str,
+                    before: Callable[[], None] | None = None) -> Callable[..., Any]:
     """Import ``module_name`` from ``directory`` (never an earlier run's module of that
     name) and take ``function_name`` from it. ``digitalhub_runtime_python`` is importable
-    from here on (:mod:`.shim`; the real package when installed).
+    from here on (:mod:`.shim`; the real package when installed). ``before`` is called
+    first, while no other thread imports a function (a local run drops what the last one
+    imported).
 
     Raises:
         whatever importing the module raises; TypeError: ``function_name`` is not callable.
     """
     install_shim()
     top = module_name.split(".")[0]
-    earlier = sys.modules.pop(top, None)
-    if hasattr(earlier, "__path__"):  # a package: its submodules go too (a plain module has
-        for name in [name for name in sys.modules if name.startswith(top + ".")]:  # none)
-            del sys.modules[name]
-    sys.path.insert(0, directory)
-    try:
-        importlib.invalidate_caches()
-        module = importlib.import_module(module_name)
-    finally:
-        sys.path.remove(directory)
+    with _importing:
+        if before is not None:
+            before()
+        earlier = sys.modules.pop(top, None)
+        if hasattr(earlier, "__path__"):  # a package: its submodules go too (a module has
+            for name in [name for name in sys.modules if name.startswith(top + ".")]:  # none)
+                del sys.modules[name]
+        sys.path.insert(0, directory)
+        try:
+            importlib.invalidate_caches()
+            module = importlib.import_module(module_name)
+        finally:
+            sys.path.remove(directory)
     function = getattr(module, function_name, None)
     if not callable(function):
         raise TypeError(f"{module_name}.{function_name} is not a function")

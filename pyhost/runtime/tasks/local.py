@@ -4,6 +4,7 @@ set for the call and restored after."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
@@ -27,13 +28,15 @@ def run_here(job: dict[str, Any], dispatch: Callable[..., Any], source: str,
     Raises:
         PythonError: the handler raised; its traceback starts at the handler.
     """
-    prepare(source)
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
     try:
         with _captured as captured:
             try:
-                answer = run_job({**job, "files": {}}, dispatch, source)
+                # prepare drops the modules the last run imported: under the import lock,
+                # so that no other run is importing one of them then.
+                answer = run_job({**job, "files": {}}, dispatch, source,
+                                 before_import=functools.partial(prepare, source))
             except Exception as exc:
                 # from the handler on: not this frame, nor run_job's
                 frames = traceback.extract_tb(exc.__traceback__)[2:]
