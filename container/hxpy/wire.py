@@ -216,18 +216,8 @@ class FrameReader:
         # Large messages of a channel that has a bulk stream come over it (see BULK_FROM).
         bulk = getattr(sock, "bulk", None)
         self._bulk = None if bulk is None else FrameReader(bulk, max_size)
-        # One poll and one read, prebuilt: C calls with no Python frame. The poll asks
-        # whether a byte is there (an empty list: no) rather than trying a read that raises
-        # when none is: building that exception cost 1.9-2.6 us a poll against 0.6 for the
-        # question (measured here), and it held the GIL a poller shares with the session
-        # threads of its process.
-        if spin:
-            ready_poll = getattr(sock, "ready_poll", None)
-            self._ready: Callable[[], list[Any]] = ready_poll() if ready_poll else \
-                _ready_poll(sock.fileno())
-            read_now = getattr(sock, "read_now", None)
-            self._read_now: Callable[[], int] = read_now(self._view) if read_now else \
-                functools.partial(sock.recv_into, self._view)
+        self._ready: Callable[[], list[Any]] | None = None  # both made by _prepare_polls
+        self._read_now: Callable[[], int] | None = None
 
     def bound_large(self, large_from: int, prefixes: Sequence[bytes]) -> None:
         """Accept a message whose body is more than ``large_from`` bytes only when the body
@@ -277,16 +267,17 @@ class FrameReader:
         # there are CPUs: a poll would steal a CPU (or the GIL) that a peer needs to answer.
         if gate.polling or not gate.open():
             return self.sock.recv_into(self._view)
+        ready = self._ready or self._prepare_polls()
         gate.polling = True
         try:
-            ready, until = self._ready, _now() + self.spin
+            until = _now() + self.spin
             while not ready():
                 if _now() >= until:
                     break
                 os.sched_yield()  # a peer waiting for this CPU may run now
             else:
                 self._backoff = 1
-                return self._read_now()
+                return self._read_now()  # type: ignore[misc]  # made with _ready
         finally:
             gate.polling = False
         # Nothing came: sleep, and poll again only after as many reads as polls have failed in
@@ -295,6 +286,20 @@ class FrameReader:
         self._skip = self._backoff if _several_cpus() else _MAX_SKIPPED_POLLS
         self._backoff = min(self._backoff * 2, _MAX_SKIPPED_POLLS)
         return self.sock.recv_into(self._view)
+
+    def _prepare_polls(self) -> Callable[[], list[Any]]:
+        """One poll and one read, prebuilt at the first poll: C calls with no Python frame.
+        The poll asks whether a byte is there (an empty list: no) rather than trying a read
+        that raises when none is: building that exception cost 1.9-2.6 us a poll against
+        0.6 for the question (measured here), and it held the GIL a poller shares with the
+        session threads of its process."""
+        sock = self.sock
+        ready_poll = getattr(sock, "ready_poll", None)
+        self._ready = ready_poll() if ready_poll else _ready_poll(sock.fileno())
+        read_now = getattr(sock, "read_now", None)
+        self._read_now = read_now(self._view) if read_now else \
+            functools.partial(sock.recv_into, self._view)
+        return self._ready
 
     def _read_frames(self) -> tuple[Buffer, list[memoryview]]:
         buffers: list[memoryview] = []
