@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..errors import CatalogUnavailable, ConfigurationError, NotInCatalog
 from ..launchers.ownership import SUPERVISOR_LABEL, Owner, owner_alive
 from .catalog import CatalogBusy, Record, StaleState
 from .entities import Entity, EntityKey, entity_class, iso_time, new_id, parse_key
+from .executions import execution_here
 from .limits import DEFAULT_LOG_CAP, env_seconds, parse_size
 from .run_ends import FALLBACK, EndWatch, tell_ended
 from .run_log import LOG_FILE, LogFollower, RunLog, read_log
@@ -39,9 +39,8 @@ if TYPE_CHECKING:
     from .function import Function
 
 __all__ = ["ACTIVE", "DEFAULT_STOP_GRACE", "END_PATIENCE", "FINAL", "SDK_DEFAULT_OUTPUT",
-           "Execution", "Run", "RunStatus", "create_run", "execution_here", "executing",
-           "finished", "log_key", "record_end", "run_log", "settle_orphaned_runs",
-           "stop_grace", "transition"]
+           "Run", "RunStatus", "create_run", "log_key", "record_end", "run_log",
+           "settle_orphaned_runs", "stop_grace", "transition"]
 
 log = logging.getLogger("pyhost.runtime")
 # What DigitalHub names the value an undecorated handler returns; pyhost's "result" stays its
@@ -81,62 +80,6 @@ class RunStatus:
 
     def __repr__(self) -> str:
         return f"<RunStatus {self.state}: {self.message or ''}>"
-
-
-class Execution:
-    """A run executing in this process: how to wait for it and how to stop it."""
-
-    def __init__(self) -> None:
-        self._done: threading.Event | None = None  # made when first asked for (see done)
-        self._finished = False
-        self.stop_requested = False
-        self.stopper: Callable[[], None] | None = None  # ends the work at once (a kill)
-        # A serve run's: wait_ready(timeout) -> its record once it serves (see _wait_serving)
-        self.wait_ready: Callable[[float | None], Record] | None = None
-        # The run as its end was recorded here (record_end's answer): what a caller waiting
-        # in this thread returns, without reading it again.
-        self.ended: Record | None = None
-
-    @property
-    def done(self) -> threading.Event:
-        """Set once the run's work ended here. Made when first asked for: a run its caller
-        waits for in its own thread (most local runs) needs none, and an Event is most of
-        what registering a run costs."""
-        with _executions_lock:
-            if self._done is None:
-                self._done = threading.Event()
-                if self._finished:
-                    self._done.set()
-            return self._done
-
-
-_executions: dict[str, Execution] = {}
-_executions_lock = threading.Lock()
-
-
-def executing(run_id: str) -> Execution:
-    """Register a run as executing in this process."""
-    execution = Execution()
-    with _executions_lock:
-        _executions[run_id] = execution
-    return execution
-
-
-def execution_here(run_id: str) -> Execution | None:
-    """The run's execution if it executes in this process."""
-    with _executions_lock:
-        return _executions.get(run_id)
-
-
-def finished(run_id: str) -> None:
-    with _executions_lock:
-        execution = _executions.pop(run_id, None)
-        if execution is None:
-            return
-        execution._finished = True
-        done = execution._done
-    if done is not None:
-        done.set()
 
 
 class Run:

@@ -23,8 +23,9 @@ from hxpy import codec
 from ..errors import PyHostError
 from ..session.registry import keep_sigterm
 from .context import Runtime
+from .executions import Execution, executing, finished
 from .function import Function
-from .runs import ACTIVE, ERROR, STOPPED, Execution, executing, finished, transition
+from .runs import ACTIVE, ERROR, STOPPED, transition
 from .tasks import get_task
 
 __all__ = ["main", "run_payload"]

@@ -27,7 +27,7 @@ from pyhost.runtime.catalog import CatalogError, Record, StaleState
 from pyhost.runtime.catalog.sqlite import SqliteCatalog
 from pyhost.runtime.context import Runtime
 from pyhost.runtime.entities import iso_time, new_id
-from pyhost.runtime.runs import executing, finished
+from pyhost.runtime.executions import executing, finished
 from pyhost.runtime.values import from_json, to_json
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import pyhost.runtime as dh
 from pyhost.runtime import run_ends, runs
+from pyhost.runtime.executions import execution_here
 from pyhost.runtime.run_ends import EndWatch, tell_ended
 
 
@@ -47,7 +48,7 @@ def test_a_wait_on_another_processes_run_ends_when_its_end_is_recorded(runtime, 
         name="f", kind="python", code="def f():\n    return 1\n", handler="f")
     record = runs.create_run(runtime, fn, "job", {"function": fn.key})
     run = dh.get_run(record.id)
-    assert runs.execution_here(run.id) is None  # as a run of another process
+    assert execution_here(run.id) is None  # as a run of another process
 
     def settle() -> None:
         time.sleep(0.3)

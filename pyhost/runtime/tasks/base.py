@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 from ...errors import ConfigurationError
 from ..catalog import Record, StaleState
-from ..runs import ACTIVE, ERROR, Execution, Run, create_run, executing, finished, record_end
+from ..executions import Execution, executing, finished
+from ..runs import ACTIVE, ERROR, Run, create_run, record_end
 from .detached import detach
 
 if TYPE_CHECKING:

@@ -22,13 +22,13 @@ from ...launchers import get_launcher
 from ...launchers.base import Launcher
 from ...launchers.images import ImageRecipe
 from ..catalog import Record
+from ..executions import Execution
 from ..runs import (
     COMPLETED,
     ERROR,
     READY,
     RUNNING,
     STOPPED,
-    Execution,
     log_key,
     run_log,
     transition,

@@ -28,6 +28,7 @@ from ...errors import (
 from ...launchers import get_launcher
 from ..catalog import Record
 from ..entities import entity_class, parse_key
+from ..executions import Execution
 from ..host_calls import HostCalls
 from ..limits import masker
 from ..run_log import HEAD, RunLog
@@ -38,7 +39,6 @@ from ..runs import (
     RUNNING,
     SDK_DEFAULT_OUTPUT,
     STOPPED,
-    Execution,
     log_key,
     record_end,
     run_log,

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import Record
-from ..runs import Execution, Run, create_run
+from ..executions import Execution
+from ..runs import Run, create_run
 from .base import Task
 from .detached import detach
 from .serve_spec import ServeSpec, check_serve

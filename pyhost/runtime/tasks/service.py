@@ -27,6 +27,7 @@ from hxpy.runtime import calls as call_names
 from ...api import py
 from ...errors import ConfigurationError, PyHostError, PythonError, short
 from ..catalog import Record, StaleState
+from ..executions import Execution, executing, finished
 from ..host_calls import HostCalls
 from ..limits import masker
 from ..runs import (
@@ -35,9 +36,6 @@ from ..runs import (
     READY,
     RUNNING,
     STOPPED,
-    Execution,
-    executing,
-    finished,
     log_key,
     run_log,
     transition,
