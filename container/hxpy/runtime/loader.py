@@ -87,7 +87,12 @@ def import_function(directory: str, module_name: str, function_name: str,
                 del sys.modules[name]
         sys.path.insert(0, directory)
         try:
-            importlib.invalidate_caches()
+            # The directory's own finder only, if it has one: every other finder of the
+            # process (one per sys.path entry) has nothing of this function to forget, and
+            # asking them all cost about 10 us a run (a local run is about 0.5 ms).
+            finder = sys.path_importer_cache.get(directory)
+            if finder is not None:
+                finder.invalidate_caches()
             module = importlib.import_module(module_name)
         finally:
             sys.path.remove(directory)
