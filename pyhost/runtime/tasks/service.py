@@ -26,6 +26,7 @@ from hxpy.runtime import calls as call_names
 
 from ...api import py
 from ...errors import ConfigurationError, PyHostError, PythonError, short
+from ...session.conversation import terminated
 from ..catalog import Record, StaleState
 from ..executions import Execution, executing, finished
 from ..host_calls import HostCalls
@@ -38,6 +39,7 @@ from ..runs import (
     STOPPED,
     log_key,
     run_log,
+    stop_grace,
     transition,
 )
 from ..sources import python_wanted
@@ -113,7 +115,7 @@ class Service:
         self.replicas = [_Replica(index) for index in range(settings.replicas)]
         self._record = record
         self._execution = execution or executing(record.id)
-        self._execution.stopper = self._kill_all
+        self._execution.stopper = self._stop_replicas
         self._execution.wait_ready = self.wait_ready
         self._mask = masker(settings.secrets)
         self._calls = HostCalls(runtime, function.project, record.id, record.document["key"],
@@ -178,11 +180,25 @@ class Service:
         self._execution.done.wait()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Remove every replica and wait for the run to end (STOPPED)."""
+        """Stop every replica as a stopped job is stopped (SIGTERM: the server shuts down
+        and the replica sends what it printed since its last report; killed if it still
+        runs :func:`stop_grace` seconds later) and wait for the run to end (STOPPED)."""
         self._execution.stop_requested = True
         self._ending.set()
-        self._kill_all()
+        self._stop_replicas()
         self._execution.done.wait(timeout)
+
+    def _stop_replicas(self) -> None:
+        """SIGTERM to every replica at once, each killed past the grace; returns once all
+        ended. (Killed at once, a replica lost what it printed since its last report, up to
+        half a second of its log.)"""
+        grace = stop_grace()
+        stopping = [threading.Thread(target=session.kill, args=(grace,), daemon=True)
+                    for session in self._sessions()]
+        for thread in stopping:  # side by side: each waits out its own grace
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     def urls(self) -> list[str]:
         """The URLs of the replicas that listen now."""
@@ -190,10 +206,12 @@ class Service:
             return [r.url for r in self.replicas if r.url and r.state == "ready"]
 
     def _kill_all(self) -> None:
-        for replica in self.replicas:
-            session = replica.session
-            if session is not None:
-                session.kill()
+        for session in self._sessions():
+            session.kill()
+
+    def _sessions(self) -> list[Session]:
+        return [session for replica in self.replicas
+                if (session := replica.session) is not None]
 
     @property
     def _stopping(self) -> bool:
@@ -285,6 +303,8 @@ class Service:
             session.exec("from hxpy.runtime.serve import serve").eval("serve(__serve__)")
             return "its server stopped"
         except PythonError as exc:
+            if self._stopping and terminated(exc):  # our own stop's SIGTERM: no failure
+                return "stopped"
             self._append_log(replica.index, f"replica failed: {exc}\n")
             if not self._running:  # the start itself fails: the run cannot serve
                 self._fail({"type": exc.remote_type, "message": exc.remote_message,
