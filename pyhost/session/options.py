@@ -133,7 +133,7 @@ class SessionOptions:
                                      "DEBUG, INFO, WARNING, ERROR or CRITICAL")
         object.__setattr__(self, "log_level", level)
         # Read-only views: the options are immutable all through, so one object may serve
-        # every session made with the defaults (from_kwargs).
+        # every session asking for the same options (from_kwargs).
         object.__setattr__(self, "env", _str_map("env", self.env, show_values=True))
         object.__setattr__(self, "secrets", _str_map("secrets", self.secrets,
                                                      show_values=False))
@@ -163,8 +163,8 @@ class SessionOptions:
         try:  # the same options again: checked, specced and keyed once (they are immutable)
             return _made(tuple(sorted((name, type(value), _frozen(value))
                                       for name, value in kwargs.items())))
-        except TypeError:  # a value that cannot be a key (a dict): made afresh
-            return cls(**kwargs)  # checked once, not as the defaults and again as their copy
+        except TypeError:  # a value that cannot be a key (a list, a nested dict): made afresh
+            return cls(**kwargs)
 
     def replace(self, **changes: Any) -> SessionOptions:
         """A copy with ``changes`` applied (checked as new options are)."""
